@@ -1,0 +1,153 @@
+"""The device agent: birth certificate, heartbeats, and jobs from its own jobs topic.
+
+Threads, not asyncio: paho's network thread delivers messages, a worker pool runs jobs,
+and one timer thread sends heartbeats. Liveness never depends on the broker: the
+heartbeat lists every job this node holds, which renews their leases at the coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+from edgehive import __version__
+from edgehive.bus import MqttBus, Outgoing
+from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, parse_status
+
+from .health import HealthReader
+from .kinds import KindRegistry, builtin_kinds
+from .probe import models_present, probe_device
+from .runner import JobRunner
+from .settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, kinds: KindRegistry | None = None) -> None:
+        self.settings = settings
+        self.node = settings.node_id
+        self.topics = Topics(settings.prefix)
+        self.boot_id = secrets.token_hex(6)
+        self.kinds = kinds or builtin_kinds()
+        self.root = Path(settings.host_root)
+        self.health = HealthReader(self.root)
+        self.draining = threading.Event()
+        self._stop = threading.Event()
+        self._seq = 0
+        self.topics.jobs(self.node)  # fails fast on a node id that cannot be a topic level
+        self.bus = MqttBus(
+            settings.broker, self.topics, f"edgehive-agent-{self.node}", source=self.node,
+            will=Outgoing(self.topics.status(self.node), self._status("offline", "will: connection lost"), qos=1, retain=True),
+            max_payload_bytes=settings.max_payload_bytes,
+        )
+        self.runner = JobRunner(self.kinds, self.node, settings.workers, settings.effective_slots, self._publish_result)
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _status(self, state: str, reason: str | None = None) -> bytes:
+        return encode(NodeStatus(state=state, boot_id=self.boot_id, ts=time.time(), reason=reason))  # type: ignore[arg-type]
+
+    def capabilities(self) -> Capabilities:
+        device = probe_device(self.root)
+        return Capabilities(
+            node=self.node, boot_id=self.boot_id, ts=time.time(), version=__version__,
+            arch=device.arch, board=device.board, os=device.os, python=platform.python_version(),
+            cores=device.cores, ram_mb=device.ram_mb, accelerators=device.accelerators,
+            backends=device.backends, models=models_present(Path(self.settings.models_dir)),
+            kinds=self.kinds.names(), workers=self.settings.workers, slots=self.settings.effective_slots,
+            tags=self.settings.tag_list,
+        )
+
+    def heartbeat(self) -> Heartbeat:
+        running, waiting = self.runner.counts()
+        self._seq += 1
+        return Heartbeat(
+            node=self.node, boot_id=self.boot_id, seq=self._seq, ts=time.time(),
+            cpu_pct=self.health.cpu_pct(), mem_pct=self.health.mem_pct(), temp_c=self.health.temperature_c(),
+            throttled=self.health.throttled(), gpu_pct=self.health.gpu_pct(),
+            in_flight=running, queued=waiting, jobs_done=self.runner.done, jobs_failed=self.runner.failed,
+            service_s=self.runner.mean_service_s(), service_by_kind=dict(self.runner.service_by_kind),
+            held=self.runner.held_ids(), draining=self.draining.is_set(),
+        )
+
+    def _publish_heartbeat(self) -> None:
+        self.bus.publish(self.topics.heartbeat(self.node), encode(self.heartbeat()), qos=0)
+
+    def _birth(self) -> None:
+        """On every (re)connect: the retained birth certificate, `online`, and a first heartbeat."""
+        self.bus.publish(self.topics.capabilities(self.node), encode(self._caps), qos=1, retain=True)
+        self.bus.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
+        self._publish_heartbeat()
+
+    def _publish_result(self, result: Result) -> None:
+        if not self.bus.publish(self.topics.result(result.kind, result.source), encode(result), qos=1):
+            log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
+
+    # -- handlers (network thread) -----------------------------------------------------------
+
+    def _on_job(self, topic: str, job: Job) -> None:
+        received = time.time()
+        if job.boot_id != self.boot_id:
+            log.info("ignoring job %s meant for an earlier boot of %s", job.id, self.node)
+            return
+        if self.runner.is_held(job.id):
+            return  # a redelivery of a job we are already running
+        reason = "node is draining" if self.draining.is_set() else None
+        if reason is None and not self.runner.try_accept(job, received):
+            reason = f"node is full ({self.runner.capacity} jobs)"
+        if reason is not None:
+            self._publish_result(Result(
+                job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
+                ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
+            ))
+
+    def _on_own_status(self, topic: str, status: NodeStatus) -> None:
+        """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it."""
+        if status.state == "offline" and status.boot_id == self.boot_id and not self._stop.is_set() and not self.draining.is_set():
+            log.warning("status was set offline (%s) while alive; re-announcing", status.reason)
+            self.bus.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, connect_timeout_s: float | None = None) -> None:
+        self._caps = self.capabilities()
+        self.bus.subscribe(self.topics.jobs(self.node), self._on_job, lambda t, p: decode(Job, p), qos=1)
+        self.bus.subscribe(self.topics.status(self.node), self._on_own_status, lambda t, p: parse_status(p), qos=1)
+        self.bus.on_connect(self._birth)
+        self.bus.start(timeout_s=connect_timeout_s)
+        self._heartbeat_thread.start()
+        log.info("agent %s (boot %s) started: %s", self.node, self.boot_id, ", ".join(self._caps.kinds))
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            if self.bus.connected.is_set():
+                self._publish_heartbeat()
+
+    def drain(self) -> None:
+        """Take no new job, finish what is held, then say `offline` and leave."""
+        if self.draining.is_set():
+            return
+        self.draining.set()
+        self._publish_heartbeat()  # tells the scheduler at once
+        finished = self.runner.wait_idle(self.settings.drain_timeout_s)
+        if not finished:
+            log.warning("drain timed out with %d jobs held; the coordinator will re-run them", len(self.runner.held_ids()))
+        self._stop.set()
+        self.bus.stop([Outgoing(self.topics.status(self.node), self._status("offline", "drained"), qos=1, retain=True)])
+        self.runner.shutdown()
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM or SIGINT, then drain."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        self.drain()

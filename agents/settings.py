@@ -1,0 +1,30 @@
+"""Agent settings (`EDGEHIVE_*`)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from edgehive.settings import CommonSettings
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+class AgentSettings(CommonSettings):
+    workers: int = Field(default_factory=_default_workers, ge=1, le=256, description="Jobs run at the same time (default: CPU count)")
+    slots: int = Field(0, ge=0, le=4096, description="Jobs accepted at once, running plus prefetched (0: 2 × workers)")
+    tags: str = Field("", description="Comma-separated tags that jobs can require, e.g. 'camera,outdoor'")
+    models_dir: str = Field("models", description="Folder searched for .tflite models to advertise")
+    host_root: str = Field("/", description="Where the device's /proc and /sys are visible (containers may mount them elsewhere)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish")
+
+    @property
+    def effective_slots(self) -> int:
+        return self.slots or 2 * self.workers
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [t.strip() for t in self.tags.split(",") if t.strip()]

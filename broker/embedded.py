@@ -1,0 +1,99 @@
+"""The amqtt broker, run in-process on its own thread and event loop.
+
+`edgehive up` and `edgehive broker` use it so that a laptop needs no Mosquitto. amqtt
+does not send wills on silent death, queue QoS 1 for offline sessions or redeliver
+unacknowledged messages (DESIGN.md, measured), which is why edgehive's own leases and
+heartbeats carry every guarantee; production fleets should run Mosquitto
+(`broker/mosquitto.conf`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _patched_broker_class() -> type:
+    """amqtt 0.12.1 with one fix: on every connect it sends the new client the retained
+    messages matching *any* client's subscriptions, and meanwhile holds back that client's
+    own publishes (a quick `mosquitto_pub` lost its message). Retained messages are only
+    sent for filters the connecting session itself holds, as MQTT-3.3.1-6 says.
+    Imported lazily: only the process that runs the broker pays for amqtt.
+    """
+    from amqtt.broker import Broker
+
+    class PatchedBroker(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
+            holders = self._subscriptions.get(subscription[0], [])
+            if any(s.client_id == session.client_id for s, _ in holders):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return PatchedBroker
+
+
+class EmbeddedBroker:
+    """Start with `start()` (or `with EmbeddedBroker(...) as broker:`); `port=0` picks a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
+        self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError(f"embedded broker did not start within {timeout_s:g} s")
+        if self._error is not None:
+            raise RuntimeError(f"embedded broker failed to start on {self.host}:{self.port}: {self._error}") from None
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            broker = _patched_broker_class()(self._config(), loop=asyncio.get_running_loop())
+            await broker.start()
+            server = broker._servers["default"].instance  # amqtt exposes no public accessor for the bound port
+            self.port = server.sockets[0].getsockname()[1]
+        except BaseException as error:  # reported to start()'s caller, not lost in this thread
+            self._error = error
+            self._ready.set()
+            return
+        log.info("embedded amqtt broker listening on %s:%d", self.host, self.port)
+        self._ready.set()
+        await self._stop.wait()
+        await broker.shutdown()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

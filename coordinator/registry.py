@@ -1,0 +1,114 @@
+"""The node registry: who is in the fleet, what they can do, and whether they are alive.
+
+It is rebuilt from retained messages alone (capabilities and status), so a restarted
+coordinator knows the fleet without any agent restarting. Death is decided three
+ways: the will (or an explicit `offline`), or heartbeats silent for `dead_after`. A
+boot id ties each message to one run of an agent, so a will from an earlier boot
+never kills the live one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgehive.schemas import Capabilities, Heartbeat, NodeStatus
+
+
+@dataclass
+class Node:
+    id: str
+    caps: Capabilities | None = None
+    boot_id: str | None = None
+    alive: bool = False
+    last_seen: float = 0.0
+    heartbeat: Heartbeat | None = None
+    jobs: set[str] = field(default_factory=set)
+    dispatched: int = 0
+    retired_boots: set[str] = field(default_factory=set)
+
+    @property
+    def draining(self) -> bool:
+        return self.heartbeat is not None and self.heartbeat.draining
+
+    @property
+    def free_slots(self) -> int:
+        if self.caps is None or not self.alive or self.draining:
+            return 0
+        return max(0, self.caps.slots - len(self.jobs))
+
+
+@dataclass
+class Change:
+    """What an event did to a node: `lost_jobs` must be re-queued."""
+
+    node: Node
+    died: bool = False
+    revived: bool = False
+    lost_jobs: set[str] = field(default_factory=set)
+
+
+class NodeRegistry:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+
+    def get(self, node_id: str) -> Node:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = Node(node_id)
+        return node
+
+    def alive(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def _new_boot(self, node: Node, boot_id: str) -> set[str]:
+        """A different boot id: the earlier run's jobs are gone with it."""
+        lost: set[str] = set()
+        if node.boot_id is not None and node.boot_id != boot_id:
+            node.retired_boots.add(node.boot_id)
+            lost, node.jobs = node.jobs, set()
+            node.heartbeat = None
+        node.boot_id = boot_id
+        return lost
+
+    def on_capabilities(self, caps: Capabilities, now: float) -> Change:
+        node = self.get(caps.node)
+        if caps.boot_id in node.retired_boots:
+            return Change(node)
+        lost = self._new_boot(node, caps.boot_id)
+        node.caps = caps
+        return Change(node, lost_jobs=lost)
+
+    def on_status(self, node_id: str, status: NodeStatus, now: float) -> Change:
+        node = self.get(node_id)
+        stale = status.boot_id is not None and (status.boot_id in node.retired_boots or (node.boot_id is not None and status.boot_id != node.boot_id))
+        if status.state == "offline":
+            if stale or not node.alive:
+                return Change(node)
+            node.alive = False
+            lost, node.jobs = node.jobs, set()
+            return Change(node, died=True, lost_jobs=lost)
+        if stale and status.boot_id in node.retired_boots:
+            return Change(node)
+        lost = self._new_boot(node, status.boot_id) if status.boot_id else set()
+        revived = not node.alive
+        node.alive, node.last_seen = True, now
+        return Change(node, revived=revived, lost_jobs=lost)
+
+    def on_heartbeat(self, beat: Heartbeat, now: float) -> Change:
+        node = self.get(beat.node)
+        if beat.boot_id in node.retired_boots:
+            return Change(node)
+        lost = self._new_boot(node, beat.boot_id)
+        revived = not node.alive
+        node.alive, node.last_seen, node.heartbeat = True, now, beat
+        return Change(node, revived=revived, lost_jobs=lost)
+
+    def expire(self, now: float, dead_after: float) -> list[Change]:
+        """Nodes whose heartbeats stopped: dead, with their jobs to re-queue."""
+        changes = []
+        for node in self.nodes.values():
+            if node.alive and now - node.last_seen > dead_after:
+                node.alive = False
+                lost, node.jobs = node.jobs, set()
+                changes.append(Change(node, died=True, lost_jobs=lost))
+        return changes

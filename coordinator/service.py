@@ -1,0 +1,383 @@
+"""The coordinator: turns submissions into placed jobs and keeps every job alive until it ends.
+
+One lock guards all state; paho's network thread runs the handlers and a ticker thread
+checks liveness, leases and deadlines. Guarantees come from our own bookkeeping, never
+from the broker: a job is held by exactly one node at a time, the node's heartbeats
+renew its lease, and a job whose node dies or whose lease lapses goes back to the queue
+until `max_attempts`. Submissions are journaled, so a coordinator restart loses none.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from edgehive.bus import MqttBus, Outgoing, Rejected
+from edgehive.schemas import (
+    Capabilities,
+    CoordinatorStats,
+    Heartbeat,
+    Job,
+    JobRequest,
+    JobState,
+    JobStateName,
+    NodeStatus,
+    Result,
+    Topics,
+    decode,
+    encode,
+    parse_status,
+)
+
+from . import scheduler
+from .jobs import FinishedJobs, JobQueue, JobRecord
+from .journal import JobJournal
+from .registry import Change, Node, NodeRegistry
+from .settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+
+S = JobStateName
+
+
+class Coordinator:
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.prefix)
+        self.registry = NodeRegistry()
+        self.queue = JobQueue()
+        self.active: dict[str, JobRecord] = {}
+        self.finished = FinishedJobs()
+        self.orphans: dict[str, JobRecord] = {}
+        self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
+        journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
+        self.journal = JobJournal(journal_path)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._recovery_until = 0.0
+        self._last_stats = (time.monotonic(), 0)
+        self.bus = MqttBus(
+            settings.broker, self.topics, f"edgehive-coordinator-{settings.prefix.replace('/', '-')}",
+            source="coordinator",
+            will=Outgoing(self.topics.coordinator_status, b"offline", qos=1, retain=True),
+            clean_session=False,  # on Mosquitto, submissions made while we restart are queued for us
+            max_payload_bytes=settings.max_payload_bytes,
+        )
+        self._ticker = threading.Thread(target=self._tick_loop, name="coordinator-tick", daemon=True)
+
+    # -- parsing (network thread, before the lock) -----------------------------------------
+
+    def _parse_node_message(self, topic: str, payload: bytes, model: type) -> object:
+        ref = self.topics.parse(topic)
+        message = parse_status(payload) if model is NodeStatus else decode(model, payload)
+        node = getattr(message, "node", ref.node)
+        if node != ref.node:
+            raise Rejected(f"message names node {node!r} but arrived on node {ref.node!r}'s topic")
+        return message
+
+    def _parse_result(self, topic: str, payload: bytes) -> Result:
+        ref = self.topics.parse(topic)
+        result = decode(Result, payload)
+        if (result.kind, result.source) != (ref.result_kind, ref.source):
+            raise Rejected(f"result for {result.kind}/{result.source} arrived on results/{ref.result_kind}/{ref.source}")
+        return result
+
+    # -- state publishing --------------------------------------------------------------------
+
+    def _publish_state(self, job: JobRecord, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
+        job.state = state
+        message = JobState(job_id=job.id, state=state, ts=ts or time.time(), kind=job.kind, attempt=job.attempt, node=job.node, reason=reason)
+        self.bus.publish(self.topics.job_state(job.id), encode(message), qos=1)
+
+    def _finish(self, job: JobRecord, state: JobStateName, reason: str | None = None) -> None:
+        self._publish_state(job, state, reason)
+        self.active.pop(job.id, None)
+        self.orphans.pop(job.id, None)
+        self.finished.add(job, reason)
+        self.counters["done" if state is S.DONE else "failed"] += 1
+        self.journal.ended(job.id, self._open_journal_entries)
+
+    def _open_journal_entries(self) -> list[tuple[JobRequest, float, int]]:
+        return [(j.request, j.submitted, j.attempt) for j in self.active.values()]
+
+    # -- submissions -------------------------------------------------------------------------
+
+    def _on_submit(self, topic: str, request: JobRequest) -> None:
+        with self._lock:
+            if request.id is not None and self._answer_resubmission(request.id):
+                return
+            job_id = request.id or uuid.uuid4().hex[:20]
+            request = request.model_copy(update={"id": job_id})
+            now = time.time()
+            job = JobRecord(job_id, request, submitted=now, deadline=now + request.deadline_s if request.deadline_s else None)
+            self.counters["submitted"] += 1
+            if len(self.queue) >= self.settings.queue_max:
+                self.counters["rejected"] += 1
+                reason = f"queue full ({self.settings.queue_max} jobs waiting)"
+                self.bus.report_error(topic, f"job {job_id} refused: {reason}")
+                self._publish_state(job, S.FAILED, reason)
+                self.finished.add(job, reason)
+                return
+            self.active[job_id] = job
+            self.journal.accepted(request, now)
+            self._publish_state(job, S.REQUESTED)
+            reason = self._unrunnable(job)
+            if reason is not None:
+                self._finish(job, S.FAILED, reason)
+                return
+            self.queue.push(job)
+            self._pump()
+
+    def _answer_resubmission(self, job_id: str) -> bool:
+        """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
+        job = self.active.get(job_id)
+        if job is not None:
+            self._publish_state(job, job.state)
+            return True
+        final = self.finished.get(job_id)
+        if final is not None:
+            state, kind, node, attempt, reason = final
+            message = JobState(job_id=job_id, state=state, ts=time.time(), kind=kind, attempt=attempt, node=node, reason=reason)
+            self.bus.publish(self.topics.job_state(job_id), encode(message), qos=1)
+            return True
+        return False
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Place queued jobs while any node has a free slot."""
+        nodes = self.registry.alive()
+        if not self.queue or not any(n.free_slots for n in nodes):
+            return
+        now_mono, now = time.monotonic(), time.time()
+        for job in self.queue:
+            node = scheduler.choose(nodes, job.kind, job.request.requires)
+            if node is None:
+                if not any(n.free_slots for n in nodes):
+                    return
+                continue
+            self.queue.remove(job)
+            self._dispatch(job, node, now, now_mono)
+
+    def _unrunnable(self, job: JobRecord) -> str | None:
+        """Why no known node could ever run `job`; judged only once the registry is rebuilt."""
+        if time.monotonic() - self._started <= self.settings.dead_after:
+            return None
+        return scheduler.never_runnable(self.registry.nodes.values(), job.kind, job.request.requires)
+
+    def _sweep_queue(self) -> None:
+        """Fail queued jobs whose deadline passed or that no node can run."""
+        now = time.time()
+        for job in self.queue:
+            reason = self._unrunnable(job)
+            if reason is None and job.deadline is not None and now > job.deadline:
+                reason = f"deadline of {job.request.deadline_s:g} s passed while queued"
+            if reason is not None:
+                self.queue.remove(job)
+                self._finish(job, S.FAILED, reason)
+
+    def _dispatch(self, job: JobRecord, node: Node, now: float, now_mono: float) -> None:
+        assert node.boot_id is not None
+        job.attempt += 1
+        job.node, job.boot_id = node.id, node.boot_id
+        job.dispatched, job.dispatched_mono = now, now_mono
+        job.running_announced = False
+        node.jobs.add(job.id)
+        node.dispatched += 1
+        message = Job(
+            id=job.id, kind=job.kind, params=job.request.params, source=job.source, attempt=job.attempt,
+            boot_id=node.boot_id, submitted=job.submitted, dispatched=now, deadline=job.deadline,
+        )
+        self.bus.publish(self.topics.jobs(node.id), encode(message), qos=1)
+        self._publish_state(job, S.SCHEDULED)
+
+    def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
+        job = self.active.get(job_id)
+        if job is None:
+            return
+        if job.node is not None:
+            node = self.registry.nodes.get(job.node)
+            if node is not None:
+                node.jobs.discard(job_id)
+        if not count_attempt:
+            job.attempt -= 1
+            job.bounces += 1
+        if job.attempt >= self.settings.max_attempts or job.bounces > 10 * self.settings.max_attempts:
+            self._finish(job, S.FAILED, f"{reason}; gave up after {job.attempt} attempts")
+            return
+        job.node = None
+        self.counters["retried"] += 1
+        self._publish_state(job, S.REQUESTED, f"re-queued: {reason}")
+        self.queue.push(job, front=True)
+
+    def _apply(self, change: Change, why: str) -> None:
+        for job_id in sorted(change.lost_jobs):
+            self._requeue(job_id, f"node {change.node.id} {why}")
+        if change.died:
+            log.warning("node %s is dead (%s); %d jobs re-queued", change.node.id, why, len(change.lost_jobs))
+        elif change.revived:
+            log.info("node %s is online", change.node.id)
+
+    # -- node events -------------------------------------------------------------------------
+
+    def _on_capabilities(self, topic: str, caps: Capabilities) -> None:
+        with self._lock:
+            self._apply(self.registry.on_capabilities(caps, time.monotonic()), "restarted")
+            self._pump()
+
+    def _on_status(self, topic: str, status: NodeStatus) -> None:
+        node_id = self.topics.parse(topic).node
+        assert node_id is not None
+        with self._lock:
+            why = "went offline" + (f" ({status.reason})" if status.reason else "")
+            self._apply(self.registry.on_status(node_id, status, time.monotonic()), why if status.state == "offline" else "restarted")
+            self._pump()
+
+    def _on_heartbeat(self, topic: str, beat: Heartbeat) -> None:
+        now_mono = time.monotonic()
+        with self._lock:
+            change = self.registry.on_heartbeat(beat, now_mono)
+            self._apply(change, "restarted")
+            self._reconcile_leases(change.node, beat, now_mono)
+            self._pump()
+
+    def _reconcile_leases(self, node: Node, beat: Heartbeat, now_mono: float) -> None:
+        """The heartbeat lists what the node holds: confirm those, re-queue what it never got."""
+        held = set(beat.held)
+        for job_id in held - node.jobs:
+            self._adopt(node, job_id)
+        for job_id in list(node.jobs):
+            job = self.active.get(job_id)
+            if job is None:
+                node.jobs.discard(job_id)
+            elif job_id in held:
+                if not job.running_announced:
+                    job.running_announced = True
+                    self._publish_state(job, S.RUNNING)
+            elif now_mono - job.dispatched_mono > self.settings.lease:
+                self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease")
+
+    def _adopt(self, node: Node, job_id: str) -> None:
+        """After a restart, a journaled job that a live node is still running stays there."""
+        job = self.orphans.pop(job_id, None)
+        if job is None:
+            return
+        job.node, job.boot_id = node.id, node.boot_id
+        job.dispatched_mono, job.running_announced = time.monotonic(), True
+        node.jobs.add(job_id)
+        self._publish_state(job, S.RUNNING, "adopted after coordinator restart")
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _on_result(self, topic: str, result: Result) -> None:
+        with self._lock:
+            job = self.active.get(result.job_id)
+            if job is None:
+                if result.job_id in self.finished:
+                    self.counters["duplicates"] += 1
+                return
+            if result.retryable:
+                if job.node == result.node:
+                    self._requeue(job.id, f"node {result.node} declined: {result.error}", count_attempt=False)
+                    self._pump()
+                return
+            self.orphans.pop(job.id, None)
+            if job.node is not None and job.node in self.registry.nodes:
+                self.registry.nodes[job.node].jobs.discard(job.id)
+            if job.queued:
+                self.queue.remove(job)
+            job.node, job.attempt = result.node, result.attempt
+            if not job.running_announced:
+                self._publish_state(job, S.RUNNING, ts=result.timings.started)
+            self._finish(job, S.DONE if result.ok else S.FAILED, result.error)
+            self._pump()
+
+    # -- periodic work -----------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        period = min(0.5, self.settings.heartbeat_s / 2)
+        while not self._stop.wait(period):
+            try:
+                self.tick()
+            except Exception:  # the ticker must outlive a bug
+                log.exception("coordinator tick failed")
+
+    def tick(self) -> None:
+        now_mono = time.monotonic()
+        with self._lock:
+            for change in self.registry.expire(now_mono, self.settings.dead_after):
+                self._apply(change, f"sent no heartbeat for {self.settings.dead_after:g} s")
+                status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=time.time(), reason="heartbeat timeout")
+                self.bus.publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
+            if self.orphans and now_mono > self._recovery_until:
+                for job in list(self.orphans.values()):
+                    del self.orphans[job.id]
+                    self._requeue(job.id, "not running anywhere after coordinator restart", count_attempt=False)
+            self._sweep_queue()
+            self._pump()
+            if now_mono - self._last_stats[0] >= self.settings.stats_interval_s:
+                self._publish_stats(now_mono)
+
+    def stats(self, now_mono: float) -> CoordinatorStats:
+        last_mono, last_done = self._last_stats
+        done = self.counters["done"] + self.counters["failed"]
+        rate = (done - last_done) / max(1e-6, now_mono - last_mono)
+        self._last_stats = (now_mono, done)
+        return CoordinatorStats(
+            ts=time.time(), uptime_s=now_mono - self._started,
+            nodes_online=len(self.registry.alive()), nodes_known=len(self.registry.nodes),
+            queued=len(self.queue), in_flight=sum(len(n.jobs) for n in self.registry.nodes.values()),
+            queued_by_kind=self.queue.count_by_kind(), jobs_per_s=round(rate, 2), **self.counters,
+        )
+
+    def _publish_stats(self, now_mono: float) -> None:
+        self.bus.publish(self.topics.coordinator_stats, encode(self.stats(now_mono)), qos=0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Journaled open jobs become orphans until a heartbeat shows who runs them."""
+        for request, submitted, attempt in self.journal.recover():
+            assert request.id is not None
+            job = JobRecord(request.id, request, submitted=submitted,
+                            deadline=submitted + request.deadline_s if request.deadline_s else None, attempt=max(attempt, 1))
+            self.active[job.id] = job
+            self.orphans[job.id] = job
+        self._recovery_until = time.monotonic() + self.settings.dead_after + self.settings.heartbeat_s
+        if self.orphans:
+            log.warning("recovered %d open jobs from the journal", len(self.orphans))
+
+    def _birth(self) -> None:
+        self.bus.publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
+
+    def start(self, connect_timeout_s: float | None = None) -> None:
+        self._recover()
+        t = self.topics
+        node_limit = self.settings.max_payload_bytes
+        self.bus.subscribe(t.pattern("capabilities"), self._on_capabilities, lambda tp, p: self._parse_node_message(tp, p, Capabilities), max_bytes=node_limit)
+        self.bus.subscribe(t.pattern("status"), self._on_status, lambda tp, p: self._parse_node_message(tp, p, NodeStatus), max_bytes=node_limit)
+        self.bus.subscribe(t.pattern("heartbeat"), self._on_heartbeat, lambda tp, p: self._parse_node_message(tp, p, Heartbeat), qos=0, max_bytes=4 * node_limit)
+        self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
+        self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
+        self.bus.on_connect(self._birth)
+        self.bus.start(timeout_s=connect_timeout_s)
+        self._ticker.start()
+        log.info("coordinator started on %s under %s", self.settings.broker.redacted(), self.settings.prefix)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.bus.stop([Outgoing(self.topics.coordinator_status, b"offline", qos=1, retain=True)])
+        self.journal.close()
+
+    def run_forever(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        self.stop()

@@ -1,0 +1,24 @@
+"""Coordinator settings (`EDGEHIVE_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgehive.settings import CommonSettings
+
+
+class CoordinatorSettings(CommonSettings):
+    dead_after_s: float = Field(0.0, ge=0, description="Heartbeat silence after which a node is dead (0: 3 × heartbeat_s)")
+    lease_s: float = Field(0.0, ge=0, description="How long a dispatched job may go unconfirmed by the node's heartbeats before it is re-queued (0: 2 × heartbeat_s)")
+    max_attempts: int = Field(3, ge=1, le=100, description="Runs of one job before it is FAILED")
+    queue_max: int = Field(10000, ge=1, description="Jobs waiting for a node; beyond it a submission is FAILED and reported on errors")
+    stats_interval_s: float = Field(2.0, gt=0, description="Seconds between coordinator/stats messages")
+    state_dir: str = Field(".edgehive", description="Folder for the job journal that survives a coordinator restart ('' to disable)")
+
+    @property
+    def dead_after(self) -> float:
+        return self.dead_after_s or 3 * self.heartbeat_s
+
+    @property
+    def lease(self) -> float:
+        return self.lease_s or 2 * self.heartbeat_s

@@ -1,0 +1,177 @@
+"""The `edgehive` command: one subcommand per component, plus status and submit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings
+
+from . import __version__, logs
+from .settings import CommonSettings, add_settings_options, load_settings
+
+
+def _settings(model: type[BaseSettings], args: argparse.Namespace) -> BaseSettings:
+    settings = load_settings(model, args)
+    logs.configure(settings.log_level, settings.log_format)  # type: ignore[attr-defined]
+    return settings
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .agents.agent import Agent
+    from .agents.settings import AgentSettings
+
+    Agent(_settings(AgentSettings, args)).run_forever()  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from .coordinator.service import Coordinator
+    from .coordinator.settings import CoordinatorSettings
+
+    Coordinator(_settings(CoordinatorSettings, args)).run_forever()  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .broker import EmbeddedBroker
+
+    settings = _settings(CommonSettings, args)
+    url = settings.broker  # type: ignore[attr-defined]
+    host = args.listen.rpartition(":")[0] if args.listen else url.host
+    port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedBroker(host or "0.0.0.0", port) as broker:
+        print(f"embedded amqtt broker listening on {broker.host}:{broker.port}", flush=True)
+        stop.wait()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .up import UpSettings, run_up
+
+    return run_up(_settings(UpSettings, args))  # type: ignore[arg-type]
+
+
+def _client(settings: CommonSettings, role: str):  # type: ignore[no-untyped-def]
+    from .bus import MqttBus
+    from .schemas import Topics
+
+    return MqttBus(settings.broker, Topics(settings.prefix), f"edgehive-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}", source=role)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .fleetview import FleetView
+
+    settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
+    bus = _client(settings, "status")
+    view = FleetView(bus, heartbeat_s=settings.heartbeat_s)
+    try:
+        bus.start(timeout_s=5.0)
+    except Exception as error:  # BusError: a message, not a traceback
+        print(f"edgehive status: {error}", file=sys.stderr)
+        return 2
+    time.sleep(args.wait)  # retained messages arrive at once; heartbeats within one period
+    bus.stop()
+    print(view.render())
+    return 0
+
+
+def _json_arg(text: str, what: str) -> dict:  # type: ignore[type-arg]
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise SystemExit(f"edgehive submit: {what} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"edgehive submit: {what} must be a JSON object")
+    return value
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .bus import BusError
+    from .schemas import JobRequest
+    from .submit import submit_and_wait
+
+    settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
+    try:
+        request = JobRequest(
+            kind=args.kind, id=args.id, params=_json_arg(args.params, "--params"),
+            requires=_json_arg(args.requires, "--requires") if args.requires else None,
+            priority=args.priority, deadline_s=args.deadline, source=args.source,
+        )
+    except ValidationError as error:
+        print(f"edgehive submit: invalid job: {error}", file=sys.stderr)
+        return 2
+    bus = _client(settings, "submit")
+    try:
+        code, last = submit_and_wait(bus, request, args.timeout)
+    except BusError as error:
+        print(f"edgehive submit: {error}", file=sys.stderr)
+        return 2
+    finally:
+        bus.stop()
+    if isinstance(last, BaseModel):
+        print(last.model_dump_json(exclude_none=True))
+    else:
+        print(f"edgehive submit: no result within {args.timeout:g} s", file=sys.stderr)
+    return code
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .agents.settings import AgentSettings
+    from .coordinator.settings import CoordinatorSettings
+    from .up import UpSettings
+
+    parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
+    parser.add_argument("--version", action="version", version=f"edgehive {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, model: type[BaseSettings], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_settings_options(p, model)
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, UpSettings, "Run the embedded broker, the coordinator and local agents, with a live status")
+    add("agent", cmd_agent, AgentSettings, "Run the device agent")
+    add("coordinator", cmd_coordinator, CoordinatorSettings, "Run the coordinator")
+    p = add("broker", cmd_broker, CommonSettings, "Run the embedded amqtt broker alone")
+    p.add_argument("--listen", default="", help="host:port to listen on (default: host and port of the MQTT URL)")
+    p = add("status", cmd_status, CommonSettings, "Print the fleet's nodes and job counts, from MQTT alone")
+    p.add_argument("--wait", type=float, default=1.5, help="Seconds to listen before printing (default 1.5)")
+    p = add("submit", cmd_submit, CommonSettings, "Submit a job and wait for its result")
+    p.add_argument("kind", help="Job kind, e.g. sleep")
+    p.add_argument("--params", default="{}", help="Job parameters as JSON, e.g. '{\"seconds\": 0.5}'")
+    p.add_argument("--requires", default="", help="Requirements as JSON, e.g. '{\"tags\": [\"camera\"]}'")
+    p.add_argument("--id", default=None, help="Job id (default: assigned)")
+    p.add_argument("--source", default=None, help="Last level of the result topic (default: the job id)")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--deadline", type=float, default=None, help="Seconds before the job is given up")
+    p.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the result (default 30)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as error:
+        print(f"edgehive {args.command}: invalid setting: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""A read-only view of the fleet built from MQTT alone, like `ray status`.
+
+Used by `edgehive status` (one snapshot) and `edgehive up` (a live table).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .bus import MqttBus
+from .schemas import Capabilities, CoordinatorStats, Heartbeat, NodeStatus, Topics, decode, parse_status
+
+
+@dataclass
+class NodeRow:
+    node: str
+    caps: Capabilities | None = None
+    status: NodeStatus | None = None
+    beat: Heartbeat | None = None
+    beat_at: float = 0.0
+
+
+@dataclass
+class FleetView:
+    """Subscribes on `bus` and keeps the latest of everything; call `render()` any time."""
+
+    bus: MqttBus
+    heartbeat_s: float = 1.0
+    nodes: dict[str, NodeRow] = field(default_factory=dict)
+    stats: CoordinatorStats | None = None
+    coordinator: str = "unknown"
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        t: Topics = self.bus.topics
+        self.bus.subscribe(t.pattern("capabilities"), self._on_caps, lambda tp, p: decode(Capabilities, p))
+        self.bus.subscribe(t.pattern("status"), self._on_status, lambda tp, p: (t.parse(tp).node, parse_status(p)))
+        self.bus.subscribe(t.pattern("heartbeat"), self._on_beat, lambda tp, p: decode(Heartbeat, p), qos=0, max_bytes=1 << 20)
+        self.bus.subscribe(t.coordinator_stats, self._on_stats, lambda tp, p: decode(CoordinatorStats, p), qos=0)
+        self.bus.subscribe(t.coordinator_status, self._on_coordinator, lambda tp, p: p.decode(errors="replace")[:20])
+
+    def _row(self, node: str) -> NodeRow:
+        return self.nodes.setdefault(node, NodeRow(node))
+
+    def _on_caps(self, topic: str, caps: Capabilities) -> None:
+        with self._lock:
+            self._row(caps.node).caps = caps
+
+    def _on_status(self, topic: str, value: tuple[str, NodeStatus]) -> None:
+        with self._lock:
+            self._row(value[0]).status = value[1]
+
+    def _on_beat(self, topic: str, beat: Heartbeat) -> None:
+        with self._lock:
+            row = self._row(beat.node)
+            row.beat, row.beat_at = beat, time.monotonic()
+
+    def _on_stats(self, topic: str, stats: CoordinatorStats) -> None:
+        with self._lock:
+            self.stats = stats
+
+    def _on_coordinator(self, topic: str, state: str) -> None:
+        with self._lock:
+            self.coordinator = state
+
+    def online(self, row: NodeRow) -> bool:
+        fresh = row.beat is not None and time.monotonic() - row.beat_at < 3 * self.heartbeat_s
+        said_online = row.status is not None and row.status.state == "online"
+        if row.status is not None and row.caps is not None and row.status.boot_id not in (None, row.caps.boot_id):
+            said_online = False
+        return fresh or (said_online and row.beat is None)
+
+    def render(self) -> str:
+        with self._lock:
+            rows = sorted(self.nodes.values(), key=lambda r: r.node)
+            lines = [f"{'NODE':<20} {'BOARD':<28} {'STATE':<8} {'CPU%':>5} {'TEMP':>6} {'INFL':>5} {'DONE':>8} {'SVC ms':>8}  KINDS"]
+            for row in rows:
+                b, c = row.beat, row.caps
+                state = ("draining" if b and b.draining else "online") if self.online(row) else "offline"
+                lines.append(
+                    f"{row.node[:20]:<20} {(c.board if c else '?')[:28]:<28} {state:<8} "
+                    f"{(f'{b.cpu_pct:.0f}' if b else '-'):>5} {(f'{b.temp_c:.1f}' if b and b.temp_c is not None else '-'):>6} "
+                    f"{(str(b.in_flight + b.queued) if b else '-'):>5} {(str(b.jobs_done) if b else '-'):>8} "
+                    f"{(f'{b.service_s * 1000:.1f}' if b and b.service_s is not None else '-'):>8}  {','.join(c.kinds) if c else '?'}"
+                )
+            online = sum(1 for r in rows if self.online(r))
+            lines.append(f"nodes: {online} online / {len(rows)} known; coordinator: {self.coordinator}")
+            s = self.stats
+            if s is not None:
+                lines.append(
+                    f"jobs: {s.queued} queued, {s.in_flight} in flight, {s.done} done, {s.failed} failed, "
+                    f"{s.retried} retried, {s.jobs_per_s:g}/s"
+                )
+            else:
+                lines.append("jobs: no coordinator stats seen yet")
+            return "\n".join(lines)

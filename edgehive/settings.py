@@ -1,0 +1,126 @@
+"""Settings read from `EDGEHIVE_*` environment variables, each also a command-line option.
+
+balena and Docker hand settings to containers as environment variables, so the
+environment is the primary source; a command-line option overrides it for one run.
+Every field has a default so that a bare `edgehive agent` works on a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EDGEHIVE_"
+
+
+def default_node_id() -> str:
+    """balena's device UUID when running on balenaOS, else the host name."""
+    return os.environ.get("BALENA_DEVICE_UUID") or socket.gethostname()
+
+
+class MqttUrl(BaseModel):
+    """A parsed `mqtt://[user:pass@]host[:port]` or `mqtts://…` URL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} in {url!r}: use mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL {url!r} has no host")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and banners."""
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+class CommonSettings(BaseSettings):
+    """Settings every edgehive process reads."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL: mqtt://[user:pass@]host[:port], mqtts:// for TLS")
+    prefix: str = Field("edgehive/v1", description="Topic prefix shared by every part of one fleet")
+    node_id: str = Field(default_factory=default_node_id, description="This device's id (default: balena device UUID, else host name)")
+    log_level: str = Field("WARNING", description="Python logging level: DEBUG, INFO, WARNING, ERROR")
+    log_format: str = Field("text", description="Log format: text (for people) or json (for log shippers)")
+    max_payload_bytes: int = Field(65536, ge=256, description="Largest JSON control message accepted; larger ones are refused on the errors topic")
+    heartbeat_s: float = Field(1.0, gt=0, description="Seconds between agent heartbeats (the coordinator derives liveness from it)")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        MqttUrl.parse(value)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or any(c in value for c in "#+\x00"):
+            raise ValueError("prefix must be a non-empty topic without wildcards")
+        return value
+
+    @property
+    def broker(self) -> MqttUrl:
+        return MqttUrl.parse(self.mqtt_url)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def add_settings_options(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
+    """One command-line option per settings field; the help names its environment variable."""
+    group = parser.add_argument_group("settings (each also an environment variable)")
+    for name, info in model.model_fields.items():
+        default = "computed" if info.default_factory is not None else info.default
+        group.add_argument(
+            option_name(name),
+            dest=f"setting_{name}",
+            default=None,
+            metavar=name.split("_")[-1].upper(),
+            help=f"{info.description} [env {env_name(name)}, default {default}]",
+        )
+
+
+def load_settings(model: type[S], args: argparse.Namespace | None = None, **overrides: Any) -> S:
+    """Environment first, then command-line options, then explicit overrides."""
+    values: dict[str, Any] = {}
+    if args is not None:
+        for name in model.model_fields:
+            value = getattr(args, f"setting_{name}", None)
+            if value is not None:
+                values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return model(**values)

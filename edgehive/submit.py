@@ -1,0 +1,50 @@
+"""`edgehive submit`: send a job and wait for its result.
+
+The submission is re-sent with the same job id until the coordinator acknowledges it
+(any state message): on a broker that does not queue for an offline coordinator
+(amqtt), this is what keeps a submission from being lost across a coordinator restart.
+The coordinator treats a repeated id as the same job.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+
+from .bus import MqttBus
+from .schemas import JobRequest, JobState, Result, decode, encode
+
+
+def submit_and_wait(bus: MqttBus, request: JobRequest, timeout_s: float, resend_s: float = 2.0) -> tuple[int, Result | JobState | None]:
+    """Returns (exit code, last word): 0 done, 1 failed, 2 timed out."""
+    job_id = request.id or uuid.uuid4().hex[:20]
+    request = request.model_copy(update={"id": job_id})
+    events: queue.Queue[Result | JobState] = queue.Queue()
+    t = bus.topics
+    bus.subscribe(t.job_state(job_id), lambda tp, m: events.put(m), lambda tp, p: decode(JobState, p))
+    bus.subscribe(t.result(request.kind, request.source or job_id), lambda tp, m: events.put(m), lambda tp, p: decode(Result, p), max_bytes=16 << 20)
+    bus.start(timeout_s=min(timeout_s, 10.0))
+    payload = encode(request)
+    deadline = time.monotonic() + timeout_s
+    acknowledged = False
+    failed: JobState | None = None
+    next_send = 0.0
+    while (now := time.monotonic()) < deadline:
+        if not acknowledged and now >= next_send:
+            bus.publish(t.submit, payload, qos=1)
+            next_send = now + resend_s
+        try:
+            event = events.get(timeout=min(0.2, max(0.01, deadline - now)))
+        except queue.Empty:
+            continue
+        if isinstance(event, Result):
+            if event.job_id == job_id:
+                return (0 if event.ok else 1), event
+            continue
+        acknowledged = True
+        if event.state.value == "FAILED":
+            failed = event
+            # A result may follow a FAILED state only for jobs that ran; give it a moment.
+            deadline = min(deadline, time.monotonic() + 0.5)
+    return (1, failed) if failed else (2, None)

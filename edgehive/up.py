@@ -1,0 +1,96 @@
+"""`edgehive up`: the whole system on one machine, for a first run and for demos.
+
+The embedded broker runs in this process; the coordinator and each agent run as child
+processes, as they would on separate devices, so killing one shows what the fleet does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from pydantic import Field
+
+from .broker import EmbeddedBroker
+from .bus import MqttBus
+from .fleetview import FleetView
+from .schemas import Topics
+from .settings import CommonSettings, MqttUrl
+
+log = logging.getLogger(__name__)
+
+
+class UpSettings(CommonSettings):
+    agents: int = Field(1, ge=0, le=64, description="Local agents to start with `edgehive up`")
+    embedded_broker: bool = Field(True, description="Run the embedded amqtt broker (false: use the broker at mqtt_url)")
+    listen: str = Field("", description="host:port for the embedded broker (default: host and port of mqtt_url)")
+    status_every_s: float = Field(2.0, ge=0, description="Seconds between live status tables in `edgehive up` (0: none)")
+
+
+def _listen_address(settings: UpSettings) -> tuple[str, int]:
+    url = settings.broker
+    if not settings.listen:
+        return url.host, url.port
+    host, _, port = settings.listen.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
+def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env)
+
+
+def run_up(settings: UpSettings) -> int:
+    broker: EmbeddedBroker | None = None
+    url = settings.broker
+    if settings.embedded_broker:
+        host, port = _listen_address(settings)
+        broker = EmbeddedBroker(host, port).start()
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        url = MqttUrl(host=connect_host, port=broker.port)
+    env = dict(os.environ, EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,
+               EDGEHIVE_HEARTBEAT_S=str(settings.heartbeat_s), EDGEHIVE_LOG_LEVEL=settings.log_level)
+    if url.username:
+        env["EDGEHIVE_MQTT_URL"] = settings.mqtt_url
+    children = [_child(["coordinator"], env)]
+    for i in range(settings.agents):
+        node = settings.node_id if settings.agents == 1 else f"{settings.node_id}-{i + 1}"
+        children.append(_child(["agent"], dict(env, EDGEHIVE_NODE_ID=node)))
+
+    topics = Topics(settings.prefix)
+    print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
+          f"{settings.agents} agent(s), prefix {settings.prefix}")
+    print(f"  watch:  mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/#' -v")
+    print(f"  submit: mosquitto_pub -h {url.host} -p {url.port} -t '{topics.submit}' "
+          "-m '{\"v\":1,\"kind\":\"sleep\",\"params\":{\"seconds\":0.05}}'")
+    print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    view_bus = MqttBus(url, topics, f"edgehive-up-{os.getpid()}", source="up")
+    view = FleetView(view_bus, heartbeat_s=settings.heartbeat_s)
+    view_bus.start(timeout_s=None)
+    try:
+        while not stop.wait(settings.status_every_s or 3600):
+            if any(c.poll() is not None for c in children):
+                print("a component exited; stopping", file=sys.stderr)
+                break
+            if settings.status_every_s:
+                print("\n" + view.render(), flush=True)
+    finally:
+        for child in reversed(children):  # agents drain first, the coordinator sees it
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        view_bus.stop()
+        if broker is not None:
+            broker.stop()
+    return 0

@@ -1,0 +1,47 @@
+"""Every message of the edgehive protocol, the topic scheme, and their JSON Schema exports.
+
+Import from here: `from edgehive.schemas import JobRequest, Topics`.
+"""
+
+from .base import Ident, Message, decode, encode
+from .messages import (
+    MODELS,
+    Capabilities,
+    CoordinatorStats,
+    ErrorReport,
+    Heartbeat,
+    Job,
+    JobRequest,
+    JobState,
+    JobStateName,
+    NodeStatus,
+    Requirements,
+    Result,
+    Timings,
+    parse_status,
+)
+from .topics import TopicError, TopicRef, Topics
+
+__all__ = [
+    "MODELS",
+    "Capabilities",
+    "CoordinatorStats",
+    "ErrorReport",
+    "Heartbeat",
+    "Ident",
+    "Job",
+    "JobRequest",
+    "JobState",
+    "JobStateName",
+    "Message",
+    "NodeStatus",
+    "Requirements",
+    "Result",
+    "Timings",
+    "TopicError",
+    "TopicRef",
+    "Topics",
+    "decode",
+    "encode",
+    "parse_status",
+]

@@ -1,0 +1,221 @@
+"""Pydantic models of every JSON message in DESIGN.md's topic table.
+
+Timestamps are UTC epoch seconds (float). Durations end in `_s`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .base import Ident, Message, Part, decode
+
+MAX_HELD_IDS = 4096
+
+
+class Capabilities(Message):
+    """A node's birth certificate, published retained on `nodes/{node}/capabilities`."""
+
+    node: Ident
+    boot_id: Ident = Field(description="Changes on every agent start; tells a stale will from a live node")
+    ts: float
+    version: str = Field(description="edgehive version of the agent")
+    arch: str = Field(description="Machine architecture, e.g. aarch64, x86_64")
+    board: str = Field(description="Board model, e.g. 'Raspberry Pi 5 Model B Rev 1.0'")
+    os: str
+    python: str
+    cores: int = Field(ge=1)
+    ram_mb: int = Field(ge=0)
+    accelerators: list[str] = Field(default_factory=list, description="cuda, edgetpu, hailo, …")
+    backends: list[str] = Field(default_factory=list, description="Importable inference runtimes: litert, tflite_runtime, …")
+    models: list[str] = Field(default_factory=list, description="Models loaded and warmed up")
+    kinds: list[Ident] = Field(description="Job kinds this agent runs")
+    workers: int = Field(ge=1, description="Jobs run at the same time")
+    slots: int = Field(ge=1, description="Jobs accepted at once (running plus prefetched)")
+    tags: list[Ident] = Field(default_factory=list)
+
+
+class NodeStatus(Message):
+    """`online` / `offline` on `nodes/{node}/status` (retained); `offline` is also the will."""
+
+    state: Literal["online", "offline"]
+    boot_id: Ident | None = None
+    ts: float | None = None
+    reason: str | None = Field(None, max_length=200)
+
+
+def parse_status(payload: bytes) -> NodeStatus:
+    """Accept the JSON form and, for people typing into mosquitto_pub, a bare `online`/`offline`."""
+    bare = payload.strip().lower()
+    if bare in (b"online", b"offline"):
+        return NodeStatus(state=bare.decode())  # type: ignore[arg-type]
+    return decode(NodeStatus, payload)
+
+
+class Heartbeat(Message):
+    """Load and health, every `heartbeat_s`, on `nodes/{node}/heartbeat` (QoS 0)."""
+
+    node: Ident
+    boot_id: Ident
+    seq: int = Field(ge=0)
+    ts: float
+    cpu_pct: float = Field(ge=0, le=100)
+    mem_pct: float = Field(ge=0, le=100)
+    temp_c: float | None = Field(None, ge=-60, le=200)
+    throttled: bool = False
+    gpu_pct: float | None = Field(None, ge=0, le=100)
+    in_flight: int = Field(ge=0, description="Jobs running now")
+    queued: int = Field(ge=0, description="Jobs accepted, waiting for a worker")
+    jobs_done: int = Field(ge=0)
+    jobs_failed: int = Field(ge=0)
+    service_s: float | None = Field(None, ge=0, description="Mean service time over recent jobs")
+    service_by_kind: dict[Ident, float] = Field(default_factory=dict)
+    held: list[Ident] = Field(default_factory=list, max_length=MAX_HELD_IDS, description="Ids of every job on this node; renews their leases")
+    draining: bool = Field(False, description="True once the agent stopped taking new jobs")
+
+
+class Requirements(Part):
+    """What a node must have to run a job; every field is optional."""
+
+    model: str | None = Field(None, max_length=128)
+    accelerator: str | None = Field(None, max_length=64)
+    min_ram_mb: int | None = Field(None, ge=0)
+    arch: str | None = Field(None, max_length=32)
+    tags: list[Ident] = Field(default_factory=list)
+    node: Ident | None = Field(None, description="Pin the job to one node")
+
+
+class JobRequest(Message):
+    """A job sent by anyone to `jobs/submit`."""
+
+    kind: Ident
+    id: Ident | None = Field(None, description="Optional; the coordinator assigns one; resubmitting the same id is idempotent")
+    params: dict[str, Any] = Field(default_factory=dict)
+    requires: Requirements | None = None
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
+    deadline_s: float | None = Field(None, gt=0, description="Give up (FAILED) if not finished this many seconds after submission")
+    source: Ident | None = Field(None, description="Last level of the result topic; defaults to the job id")
+
+
+class Job(Message):
+    """A job handed to one agent on `nodes/{node}/jobs`."""
+
+    id: Ident
+    kind: Ident
+    params: dict[str, Any] = Field(default_factory=dict)
+    source: Ident
+    attempt: int = Field(ge=1)
+    boot_id: Ident = Field(description="The agent incarnation this was meant for; another boot ignores it")
+    submitted: float
+    dispatched: float
+    deadline: float | None = None
+
+
+class Timings(Part):
+    """Epoch seconds at each step; `queued` is when the coordinator accepted the job."""
+
+    queued: float | None = None
+    dispatched: float | None = None
+    received: float | None = None
+    started: float | None = None
+    finished: float | None = None
+
+
+class Result(Message):
+    """What an agent publishes on `results/{kind}/{source}`."""
+
+    job_id: Ident
+    kind: Ident
+    node: Ident
+    source: Ident
+    attempt: int = Field(1, ge=1)
+    ok: bool
+    output: Any = None
+    error: str | None = Field(None, max_length=2000)
+    retryable: bool = Field(False, description="The node could not take the job (busy, draining); run it elsewhere")
+    timings: Timings
+
+    @model_validator(mode="after")
+    def _error_iff_failed(self) -> Result:
+        if self.ok and self.error is not None:
+            raise ValueError("a successful result carries no error")
+        if not self.ok and not self.error:
+            raise ValueError("a failed result must say why in 'error'")
+        return self
+
+
+class JobStateName(str, Enum):
+    REQUESTED = "REQUESTED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStateName.DONE, JobStateName.FAILED)
+
+
+class JobState(Message):
+    """The coordinator's word on a job, on `jobs/{job}/state`."""
+
+    job_id: Ident
+    state: JobStateName
+    ts: float
+    kind: Ident
+    attempt: int = Field(0, ge=0)
+    node: Ident | None = None
+    reason: str | None = None
+
+
+class ErrorReport(Message):
+    """One rejected input, on `errors`; the offending payload is only excerpted."""
+
+    ts: float
+    source: str = Field(description="Who rejected it: a node id or 'coordinator'")
+    topic: str
+    reason: str
+    excerpt: str = Field("", max_length=256)
+    size: int = Field(0, ge=0)
+
+
+class CoordinatorStats(Message):
+    """The coordinator's counters, every few seconds on `coordinator/stats`."""
+
+    ts: float
+    uptime_s: float
+    nodes_online: int
+    nodes_known: int
+    queued: int
+    in_flight: int
+    queued_by_kind: dict[str, int] = Field(default_factory=dict)
+    submitted: int
+    done: int
+    failed: int
+    retried: int
+    rejected: int
+    duplicates: int
+    jobs_per_s: float
+    frames_dropped: dict[str, int] = Field(default_factory=dict)
+
+
+MODELS: dict[str, type[Message]] = {
+    "capabilities": Capabilities,
+    "status": NodeStatus,
+    "heartbeat": Heartbeat,
+    "job_request": JobRequest,
+    "job": Job,
+    "result": Result,
+    "job_state": JobState,
+    "error": ErrorReport,
+    "coordinator_stats": CoordinatorStats,
+}
+
+
+def excerpt(payload: bytes, limit: int = 120) -> str:
+    """A short, printable excerpt of a payload for error reports."""
+    text = payload[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(payload) > limit else "")
+

@@ -1,0 +1,134 @@
+"""Build and parse every topic of the protocol under one configurable prefix.
+
+Parsing is the inverse of building, so a message that arrives on a malformed topic
+(wrong shape, an id with spaces, an unknown level) is rejected by the same rules
+that build valid ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .base import IDENT_PATTERN
+
+_IDENT = re.compile(IDENT_PATTERN)
+
+
+class TopicError(ValueError):
+    """A topic that is not part of the protocol."""
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    """What a parsed topic names: its kind (e.g. `heartbeat`) and its id levels."""
+
+    kind: str
+    node: str | None = None
+    job: str | None = None
+    result_kind: str | None = None
+    source: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# kind → levels after the prefix; `{name}` levels are ids.
+_SHAPES: dict[str, tuple[str, ...]] = {
+    "capabilities": ("nodes", "{node}", "capabilities"),
+    "status": ("nodes", "{node}", "status"),
+    "heartbeat": ("nodes", "{node}", "heartbeat"),
+    "jobs": ("nodes", "{node}", "jobs"),
+    "result": ("results", "{result_kind}", "{source}"),
+    "frames": ("frames", "{camera}"),
+    "sensor": ("sensors", "{sensor}", "{quantity}"),
+    "submit": ("jobs", "submit"),
+    "job_state": ("jobs", "{job}", "state"),
+    "coordinator_status": ("coordinator", "status"),
+    "coordinator_stats": ("coordinator", "stats"),
+    "errors": ("errors",),
+}
+
+
+def _check_ident(value: str, what: str) -> str:
+    if not _IDENT.match(value):
+        raise TopicError(f"invalid {what} {value[:80]!r}: use letters, digits, '_', '.', ':', '-' (at most 64)")
+    return value
+
+
+class Topics:
+    """The topic scheme under `prefix` (default `edgehive/v1`)."""
+
+    def __init__(self, prefix: str = "edgehive/v1") -> None:
+        self.prefix = prefix.strip("/")
+        self._prefix_levels = tuple(self.prefix.split("/"))
+
+    def _join(self, *levels: str) -> str:
+        return "/".join((self.prefix, *levels))
+
+    # Builders. Ids are checked so that a bad id fails here, not at a subscriber.
+    def capabilities(self, node: str) -> str:
+        return self._join("nodes", _check_ident(node, "node id"), "capabilities")
+
+    def status(self, node: str) -> str:
+        return self._join("nodes", _check_ident(node, "node id"), "status")
+
+    def heartbeat(self, node: str) -> str:
+        return self._join("nodes", _check_ident(node, "node id"), "heartbeat")
+
+    def jobs(self, node: str) -> str:
+        return self._join("nodes", _check_ident(node, "node id"), "jobs")
+
+    def result(self, kind: str, source: str) -> str:
+        return self._join("results", _check_ident(kind, "job kind"), _check_ident(source, "source"))
+
+    def frames(self, camera: str) -> str:
+        return self._join("frames", _check_ident(camera, "camera"))
+
+    def sensor(self, sensor: str, quantity: str) -> str:
+        return self._join("sensors", _check_ident(sensor, "sensor"), _check_ident(quantity, "quantity"))
+
+    def job_state(self, job: str) -> str:
+        return self._join("jobs", _check_ident(job, "job id"), "state")
+
+    @property
+    def submit(self) -> str:
+        return self._join("jobs", "submit")
+
+    @property
+    def coordinator_status(self) -> str:
+        return self._join("coordinator", "status")
+
+    @property
+    def coordinator_stats(self) -> str:
+        return self._join("coordinator", "stats")
+
+    @property
+    def errors(self) -> str:
+        return self._join("errors")
+
+    def pattern(self, kind: str) -> str:
+        """A subscription filter for every topic of `kind`, e.g. `edgehive/v1/nodes/+/heartbeat`."""
+        shape = _SHAPES[kind]
+        return self._join(*("+" if level.startswith("{") else level for level in shape))
+
+    def parse(self, topic: str) -> TopicRef:
+        """Name what `topic` refers to; raises TopicError for anything outside the scheme."""
+        levels = topic.split("/")
+        n = len(self._prefix_levels)
+        if tuple(levels[:n]) != self._prefix_levels:
+            raise TopicError(f"topic {topic[:120]!r} is outside prefix {self.prefix!r}")
+        rest = levels[n:]
+        for kind, shape in _SHAPES.items():
+            if len(shape) != len(rest):
+                continue
+            if all(s == r for s, r in zip(shape, rest) if not s.startswith("{")):
+                # `jobs/submit` also fits `jobs/{job}/state`'s length only by accident; literal levels decide.
+                ids = {s[1:-1]: _check_ident(r, s[1:-1].replace("_", " ")) for s, r in zip(shape, rest) if s.startswith("{")}
+                return TopicRef(
+                    kind=kind,
+                    node=ids.pop("node", None),
+                    job=ids.pop("job", None),
+                    result_kind=ids.pop("result_kind", None),
+                    source=ids.pop("source", None),
+                    extra=ids,
+                )
+        raise TopicError(f"topic {topic[:120]!r} is not part of the edgehive scheme")
