@@ -103,10 +103,11 @@ class Agent:
         if reason is None and not self.runner.try_accept(job, received):
             reason = f"node is full ({self.runner.capacity} jobs)"
         if reason is not None:
-            self._publish_result(Result(
+            refusal = Result(
                 job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
                 ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
-            ))
+            )
+            self.bus.publish(self.topics.declined(self.node), encode(refusal), qos=1)
 
     def _on_own_status(self, topic: str, status: NodeStatus) -> None:
         """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it."""

@@ -85,6 +85,21 @@ class EmbeddedBroker:
         self._ready.set()
         await self._stop.wait()
         await broker.shutdown()
+        await self._close_leftovers(broker)
+
+    @staticmethod
+    async def _close_leftovers(broker: Any) -> None:
+        """amqtt's shutdown leaves the sockets of clients still connected (and their tasks)
+        open; close them so that stopping the broker releases everything it held."""
+        for _session, handler in list(broker._sessions.values()):
+            writer = getattr(getattr(handler, "writer", None), "_writer", None)
+            if writer is not None:
+                writer.close()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():

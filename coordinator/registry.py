@@ -9,6 +9,7 @@ never kills the live one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from edgehive.schemas import Capabilities, Heartbeat, NodeStatus
@@ -25,6 +26,8 @@ class Node:
     jobs: set[str] = field(default_factory=set)
     dispatched: int = 0
     retired_boots: set[str] = field(default_factory=set)
+    foreign: int = 0
+    paused_until: float = 0.0
 
     @property
     def draining(self) -> bool:
@@ -32,9 +35,11 @@ class Node:
 
     @property
     def free_slots(self) -> int:
-        if self.caps is None or not self.alive or self.draining:
+        """Slots minus our jobs there minus `foreign` ones its heartbeat lists but we do not
+        track (work from before a coordinator restart); none while paused after a refusal."""
+        if self.caps is None or not self.alive or self.draining or self.paused_until > time.monotonic():
             return 0
-        return max(0, self.caps.slots - len(self.jobs))
+        return max(0, self.caps.slots - len(self.jobs) - self.foreign)
 
 
 @dataclass

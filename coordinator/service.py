@@ -261,6 +261,7 @@ class Coordinator:
                     self._publish_state(job, S.RUNNING)
             elif now_mono - job.dispatched_mono > self.settings.lease:
                 self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease")
+        node.foreign = len(held - node.jobs)
 
     def _adopt(self, node: Node, job_id: str) -> None:
         """After a restart, a journaled job that a live node is still running stays there."""
@@ -282,10 +283,7 @@ class Coordinator:
                     self.counters["duplicates"] += 1
                 return
             if result.retryable:
-                if job.node == result.node:
-                    self._requeue(job.id, f"node {result.node} declined: {result.error}", count_attempt=False)
-                    self._pump()
-                return
+                return  # refusals come on nodes/{node}/declined, never as a job's result
             self.orphans.pop(job.id, None)
             if job.node is not None and job.node in self.registry.nodes:
                 self.registry.nodes[job.node].jobs.discard(job.id)
@@ -295,6 +293,16 @@ class Coordinator:
             if not job.running_announced:
                 self._publish_state(job, S.RUNNING, ts=result.timings.started)
             self._finish(job, S.DONE if result.ok else S.FAILED, result.error)
+            self._pump()
+
+    def _on_declined(self, topic: str, refusal: Result) -> None:
+        """The node could not take the job (full, draining): run it elsewhere, without counting an attempt."""
+        with self._lock:
+            job = self.active.get(refusal.job_id)
+            if job is None or job.node != refusal.node:
+                return
+            self.registry.get(refusal.node).paused_until = time.monotonic() + self.settings.heartbeat_s  # until its next heartbeat
+            self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False)
             self._pump()
 
     # -- periodic work -----------------------------------------------------------------------
@@ -362,6 +370,7 @@ class Coordinator:
         self.bus.subscribe(t.pattern("capabilities"), self._on_capabilities, lambda tp, p: self._parse_node_message(tp, p, Capabilities), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("status"), self._on_status, lambda tp, p: self._parse_node_message(tp, p, NodeStatus), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("heartbeat"), self._on_heartbeat, lambda tp, p: self._parse_node_message(tp, p, Heartbeat), qos=0, max_bytes=4 * node_limit)
+        self.bus.subscribe(t.pattern("declined"), self._on_declined, lambda tp, p: self._parse_node_message(tp, p, Result), max_bytes=node_limit)
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)

@@ -37,6 +37,7 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "status": ("nodes", "{node}", "status"),
     "heartbeat": ("nodes", "{node}", "heartbeat"),
     "jobs": ("nodes", "{node}", "jobs"),
+    "declined": ("nodes", "{node}", "declined"),
     "result": ("results", "{result_kind}", "{source}"),
     "frames": ("frames", "{camera}"),
     "sensor": ("sensors", "{sensor}", "{quantity}"),
@@ -76,6 +77,9 @@ class Topics:
 
     def jobs(self, node: str) -> str:
         return self._join("nodes", _check_ident(node, "node id"), "jobs")
+
+    def declined(self, node: str) -> str:
+        return self._join("nodes", _check_ident(node, "node id"), "declined")
 
     def result(self, kind: str, source: str) -> str:
         return self._join("results", _check_ident(kind, "job kind"), _check_ident(source, "source"))

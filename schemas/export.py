@@ -1,0 +1,40 @@
+"""Write the JSON Schema of every message to `schemas/json/`, for non-Python clients.
+
+Run `python -m edgehive.schemas.export` after changing a model; a test fails while the
+checked-in files differ from what the models produce.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .messages import MODELS
+
+JSON_DIR = Path(__file__).with_name("json")
+
+
+def render_all() -> dict[str, str]:
+    """File name → JSON text, exactly as checked in."""
+    files = {}
+    for name, model in MODELS.items():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://edgehive.dev/schemas/v1/{name}.schema.json"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def main() -> int:
+    JSON_DIR.mkdir(exist_ok=True)
+    for stale in JSON_DIR.glob("*.schema.json"):
+        stale.unlink()
+    for name, text in render_all().items():
+        (JSON_DIR / name).write_text(text)
+    print(f"wrote {len(MODELS)} schemas to {JSON_DIR}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

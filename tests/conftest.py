@@ -1,0 +1,59 @@
+"""Fixtures: real Mosquitto and real amqtt on free ports, a recorder, and edgehive processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import AmqttBroker, Broker, Fleet, MosquittoBroker, Recorder
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """Each integration test runs on both brokers: guarantees must not depend on the broker."""
+    instance: Broker = MosquittoBroker(tmp_path / "mosquitto") if request.param == "mosquitto" else AmqttBroker()
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    instance = MosquittoBroker(tmp_path / "mosquitto")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}/v1"
+
+
+@pytest.fixture
+def recorder(broker: Broker, prefix: str) -> Iterator[Recorder]:
+    rec = Recorder(broker.url, prefix)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def fleet(broker: Broker, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    instance = Fleet(broker, prefix, tmp_path)
+    yield instance
+    instance.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for name in instance.procs:
+            print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+

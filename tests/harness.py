@@ -1,0 +1,286 @@
+"""Real brokers and real processes for integration tests.
+
+Every server binds a free port found at run time and is polled until it answers;
+nothing waits a fixed time. Every test gets its own topic prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edgehive.broker import EmbeddedBroker
+from edgehive.broker.mosquitto import render_config
+from edgehive.bus import MqttBus
+from edgehive.schemas import Topics
+from edgehive.settings import MqttUrl
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """A running broker the tests can reach, stop and start again on the same port."""
+
+    kind: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+
+class MosquittoBroker(Broker):
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(render_config(self.port, self.data, log_file=workdir / "mosquitto.log"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_answers(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")  # type: ignore[union-attr]
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto failed to start: {(self.workdir / 'mosquitto.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class AmqttBroker(Broker):
+    kind = "amqtt"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._broker: EmbeddedBroker | None = None
+
+    def start(self) -> None:
+        self._broker = EmbeddedBroker("127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+
+
+@dataclass
+class Recorder:
+    """Every message under the test's prefix, as (topic, payload, arrival monotonic)."""
+
+    url: str
+    prefix: str
+    messages: list[tuple[str, bytes, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.prefix)
+        self._lock = threading.Lock()
+        self.bus = MqttBus(MqttUrl.parse(self.url), self.topics, f"recorder-{os.getpid()}-{free_port()}", source="test",
+                           max_payload_bytes=64 << 20)
+        self.bus.subscribe(f"{self.prefix}/#", self._record, qos=1)
+        self.bus.start(timeout_s=10)
+
+    def _record(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self.messages.append((topic, payload, time.monotonic()))
+
+    def json(self, suffix: str) -> list[dict[str, Any]]:
+        """Decoded JSON payloads on topics matching `prefix/suffix` (`+` and `#` allowed)."""
+        from paho.mqtt.client import topic_matches_sub
+
+        pattern = f"{self.prefix}/{suffix}"
+        with self._lock:
+            items = [(t, p) for t, p, _ in self.messages if topic_matches_sub(pattern, t)]
+        out = []
+        for _, payload in items:
+            try:
+                out.append(orjson.loads(payload))
+            except orjson.JSONDecodeError:
+                out.append({"raw": payload.decode(errors="replace")})
+        return out
+
+    def states(self, job_id: str) -> list[dict[str, Any]]:
+        return self.json(f"jobs/{job_id}/state")
+
+    def results(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.json("results/+/+") if job_id is None or r.get("job_id") == job_id]
+
+    def wait_result(self, job_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        return wait_until(lambda: next(iter(self.results(job_id)), None), timeout_s, f"result of {job_id}")
+
+    def wait_state(self, job_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        return wait_until(lambda: next((s for s in self.states(job_id) if s["state"] == state), None), timeout_s, f"{state} of {job_id}")
+
+    def publish(self, suffix: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.bus.publish(f"{self.prefix}/{suffix}", payload, qos=qos, retain=retain)
+
+    def close(self) -> None:
+        self.bus.stop()
+
+
+@dataclass
+class Fleet:
+    """edgehive processes started with the real CLI, as they run on devices."""
+
+    broker: Broker
+    prefix: str
+    workdir: Path
+    heartbeat_s: float = 0.2
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+        env.update(
+            EDGEHIVE_MQTT_URL=self.broker.url, EDGEHIVE_PREFIX=self.prefix, EDGEHIVE_HEARTBEAT_S=str(self.heartbeat_s),
+            EDGEHIVE_STATE_DIR=str(self.workdir / "state"), EDGEHIVE_STATS_INTERVAL_S="0.2", EDGEHIVE_LOG_LEVEL="INFO",
+            EDGEHIVE_HOST_ROOT=str(self.workdir / "no-host"),
+        )
+        env.update(extra)
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def coordinator(self, **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn("coordinator", ["coordinator"], self.env(**env))
+
+    def agent(self, node: str, **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn(node, ["agent"], self.env(EDGEHIVE_NODE_ID=node, **env))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs.values():
+            proc.wait(10)
+
+
+def wait_nodes_online(recorder: Recorder, count: int, timeout_s: float = 20.0) -> None:
+    """Until the coordinator's own stats say `count` nodes are online."""
+    wait_until(lambda: any(s.get("nodes_online") == count for s in recorder.json("coordinator/stats")[-3:]),
+               timeout_s, f"coordinator to see {count} nodes online")
+
+
+class MosquittoSub:
+    """The real `mosquitto_sub`, known to be subscribed before the test goes on.
+
+    It also subscribes to a probe topic; the probe is re-published until mosquitto_sub
+    prints it, which proves the subscription is in place (no fixed sleep).
+    """
+
+    def __init__(self, port: str, *filters: str) -> None:
+        self.port = port
+        self.probe = f"probe/{uuid.uuid4().hex[:8]}"
+        args = ["mosquitto_sub", "-p", port, "-v", "-W", "60", "-t", self.probe]
+        for f in filters:
+            args += ["-t", f]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def __enter__(self) -> MosquittoSub:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            subprocess.run(["mosquitto_pub", "-p", self.port, "-t", self.probe, "-m", "ping"], check=True)
+            try:
+                if self.lines.get(timeout=0.2).startswith(self.probe):
+                    return self
+            except queue.Empty:
+                continue
+        raise AssertionError("mosquitto_sub never subscribed")
+
+    def next_message(self, timeout_s: float = 20.0) -> tuple[str, str]:
+        """The next (topic, payload) printed that is not a probe."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            topic, _, payload = line.partition(" ")
+            if topic != self.probe:
+                return topic, payload
+        raise AssertionError(f"mosquitto_sub printed nothing within {timeout_s:g} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -1,0 +1,222 @@
+"""Placement: requirement filtering, slot limits, and weighing load, heat and measured speed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from edgehive.coordinator.registry import Node
+from edgehive.coordinator.scheduler import DEFAULT_SERVICE_S, choose, expected_completion_s, fleet_service_s, never_runnable, unmet
+from edgehive.schemas import Capabilities, Heartbeat, Requirements
+
+
+def caps(node: str = "n1", **overrides: Any) -> Capabilities:
+    """A plausible Pi's capabilities; override what a test is about."""
+    fields: dict[str, Any] = dict(
+        node=node, boot_id="b1", ts=0.0, version="0.1.0", arch="aarch64", board="Raspberry Pi 5 Model B Rev 1.0",
+        os="Linux", python="3.11", cores=4, ram_mb=4096, accelerators=[], backends=["litert"], models=["face"],
+        kinds=["sleep", "detect"], workers=2, slots=4, tags=["camera"],
+    )
+    fields.update(overrides)
+    return Capabilities(**fields)
+
+
+def beat(node: str = "n1", **overrides: Any) -> Heartbeat:
+    """A cool, idle heartbeat; override what a test is about."""
+    fields: dict[str, Any] = dict(
+        node=node, boot_id="b1", seq=1, ts=0.0, cpu_pct=10.0, mem_pct=30.0, temp_c=45.0, throttled=False,
+        in_flight=0, queued=0, jobs_done=0, jobs_failed=0,
+    )
+    fields.update(overrides)
+    return Heartbeat(**fields)
+
+
+def node(node_id: str, *, alive: bool = True, heartbeat: dict[str, Any] | None = None, **cap_overrides: Any) -> Node:
+    """A registry Node built from real models, alive by default, with an idle heartbeat."""
+    return Node(node_id, caps=caps(node_id, **cap_overrides), boot_id="b1", alive=alive,
+                heartbeat=beat(node_id, **(heartbeat or {})))
+
+
+# -- unmet -------------------------------------------------------------------------------------
+
+
+def test_unmet_none_when_everything_fits() -> None:
+    """A node that has all that is required is eligible."""
+    req = Requirements(model="face", accelerator="edgetpu", min_ram_mb=4096, arch="aarch64", tags=["camera"], node="n1")
+    assert unmet(caps(accelerators=["edgetpu"]), "detect", req) is None
+    assert unmet(caps(), "sleep", None) is None
+    assert unmet(caps(), "sleep", Requirements()) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "req", "words"),
+    [
+        ("fuse", None, "kind 'fuse'"),
+        ("fuse", Requirements(), "kind 'fuse'"),
+        ("detect", Requirements(node="n2"), "is not node 'n2'"),
+        ("detect", Requirements(model="pose"), "no model 'pose'"),
+        ("detect", Requirements(accelerator="cuda"), "no cuda accelerator"),
+        ("detect", Requirements(min_ram_mb=4097), "4096 MB RAM < 4097"),
+        ("detect", Requirements(arch="x86_64"), "is aarch64, not x86_64"),
+        ("detect", Requirements(tags=["camera", "outdoor"]), "lacks tags ['outdoor']"),
+    ],
+)
+def test_unmet_reasons(kind: str, req: Requirements | None, words: str) -> None:
+    """Each requirement on its own rules the node out, with a reason a person can read."""
+    reason = unmet(caps(), kind, req)
+    assert reason is not None and words in reason
+
+
+# -- never_runnable ----------------------------------------------------------------------------
+
+
+def test_never_runnable_without_nodes() -> None:
+    """With an empty registry the submitter is told why nothing will happen."""
+    assert never_runnable([], "sleep", None) == "no agent is known to the coordinator"
+    assert never_runnable([Node("ghost")], "sleep", None) == "no agent is known to the coordinator"
+
+
+def test_dead_but_capable_node_keeps_job_runnable() -> None:
+    """A known node that is down now may come back: the job waits instead of failing."""
+    assert never_runnable([node("n1", alive=False)], "detect", Requirements(model="face")) is None
+
+
+def test_never_runnable_names_nodes_and_reasons() -> None:
+    """When no known node fits, the reason names them."""
+    reason = never_runnable([node("n1"), node("n2", models=["pose"])], "detect", Requirements(model="yolo"))
+    assert reason is not None
+    assert "n1 has no model 'yolo'" in reason and "n2 has no model 'yolo'" in reason
+
+
+# -- choose ------------------------------------------------------------------------------------
+
+
+def test_choose_nothing_eligible() -> None:
+    """No node fits (or none exists): no placement."""
+    assert choose([], "sleep", None) is None
+    assert choose([node("n1")], "fuse", None) is None
+    assert choose([node("n1", alive=False)], "sleep", None) is None
+
+
+def test_choose_respects_requirements() -> None:
+    """Only the node with the required accelerator is chosen, even if busier."""
+    plain, tpu = node("plain"), node("tpu", accelerators=["edgetpu"])
+    tpu.jobs = {"a", "b"}
+    assert choose([plain, tpu], "detect", Requirements(accelerator="edgetpu")) is tpu
+    assert choose([plain, tpu], "detect", Requirements(node="plain")) is plain
+
+
+def test_choose_prefers_fewer_jobs_per_worker() -> None:
+    """Of two equal nodes, the one with fewer held jobs finishes sooner."""
+    busy, idle = node("busy"), node("idle")
+    busy.jobs = {"j1", "j2"}
+    assert choose([busy, idle], "sleep", None) is idle
+
+
+def test_choose_prefers_more_workers() -> None:
+    """Two jobs on four workers wait less than two jobs on one worker."""
+    small, big = node("small", workers=1), node("big", workers=4)
+    small.jobs, big.jobs = {"a", "b"}, {"c", "d"}
+    assert choose([small, big], "sleep", None) is big
+
+
+def test_never_past_slots() -> None:
+    """A full node is never chosen, however fast it is; when all are full there is no placement."""
+    fast = node("fast", slots=2, heartbeat={"service_by_kind": {"sleep": 0.001}})
+    slow = node("slow", slots=2, heartbeat={"service_by_kind": {"sleep": 5.0}, "cpu_pct": 99.0, "throttled": True})
+    fast.jobs = {"f1", "f2"}
+    for i in range(2):
+        chosen = choose([fast, slow], "sleep", None)
+        assert chosen is slow
+        chosen.jobs.add(f"s{i}")
+    assert choose([fast, slow], "sleep", None) is None
+
+
+def test_fills_exactly_to_slots() -> None:
+    """Repeated placement without completions stops at the sum of slots."""
+    nodes = [node("a", slots=3), node("b", slots=2)]
+    placed = 0
+    while (chosen := choose(nodes, "sleep", None)) is not None:
+        chosen.jobs.add(f"j{placed}")
+        placed += 1
+        assert placed <= 5
+    assert placed == 5
+    assert [len(n.jobs) for n in nodes] == [3, 2]
+
+
+@pytest.mark.parametrize(
+    "hot",
+    [{"throttled": True}, {"temp_c": 85.0}, {"cpu_pct": 98.0}],
+    ids=["throttled", "hot", "cpu-saturated"],
+)
+def test_unhealthy_node_loses_to_cool_one(hot: dict[str, Any]) -> None:
+    """A throttling, hot or saturated node gets less work than an otherwise equal cool one (DESIGN.md flow 3)."""
+    for order in ((0, 1), (1, 0)):  # the list order must not decide
+        nodes = [node("sick", heartbeat=hot), node("cool")]
+        nodes = [nodes[i] for i in order]
+        assert choose(nodes, "sleep", None).id == "cool"
+
+
+@pytest.mark.parametrize("hot", [{"throttled": True}, {"temp_c": 85.0}, {"cpu_pct": 98.0}])
+def test_unhealthy_node_still_used_when_cool_one_is_busy(hot: dict[str, Any]) -> None:
+    """Less work, not none: a sick idle node beats a cool one that is well loaded."""
+    sick, cool = node("sick", heartbeat=hot), node("cool", slots=10)
+    cool.jobs = {f"j{i}" for i in range(8)}
+    assert choose([sick, cool], "sleep", None) is sick
+
+
+def test_measured_slower_node_loses() -> None:
+    """A node that measured this kind slower gets it less (a Pi vs a Jetson)."""
+    for order in ((0, 1), (1, 0)):
+        nodes = [node("pi", heartbeat={"service_by_kind": {"detect": 0.120}}),
+                 node("jetson", heartbeat={"service_by_kind": {"detect": 0.015}})]
+        nodes = [nodes[i] for i in order]
+        assert choose(nodes, "detect", None).id == "jetson"
+
+
+def test_per_kind_time_beats_overall_mean() -> None:
+    """The scheduler weighs the measured time of this kind, not the node's mean over all kinds."""
+    a = node("a", heartbeat={"service_s": 0.01, "service_by_kind": {"detect": 0.5}})
+    b = node("b", heartbeat={"service_s": 1.0, "service_by_kind": {"detect": 0.05}})
+    assert choose([a, b], "detect", None) is b
+
+
+def test_fleet_median_is_the_guess_for_unmeasured_nodes() -> None:
+    """A node that never ran the kind is assumed to be as fast as the fleet's median."""
+    nodes = [node(f"n{i}", heartbeat={"service_by_kind": {"detect": s}}) for i, s in enumerate((0.1, 0.3, 0.2))]
+    assert fleet_service_s(nodes, "detect") == 0.2
+    assert fleet_service_s(nodes, "sleep") == DEFAULT_SERVICE_S
+    fresh = node("fresh")
+    fresh.heartbeat = None
+    assert expected_completion_s(fresh, "detect", fleet_service_s(nodes, "detect")) == 0.2
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["jobs-finish-at-once", "jobs-held"])
+def test_equal_nodes_alternate(held: bool) -> None:
+    """Ties are broken by what was already dispatched, so equal nodes share the work evenly."""
+    nodes = [node("a", slots=20), node("b", slots=20)]
+    counts: Counter[str] = Counter()
+    for i in range(10):
+        chosen = choose(nodes, "sleep", None)
+        assert chosen is not None
+        if held:
+            chosen.jobs.add(f"j{i}")
+        chosen.dispatched += 1
+        counts[chosen.id] += 1
+    assert counts == {"a": 5, "b": 5}
+
+
+def test_draining_node_not_chosen() -> None:
+    """An agent shutting down takes no new work even when it is the best candidate."""
+    draining = node("draining", heartbeat={"draining": True, "service_by_kind": {"sleep": 0.001}})
+    normal = node("normal", heartbeat={"service_by_kind": {"sleep": 1.0}})
+    assert choose([draining, normal], "sleep", None) is normal
+    assert choose([draining], "sleep", None) is None
+
+
+def test_dead_node_not_chosen() -> None:
+    """Only live nodes receive jobs."""
+    dead, alive = node("dead", alive=False, heartbeat={"service_by_kind": {"sleep": 0.001}}), node("alive")
+    assert choose([dead, alive], "sleep", None) is alive

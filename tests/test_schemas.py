@@ -1,0 +1,268 @@
+"""The protocol's message models: wire round trips, strictness, and the checked-in JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from edgehive.schemas import (
+    MODELS,
+    Capabilities,
+    CoordinatorStats,
+    ErrorReport,
+    Heartbeat,
+    Job,
+    JobRequest,
+    JobState,
+    JobStateName,
+    NodeStatus,
+    Requirements,
+    Result,
+    Timings,
+    decode,
+    encode,
+    parse_status,
+)
+from edgehive.schemas.export import render_all
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_DIR = REPO / "schemas" / "json"
+
+
+def samples() -> dict[str, BaseModel]:
+    """One fully populated, valid instance per entry of MODELS (nested parts included)."""
+    return {
+        "capabilities": Capabilities(
+            node="pi-kitchen", boot_id="b-1", ts=1_800_000_000.5, version="0.1.0", arch="aarch64",
+            board="Raspberry Pi 5 Model B Rev 1.0", os="Linux 6.6", python="3.11.2", cores=4, ram_mb=8048,
+            accelerators=["edgetpu"], backends=["litert"], models=["face_detection_short_range"],
+            kinds=["sleep", "detect"], workers=2, slots=4, tags=["camera", "outdoor"],
+        ),
+        "status": NodeStatus(state="offline", boot_id="b-1", ts=1_800_000_001.0, reason="will"),
+        "heartbeat": Heartbeat(
+            node="pi-kitchen", boot_id="b-1", seq=7, ts=1_800_000_002.0, cpu_pct=12.5, mem_pct=40.0,
+            temp_c=61.5, throttled=True, gpu_pct=None, in_flight=1, queued=2, jobs_done=10, jobs_failed=1,
+            service_s=0.012, service_by_kind={"detect": 0.009}, held=["j1", "j2"], draining=False,
+        ),
+        "job_request": JobRequest(
+            kind="sleep", id="job-42", params={"seconds": 0.05, "nested": {"a": [1, 2]}},
+            requires=Requirements(model="m1", accelerator="cuda", min_ram_mb=512, arch="aarch64", tags=["camera"], node="jetson-1"),
+            priority=5, deadline_s=2.5, source="cam1",
+        ),
+        "job": Job(id="job-42", kind="sleep", params={"seconds": 0.05}, source="cam1", attempt=2, boot_id="b-1",
+                   submitted=1_800_000_000.0, dispatched=1_800_000_000.1, deadline=1_800_000_010.0),
+        "result": Result(job_id="job-42", kind="sleep", node="pi-kitchen", source="cam1", attempt=1, ok=True,
+                         output={"slept_s": 0.05},
+                         timings=Timings(queued=1.0, dispatched=2.0, received=3.0, started=4.0, finished=5.0)),
+        "job_state": JobState(job_id="job-42", state=JobStateName.FAILED, ts=1_800_000_003.0, kind="sleep",
+                              attempt=3, node="pi-kitchen", reason="max attempts"),
+        "error": ErrorReport(ts=1.0, source="coordinator", topic="edgehive/v1/jobs/submit", reason="bad json",
+                             excerpt="{not json", size=9),
+        "coordinator_stats": CoordinatorStats(
+            ts=1.0, uptime_s=10.0, nodes_online=2, nodes_known=3, queued=4, in_flight=1, queued_by_kind={"sleep": 4},
+            submitted=10, done=5, failed=1, retried=2, rejected=3, duplicates=0, jobs_per_s=1.5,
+            frames_dropped={"cam1": 7},
+        ),
+    }
+
+
+def minimal_payload(name: str) -> dict[str, Any]:
+    """A valid JSON dict for `name`, to be mutated by the strictness tests."""
+    return json.loads(encode(samples()[name]))
+
+
+def test_samples_cover_every_model() -> None:
+    """A new model added to MODELS must also get a round-trip sample here."""
+    made = samples()
+    assert set(made) == set(MODELS)
+    for name, model in MODELS.items():
+        assert type(made[name]) is model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_round_trip(name: str) -> None:
+    """What one side encodes, the other decodes to an equal message."""
+    original = samples()[name]
+    wire = encode(original)
+    assert isinstance(wire, bytes)
+    back = decode(MODELS[name], wire)
+    assert back == original
+    assert decode(MODELS[name], wire.decode()) == original  # str payloads work too
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_encode_carries_version_and_omits_nulls(name: str) -> None:
+    """DESIGN.md: every JSON message carries "v": 1; null fields are left out to keep it compact."""
+    wire = encode(samples()[name])
+    assert json.loads(wire)["v"] == 1
+    assert b"null" not in wire
+    compact = json.dumps(json.loads(wire), separators=(",", ":"), ensure_ascii=False).encode()
+    assert wire == compact
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_unknown_fields_are_refused(name: str) -> None:
+    """A typo such as `prority` must surface as an error, not be silently dropped."""
+    payload = minimal_payload(name)
+    payload["prority"] = 3
+    with pytest.raises(ValidationError, match="prority"):
+        decode(MODELS[name], json.dumps(payload))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_version_must_be_one(name: str, version: Any) -> None:
+    """A v2 message must never be misread as v1."""
+    payload = minimal_payload(name)
+    payload["v"] = version
+    with pytest.raises(ValidationError):
+        decode(MODELS[name], json.dumps(payload))
+
+
+def test_unknown_field_in_nested_part_is_refused() -> None:
+    """Nested parts (requirements, timings) are just as strict as messages."""
+    payload = minimal_payload("job_request")
+    payload["requires"]["gpu"] = True
+    with pytest.raises(ValidationError, match="gpu"):
+        decode(JobRequest, json.dumps(payload))
+    payload = minimal_payload("result")
+    payload["timings"]["ended"] = 1.0
+    with pytest.raises(ValidationError, match="ended"):
+        decode(Result, json.dumps(payload))
+
+
+def test_job_request_from_design_example() -> None:
+    """The exact request shape DESIGN.md documents is accepted, with optional fields defaulted."""
+    request = decode(JobRequest, b'{"v": 1, "kind": "sleep", "params": {"seconds": 0.05}}')
+    assert (request.kind, request.params, request.id, request.priority, request.deadline_s) == ("sleep", {"seconds": 0.05}, None, 0, None)
+    full = decode(JobRequest, b'{"v": 1, "kind": "sleep", "id": "j1", "params": {}, "requires": {}, "priority": 0, "deadline_s": null}')
+    assert full.id == "j1"
+    assert full.requires == Requirements()
+
+
+def _timings() -> Timings:
+    return Timings(started=1.0, finished=2.0)
+
+
+def test_result_ok_with_error_is_refused() -> None:
+    """A result cannot both succeed and carry an error."""
+    with pytest.raises(ValidationError, match="successful result carries no error"):
+        Result(job_id="j", kind="k", node="n", source="s", ok=True, error="boom", timings=_timings())
+
+
+@pytest.mark.parametrize("error", [None, ""])
+def test_result_failed_without_error_is_refused(error: str | None) -> None:
+    """A failed result must say why."""
+    with pytest.raises(ValidationError, match="must say why"):
+        Result(job_id="j", kind="k", node="n", source="s", ok=False, error=error, timings=_timings())
+
+
+def test_result_failed_with_error_is_accepted() -> None:
+    """The valid failure shape round-trips, keeping the reason."""
+    failed = Result(job_id="j", kind="k", node="n", source="s", ok=False, error="no model", timings=_timings())
+    assert decode(Result, encode(failed)).error == "no model"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("heartbeat", ("cpu_pct",)), ("heartbeat", ("ts",)), ("capabilities", ("ts",)),
+     ("job_request", ("deadline_s",)), ("result", ("timings", "finished")), ("coordinator_stats", ("jobs_per_s",))],
+)
+def test_non_finite_numbers_are_refused(bad: float, name: str, path: tuple[str, ...]) -> None:
+    """NaN/inf poison averages and InfluxDB points; allow_inf_nan=False refuses them everywhere."""
+    payload = minimal_payload(name)
+    target = payload
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = bad
+    with pytest.raises(ValidationError):
+        MODELS[name].model_validate(payload)
+    # Python's json writes NaN/Infinity literals; the JSON path must refuse them as well.
+    with pytest.raises(ValidationError):
+        decode(MODELS[name], json.dumps(payload))
+
+
+@pytest.mark.parametrize("payload", [b"online", b"offline", b"  ONLINE\n", b"Offline"])
+def test_parse_status_bare_words(payload: bytes) -> None:
+    """People type `mosquitto_pub -m online`; that must work, in any case and with whitespace."""
+    status = parse_status(payload)
+    assert status.state == payload.strip().lower().decode()
+    assert status.boot_id is None
+
+
+def test_parse_status_json() -> None:
+    """The agent's own JSON form carries the boot id that tells a stale will from a live node."""
+    status = parse_status(b'{"v": 1, "state": "offline", "boot_id": "b-7", "reason": "will"}')
+    assert (status.state, status.boot_id, status.reason) == ("offline", "b-7", "will")
+
+
+@pytest.mark.parametrize("payload", [b"maybe", b"", b'{"v": 1, "state": "asleep"}', b'{"state": "online", "x": 1}'])
+def test_parse_status_refuses_garbage(payload: bytes) -> None:
+    """Anything else is a validation error (reported on `errors`), never a silent state."""
+    with pytest.raises(ValidationError):
+        parse_status(payload)
+
+
+@pytest.mark.parametrize(("field", "value"), [("cpu_pct", 100.5), ("cpu_pct", -1), ("mem_pct", 101), ("gpu_pct", 250),
+                                              ("temp_c", 500), ("seq", -1), ("in_flight", -1), ("service_s", -0.1)])
+def test_heartbeat_out_of_bounds_refused(field: str, value: float) -> None:
+    """Impossible load figures would mislead the scheduler, so they are refused."""
+    payload = minimal_payload("heartbeat")
+    payload[field] = value
+    with pytest.raises(ValidationError, match=field):
+        decode(Heartbeat, json.dumps(payload))
+
+
+@pytest.mark.parametrize(("field", "value"), [("cpu_pct", 100), ("cpu_pct", 0), ("mem_pct", 100), ("temp_c", -40)])
+def test_heartbeat_bounds_are_inclusive(field: str, value: float) -> None:
+    """A fully loaded CPU (100 %) is a legitimate reading."""
+    payload = minimal_payload("heartbeat")
+    payload[field] = value
+    assert getattr(decode(Heartbeat, json.dumps(payload)), field) == value
+
+
+@pytest.mark.parametrize("ident", ["has space", "a/b", "a+b", "a#b", "-leading", "", "x" * 65, "x\n", "é"])
+def test_ids_that_cannot_be_topic_levels_are_refused(ident: str) -> None:
+    """Ids become topic levels; anything that would break a topic is refused at the message."""
+    payload = minimal_payload("heartbeat")
+    payload["node"] = ident
+    with pytest.raises(ValidationError):
+        decode(Heartbeat, json.dumps(payload))
+
+
+def test_longest_id_is_accepted() -> None:
+    """64 characters is the documented maximum."""
+    payload = minimal_payload("heartbeat")
+    payload["node"] = "n" * 64
+    assert decode(Heartbeat, json.dumps(payload)).node == "n" * 64
+
+
+def test_job_state_terminal() -> None:
+    """Only DONE and FAILED end a job."""
+    assert {s for s in JobStateName if s.terminal} == {JobStateName.DONE, JobStateName.FAILED}
+
+
+def test_exported_json_schemas_are_current() -> None:
+    """Non-Python clients use schemas/json/; it must match the models exactly."""
+    hint = "the JSON Schemas in schemas/json/ are stale: run `python -m edgehive.schemas.export` and commit the result"
+    rendered = render_all()
+    assert set(rendered) == {f"{name}.schema.json" for name in MODELS}
+    for name, text in rendered.items():
+        path = SCHEMA_DIR / name
+        assert path.is_file(), f"{path} is missing; {hint}"
+        assert path.read_text() == text, f"{path} differs from the model; {hint}"
+    extra = sorted(p.name for p in SCHEMA_DIR.glob("*.schema.json") if p.name not in rendered)
+    assert not extra, f"schemas/json/ has files no model produces: {extra}; {hint}"
+
+
+def test_exported_schema_forbids_unknown_fields() -> None:
+    """The exported schema tells non-Python clients the same strictness the models enforce."""
+    schema = json.loads(render_all()["job_request.schema.json"])
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["v"]["const"] == 1
+    assert schema["$id"].endswith("/job_request.schema.json")
