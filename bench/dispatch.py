@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,7 +145,11 @@ def summarize(phase: str, path: str, tracker: Tracker, jobs: int, **extra: objec
 
 
 class CpuMeter:
-    """CPU time per process over a phase, as % of one core: shows where the 2 cores go."""
+    """CPU time per process over a phase, as % of one core: shows where the 2 cores go.
+
+    `rest` is everything else busy on the machine (other people's processes, kernel
+    networking not charged to ours): on a shared 2-core box it says how noisy the run was.
+    """
 
     def __init__(self, processes: dict[str, int]) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in processes.items()}
@@ -157,6 +162,8 @@ class CpuMeter:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 out[name] = times.user + times.system
+        machine = psutil.cpu_times()
+        out["rest"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0) - sum(out.values())
         return out
 
     def start(self) -> None:
@@ -177,7 +184,11 @@ class Target(Protocol):
 
     tracker: Tracker | None
 
-    def submit(self, job_id: str) -> None: ...
+    def submit(self, job_id: str) -> None:
+        """Hand one job over without blocking on the system under test."""
+
+    def flush(self) -> None:
+        """Block until every submitted job has been handed over (the raw path queues locally)."""
 
 
 def job_ids(tag: str) -> Iterator[str]:
@@ -195,6 +206,7 @@ def run_closed(target: Target, tag: str, jobs: int, window: int, timeout_s: floa
             break
         tracker.begin(job_id)
         target.submit(job_id)
+    target.flush()
     tracker.done.wait(max(0.0, deadline - time.monotonic()))
     return tracker
 
@@ -220,6 +232,7 @@ def run_paced(target: Target, tag: str, rate: float, seconds: float, timeout_s: 
         lags.append(now - due)
         tracker.begin(job_id)
         target.submit(job_id)
+    target.flush()
     tracker.done.wait(timeout_s)
     lags.sort()
     return tracker, round(percentile(lags, 99) * 1e3, 3)
@@ -303,8 +316,10 @@ class Processes:
                 proc.wait()
 
 
-def edgehive_command() -> str:
+def edgehive_command(override: str | None = None) -> str:
     """The `edgehive` script of the interpreter running this benchmark (the project's venv)."""
+    if override:
+        return override
     beside = Path(sys.executable).with_name("edgehive")
     found = str(beside) if beside.exists() else shutil.which("edgehive")
     if not found:
@@ -359,7 +374,7 @@ def running_system(workdir: Path, args: argparse.Namespace) -> Iterator[System]:
         wait_until(lambda: port_answers(port), 10, "mosquitto", processes.check_alive)
         prefix = f"bench-{uuid.uuid4().hex[:8]}/v1"
         url = f"mqtt://127.0.0.1:{port}"
-        exe = edgehive_command()
+        exe = edgehive_command(args.edgehive)
         processes.start("coordinator", [exe, "coordinator"], component_env(url, prefix, workdir / "state", args, EDGEHIVE_NODE_ID="coordinator"))
         for node in AGENT_IDS:
             processes.start(node, [exe, "agent"], component_env(url, prefix, workdir / "state", args, EDGEHIVE_NODE_ID=node))
@@ -376,10 +391,15 @@ class MqttTarget:
         self.topics = Topics(system.prefix)
         self.stats: CoordinatorStats | None = None
         self.declined = 0
+        self.submitted = 0
         self.stage_samples: dict[str, tuple[float, float, dict[str, float]]] = {}
         self.record_stages = False
         self._submit_wall: dict[str, float] = {}
-        self.bus = MqttBus(MqttUrl.parse(system.url), self.topics, f"edgehive-bench-{os.getpid()}", source="bench", inflight_max=5000)
+        # inflight_max=0 (no client-side cap): paho rescans every unacknowledged message on each
+        # PUBACK when a cap is set, which would make the generator itself a bottleneck.
+        self.bus = MqttBus(
+            MqttUrl.parse(system.url), self.topics, f"edgehive-bench-{os.getpid()}", source="bench", inflight_max=0,
+        )
         results = self.topics.result("noop", "x").rpartition("/")[0] + "/+"  # results/noop/+
         self.bus.subscribe(results, self._on_result, qos=1)
         self.bus.subscribe(self.topics.coordinator_stats, self._on_stats, lambda t, p: decode(CoordinatorStats, p), qos=0)
@@ -392,7 +412,11 @@ class MqttTarget:
         sock = self.bus._client.socket()  # noqa: SLF001 - a read-only check of the real socket
         return bool(sock and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
+    def flush(self) -> None:
+        """Nothing is queued here: paho sends each submission as it is published."""
+
     def submit(self, job_id: str) -> None:
+        self.submitted += 1
         if self.record_stages:
             self._submit_wall[job_id] = time.time()
         self.bus.publish(self.topics.submit, encode(JobRequest(kind="noop", id=job_id)), qos=1)
@@ -440,6 +464,14 @@ def stage_medians(samples: dict[str, tuple[float, float, dict[str, float]]]) -> 
     return {name: round(percentile(sorted(v), 50) * 1e3, 3) for name, v in columns.items() if v}
 
 
+def fresh_stats(target: MqttTarget, timeout_s: float = 3.0) -> CoordinatorStats | None:
+    """The coordinator's counters once they cover every submission (stats come every 0.5 s)."""
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: target.stats is not None and target.stats.done + target.stats.failed >= target.submitted,
+                   timeout_s, "final coordinator stats")
+    return target.stats
+
+
 def wait_for_fleet(target: MqttTarget, system: System, timeout_s: float = 30.0) -> None:
     """Measure nothing until the coordinator itself reports both agents online."""
     def ready() -> bool:
@@ -471,7 +503,7 @@ def bench_system(args: argparse.Namespace, workdir: Path) -> tuple[list[PhaseRes
                 "latency", "system", tracker, int(rate * args.seconds), offered_per_s=round(rate, 1),
                 generator_lag_p99_ms=lag, cpu_pct=cpu.stop(), stages_p50_ms=stage_medians(target.stage_samples),
             )
-            stats = target.stats
+            stats = fresh_stats(target)
             info["coordinator_counters"] = stats.model_dump(include={"submitted", "done", "failed", "retried", "rejected", "duplicates"}) if stats else {}
             info["declined_by_agents"] = target.declined
             return [throughput, latency], info
@@ -485,35 +517,64 @@ def bench_system(args: argparse.Namespace, workdir: Path) -> tuple[list[PhaseRes
 
 
 class RawTarget:
-    """Two JobRunners fed round-robin from the generator thread, each bounded by its slots."""
+    """Two JobRunners fed from the generator thread, each bounded by its slots.
+
+    Jobs wait in a local FIFO for a free slot, as they wait in the coordinator's queue on
+    the system path, so the closed loop has the same `--window` outstanding on both paths.
+    """
 
     def __init__(self, workers: int, slots: int) -> None:
         self.tracker: Tracker | None = None
+        self._pending: deque[str] = deque()
+        self._slot_freed = threading.Event()
         self._slots: list[threading.Semaphore] = []
         self._runners: list[JobRunner] = []
         for node in AGENT_IDS:
             slot = threading.Semaphore(slots)
             self._slots.append(slot)
             self._runners.append(JobRunner(builtin_kinds(), node, workers, slots, self._on_result(slot)))
-        self._next = itertools.cycle(range(len(AGENT_IDS)))
+        self._turn = 0
 
     def _on_result(self, slot: threading.Semaphore) -> Callable[[Result], None]:
         def record(result: Result) -> None:
+            slot.release()  # before the tracker wakes the generator, so it finds the slot free
+            self._slot_freed.set()
             tracker = self.tracker
             if tracker is not None:
                 tracker.end(result.job_id, result.ok)
-            slot.release()
         return record
 
     def submit(self, job_id: str) -> None:
-        """Wait for a slot like the coordinator does, then hand the job over as the agent would."""
-        index = next(self._next)
-        self._slots[index].acquire()
-        now = time.time()
-        job = Job(id=job_id, kind="noop", source=job_id, attempt=1, boot_id="raw", submitted=now, dispatched=now)
-        # The runner frees its slot just after the callback returns: retry that instant.
-        while not self._runners[index].try_accept(job, time.time()):
-            time.sleep(0)
+        self._pending.append(job_id)
+        self._feed(block=False)
+
+    def flush(self) -> None:
+        self._feed(block=True)
+
+    def _feed(self, block: bool) -> None:
+        """Hand queued jobs to runners with a free slot, round robin, as the agent's handler would."""
+        while self._pending:
+            index = self._free_runner()
+            if index is None:
+                if not block:
+                    return
+                self._slot_freed.wait(0.001)
+                self._slot_freed.clear()
+                continue
+            job_id = self._pending.popleft()
+            now = time.time()
+            job = Job(id=job_id, kind="noop", source=job_id, attempt=1, boot_id="raw", submitted=now, dispatched=now)
+            # The runner frees its slot just after the result callback returns: retry that instant.
+            while not self._runners[index].try_accept(job, time.time()):
+                time.sleep(0)
+
+    def _free_runner(self) -> int | None:
+        for step in range(len(self._runners)):
+            index = (self._turn + step) % len(self._runners)
+            if self._slots[index].acquire(blocking=False):
+                self._turn = index + 1
+                return index
+        return None
 
     def shutdown(self) -> None:
         for runner in self._runners:
@@ -643,6 +704,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=64, help="EDGEHIVE_SLOTS of each agent (and capacity of each raw runner)")
     parser.add_argument("--heartbeat-s", type=float, default=1.0, help="EDGEHIVE_HEARTBEAT_S of all components")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on a phase's missing results after this many seconds")
+    parser.add_argument("--edgehive", default=None, metavar="CMD", help="the edgehive command for the components (default: the one beside this Python)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (component logs, broker config)")
     return parser.parse_args(argv)

@@ -1,0 +1,102 @@
+"""The MQTT layer against a real Mosquitto: Nagle off, reconnects, bounded QoS 0, validation at the boundary."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from edgehive.bus import MqttBus
+from edgehive.schemas import Topics
+from edgehive.settings import MqttUrl
+from harness import MosquittoBroker, Recorder, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def make_bus(broker: MosquittoBroker, prefix: str, **kwargs: object) -> MqttBus:
+    return MqttBus(MqttUrl(host="127.0.0.1", port=broker.port), Topics(prefix), f"bus-test-{free_port()}", source="bus-test", **kwargs)  # type: ignore[arg-type]
+
+
+class Reading(BaseModel):
+    value: float
+
+
+def test_tcp_nodelay_is_set_on_the_client_socket(mosquitto: MosquittoBroker, prefix: str) -> None:
+    bus = make_bus(mosquitto, prefix)
+    bus.start()
+    try:
+        sock = bus._client.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        bus.stop()
+
+
+def test_subscriptions_and_birth_are_restored_after_the_broker_restarts(mosquitto: MosquittoBroker, prefix: str) -> None:
+    got: list[bytes] = []
+    births: list[int] = []
+    bus = make_bus(mosquitto, prefix, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    bus.subscribe(f"{prefix}/in", lambda t, p: got.append(p))
+    bus.on_connect(lambda: births.append(1))
+    bus.start()
+    mosquitto.stop()
+    wait_until(lambda: not bus.connected.is_set(), 10, "the bus to notice the broker is gone")
+    mosquitto.start()
+    wait_until(lambda: len(births) == 2, 15, "reconnect and second birth")
+    sender = Recorder(mosquitto.url, prefix)
+    try:
+        wait_until(lambda: sender.publish("in", b"after-restart") or b"after-restart" in got, 10, "message after reconnect")
+    finally:
+        sender.close()
+        bus.stop()
+
+
+def test_qos0_outgoing_queue_is_bounded_while_the_broker_stalls(mosquitto: MosquittoBroker, prefix: str) -> None:
+    bus = make_bus(mosquitto, prefix, qos0_queue_max=50)
+    bus.start()
+    mosquitto.pause()  # the broker stops reading; the socket buffers fill up
+    try:
+        accepted = sum(bus.publish(f"{prefix}/flood", b"x" * 65536, qos=0) for _ in range(2000))
+        assert bus.qos0_dropped > 0
+        assert accepted + bus.qos0_dropped == 2000
+        assert len(bus._qos0_pending) <= 50
+    finally:
+        mosquitto.resume()
+        bus.stop()
+
+
+def test_bad_payloads_are_reported_and_handlers_only_see_valid_values(mosquitto: MosquittoBroker, prefix: str) -> None:
+    seen: list[Reading] = []
+    bus = make_bus(mosquitto, prefix, max_payload_bytes=1024)
+    bus.subscribe(f"{prefix}/reading", lambda t, r: seen.append(r), lambda t, p: Reading.model_validate_json(p))
+    boom = threading.Event()
+
+    def explode(topic: str, payload: bytes) -> None:
+        boom.set()
+        raise RuntimeError("bug in a handler")
+
+    bus.subscribe(f"{prefix}/explode", explode)
+    bus.start()
+    watcher = Recorder(mosquitto.url, prefix)
+    try:
+        for payload in (b"nope", b'{"value": "warm"}', b"{" * 5000, b'{"value": 21.5}'):
+            watcher.publish("reading", payload)
+        watcher.publish("explode", b"x")
+        wait_until(lambda: len(watcher.json("errors")) >= 4, 10, "four error reports")
+        reasons = {e["excerpt"][:10]: e["reason"] for e in watcher.json("errors")}
+        assert "Invalid JSON" in reasons["nope"]
+        assert "value" in reasons['{"value": ']
+        assert "exceeds the 1024-byte limit" in reasons["{" * 10]
+        assert any("internal error" in e["reason"] for e in watcher.json("errors"))
+        assert boom.is_set()
+        wait_until(lambda: seen, 5, "the valid reading")
+        assert [r.value for r in seen] == [21.5]
+        assert all(e["source"] == "bus-test" and e["topic"].startswith(prefix) for e in watcher.json("errors"))
+        assert orjson.loads(orjson.dumps(watcher.json("errors")[0]))["v"] == 1
+    finally:
+        watcher.close()
+        bus.stop()

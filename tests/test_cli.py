@@ -1,0 +1,84 @@
+"""The commands a user types: `edgehive up`, `status`, `submit`, and every `--help`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harness import Recorder, free_port, port_answers, wait_nodes_online, wait_until
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "edgehive.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ["up", "agent", "coordinator", "broker", "status", "submit"])
+def test_every_subcommand_has_help(command: str) -> None:
+    out = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert "EDGEHIVE_MQTT_URL" in out.stdout and "EDGEHIVE_PREFIX" in out.stdout
+
+
+def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_MQTT_URL=f"mqtt://127.0.0.1:{port}", EDGEHIVE_HEARTBEAT_S="0.3", EDGEHIVE_NODE_ID="laptop",
+               EDGEHIVE_STATE_DIR=str(tmp_path / "state"), EDGEHIVE_STATS_INTERVAL_S="0.3")
+    up = subprocess.Popen([*CLI, "up", "--agents", "2", "--status-every-s", "0.5"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: port_answers(port), 20, "the embedded broker")
+        recorder = Recorder(f"mqtt://127.0.0.1:{port}", "edgehive/v1")
+        try:
+            wait_nodes_online(recorder, 2)
+        finally:
+            recorder.close()
+
+        done = run_cli("submit", "sleep", "--params", '{"seconds": 0.05}', env=env)
+        assert done.returncode == 0, done.stderr
+        result = orjson.loads(done.stdout)
+        assert result["ok"] is True and result["node"] in ("laptop-1", "laptop-2")
+
+        impossible = run_cli("submit", "sleep", "--requires", '{"accelerator": "edgetpu"}', "--timeout", "10", env=env)
+        assert impossible.returncode == 1
+        state = orjson.loads(impossible.stdout)
+        assert state["state"] == "FAILED" and "edgetpu" in state["reason"]
+
+        status = run_cli("status", "--wait", "1", env=env)
+        assert status.returncode == 0, status.stderr
+        rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.startswith("laptop-")}
+        assert set(rows) == {"laptop-1", "laptop-2"} and all(" online " in r for r in rows.values())
+        assert "coordinator: online" in status.stdout
+        failed = re.search(r"(\d+) failed", status.stdout)
+        assert failed and int(failed.group(1)) >= 1, status.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out
+    assert "laptop-1" in out and "nodes: 2 online" in out
+    assert "Traceback" not in err
+
+
+def test_status_without_a_broker_is_a_clear_error() -> None:
+    env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"}
+    out = run_cli("status", env=env, timeout=30)
+    assert out.returncode == 2
+    assert "no connection to mqtt://127.0.0.1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_bad_setting_is_a_clear_error() -> None:
+    out = run_cli("agent", "--mqtt-url", "http://example", env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert out.returncode == 2
+    assert "unsupported MQTT URL scheme" in out.stderr and "Traceback" not in out.stderr

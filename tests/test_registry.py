@@ -1,0 +1,168 @@
+"""The node registry: birth, death by will or silence, and boot ids that keep stale messages harmless."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgehive.coordinator.registry import NodeRegistry
+from edgehive.schemas import Capabilities, Heartbeat, NodeStatus, parse_status
+
+
+def caps(node: str, boot: str) -> Capabilities:
+    """A node's birth certificate for one boot."""
+    return Capabilities(node=node, boot_id=boot, ts=0.0, version="0.1.0", arch="aarch64", board="Pi", os="Linux",
+                        python="3.11", cores=4, ram_mb=4096, kinds=["sleep"], workers=2, slots=4)
+
+
+def beat(node: str, boot: str, seq: int = 1, **overrides: Any) -> Heartbeat:
+    """One heartbeat of one boot."""
+    fields: dict[str, Any] = dict(node=node, boot_id=boot, seq=seq, ts=0.0, cpu_pct=5.0, mem_pct=20.0,
+                                  in_flight=0, queued=0, jobs_done=0, jobs_failed=0)
+    fields.update(overrides)
+    return Heartbeat(**fields)
+
+
+def status(state: str, boot: str | None) -> NodeStatus:
+    """`online` / `offline`, with the boot id the agent (or its will) carries."""
+    return NodeStatus(state=state, boot_id=boot)  # type: ignore[arg-type]
+
+
+def born(reg: NodeRegistry, node: str = "pi", boot: str = "b1", now: float = 100.0) -> None:
+    """The birth sequence of DESIGN.md flow 1: capabilities then `online`, both retained."""
+    reg.on_capabilities(caps(node, boot), now)
+    reg.on_status(node, status("online", boot), now)
+
+
+def test_birth_makes_node_alive() -> None:
+    """Capabilities plus `online` is enough: a restarted coordinator needs nothing more."""
+    reg = NodeRegistry()
+    first = reg.on_capabilities(caps("pi", "b1"), 100.0)
+    assert not first.node.alive  # capabilities alone do not mean the node is up
+    change = reg.on_status("pi", status("online", "b1"), 100.0)
+    assert change.revived and not change.died and not change.lost_jobs
+    node = reg.nodes["pi"]
+    assert node.alive and node.boot_id == "b1" and node.caps is not None and node.caps.boot_id == "b1"
+    assert node.free_slots == 4
+    assert reg.alive() == [node]
+
+
+def test_bare_online_from_a_person_works() -> None:
+    """`mosquitto_pub -m online` (no boot id) marks the node alive too."""
+    reg = NodeRegistry()
+    reg.on_capabilities(caps("pi", "b1"), 1.0)
+    reg.on_status("pi", parse_status(b"online"), 1.0)
+    assert reg.nodes["pi"].alive
+
+
+def test_offline_same_boot_kills_and_returns_jobs() -> None:
+    """The will (or a clean `offline`) of the running boot kills it; its jobs must be re-queued."""
+    reg = NodeRegistry()
+    born(reg)
+    reg.nodes["pi"].jobs = {"j1", "j2"}
+    change = reg.on_status("pi", status("offline", "b1"), 101.0)
+    assert change.died
+    assert change.lost_jobs == {"j1", "j2"}
+    assert not reg.nodes["pi"].alive and reg.nodes["pi"].jobs == set()
+    assert reg.alive() == []
+    again = reg.on_status("pi", status("offline", "b1"), 102.0)
+    assert not again.died and not again.lost_jobs  # a repeated offline reports nothing new
+
+
+def test_stale_will_after_restart_is_ignored() -> None:
+    """The broker may fire boot b1's will after b2 is already up; b2 must stay alive with its jobs."""
+    reg = NodeRegistry()
+    born(reg, boot="b1")
+    born(reg, boot="b2", now=105.0)
+    reg.nodes["pi"].jobs = {"j9"}
+    change = reg.on_status("pi", status("offline", "b1"), 106.0)
+    assert not change.died and not change.lost_jobs
+    node = reg.nodes["pi"]
+    assert node.alive and node.boot_id == "b2" and node.jobs == {"j9"}
+
+
+def test_offline_from_unknown_boot_is_ignored() -> None:
+    """An `offline` naming a boot this coordinator never saw cannot be about the live node."""
+    reg = NodeRegistry()
+    born(reg, boot="b2")
+    assert not reg.on_status("pi", status("offline", "b0"), 101.0).died
+    assert reg.nodes["pi"].alive
+
+
+def test_new_boot_heartbeat_loses_old_jobs() -> None:
+    """A heartbeat from a new boot means the agent restarted: jobs held by the old boot are gone."""
+    reg = NodeRegistry()
+    born(reg, boot="b1")
+    reg.on_heartbeat(beat("pi", "b1"), 101.0)
+    reg.nodes["pi"].jobs = {"j1", "j2"}
+    change = reg.on_heartbeat(beat("pi", "b2"), 102.0)
+    assert change.lost_jobs == {"j1", "j2"}
+    node = reg.nodes["pi"]
+    assert node.alive and node.boot_id == "b2" and node.jobs == set()
+    assert node.heartbeat is not None and node.heartbeat.boot_id == "b2"
+
+
+def test_old_boot_messages_after_restart_are_ignored() -> None:
+    """Late messages of a retired boot change nothing: not the heartbeat, the caps, or liveness."""
+    reg = NodeRegistry()
+    born(reg, boot="b1")
+    reg.on_heartbeat(beat("pi", "b2", seq=1), 102.0)
+    reg.nodes["pi"].jobs = {"new-job"}
+    for change in (
+        reg.on_heartbeat(beat("pi", "b1", seq=99, cpu_pct=99.0), 103.0),
+        reg.on_capabilities(caps("pi", "b1"), 103.0),
+        reg.on_status("pi", status("online", "b1"), 103.0),
+        reg.on_status("pi", status("offline", "b1"), 103.0),
+    ):
+        assert not change.died and not change.lost_jobs
+    node = reg.nodes["pi"]
+    assert node.alive and node.boot_id == "b2" and node.jobs == {"new-job"}
+    assert node.heartbeat is not None and node.heartbeat.boot_id == "b2" and node.heartbeat.cpu_pct == 5.0
+    assert node.last_seen == 102.0
+
+
+def test_new_boot_capabilities_replace_old_ones() -> None:
+    """A restarted agent's new capabilities take over, and its earlier jobs are reported lost."""
+    reg = NodeRegistry()
+    born(reg, boot="b1")
+    reg.nodes["pi"].jobs = {"j1"}
+    change = reg.on_capabilities(caps("pi", "b2"), 110.0)
+    assert change.lost_jobs == {"j1"}
+    assert reg.nodes["pi"].caps is not None and reg.nodes["pi"].caps.boot_id == "b2"
+
+
+def test_heartbeat_revives_dead_node() -> None:
+    """A node declared dead by silence comes back with its next heartbeat."""
+    reg = NodeRegistry()
+    born(reg)
+    reg.expire(200.0, 3.0)
+    assert not reg.nodes["pi"].alive
+    change = reg.on_heartbeat(beat("pi", "b1"), 201.0)
+    assert change.revived and reg.nodes["pi"].alive and reg.nodes["pi"].last_seen == 201.0
+
+
+def test_expire_kills_silent_nodes_only() -> None:
+    """Heartbeats stopped for longer than dead_after means dead, with jobs to re-queue; others live on."""
+    reg = NodeRegistry()
+    born(reg, "quiet", now=100.0)
+    born(reg, "chatty", now=100.0)
+    reg.nodes["quiet"].jobs = {"q1"}
+    reg.nodes["chatty"].jobs = {"c1"}
+    reg.on_heartbeat(beat("chatty", "b1"), 109.0)
+    assert reg.expire(103.0, 3.0) == []  # exactly at dead_after: not yet
+    changes = reg.expire(110.0, 3.0)
+    assert [(c.node.id, c.died, c.lost_jobs) for c in changes] == [("quiet", True, {"q1"})]
+    assert not reg.nodes["quiet"].alive and reg.nodes["chatty"].alive
+    assert reg.nodes["chatty"].jobs == {"c1"}
+    assert reg.expire(500.0, 1000.0) == []  # a dead node is not reported dead again
+
+
+def test_dead_node_has_no_free_slots() -> None:
+    """The scheduler must never see room on a dead or draining node."""
+    reg = NodeRegistry()
+    born(reg)
+    reg.on_heartbeat(beat("pi", "b1", draining=True), 101.0)
+    assert reg.nodes["pi"].free_slots == 0
+    reg.on_heartbeat(beat("pi", "b1", seq=2), 102.0)
+    assert reg.nodes["pi"].free_slots == 4
+    reg.on_status("pi", status("offline", "b1"), 103.0)
+    assert reg.nodes["pi"].free_slots == 0
