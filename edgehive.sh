@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
+#   ./edgehive.sh up [options]     install what edgehive needs, then run `edgehive up`
+#   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients,
+#                                  influxdb from Debian), then run the whole test suite
+# Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${EDGEHIVE_VENV:-.venv}"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "edgehive: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own brokers and databases on free ports; Debian's services
+  # would hold 1883 (the port `edgehive up` wants) and 8086, so keep the new ones stopped.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    for svc in mosquitto influxdb; do
+      if printf '%s\n' "${missing[@]}" | grep -qx "$svc"; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+    done
+  fi
+}
+
+python_env() {  # $1: the extras to install, e.g. "[test]"
+  if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then apt_install python3-venv; fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  "$VENV/bin/pip" install -q -e ".$1"
+}
+
+command="${1:-}"
+shift || true
+case "$command" in
+  up)
+    python_env ""
+    exec "$VENV/bin/edgehive" up "$@"
+    ;;
+  test)
+    apt_install mosquitto mosquitto-clients influxdb
+    python_env "[test]"
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: $0 up [edgehive up options] | $0 test [pytest args]" >&2
+    exit 2
+    ;;
+esac
