@@ -22,6 +22,7 @@ from .kinds import JobFailed, KindRegistry
 log = logging.getLogger(__name__)
 
 _EWMA_ALPHA = 0.2
+_MAX_ERROR = 2000  # Result.error's max_length
 
 
 class JobRunner:
@@ -86,13 +87,14 @@ class JobRunner:
         ok, output, error = self._execute(job, started)
         finished = time.time()
         self._record(job.kind, ok, finished - started)
-        result = Result(
-            job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
-            ok=ok, output=output, error=error,
-            timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received, started=started, finished=finished),
-        )
+        if error is not None and len(error) > _MAX_ERROR:
+            error = error[: _MAX_ERROR - 1] + "…"
         try:
-            self._publish_result(result)
+            self._publish_result(Result(
+                job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
+                ok=ok, output=output, error=error,
+                timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received, started=started, finished=finished),
+            ))
         finally:
             with self._lock:
                 self._held.pop(job.id, None)
@@ -119,10 +121,10 @@ class JobRunner:
 
     def _record(self, kind: str, ok: bool, seconds: float) -> None:
         with self._lock:
-            if ok:
-                self.done += 1
-            else:
+            if not ok:  # a failure is usually instant; counting it would make a failing node look fast
                 self.failed += 1
+                return
+            self.done += 1
             previous = self.service_by_kind.get(kind)
             self.service_by_kind[kind] = seconds if previous is None else previous + _EWMA_ALPHA * (seconds - previous)
 

@@ -639,6 +639,8 @@ def verdicts(rows: dict[tuple[str, str], PhaseResult]) -> dict[str, object]:
         "added_p99_ms": round(sys_l.p99_ms - raw_l.p99_ms, 3),
         "throughput_pass": sys_t.jobs_per_s >= TARGET_JOBS_PER_S and sys_t.failed == 0 and sys_t.completed == sys_t.jobs,
         "latency_pass": added < TARGET_ADDED_P50_MS and sys_l.completed == sys_l.jobs,
+        "cpu_us_per_job": cpu_cost_us(sys_t),
+        "ceilings": ceilings(sys_t, os.cpu_count() or 1),
     }
 
 
@@ -681,6 +683,11 @@ def report(rows: dict[tuple[str, str], PhaseResult], verdict: dict[str, object],
         "CPU, % of one core, per process:",
         f"  throughput: {_cpu(rows['throughput', 'system'])} | raw: {_cpu(rows['throughput', 'raw'])}",
         f"  latency:    {_cpu(sys_l)} | raw: {_cpu(rows['latency', 'raw'])}",
+        "CPU per job in the throughput phase, microseconds: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu_cost_us(rows["throughput", "system"]).items())
+        + f" | raw {cpu_cost_us(rows['throughput', 'raw']).get('generator+runners', 0):.0f}",
+        "  estimated ceilings with the machine to ourselves: "
+        + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in verdict["ceilings"].items()),  # type: ignore[union-attr]
         "system latency by hop (median ms, from the result's timings): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sys_l.stages_p50_ms.items()),
         f"coordinator counters: {info.get('coordinator_counters')}; results declined by agents (re-queued): {info.get('declined_by_agents')}",
@@ -690,6 +697,25 @@ def report(rows: dict[tuple[str, str], PhaseResult], verdict: dict[str, object],
 
 def _cpu(row: PhaseResult) -> str:
     return ", ".join(f"{name} {pct:.0f}" for name, pct in row.cpu_pct.items())
+
+
+def cpu_cost_us(row: PhaseResult) -> dict[str, float]:
+    """CPU microseconds per job for each of our processes: robust to a noisy machine, unlike jobs/s."""
+    return {name: round(pct / 100.0 / row.jobs_per_s * 1e6, 1) for name, pct in row.cpu_pct.items() if name != "rest"}
+
+
+def ceilings(row: PhaseResult, cores: int) -> dict[str, float]:
+    """What the CPU cost per job allows on this machine if nothing else ran (an estimate, not a measurement).
+
+    The coordinator handles every job on one thread (paho's), so one core bounds it; the
+    whole system (broker, coordinator, agents, generator) shares all cores.
+    """
+    cost = cpu_cost_us(row)
+    system = sum(v for k, v in cost.items() if k != "generator")
+    return {
+        "coordinator_bound_jobs_per_s": round(1e6 / cost["coordinator"]) if cost.get("coordinator") else 0,
+        "all_cores_bound_jobs_per_s": round(cores * 1e6 / (system + cost.get("generator", 0.0))) if system else 0,
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -54,9 +54,8 @@ def never_runnable(nodes: Iterable[Node], kind: str, req: Requirements | None) -
 def expected_completion_s(node: Node, kind: str, fallback_s: float) -> float:
     caps, beat = node.caps, node.heartbeat
     assert caps is not None
-    service = fallback_s
-    if beat is not None:
-        service = beat.service_by_kind.get(kind) or beat.service_s or fallback_s
+    measured = beat.service_by_kind.get(kind) if beat is not None else None
+    service = measured if measured is not None else fallback_s  # the fleet's median for a node new to this kind
     eta = service * (1.0 + len(node.jobs) / caps.workers)
     if beat is not None:
         if beat.cpu_pct > 80.0:

@@ -53,7 +53,7 @@ class MqttUrl(BaseModel):
 
     def redacted(self) -> str:
         """The URL without its password, for logs and banners."""
-        user = f"{self.username}:***@" if self.username else ""
+        user = f"{self.username}{':***' if self.password else ''}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 

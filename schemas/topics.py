@@ -50,7 +50,7 @@ _SHAPES: dict[str, tuple[str, ...]] = {
 
 
 def _check_ident(value: str, what: str) -> str:
-    if not _IDENT.match(value):
+    if not _IDENT.fullmatch(value):
         raise TopicError(f"invalid {what} {value[:80]!r}: use letters, digits, '_', '.', ':', '-' (at most 64)")
     return value
 

@@ -288,8 +288,6 @@ def test_wait_idle(make_runner: Callable[..., JobRunner], gate: threading.Event)
     assert runner.held_ids() == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an error text over Result.error's 2000-char limit makes Result() raise in "
-                                       "JobRunner._run before its try/finally; the job is never released nor reported")
 def test_long_error_text_still_gives_a_result(results: Results) -> None:
     """A kind raising with a huge message must still yield a failed result and free its slot."""
     registry = KindRegistry()

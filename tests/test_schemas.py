@@ -70,7 +70,7 @@ def samples() -> dict[str, BaseModel]:
     }
 
 
-def minimal_payload(name: str) -> dict[str, Any]:
+def valid_payload(name: str) -> dict[str, Any]:
     """A valid JSON dict for `name`, to be mutated by the strictness tests."""
     return json.loads(encode(samples()[name]))
 
@@ -107,7 +107,7 @@ def test_encode_carries_version_and_omits_nulls(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_unknown_fields_are_refused(name: str) -> None:
     """A typo such as `prority` must surface as an error, not be silently dropped."""
-    payload = minimal_payload(name)
+    payload = valid_payload(name)
     payload["prority"] = 3
     with pytest.raises(ValidationError, match="prority"):
         decode(MODELS[name], json.dumps(payload))
@@ -117,7 +117,7 @@ def test_unknown_fields_are_refused(name: str) -> None:
 @pytest.mark.parametrize("version", [0, 2, "1", None])
 def test_version_must_be_one(name: str, version: Any) -> None:
     """A v2 message must never be misread as v1."""
-    payload = minimal_payload(name)
+    payload = valid_payload(name)
     payload["v"] = version
     with pytest.raises(ValidationError):
         decode(MODELS[name], json.dumps(payload))
@@ -125,11 +125,11 @@ def test_version_must_be_one(name: str, version: Any) -> None:
 
 def test_unknown_field_in_nested_part_is_refused() -> None:
     """Nested parts (requirements, timings) are just as strict as messages."""
-    payload = minimal_payload("job_request")
+    payload = valid_payload("job_request")
     payload["requires"]["gpu"] = True
     with pytest.raises(ValidationError, match="gpu"):
         decode(JobRequest, json.dumps(payload))
-    payload = minimal_payload("result")
+    payload = valid_payload("result")
     payload["timings"]["ended"] = 1.0
     with pytest.raises(ValidationError, match="ended"):
         decode(Result, json.dumps(payload))
@@ -175,7 +175,7 @@ def test_result_failed_with_error_is_accepted() -> None:
 )
 def test_non_finite_numbers_are_refused(bad: float, name: str, path: tuple[str, ...]) -> None:
     """NaN/inf poison averages and InfluxDB points; allow_inf_nan=False refuses them everywhere."""
-    payload = minimal_payload(name)
+    payload = valid_payload(name)
     target = payload
     for key in path[:-1]:
         target = target[key]
@@ -212,7 +212,7 @@ def test_parse_status_refuses_garbage(payload: bytes) -> None:
                                               ("temp_c", 500), ("seq", -1), ("in_flight", -1), ("service_s", -0.1)])
 def test_heartbeat_out_of_bounds_refused(field: str, value: float) -> None:
     """Impossible load figures would mislead the scheduler, so they are refused."""
-    payload = minimal_payload("heartbeat")
+    payload = valid_payload("heartbeat")
     payload[field] = value
     with pytest.raises(ValidationError, match=field):
         decode(Heartbeat, json.dumps(payload))
@@ -221,7 +221,7 @@ def test_heartbeat_out_of_bounds_refused(field: str, value: float) -> None:
 @pytest.mark.parametrize(("field", "value"), [("cpu_pct", 100), ("cpu_pct", 0), ("mem_pct", 100), ("temp_c", -40)])
 def test_heartbeat_bounds_are_inclusive(field: str, value: float) -> None:
     """A fully loaded CPU (100 %) is a legitimate reading."""
-    payload = minimal_payload("heartbeat")
+    payload = valid_payload("heartbeat")
     payload[field] = value
     assert getattr(decode(Heartbeat, json.dumps(payload)), field) == value
 
@@ -229,7 +229,7 @@ def test_heartbeat_bounds_are_inclusive(field: str, value: float) -> None:
 @pytest.mark.parametrize("ident", ["has space", "a/b", "a+b", "a#b", "-leading", "", "x" * 65, "x\n", "é"])
 def test_ids_that_cannot_be_topic_levels_are_refused(ident: str) -> None:
     """Ids become topic levels; anything that would break a topic is refused at the message."""
-    payload = minimal_payload("heartbeat")
+    payload = valid_payload("heartbeat")
     payload["node"] = ident
     with pytest.raises(ValidationError):
         decode(Heartbeat, json.dumps(payload))
@@ -237,7 +237,7 @@ def test_ids_that_cannot_be_topic_levels_are_refused(ident: str) -> None:
 
 def test_longest_id_is_accepted() -> None:
     """64 characters is the documented maximum."""
-    payload = minimal_payload("heartbeat")
+    payload = valid_payload("heartbeat")
     payload["node"] = "n" * 64
     assert decode(Heartbeat, json.dumps(payload)).node == "n" * 64
 

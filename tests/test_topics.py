@@ -166,7 +166,6 @@ def test_topic_error_is_a_value_error() -> None:
     assert issubclass(TopicError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: IDENT_PATTERN ends in `$`, which Python's re lets match before a trailing newline")
 def test_trailing_newline_in_id_is_refused() -> None:
     """`x\\n` is refused by the message models (pydantic's regex), so the topic layer must refuse it too."""
     topics = Topics()
