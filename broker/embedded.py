@@ -27,6 +27,16 @@ def _patched_broker_class() -> type:
     from amqtt.broker import Broker
 
     class PatchedBroker(Broker):  # type: ignore[misc]
+        """Also remembers every client socket, because amqtt's shutdown leaves some open."""
+
+        async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
+            self.__dict__.setdefault("edgehive_writers", set()).add(writer)
+            try:
+                await super().stream_connected(reader, writer, listener_name)
+            finally:
+                writer.close()
+                self.edgehive_writers.discard(writer)
+
         async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
             holders = self._subscriptions.get(subscription[0], [])
             if any(s.client_id == session.client_id for s, _ in holders):
@@ -91,10 +101,8 @@ class EmbeddedBroker:
     async def _close_leftovers(broker: Any) -> None:
         """amqtt's shutdown leaves the sockets of clients still connected (and their tasks)
         open; close them so that stopping the broker releases everything it held."""
-        for _session, handler in list(broker._sessions.values()):
-            writer = getattr(getattr(handler, "writer", None), "_writer", None)
-            if writer is not None:
-                writer.close()
+        for writer in list(getattr(broker, "edgehive_writers", ())):
+            writer.close()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
         for task in tasks:
