@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, parse_status
@@ -26,6 +28,15 @@ from .runner import JobRunner
 from .settings import AgentSettings
 
 log = logging.getLogger(__name__)
+
+_JOB_BATCH = TypeAdapter(list[Job])
+
+
+def parse_jobs(topic: str, payload: bytes) -> list[Job]:
+    """A job, or an array of jobs (the coordinator batches what it places at once)."""
+    if payload.lstrip()[:1] == b"[":
+        return _JOB_BATCH.validate_json(payload)
+    return [decode(Job, payload)]
 
 
 class Agent:
@@ -92,7 +103,11 @@ class Agent:
 
     # -- handlers (network thread) -----------------------------------------------------------
 
-    def _on_job(self, topic: str, job: Job) -> None:
+    def _on_jobs(self, topic: str, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._on_job(job)
+
+    def _on_job(self, job: Job) -> None:
         received = time.time()
         if job.boot_id != self.boot_id:
             log.info("ignoring job %s meant for an earlier boot of %s", job.id, self.node)
@@ -119,7 +134,7 @@ class Agent:
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._caps = self.capabilities()
-        self.bus.subscribe(self.topics.jobs(self.node), self._on_job, lambda t, p: decode(Job, p), qos=1)
+        self.bus.subscribe(self.topics.jobs(self.node), self._on_jobs, parse_jobs, qos=1, max_bytes=max(1 << 20, 2 * self.settings.max_payload_bytes))
         self.bus.subscribe(self.topics.status(self.node), self._on_own_status, lambda t, p: parse_status(p), qos=1)
         self.bus.on_connect(self._birth)
         self.bus.start(timeout_s=connect_timeout_s)

@@ -42,6 +42,7 @@ from .settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 
 S = JobStateName
+_BATCH_BYTES = 256 * 1024
 
 
 class Coordinator:
@@ -53,6 +54,8 @@ class Coordinator:
         self.active: dict[str, JobRecord] = {}
         self.finished = FinishedJobs()
         self.orphans: dict[str, JobRecord] = {}
+        self._outbox: dict[str, list[Job]] = {}
+        self._pump_wanted = False
         self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
         self.journal = JobJournal(journal_path)
@@ -91,7 +94,8 @@ class Coordinator:
 
     def _publish_state(self, job: JobRecord, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
         job.state = state
-        message = JobState(job_id=job.id, state=state, ts=ts or time.time(), kind=job.kind, attempt=job.attempt, node=job.node, reason=reason)
+        # model_construct: every value here was validated on the way in; skip re-validating 4× per job.
+        message = JobState.model_construct(job_id=job.id, state=state, ts=ts or time.time(), kind=job.kind, attempt=job.attempt, node=job.node, reason=reason)
         self.bus.publish(self.topics.job_state(job.id), encode(message), qos=1)
 
     def _finish(self, job: JobRecord, state: JobStateName, reason: str | None = None) -> None:
@@ -131,7 +135,7 @@ class Coordinator:
                 self._finish(job, S.FAILED, reason)
                 return
             self.queue.push(job)
-            self._pump()
+            self._pump_wanted = True
 
     def _answer_resubmission(self, job_id: str) -> bool:
         """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
@@ -189,12 +193,39 @@ class Coordinator:
         job.running_announced = False
         node.jobs.add(job.id)
         node.dispatched += 1
-        message = Job(
+        self._outbox.setdefault(node.id, []).append(Job.model_construct(
             id=job.id, kind=job.kind, params=job.request.params, source=job.source, attempt=job.attempt,
             boot_id=node.boot_id, submitted=job.submitted, dispatched=now, deadline=job.deadline,
-        )
-        self.bus.publish(self.topics.jobs(node.id), encode(message), qos=1)
+        ))
         self._publish_state(job, S.SCHEDULED)
+
+    def _flush_outbox(self) -> None:
+        """One message per node for everything placed in this round: a job, or an array of jobs."""
+        for node_id, jobs in self._outbox.items():
+            topic = self.topics.jobs(node_id)
+            if len(jobs) == 1:
+                self.bus.publish(topic, encode(jobs[0]), qos=1)
+                continue
+            chunk: list[bytes] = []
+            size = 0
+            for job in jobs:  # arrays stay well under the agent's size limit
+                chunk.append(encode(job))
+                size += len(chunk[-1])
+                if size >= _BATCH_BYTES:
+                    self.bus.publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
+                    chunk, size = [], 0
+            if chunk:
+                self.bus.publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
+        self._outbox.clear()
+
+    def _after_read_burst(self) -> None:
+        """Runs on the network thread once every message of one read is handled: placing jobs
+        here, not per message, lets one message carry several jobs to a node under load."""
+        if self._pump_wanted:
+            with self._lock:
+                self._pump_wanted = False
+                self._pump()
+                self._flush_outbox()
 
     def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
         job = self.active.get(job_id)
@@ -228,7 +259,7 @@ class Coordinator:
     def _on_capabilities(self, topic: str, caps: Capabilities) -> None:
         with self._lock:
             self._apply(self.registry.on_capabilities(caps, time.monotonic()), "restarted")
-            self._pump()
+            self._pump_wanted = True
 
     def _on_status(self, topic: str, status: NodeStatus) -> None:
         node_id = self.topics.parse(topic).node
@@ -236,7 +267,7 @@ class Coordinator:
         with self._lock:
             why = "went offline" + (f" ({status.reason})" if status.reason else "")
             self._apply(self.registry.on_status(node_id, status, time.monotonic()), why if status.state == "offline" else "restarted")
-            self._pump()
+            self._pump_wanted = True
 
     def _on_heartbeat(self, topic: str, beat: Heartbeat) -> None:
         now_mono = time.monotonic()
@@ -244,7 +275,7 @@ class Coordinator:
             change = self.registry.on_heartbeat(beat, now_mono)
             self._apply(change, "restarted")
             self._reconcile_leases(change.node, beat, now_mono)
-            self._pump()
+            self._pump_wanted = True
 
     def _reconcile_leases(self, node: Node, beat: Heartbeat, now_mono: float) -> None:
         """The heartbeat lists what the node holds: confirm those, re-queue what it never got."""
@@ -293,7 +324,7 @@ class Coordinator:
             if not job.running_announced:
                 self._publish_state(job, S.RUNNING, ts=result.timings.started)
             self._finish(job, S.DONE if result.ok else S.FAILED, result.error)
-            self._pump()
+            self._pump_wanted = True
 
     def _on_declined(self, topic: str, refusal: Result) -> None:
         """The node could not take the job (full, draining): run it elsewhere, without counting an attempt."""
@@ -303,7 +334,7 @@ class Coordinator:
                 return
             self.registry.get(refusal.node).paused_until = time.monotonic() + self.settings.heartbeat_s  # until its next heartbeat
             self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False)
-            self._pump()
+            self._pump_wanted = True
 
     # -- periodic work -----------------------------------------------------------------------
 
@@ -328,6 +359,7 @@ class Coordinator:
                     self._requeue(job.id, "not running anywhere after coordinator restart", count_attempt=False)
             self._sweep_queue()
             self._pump()
+            self._flush_outbox()
             if now_mono - self._last_stats[0] >= self.settings.stats_interval_s:
                 self._publish_stats(now_mono)
 
@@ -374,6 +406,7 @@ class Coordinator:
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)
+        self.bus.after_read_burst(self._after_read_burst)
         self.bus.start(timeout_s=connect_timeout_s)
         self._ticker.start()
         log.info("coordinator started on %s under %s", self.settings.broker.redacted(), self.settings.prefix)

@@ -63,7 +63,7 @@ def test_qos0_outgoing_queue_is_bounded_while_the_broker_stalls(mosquitto: Mosqu
         accepted = sum(bus.publish(f"{prefix}/flood", b"x" * 65536, qos=0) for _ in range(2000))
         assert bus.qos0_dropped > 0
         assert accepted + bus.qos0_dropped == 2000
-        assert len(bus._qos0_pending) <= 50
+        assert bus.outgoing_backlog() <= 50 + 1  # a packet being written may sit at the head
     finally:
         mosquitto.resume()
         bus.stop()
