@@ -3,8 +3,10 @@
 The broker cannot be trusted with this: amqtt neither queues nor redelivers QoS 1 for
 an offline client (DESIGN.md). Each accepted job is one JSON line; each finished job a
 short end line. On start the journal is replayed, the still-open jobs come back, and
-the file is rewritten with only those. Lines are flushed to the OS on every event
-(safe against a crash of the process; `fsync` per job would cost more than the job).
+the file is rewritten with only those. The coordinator flushes the journal to the OS
+after each burst of incoming messages and before their MQTT acknowledgements leave, so a
+submission the broker saw acknowledged is on disk even if the process is killed
+(`fsync` per job would cost more than the job; a power cut can lose the last second).
 """
 
 from __future__ import annotations
@@ -68,17 +70,19 @@ class JobJournal:
     def accepted(self, request: JobRequest, ts: float, attempt: int = 0) -> None:
         if self._file is not None:
             self._file.write(self._accept_line(request, ts, attempt))
-            self._file.flush()
 
     def ended(self, job_id: str, open_jobs: Callable[[], Iterable[tuple[JobRequest, float, int]]]) -> None:
         """Record an end; now and then compact the file down to `open_jobs()`."""
         if self._file is None:
             return
         self._file.write(orjson.dumps({"end": job_id}) + b"\n")
-        self._file.flush()
         self._ended_since_compact += 1
         if self._ended_since_compact >= _COMPACT_AFTER:
             self._rewrite(open_jobs())
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:

@@ -16,12 +16,10 @@ import time
 import uuid
 from pathlib import Path
 
-from edgehive.bus import MqttBus, Outgoing, Rejected
 from edgehive.schemas import (
     Capabilities,
     CoordinatorStats,
     Heartbeat,
-    Job,
     JobRequest,
     JobState,
     JobStateName,
@@ -32,6 +30,9 @@ from edgehive.schemas import (
     encode,
     parse_status,
 )
+from edgehive.schemas.messages import job_json, job_state_json
+
+from edgehive.bus import MqttBus, Outgoing, Rejected
 
 from . import scheduler
 from .jobs import FinishedJobs, JobQueue, JobRecord
@@ -54,7 +55,7 @@ class Coordinator:
         self.active: dict[str, JobRecord] = {}
         self.finished = FinishedJobs()
         self.orphans: dict[str, JobRecord] = {}
-        self._outbox: dict[str, list[Job]] = {}
+        self._outbox: dict[str, list[bytes]] = {}
         self._pump_wanted = False
         self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
@@ -75,28 +76,32 @@ class Coordinator:
 
     # -- parsing (network thread, before the lock) -----------------------------------------
 
+    # The subscription filters fix each topic's shape, so only the id levels need reading; an id
+    # the payload does not repeat (status) goes through the full topic parser.
+
     def _parse_node_message(self, topic: str, payload: bytes, model: type) -> object:
-        ref = self.topics.parse(topic)
         message = parse_status(payload) if model is NodeStatus else decode(model, payload)
-        node = getattr(message, "node", ref.node)
-        if node != ref.node:
-            raise Rejected(f"message names node {node!r} but arrived on node {ref.node!r}'s topic")
+        node = getattr(message, "node", None)
+        topic_node = topic.rsplit("/", 2)[-2]
+        if node is None:
+            self.topics.parse(topic)
+        elif node != topic_node:
+            raise Rejected(f"message names node {node!r} but arrived on node {topic_node[:80]!r}'s topic")
         return message
 
     def _parse_result(self, topic: str, payload: bytes) -> Result:
-        ref = self.topics.parse(topic)
         result = decode(Result, payload)
-        if (result.kind, result.source) != (ref.result_kind, ref.source):
-            raise Rejected(f"result for {result.kind}/{result.source} arrived on results/{ref.result_kind}/{ref.source}")
+        _, kind, source = topic.rsplit("/", 2)
+        if (result.kind, result.source) != (kind, source):
+            raise Rejected(f"result for {result.kind}/{result.source} arrived on results/{kind[:80]}/{source[:80]}")
         return result
 
     # -- state publishing --------------------------------------------------------------------
 
     def _publish_state(self, job: JobRecord, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
         job.state = state
-        # model_construct: every value here was validated on the way in; skip re-validating 4× per job.
-        message = JobState.model_construct(job_id=job.id, state=state, ts=ts or time.time(), kind=job.kind, attempt=job.attempt, node=job.node, reason=reason)
-        self.bus.publish(self.topics.job_state(job.id), encode(message), qos=1)
+        payload = job_state_json(job.id, state, ts or time.time(), job.kind, job.attempt, job.node, reason)
+        self.bus.publish(self.topics.job_state(job.id), payload, qos=1)
 
     def _finish(self, job: JobRecord, state: JobStateName, reason: str | None = None) -> None:
         self._publish_state(job, state, reason)
@@ -193,9 +198,8 @@ class Coordinator:
         job.running_announced = False
         node.jobs.add(job.id)
         node.dispatched += 1
-        self._outbox.setdefault(node.id, []).append(Job.model_construct(
-            id=job.id, kind=job.kind, params=job.request.params, source=job.source, attempt=job.attempt,
-            boot_id=node.boot_id, submitted=job.submitted, dispatched=now, deadline=job.deadline,
+        self._outbox.setdefault(node.id, []).append(job_json(
+            job.id, job.kind, job.request.params, job.source, job.attempt, node.boot_id, job.submitted, now, job.deadline,
         ))
         self._publish_state(job, S.SCHEDULED)
 
@@ -204,13 +208,13 @@ class Coordinator:
         for node_id, jobs in self._outbox.items():
             topic = self.topics.jobs(node_id)
             if len(jobs) == 1:
-                self.bus.publish(topic, encode(jobs[0]), qos=1)
+                self.bus.publish(topic, jobs[0], qos=1)
                 continue
             chunk: list[bytes] = []
             size = 0
             for job in jobs:  # arrays stay well under the agent's size limit
-                chunk.append(encode(job))
-                size += len(chunk[-1])
+                chunk.append(job)
+                size += len(job)
                 if size >= _BATCH_BYTES:
                     self.bus.publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
                     chunk, size = [], 0
@@ -221,11 +225,12 @@ class Coordinator:
     def _after_read_burst(self) -> None:
         """Runs on the network thread once every message of one read is handled: placing jobs
         here, not per message, lets one message carry several jobs to a node under load."""
-        if self._pump_wanted:
-            with self._lock:
+        with self._lock:
+            if self._pump_wanted:
                 self._pump_wanted = False
                 self._pump()
                 self._flush_outbox()
+            self.journal.flush()  # before this burst's acknowledgements are written
 
     def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
         job = self.active.get(job_id)
@@ -360,6 +365,7 @@ class Coordinator:
             self._sweep_queue()
             self._pump()
             self._flush_outbox()
+            self.journal.flush()
             if now_mono - self._last_stats[0] >= self.settings.stats_interval_s:
                 self._publish_stats(now_mono)
 

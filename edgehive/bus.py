@@ -142,6 +142,10 @@ class _FastClient(paho.Client):
                 self.after_read()
             except Exception:
                 log.exception("after-read hook failed")
+        # Send what the handlers queued now, before select() can hand us the next burst to
+        # read first (paho would write only after that, adding a burst to every hop).
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._out_packet and self._sock is not None:
+            rc = self.loop_write()
         return rc
 
     def _sock_close(self) -> None:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from pydantic import BaseModel, ValidationError
-
 from edgehive.schemas import (
     MODELS,
     Capabilities,
@@ -28,6 +27,7 @@ from edgehive.schemas import (
     parse_status,
 )
 from edgehive.schemas.export import render_all
+from pydantic import BaseModel, ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO / "schemas" / "json"
@@ -266,3 +266,21 @@ def test_exported_schema_forbids_unknown_fields() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["v"]["const"] == 1
     assert schema["$id"].endswith("/job_request.schema.json")
+
+
+def test_fast_encoders_agree_with_the_models() -> None:
+    """The coordinator's hand-built JSON for states and jobs must be exactly what the models accept and produce."""
+    from edgehive.schemas import Job, JobState, JobStateName
+    from edgehive.schemas.messages import job_json, job_state_json
+
+    for node, reason in ((None, None), ("pi-1", "re-queued: node pi-2 died")):
+        fast = job_state_json("job-1", JobStateName.SCHEDULED, 1795430000.25, "sleep", 2, node, reason)
+        model = JobState(job_id="job-1", state=JobStateName.SCHEDULED, ts=1795430000.25, kind="sleep", attempt=2, node=node, reason=reason)
+        assert decode(JobState, fast) == model
+        assert orjson.loads(fast) == orjson.loads(encode(model))
+    for deadline in (None, 1795430009.5):
+        fast = job_json("job-1", "sleep", {"seconds": 0.5}, "cam-1", 1, "boot-a", 1795430000.0, 1795430000.1, deadline)
+        model = Job(id="job-1", kind="sleep", params={"seconds": 0.5}, source="cam-1", attempt=1, boot_id="boot-a",
+                    submitted=1795430000.0, dispatched=1795430000.1, deadline=deadline)
+        assert decode(Job, fast) == model
+        assert orjson.loads(fast) == orjson.loads(encode(model))
