@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from edgehive.schemas import JobRequest, JobStateName
@@ -65,6 +65,25 @@ class JobQueue:
     def __iter__(self) -> Iterator[JobRecord]:
         for priority in self._order:
             yield from list(self._lanes[priority])
+
+    def take(self, try_place: Callable[[JobRecord], bool | None]) -> None:
+        """Offer queued jobs in order to `try_place`: True takes the job out of the queue,
+        False keeps it in place, None stops. Costs what it offers, never a copy of the queue."""
+        for priority in self._order:
+            lane = self._lanes[priority]
+            kept: list[JobRecord] = []
+            try:
+                while lane:
+                    job = lane.popleft()
+                    verdict = try_place(job)
+                    if verdict:
+                        job.queued = False
+                        continue
+                    kept.append(job)
+                    if verdict is None:
+                        return
+            finally:
+                lane.extendleft(reversed(kept))
 
     def remove(self, job: JobRecord) -> None:
         self._lanes[job.request.priority].remove(job)

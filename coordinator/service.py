@@ -164,14 +164,15 @@ class Coordinator:
         if not self.queue or not any(n.free_slots for n in nodes):
             return
         now_mono, now = time.monotonic(), time.time()
-        for job in self.queue:
+
+        def try_place(job: JobRecord) -> bool | None:
             node = scheduler.choose(nodes, job.kind, job.request.requires)
-            if node is None:
-                if not any(n.free_slots for n in nodes):
-                    return
-                continue
-            self.queue.remove(job)
-            self._dispatch(job, node, now, now_mono)
+            if node is not None:
+                self._dispatch(job, node, now, now_mono)
+                return True
+            return None if not any(n.free_slots for n in nodes) else False
+
+        self.queue.take(try_place)
 
     def _unrunnable(self, job: JobRecord) -> str | None:
         """Why no known node could ever run `job`; judged only once the registry is rebuilt."""
