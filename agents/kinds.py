@@ -20,9 +20,13 @@ class JobFailed(Exception):
 
 @dataclass(frozen=True)
 class JobKind:
+    """`inline` kinds finish in microseconds and never block: they run on the thread that
+    received them, because handing them to a worker would cost more than running them."""
+
     name: str
     params: type[BaseModel]
     run: Callable[[Any], Any]
+    inline: bool = False
 
 
 class KindRegistry:
@@ -68,4 +72,4 @@ def _noop(params: NoopParams) -> Any:
 
 def builtin_kinds() -> KindRegistry:
     """`sleep` (DESIGN.md's fixed point; every agent runs it) and `noop` (tests, benchmarks)."""
-    return KindRegistry([JobKind("sleep", SleepParams, _sleep), JobKind("noop", NoopParams, _noop)])
+    return KindRegistry([JobKind("sleep", SleepParams, _sleep), JobKind("noop", NoopParams, _noop, inline=True)])

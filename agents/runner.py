@@ -73,7 +73,11 @@ class JobRunner:
             if job.id in self._held or len(self._held) >= self.capacity:
                 return False
             self._held[job.id] = job
-        self._pool.submit(self._run, job, received)
+        kind = self.kinds.get(job.kind)
+        if kind is not None and kind.inline:
+            self._run(job, received)
+        else:
+            self._pool.submit(self._run, job, received)
         return True
 
     def is_held(self, job_id: str) -> bool:
