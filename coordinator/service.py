@@ -256,7 +256,7 @@ class Coordinator:
         for job_id in sorted(change.lost_jobs):
             self._requeue(job_id, f"node {change.node.id} {why}")
         if change.died:
-            log.warning("node %s is dead (%s); %d jobs re-queued", change.node.id, why, len(change.lost_jobs))
+            log.warning("node %s (boot %s) is dead (%s); %d jobs re-queued", change.node.id, change.node.boot_id, why, len(change.lost_jobs))
         elif change.revived:
             log.info("node %s is online", change.node.id)
 

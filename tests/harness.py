@@ -185,6 +185,7 @@ class Fleet:
     workdir: Path
     heartbeat_s: float = 0.2
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
@@ -197,9 +198,11 @@ class Fleet:
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"{name}.log").open("ab") as log:
+        path = self.workdir / f"{name}-{len(self.logs)}.log"
+        with path.open("ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
+        self.logs[name] = path
         return proc
 
     def coordinator(self, **env: str) -> subprocess.Popen[bytes]:
@@ -217,7 +220,12 @@ class Fleet:
         return self.procs[name].poll() is None
 
     def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
+        """Everything the process now known as `name` wrote (a restarted one gets a fresh log)."""
+        return self.logs[name].read_text(errors="replace")
+
+    def rename(self, name: str, new_name: str) -> None:
+        self.procs[new_name] = self.procs.pop(name)
+        self.logs[new_name] = self.logs.pop(name)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

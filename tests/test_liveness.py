@@ -63,3 +63,28 @@ def test_frozen_agent_is_declared_dead_by_heartbeat_timeout_and_comes_back(fleet
     assert result["node"] == "pi-1"
     wait_until(lambda: any(s["state"] == "DONE" for s in recorder.states("frozen-1")), 10, "DONE")
     assert [s["state"] for s in recorder.states("frozen-1")].count("DONE") == 1
+
+
+def test_a_late_will_from_an_earlier_boot_never_kills_the_restarted_agent(fleet: Fleet, recorder: Recorder) -> None:
+    """The old process hangs (SIGSTOP) and a new one starts under the same node id: the broker
+    drops the old connection and (Mosquitto) publishes its will *after* the new boot is online."""
+    fleet.coordinator()
+    old = fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    old_boot = recorder.json("nodes/pi-1/capabilities")[-1]["boot_id"]
+    old.send_signal(signal.SIGSTOP)
+    fleet.rename("pi-1", "pi-1-old")
+    fleet.agent("pi-1")
+    new_boot = wait_until(lambda: (b := recorder.json("nodes/pi-1/capabilities")[-1]["boot_id"]) != old_boot and b, 15, "the new boot")
+    if fleet.broker.kind == "mosquitto":
+        wait_until(lambda: any(s.get("state") == "offline" and s.get("boot_id") == old_boot for s in recorder.json("nodes/pi-1/status")),
+                   15, "the old boot's will")
+    fleet.kill("pi-1-old")
+    submit(recorder, "after-will", 0.01)
+    result = recorder.wait_result("after-will")
+    assert result["node"] == "pi-1" and result["ok"] is True
+    assert recorder.json("coordinator/stats")[-1]["nodes_online"] == 1
+    assert not any("pi-1 went offline" in (s.get("reason") or "") for s in recorder.states("after-will"))
+    assert new_boot != old_boot
+    # The old boot may be declared dead (its will can arrive before the new boot's birth), the new one never.
+    assert f"node pi-1 (boot {new_boot}) is dead" not in fleet.log("coordinator")
