@@ -30,11 +30,13 @@ from edgehive.schemas import (
     encode,
     parse_status,
 )
-from edgehive.schemas.messages import job_json, job_state_json
+from edgehive.schemas import envelope
+from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
 
 from edgehive.bus import MqttBus, Outgoing, Rejected
 
 from . import scheduler
+from .frames import Frame, FrameRouter
 from .jobs import FinishedJobs, JobQueue, JobRecord
 from .journal import JobJournal
 from .registry import Change, Node, NodeRegistry
@@ -43,6 +45,7 @@ from .settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 
 S = JobStateName
+DETECT_KIND = "detections"
 _BATCH_BYTES = 256 * 1024
 
 
@@ -56,6 +59,10 @@ class Coordinator:
         self.finished = FinishedJobs()
         self.orphans: dict[str, JobRecord] = {}
         self._outbox: dict[str, list[bytes]] = {}
+        self.frames = FrameRouter()
+        self._model_requirements: dict[str, Requirements] = {}
+        self._camera_models = settings.camera_model_map
+        self._frame_warned: dict[str, float] = {}
         self._pump_wanted = False
         self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
@@ -95,6 +102,22 @@ class Coordinator:
         if (result.kind, result.source) != (kind, source):
             raise Rejected(f"result for {result.kind}/{result.source} arrived on results/{kind[:80]}/{source[:80]}")
         return result
+
+    def _parse_frame(self, topic: str, payload: bytes) -> Frame:
+        camera = self.topics.parse(topic).extra["camera"]
+        meta = FrameMeta()
+        jpeg = payload
+        if envelope.is_envelope(payload):
+            header, jpeg = envelope.unpack(payload)
+            meta = decode(FrameMeta, header)
+        envelope.check_jpeg(jpeg)
+        model = meta.model or self._camera_models.get(camera) or self.settings.default_model
+        return Frame(camera, jpeg, model, arrived=time.time(), captured=meta.captured)
+
+    def _on_frame(self, topic: str, frame: Frame) -> None:
+        with self._lock:
+            self.frames.offer(frame)
+            self._pump_wanted = True
 
     # -- state publishing --------------------------------------------------------------------
 
@@ -161,9 +184,10 @@ class Coordinator:
     def _pump(self) -> None:
         """Place queued jobs while any node has a free slot."""
         nodes = self.registry.alive()
-        if not self.queue or not any(n.free_slots for n in nodes):
+        if not (self.queue or self.frames.pending) or not any(n.free_slots for n in nodes):
             return
         now_mono, now = time.monotonic(), time.time()
+        self._place_frames(nodes, now, now_mono)
 
         def try_place(job: JobRecord) -> bool | None:
             node = scheduler.choose(nodes, job.kind, job.request.requires)
@@ -174,11 +198,39 @@ class Coordinator:
 
         self.queue.take(try_place)
 
-    def _unrunnable(self, job: JobRecord) -> str | None:
-        """Why no known node could ever run `job`; judged only once the registry is rebuilt."""
+    def _place_frames(self, nodes: list[Node], now: float, now_mono: float) -> None:
+        """Frames first (they are real time), each to a node that has its camera's model."""
+        for frame in self.frames.waiting():
+            requires = self._model_requirements.setdefault(frame.model, Requirements(model=frame.model))
+            node = scheduler.choose(nodes, DETECT_KIND, requires)
+            if node is None:
+                continue
+            assert node.boot_id is not None
+            job_id = "f" + uuid.uuid4().hex[:15]
+            params = {"model": frame.model, "camera": frame.camera, "captured": frame.captured}
+            header = job_json(job_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now)
+            self.bus.publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
+            node.jobs.add(job_id)
+            node.dispatched += 1
+            self.frames.sent(job_id, frame, node.id, now_mono)
+
+    def _warn_unplaceable_frames(self) -> None:
+        """A camera whose model no known node has: say so on `errors`, once a minute."""
+        now = time.monotonic()
+        for frame in list(self.frames.pending.values()):
+            reason = self._unrunnable_kind(DETECT_KIND, self._model_requirements.setdefault(frame.model, Requirements(model=frame.model)))
+            if reason is not None and now - self._frame_warned.get(frame.camera, -1e9) > 60:
+                self._frame_warned[frame.camera] = now
+                self.bus.report_error(self.topics.frames(frame.camera), f"frames of {frame.camera} want model {frame.model!r}: {reason}")
+
+    def _unrunnable_kind(self, kind: str, requires: Requirements | None) -> str | None:
         if time.monotonic() - self._started <= self.settings.dead_after:
             return None
-        return scheduler.never_runnable(self.registry.nodes.values(), job.kind, job.request.requires)
+        return scheduler.never_runnable(self.registry.nodes.values(), kind, requires)
+
+    def _unrunnable(self, job: JobRecord) -> str | None:
+        """Why no known node could ever run `job`; judged only once the registry is rebuilt."""
+        return self._unrunnable_kind(job.kind, job.request.requires)
 
     def _sweep_queue(self) -> None:
         """Fail queued jobs whose deadline passed or that no node can run."""
@@ -254,7 +306,8 @@ class Coordinator:
 
     def _apply(self, change: Change, why: str) -> None:
         for job_id in sorted(change.lost_jobs):
-            self._requeue(job_id, f"node {change.node.id} {why}")
+            if self.frames.lose(job_id) is None:
+                self._requeue(job_id, f"node {change.node.id} {why}")
         if change.died:
             log.warning("node %s (boot %s) is dead (%s); %d jobs re-queued", change.node.id, change.node.boot_id, why, len(change.lost_jobs))
         elif change.revived:
@@ -289,6 +342,12 @@ class Coordinator:
         for job_id in held - node.jobs:
             self._adopt(node, job_id)
         for job_id in list(node.jobs):
+            frame = self.frames.in_flight.get(job_id)
+            if frame is not None:
+                if job_id not in held and now_mono - frame.dispatched_mono > self.settings.lease:
+                    self.frames.lose(job_id)
+                    node.jobs.discard(job_id)
+                continue
             job = self.active.get(job_id)
             if job is None:
                 node.jobs.discard(job_id)
@@ -316,7 +375,11 @@ class Coordinator:
         with self._lock:
             job = self.active.get(result.job_id)
             if job is None:
-                if result.job_id in self.finished:
+                frame = self.frames.finished(result.job_id)
+                if frame is not None:
+                    self.registry.get(frame.node).jobs.discard(result.job_id)
+                    self._pump_wanted = True
+                elif result.job_id in self.finished:
                     self.counters["duplicates"] += 1
                 return
             if result.retryable:
@@ -335,6 +398,9 @@ class Coordinator:
     def _on_declined(self, topic: str, refusal: Result) -> None:
         """The node could not take the job (full, draining): run it elsewhere, without counting an attempt."""
         with self._lock:
+            frame = self.frames.lose(refusal.job_id)
+            if frame is not None:
+                self.registry.get(frame.node).jobs.discard(refusal.job_id)
             job = self.active.get(refusal.job_id)
             if job is None or job.node != refusal.node:
                 return
@@ -364,6 +430,7 @@ class Coordinator:
                     del self.orphans[job.id]
                     self._requeue(job.id, "not running anywhere after coordinator restart", count_attempt=False)
             self._sweep_queue()
+            self._warn_unplaceable_frames()
             self._pump()
             self._flush_outbox()
             self.journal.flush()
@@ -380,6 +447,8 @@ class Coordinator:
             nodes_online=len(self.registry.alive()), nodes_known=len(self.registry.nodes),
             queued=len(self.queue), in_flight=sum(len(n.jobs) for n in self.registry.nodes.values()),
             queued_by_kind=self.queue.count_by_kind(), jobs_per_s=round(rate, 2), **self.counters,
+            frames_in=dict(self.frames.received), frames_done=dict(self.frames.done),
+            frames_dropped=dict(self.frames.dropped), frames_lost=dict(self.frames.lost),
         )
 
     def _publish_stats(self, now_mono: float) -> None:
@@ -410,6 +479,7 @@ class Coordinator:
         self.bus.subscribe(t.pattern("status"), self._on_status, lambda tp, p: self._parse_node_message(tp, p, NodeStatus), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("heartbeat"), self._on_heartbeat, lambda tp, p: self._parse_node_message(tp, p, Heartbeat), qos=0, max_bytes=4 * node_limit)
         self.bus.subscribe(t.pattern("declined"), self._on_declined, lambda tp, p: self._parse_node_message(tp, p, Result), max_bytes=node_limit)
+        self.bus.subscribe(t.pattern("frames"), self._on_frame, self._parse_frame, qos=0, max_bytes=self.settings.max_frame_bytes)
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)

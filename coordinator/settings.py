@@ -14,6 +14,14 @@ class CoordinatorSettings(CommonSettings):
     queue_max: int = Field(10000, ge=1, description="Jobs waiting for a node; beyond it a submission is FAILED and reported on errors")
     stats_interval_s: float = Field(2.0, gt=0, description="Seconds between coordinator/stats messages")
     state_dir: str = Field(".edgehive", description="Folder for the job journal that survives a coordinator restart ('' to disable)")
+    default_model: str = Field("person", description="Model run on frames of cameras that name none")
+    camera_models: str = Field("", description="Per-camera models, e.g. 'door=face,yard=person' (a camera's envelope may also name one)")
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame accepted; larger ones are refused on the errors topic")
+
+    @property
+    def camera_model_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.camera_models.split(",") if "=" in item)
+        return {camera.strip(): model.strip() for camera, model in pairs}
 
     @property
     def dead_after(self) -> float:

@@ -115,13 +115,18 @@ class Job(Message):
 
 
 class Timings(Part):
-    """Epoch seconds at each step; `queued` is when the coordinator accepted the job."""
+    """Epoch seconds at each step; `queued` is when the coordinator accepted the job (for a
+    frame: when it arrived), `captured` when a camera took the frame, `inferred` when the
+    job's work (decode, inference, post-processing) ended, `published` when the result left."""
 
+    captured: float | None = None
     queued: float | None = None
     dispatched: float | None = None
     received: float | None = None
     started: float | None = None
     finished: float | None = None
+    inferred: float | None = None
+    published: float | None = None
 
 
 class Result(Message):
@@ -145,6 +150,13 @@ class Result(Message):
         if not self.ok and not self.error:
             raise ValueError("a failed result must say why in 'error'")
         return self
+
+
+class FrameMeta(Message):
+    """What a camera may say about a frame in the envelope header (all optional)."""
+
+    captured: float | None = None
+    model: str | None = Field(None, max_length=128)
 
 
 class JobStateName(str, Enum):
@@ -220,7 +232,10 @@ class CoordinatorStats(Message):
     rejected: int
     duplicates: int
     jobs_per_s: float
-    frames_dropped: dict[str, int] = Field(default_factory=dict)
+    frames_in: dict[str, int] = Field(default_factory=dict, description="Frames received per camera")
+    frames_done: dict[str, int] = Field(default_factory=dict, description="Frames whose result came back, per camera")
+    frames_dropped: dict[str, int] = Field(default_factory=dict, description="Frames replaced by a newer one before a node was free, per camera")
+    frames_lost: dict[str, int] = Field(default_factory=dict, description="Frames whose node died or never confirmed them, per camera")
 
 
 MODELS: dict[str, type[Message]] = {
@@ -233,6 +248,7 @@ MODELS: dict[str, type[Message]] = {
     "job_state": JobState,
     "error": ErrorReport,
     "coordinator_stats": CoordinatorStats,
+    "frame_meta": FrameMeta,
 }
 
 

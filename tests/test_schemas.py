@@ -13,6 +13,7 @@ from edgehive.schemas import (
     Capabilities,
     CoordinatorStats,
     ErrorReport,
+    FrameMeta,
     Heartbeat,
     Job,
     JobRequest,
@@ -65,8 +66,9 @@ def samples() -> dict[str, BaseModel]:
         "coordinator_stats": CoordinatorStats(
             ts=1.0, uptime_s=10.0, nodes_online=2, nodes_known=3, queued=4, in_flight=1, queued_by_kind={"sleep": 4},
             submitted=10, done=5, failed=1, retried=2, rejected=3, duplicates=0, jobs_per_s=1.5,
-            frames_dropped={"cam1": 7},
+            frames_in={"cam1": 20}, frames_done={"cam1": 12}, frames_dropped={"cam1": 7}, frames_lost={"cam1": 1},
         ),
+        "frame_meta": FrameMeta(captured=1_800_000_000.25, model="face"),
     }
 
 
