@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
+from edgehive.schemas import envelope
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, parse_status
 
 from .health import HealthReader
@@ -32,11 +33,16 @@ log = logging.getLogger(__name__)
 _JOB_BATCH = TypeAdapter(list[Job])
 
 
-def parse_jobs(topic: str, payload: bytes) -> list[Job]:
-    """A job, or an array of jobs (the coordinator batches what it places at once)."""
+def parse_jobs(topic: str, payload: bytes) -> list[tuple[Job, bytes | None]]:
+    """A job, an array of jobs (the coordinator batches what it places at once), or a frame
+    envelope whose header is the job and whose body is the JPEG."""
+    if envelope.is_envelope(payload):
+        header, jpeg = envelope.unpack(payload)
+        envelope.check_jpeg(jpeg)
+        return [(decode(Job, header), jpeg)]
     if payload.lstrip()[:1] == b"[":
-        return _JOB_BATCH.validate_json(payload)
-    return [decode(Job, payload)]
+        return [(job, None) for job in _JOB_BATCH.validate_json(payload)]
+    return [(decode(Job, payload), None)]
 
 
 class Agent:
@@ -103,11 +109,11 @@ class Agent:
 
     # -- handlers (network thread) -----------------------------------------------------------
 
-    def _on_jobs(self, topic: str, jobs: list[Job]) -> None:
-        for job in jobs:
-            self._on_job(job)
+    def _on_jobs(self, topic: str, jobs: list[tuple[Job, bytes | None]]) -> None:
+        for job, frame in jobs:
+            self._on_job(job, frame)
 
-    def _on_job(self, job: Job) -> None:
+    def _on_job(self, job: Job, frame: bytes | None = None) -> None:
         received = time.time()
         if job.boot_id != self.boot_id:
             log.info("ignoring job %s meant for an earlier boot of %s", job.id, self.node)
@@ -115,7 +121,7 @@ class Agent:
         if self.runner.is_held(job.id):
             return  # a redelivery of a job we are already running
         reason = "node is draining" if self.draining.is_set() else None
-        if reason is None and not self.runner.try_accept(job, received):
+        if reason is None and not self.runner.try_accept(job, received, frame):
             reason = f"node is full ({self.runner.capacity} jobs)"
         if reason is not None:
             refusal = Result(

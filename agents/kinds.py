@@ -21,12 +21,15 @@ class JobFailed(Exception):
 @dataclass(frozen=True)
 class JobKind:
     """`inline` kinds finish in microseconds and never block: they run on the thread that
-    received them, because handing them to a worker would cost more than running them."""
+    received them, because handing them to a worker would cost more than running them.
+    `takes_frame` kinds get the frame's JPEG bytes as a second argument (see
+    schemas/envelope.py): images never travel inside JSON params."""
 
     name: str
     params: type[BaseModel]
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
     inline: bool = False
+    takes_frame: bool = False
 
 
 class KindRegistry:

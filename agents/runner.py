@@ -67,37 +67,42 @@ class JobRunner:
 
     # -- work --------------------------------------------------------------------------------
 
-    def try_accept(self, job: Job, received: float) -> bool:
-        """Queue `job`; False when full or when it is already here (a redelivery)."""
+    def try_accept(self, job: Job, received: float, frame: bytes | None = None) -> bool:
+        """Queue `job` (with its frame, for kinds that take one); False when full or when it
+        is already here (a redelivery)."""
         with self._lock:
             if job.id in self._held or len(self._held) >= self.capacity:
                 return False
             self._held[job.id] = job
         kind = self.kinds.get(job.kind)
         if kind is not None and kind.inline:
-            self._run(job, received)
+            self._run(job, received, frame)
         else:
-            self._pool.submit(self._run, job, received)
+            self._pool.submit(self._run, job, received, frame)
         return True
 
     def is_held(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._held
 
-    def _run(self, job: Job, received: float) -> None:
+    def _run(self, job: Job, received: float, frame: bytes | None = None) -> None:
         with self._lock:
             self._running += 1
         started = time.time()
-        ok, output, error = self._execute(job, started)
+        ok, output, error = self._execute(job, started, frame)
         finished = time.time()
         self._record(job.kind, ok, finished - started)
+        kind_takes_frame = frame is not None
         if error is not None and len(error) > _MAX_ERROR:
             error = error[: _MAX_ERROR - 1] + "…"
         try:
             self._publish_result(Result(
                 job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
                 ok=ok, output=output, error=error,
-                timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received, started=started, finished=finished),
+                timings=Timings(
+                    captured=job.params.get("captured"), queued=job.submitted, dispatched=job.dispatched, received=received,
+                    started=started, finished=finished, inferred=finished if kind_takes_frame else None, published=time.time(),
+                ),
             ))
         finally:
             with self._lock:
@@ -105,7 +110,7 @@ class JobRunner:
                 self._running -= 1
                 self._idle.notify_all()
 
-    def _execute(self, job: Job, started: float) -> tuple[bool, object, str | None]:
+    def _execute(self, job: Job, started: float, frame: bytes | None) -> tuple[bool, object, str | None]:
         kind = self.kinds.get(job.kind)
         if kind is None:
             return False, None, f"this node does not run job kind {job.kind!r}"
@@ -116,6 +121,10 @@ class JobRunner:
         except ValidationError as error:
             return False, None, f"invalid params: {describe_validation_error(error)}"
         try:
+            if kind.takes_frame:
+                if frame is None:
+                    return False, None, f"job kind {job.kind!r} needs a frame and none came with the job"
+                return True, kind.run(params, frame), None
             return True, kind.run(params), None
         except JobFailed as error:
             return False, None, str(error) or type(error).__name__
