@@ -24,7 +24,9 @@ from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, T
 
 from .health import HealthReader
 from .kinds import KindRegistry, builtin_kinds
-from .probe import models_present, probe_device
+from .inference import available_backends
+from .probe import probe_device
+from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 from .runner import JobRunner
 from .settings import AgentSettings
 
@@ -52,6 +54,7 @@ class Agent:
         self.topics = Topics(settings.prefix)
         self.boot_id = secrets.token_hex(6)
         self.kinds = kinds or builtin_kinds()
+        self.detectors: DetectorPool | None = None
         self.root = Path(settings.host_root)
         self.health = HealthReader(self.root)
         self.draining = threading.Event()
@@ -77,7 +80,7 @@ class Agent:
             node=self.node, boot_id=self.boot_id, ts=time.time(), version=__version__,
             arch=device.arch, board=device.board, os=device.os, python=platform.python_version(),
             cores=device.cores, ram_mb=device.ram_mb, accelerators=device.accelerators,
-            backends=device.backends, models=models_present(Path(self.settings.models_dir)),
+            backends=available_backends(), models=self.detectors.models() if self.detectors else [],
             kinds=self.kinds.names(), workers=self.settings.workers, slots=self.settings.effective_slots,
             tags=self.settings.tag_list,
         )
@@ -106,6 +109,8 @@ class Agent:
     def _publish_result(self, result: Result) -> None:
         if not self.bus.publish(self.topics.result(result.kind, result.source), encode(result), qos=1):
             log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
+        if not result.ok:  # a failed job is a rejected input too: say so where every reject goes
+            self.bus.report_error(self.topics.jobs(self.node), f"job {result.job_id} ({result.kind}) failed: {result.error}")
 
     # -- handlers (network thread) -----------------------------------------------------------
 
@@ -138,7 +143,15 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _load_models(self) -> None:
+        """Before the birth certificate: a model is advertised only once it is warm."""
+        s = self.settings
+        self.detectors = load_pool(Path(s.models_dir), s.model_list, s.backend, s.inference_threads, s.workers)
+        if self.detectors.models() and self.kinds.get(DETECT_KIND) is None:
+            self.kinds.register(detections_kind(self.detectors))
+
     def start(self, connect_timeout_s: float | None = None) -> None:
+        self._load_models()
         self._caps = self.capabilities()
         self.bus.subscribe(self.topics.jobs(self.node), self._on_jobs, parse_jobs, qos=1, max_bytes=max(1 << 20, 2 * self.settings.max_payload_bytes))
         self.bus.subscribe(self.topics.status(self.node), self._on_own_status, lambda t, p: parse_status(p), qos=1)

@@ -17,13 +17,20 @@ class AgentSettings(CommonSettings):
     workers: int = Field(default_factory=_default_workers, ge=1, le=256, description="Jobs run at the same time (default: CPU count)")
     slots: int = Field(0, ge=0, le=4096, description="Jobs accepted at once, running plus prefetched (0: 2 × workers)")
     tags: str = Field("", description="Comma-separated tags that jobs can require, e.g. 'camera,outdoor'")
-    models_dir: str = Field("models", description="Folder searched for .tflite models to advertise")
+    models_dir: str = Field("models", description="Folder of the model manifest and the fetched .tflite files")
+    models: str = Field("", description="Comma-separated models to load (empty: every manifest model present in models_dir)")
+    backend: str = Field("auto", description="Inference backend: auto (EdgeTPU when present, else LiteRT), litert, edgetpu")
+    inference_threads: int = Field(1, ge=1, le=64, description="Interpreter threads per model instance")
     host_root: str = Field("/", description="Where the device's /proc and /sys are visible (containers may mount them elsewhere)")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish")
 
     @property
     def effective_slots(self) -> int:
         return self.slots or 2 * self.workers
+
+    @property
+    def model_list(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
 
     @property
     def tag_list(self) -> list[str]:

@@ -192,7 +192,7 @@ class Fleet:
         env.update(
             EDGEHIVE_MQTT_URL=self.broker.url, EDGEHIVE_PREFIX=self.prefix, EDGEHIVE_HEARTBEAT_S=str(self.heartbeat_s),
             EDGEHIVE_STATE_DIR=str(self.workdir / "state"), EDGEHIVE_STATS_INTERVAL_S="0.2", EDGEHIVE_LOG_LEVEL="INFO",
-            EDGEHIVE_HOST_ROOT=str(self.workdir / "no-host"),
+            EDGEHIVE_HOST_ROOT=str(self.workdir / "no-host"), EDGEHIVE_MODELS_DIR=str(self.workdir / "no-models"),
         )
         env.update(extra)
         return env

@@ -1,1 +1,50 @@
-"""See the README."""
+"""Inference backends, chosen by a `type` key: `litert` (CPU) and `edgetpu` (Coral).
+
+    backend = create_backend({"type": "litert", "num_threads": 2})
+    model = backend.load(Path("models/pose_detection.tflite"))
+    outputs = model.infer(tensor)
+
+Runtimes are imported on first use, never when this package is imported.
+"""
+
+from .base import (
+    Availability,
+    BackendConfigBase,
+    BackendError,
+    BackendUnavailable,
+    InferenceBackend,
+    InferenceError,
+    ModelHandle,
+    ModelLoadError,
+)
+from .edgetpu import EdgeTPUBackend, EdgeTPUConfig
+from .litert import LiteRTBackend, LiteRTConfig
+from .registry import (
+    BACKENDS,
+    BackendConfig,
+    available_backends,
+    backend_availability,
+    create_backend,
+    parse_backend_config,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Availability",
+    "BackendConfig",
+    "BackendConfigBase",
+    "BackendError",
+    "BackendUnavailable",
+    "EdgeTPUBackend",
+    "EdgeTPUConfig",
+    "InferenceBackend",
+    "InferenceError",
+    "LiteRTBackend",
+    "LiteRTConfig",
+    "ModelHandle",
+    "ModelLoadError",
+    "available_backends",
+    "backend_availability",
+    "create_backend",
+    "parse_backend_config",
+]

@@ -1,0 +1,7 @@
+"""The one exception the detection layer raises."""
+
+from __future__ import annotations
+
+
+class DetectionError(Exception):
+    """A bad image, a model that does not fit its manifest entry, or a model file that fails its checksum."""

