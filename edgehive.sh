@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
-#   ./edgehive.sh up [options]     install what edgehive needs, then run `edgehive up`
+#   ./edgehive.sh up [options]     install what edgehive needs, fetch the models, run `edgehive up`
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients,
 #                                  influxdb from Debian), then run the whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
@@ -43,11 +43,13 @@ shift || true
 case "$command" in
   up)
     python_env ""
+    "$VENV/bin/edgehive" models --models-dir "${EDGEHIVE_MODELS_DIR:-models}"
     exec "$VENV/bin/edgehive" up "$@"
     ;;
   test)
     apt_install mosquitto mosquitto-clients influxdb
     python_env "[test]"
+    "$VENV/bin/edgehive" models --models-dir models
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

@@ -56,6 +56,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_camera(args: argparse.Namespace) -> int:
+    from .sensors.camera import CameraSettings, run_camera
+
+    return run_camera(_settings(CameraSettings, args))  # type: ignore[arg-type]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .up import UpSettings, run_up
 
@@ -132,6 +138,7 @@ Command = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     from .agents.settings import AgentSettings
     from .coordinator.settings import CoordinatorSettings
+    from .sensors.camera import CameraSettings
     from .up import UpSettings
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
@@ -147,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("up", cmd_up, UpSettings, "Run the embedded broker, the coordinator and local agents, with a live status")
     add("agent", cmd_agent, AgentSettings, "Run the device agent")
     add("coordinator", cmd_coordinator, CoordinatorSettings, "Run the coordinator")
+    add("camera", cmd_camera, CameraSettings, "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
+    # `edgehive models ...` is handed whole to the model store's own parser (see main()).
+    sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
     p = add("broker", cmd_broker, CommonSettings, "Run the embedded amqtt broker alone")
     p.add_argument("--listen", default="", help="host:port to listen on (default: host and port of the MQTT URL)")
     p = add("status", cmd_status, CommonSettings, "Print the fleet's nodes and job counts, from MQTT alone")
@@ -164,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["models"]:
+        from .agents.modelstore import main as modelstore_main
+
+        return modelstore_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

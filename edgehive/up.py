@@ -29,6 +29,7 @@ class UpSettings(CommonSettings):
     embedded_broker: bool = Field(True, description="Run the embedded amqtt broker (false: use the broker at mqtt_url)")
     listen: str = Field("", description="host:port for the embedded broker (default: host and port of mqtt_url)")
     status_every_s: float = Field(2.0, ge=0, description="Seconds between live status tables in `edgehive up` (0: none)")
+    demo_camera: str = Field("demo", description="Source of the camera `edgehive up` starts (demo: the bundled photos; empty: no camera)")
 
 
 def _listen_address(settings: UpSettings) -> tuple[str, int]:
@@ -59,6 +60,9 @@ def run_up(settings: UpSettings) -> int:
     for i in range(settings.agents):
         node = settings.node_id if settings.agents == 1 else f"{settings.node_id}-{i + 1}"
         children.append(_child(["agent"], dict(env, EDGEHIVE_NODE_ID=node)))
+    if settings.demo_camera:
+        children.append(_child(["camera"], dict(env, EDGEHIVE_NODE_ID="demo", EDGEHIVE_SOURCE=settings.demo_camera,
+                                                EDGEHIVE_FPS=os.environ.get("EDGEHIVE_FPS", "2"))))
 
     topics = Topics(settings.prefix)
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
@@ -66,6 +70,8 @@ def run_up(settings: UpSettings) -> int:
     print(f"  watch:  mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/#' -v")
     print(f"  submit: mosquitto_pub -h {url.host} -p {url.port} -t '{topics.submit}' "
           "-m '{\"v\":1,\"kind\":\"sleep\",\"params\":{\"seconds\":0.05}}'")
+    if settings.demo_camera:
+        print(f"  camera: 'demo' ({settings.demo_camera}) → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/detections/#' -v")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
 
     stop = threading.Event()

@@ -22,11 +22,14 @@ from .messages import (
     parse_status,
 )
 from .topics import TopicError, TopicRef, Topics
+from .vision import Detection, DetectionOutput
 
 __all__ = [
     "MODELS",
     "Capabilities",
     "CoordinatorStats",
+    "Detection",
+    "DetectionOutput",
     "ErrorReport",
     "FrameMeta",
     "Heartbeat",

@@ -10,7 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from .messages import MODELS
+from .vision import DetectionOutput
+
+# Parts that are not messages of their own but that clients parse: a detection result's `output`.
+EXTRA_MODELS: dict[str, type[BaseModel]] = {"detection_output": DetectionOutput}
 
 JSON_DIR = Path(__file__).with_name("json")
 
@@ -18,7 +24,7 @@ JSON_DIR = Path(__file__).with_name("json")
 def render_all() -> dict[str, str]:
     """File name → JSON text, exactly as checked in."""
     files = {}
-    for name, model in MODELS.items():
+    for name, model in {**MODELS, **EXTRA_MODELS}.items():
         schema = model.model_json_schema()
         schema["$id"] = f"https://edgehive.dev/schemas/v1/{name}.schema.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -32,7 +38,7 @@ def main() -> int:
         stale.unlink()
     for name, text in render_all().items():
         (JSON_DIR / name).write_text(text)
-    print(f"wrote {len(MODELS)} schemas to {JSON_DIR}", file=sys.stderr)
+    print(f"wrote {len(MODELS) + len(EXTRA_MODELS)} schemas to {JSON_DIR}", file=sys.stderr)
     return 0
 
 
