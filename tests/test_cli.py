@@ -41,7 +41,10 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
         wait_until(lambda: port_answers(port), 20, "the embedded broker")
         recorder = Recorder(f"mqtt://127.0.0.1:{port}", "edgehive/v1")
         try:
-            wait_nodes_online(recorder, 2)
+            wait_nodes_online(recorder, 2, timeout_s=60)
+            # The demo camera's photos come back as detections within seconds.
+            demo = wait_until(lambda: next((r for r in recorder.json("results/detections/demo") if r.get("ok")), None), 60, "a demo detection")
+            assert demo["output"]["detections"] and demo["output"]["detections"][0]["label"] == "person"
         finally:
             recorder.close()
 

@@ -1,0 +1,120 @@
+"""Frames end to end on real brokers: camera topic → coordinator → agent with the model → detections."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import orjson
+import psutil
+import pytest
+
+from edgehive.schemas import envelope
+from harness import Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
+from vision_fixtures import REFERENCE_FACE, box_iou, models_dir, photo  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+ASTRONAUT = Path(__file__).resolve().parent.parent / "sensors" / "demo" / "01-astronaut.jpg"
+
+
+def detections(recorder: Recorder, camera: str) -> list[dict]:  # type: ignore[type-arg]
+    return recorder.json(f"results/detections/{camera}")
+
+
+def start(fleet: Fleet, recorder: Recorder, models_dir: Path, agents: dict[str, str], **coordinator_env: str) -> None:
+    """A coordinator and one agent per (node → models) entry, each with one worker and one slot."""
+    fleet.coordinator(EDGEHIVE_CAMERA_MODELS="door=face,yard=person", **coordinator_env)
+    for node, models in agents.items():
+        fleet.agent(node, EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS=models, EDGEHIVE_WORKERS="1", EDGEHIVE_SLOTS="1")
+    wait_nodes_online(recorder, len(agents), timeout_s=60)
+
+
+def test_mosquitto_pub_jpeg_yields_a_face_seen_by_mosquitto_sub(fleet: Fleet, recorder: Recorder, models_dir: Path, prefix: str) -> None:
+    start(fleet, recorder, models_dir, {"pi-1": "face"})
+    port = str(fleet.broker.port)
+    with MosquittoSub(port, f"{prefix}/results/detections/#") as sub:
+        subprocess.run(["mosquitto_pub", "-p", port, "-t", f"{prefix}/frames/door", "-f", str(ASTRONAUT)], check=True)
+        topic, payload = sub.next_message(timeout_s=30)
+    assert topic == f"{prefix}/results/detections/door"
+    result = orjson.loads(payload)
+    assert result["ok"] is True and result["node"] == "pi-1"
+    output = result["output"]
+    assert output["model"] == "face" and (output["width"], output["height"]) == (512, 512)
+    [face] = output["detections"]
+    assert face["label"] == "face" and box_iou(face["box"], REFERENCE_FACE) >= 0.5
+    assert face["box_norm"] == pytest.approx([v / 512 for v in face["box"]], abs=1e-3)
+    timings = result["timings"]
+    assert timings["queued"] <= timings["dispatched"] <= timings["received"] <= timings["started"] <= timings["inferred"] <= timings["published"]
+
+
+def test_agents_without_a_model_never_receive_its_frames(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    start(fleet, recorder, models_dir, {"face-node": "face", "person-node": "person"})
+    jpeg = ASTRONAUT.read_bytes()
+    for i in range(6):
+        recorder.publish("frames/door", jpeg, qos=0)
+        recorder.publish("frames/yard", jpeg, qos=0)
+        wait_until(lambda: len(detections(recorder, "door")) > i and len(detections(recorder, "yard")) > i, 30, "both cameras served")
+    assert {r["node"] for r in detections(recorder, "door")} == {"face-node"}
+    assert {r["node"] for r in detections(recorder, "yard")} == {"person-node"}
+    assert all(r["output"]["model"] == "person" and r["output"]["detections"][0]["label"] == "person" for r in detections(recorder, "yard"))
+
+
+def test_a_flood_keeps_only_the_newest_frame_and_counts_every_drop(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    start(fleet, recorder, models_dir, {"pi-1": "person"})
+    coordinator = psutil.Process(fleet.procs["coordinator"].pid)
+    base = cv2.imread(str(ASTRONAUT))
+    frames = []
+    for i in range(300):  # distinct frames, each tagged with its sequence number as capture time
+        img = base.copy()
+        cv2.putText(img, str(i), (10, 500), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+        ok, jpeg = cv2.imencode(".jpg", img)
+        frames.append(envelope.pack(orjson.dumps({"v": 1, "captured": float(i)}), jpeg.tobytes()))
+    rss_before = coordinator.memory_info().rss
+    for frame in frames:
+        recorder.publish("frames/yard", frame, qos=1)  # QoS 1 so that the broker drops none
+    stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats"))
+                                     if s.get("frames_in", {}).get("yard") == 300 and not s.get("in_flight")), None), 60, "the flood handled")
+    done = detections(recorder, "yard")
+    wait_until(lambda: len(detections(recorder, "yard")) >= stats["frames_done"]["yard"], 10, "every result seen")
+    done = detections(recorder, "yard")
+    assert stats["frames_dropped"]["yard"] == 300 - len(done) - stats.get("frames_lost", {}).get("yard", 0)
+    assert stats["frames_dropped"]["yard"] > 0, "the agent kept up with 300 back-to-back frames: no drop to count"
+    captured = [r["timings"]["captured"] for r in done]
+    assert captured == sorted(captured), "frames were served out of order"
+    assert captured[-1] == 299.0, "the newest frame was not the one served last"
+    # 300 frames of ~55 KB went through; at most one per camera is ever held.
+    assert coordinator.memory_info().rss - rss_before < 8 * 1024 * 1024
+
+
+def test_corrupt_empty_and_huge_frames_are_rejected_and_nothing_crashes(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    start(fleet, recorder, models_dir, {"pi-1": "face"})
+    corrupt = envelope.JPEG_SOI + b"\xe0" + bytes(range(256)) * 20
+    for payload in (corrupt, b"", b"\xff\xd8\xff" + b"\x00" * (50 * 1024 * 1024)):
+        recorder.publish("frames/door", payload, qos=1)
+
+    def reasons() -> list[str]:
+        return [e["reason"] for e in recorder.json("errors")]
+
+    wait_until(lambda: any("exceeds" in r for r in reasons()) and any("empty frame" in r for r in reasons())
+               and any("corrupt JPEG" in r for r in reasons()), 30, "three error reports")
+    failed = detections(recorder, "door")
+    assert len(failed) == 1 and failed[0]["ok"] is False and "corrupt JPEG" in failed[0]["error"]
+    assert fleet.alive("coordinator") and fleet.alive("pi-1")
+    recorder.publish("frames/door", ASTRONAUT.read_bytes(), qos=1)
+    wait_until(lambda: any(r["ok"] for r in detections(recorder, "door")), 30, "a good frame after the bad ones")
+    assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1")
+
+
+def test_several_cameras_share_the_fleet(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    start(fleet, recorder, models_dir, {"pi-1": "face", "pi-2": "face"})
+    jpeg = ASTRONAUT.read_bytes()
+    cameras = [f"cam{i}" for i in range(4)]
+    for _ in range(5):
+        for camera in cameras:
+            recorder.publish(f"frames/{camera}", envelope.pack(b'{"v":1,"model":"face"}', jpeg), qos=1)
+    wait_until(lambda: all(detections(recorder, c) for c in cameras), 30, "every camera served")
+    nodes = Counter(r["node"] for c in cameras for r in detections(recorder, c))
+    assert set(nodes) == {"pi-1", "pi-2"}, nodes
