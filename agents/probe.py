@@ -6,7 +6,6 @@ with the host's /proc and /sys mounted, and tests can point it at a fake tree.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 
 # USB ids of the Coral USB Accelerator before (Global Unichip) and after (Google) firmware load.
 _CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
-_BACKEND_MODULES = {"litert": "ai_edge_litert", "tflite_runtime": "tflite_runtime"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,6 @@ class DeviceInfo:
     cores: int
     ram_mb: int
     accelerators: list[str]
-    backends: list[str]
 
 
 def _read(path: Path) -> str | None:
@@ -74,11 +71,6 @@ def _coral_on_usb(root: Path) -> bool:
     return False
 
 
-def inference_backends() -> list[str]:
-    """Runtimes importable here; checked without importing them (that costs seconds on a Pi)."""
-    return [name for name, module in _BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
-
-
 def probe_device(root: Path = Path("/")) -> DeviceInfo:
     board = board_model(root)
     return DeviceInfo(
@@ -88,12 +80,5 @@ def probe_device(root: Path = Path("/")) -> DeviceInfo:
         cores=os.cpu_count() or 1,
         ram_mb=ram_mb(root),
         accelerators=accelerators(root, board),
-        backends=inference_backends(),
     )
 
-
-def models_present(models_dir: Path) -> list[str]:
-    """Model names (file stems) of the .tflite files in `models_dir`."""
-    if not models_dir.is_dir():
-        return []
-    return sorted(p.stem for p in models_dir.glob("*.tflite"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgehive.agents.health import HealthReader
-from edgehive.agents.probe import DeviceInfo, accelerators, board_model, models_present, probe_device, ram_mb
+from edgehive.agents.probe import DeviceInfo, accelerators, board_model, probe_device, ram_mb
 
 PI5_MODEL = "Raspberry Pi 5 Model B Rev 1.0"
 ORIN_MODEL = "NVIDIA Jetson Orin Nano Developer Kit"
@@ -81,7 +81,6 @@ def test_pi5_probe(pi5: Path) -> None:
     assert info.ram_mb == 8_245_204 // 1024
     assert info.accelerators == []
     assert info.cores >= 1
-    assert set(info.backends) <= {"litert", "tflite_runtime"}
 
 
 def test_jetson_probe_finds_cuda(orin: Path) -> None:
@@ -166,20 +165,6 @@ def test_meminfo_without_total(tmp_path: Path) -> None:
     """A truncated meminfo gives 0 rather than a crash."""
     put(tmp_path, "proc/meminfo", "MemFree: 100 kB\n")
     assert ram_mb(tmp_path) == 0
-
-
-def test_models_present(tmp_path: Path) -> None:
-    """Only .tflite files count; their stems are the advertised model names, sorted."""
-    models = tmp_path / "models"
-    for name in ("pose_detection.tflite", "face_detection_short_range.tflite", "labels.txt", "notes.tflite.bak"):
-        put(models, name, b"\x00")
-    found = models_present(models)
-    assert found == ["face_detection_short_range", "pose_detection"]
-
-
-def test_models_present_missing_dir(tmp_path: Path) -> None:
-    """No models folder means no models, not an error."""
-    assert models_present(tmp_path / "nope") == []
 
 
 # -- health ------------------------------------------------------------------------------------
