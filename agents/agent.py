@@ -19,16 +19,15 @@ from pydantic import TypeAdapter
 
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
-from edgehive.schemas import envelope
-from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, parse_status
+from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
 
 from .health import HealthReader
-from .kinds import KindRegistry, builtin_kinds
 from .inference import available_backends
+from .kinds import KindRegistry, builtin_kinds
 from .probe import probe_device
-from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 from .runner import JobRunner
 from .settings import AgentSettings
+from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 
 log = logging.getLogger(__name__)
 

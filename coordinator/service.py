@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from edgehive.bus import MqttBus, Outgoing, Rejected
 from edgehive.schemas import (
     Capabilities,
     CoordinatorStats,
@@ -28,12 +29,10 @@ from edgehive.schemas import (
     Topics,
     decode,
     encode,
+    envelope,
     parse_status,
 )
-from edgehive.schemas import envelope
 from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
-
-from edgehive.bus import MqttBus, Outgoing, Rejected
 
 from . import scheduler
 from .frames import Frame, FrameRouter

@@ -311,6 +311,7 @@ class MqttBus:
                     break
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets(sockpair_only=True)  # paho leaves its wake-up socket pair to the GC
         self.connected.clear()
 
     # -- subscriptions -----------------------------------------------------------------------

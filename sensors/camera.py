@@ -25,14 +25,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import cv2
+import orjson
 from pydantic import Field, field_validator, model_validator
 
 from edgehive.bus import MqttBus
-from edgehive.schemas import Topics
+from edgehive.schemas import Topics, envelope
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.settings import CommonSettings
 
-from .sources import Frame, FrameSource, SourceError, make_source
+from .sources import Frame, FrameSource, SourceError, cv_message, make_source
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class Camera:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """Stop the thread `start()` began and wait for it; returns the exit code."""
         self._stop.set()
+        self.source.interrupt()
         if self._thread is not None:
             self._thread.join(timeout_s)
         return self.exit_code
@@ -265,9 +267,11 @@ class Camera:
             frame = source.read()
             pacer.advance()
             if frame is None:
+                if stop.is_set():  # interrupted by a stop, not a drop
+                    break
                 source.close()
                 opened = False
-                if not source.live:
+                if not source.live and not settings.loop:
                     log.info("camera %s: end of %s (loop is off)", self.camera, source.name)
                     return 0
                 stats.source_drops += 1
@@ -294,8 +298,10 @@ class Camera:
             jpeg = encode_jpeg(fit(frame, settings.width, settings.height), settings.jpeg_quality)
         except (cv2.error, ValueError) as error:
             stats.frames_failed += 1
-            log.warning("camera %s: a frame could not be encoded: %s", self.camera, str(error).strip().splitlines()[-1:])
+            log.warning("camera %s: a frame could not be encoded: %s", self.camera, cv_message(error))
             return
+        if settings.model:  # the envelope carries the model this camera asks for, and when it saw the frame
+            jpeg = envelope.pack(orjson.dumps({"v": 1, "captured": time.time(), "model": settings.model}), jpeg)
         if self.bus.publish(self.topic, jpeg, qos=0):
             stats.frames_published += 1
             self._ever_connected = True
@@ -314,8 +320,14 @@ def run_camera(settings: CameraSettings, stop: threading.Event | None = None) ->
     their own lifecycle). Returns the process exit code: 0 after a stop, 2 when a file or
     folder source cannot be opened. Signal handlers are installed only when `stop` is None
     (which must then be called from the main thread)."""
+    camera = Camera(settings)
     if stop is None:
         stop = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            stop.set()
+            camera.source.interrupt()  # a live source may be waiting for its next frame
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())  # type: ignore[union-attr]
-    return Camera(settings).run(stop)
+            signal.signal(sig, on_signal)
+    return camera.run(stop)

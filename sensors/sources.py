@@ -30,7 +30,6 @@ import time
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
@@ -65,6 +64,12 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def cv_message(error: Exception) -> str:
+    """The last line of an OpenCV error (the first ones are its source location)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1].strip() if lines else type(error).__name__
+
+
 def _quiet_opencv() -> None:
     """OpenCV prints its own warnings for every failed open (\"can't be used to capture by
     name\", \"can't open camera by index\"); our SourceError says it better. Keep them when
@@ -93,12 +98,8 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the source; safe to call when it is not open."""
 
-    def __enter__(self) -> FrameSource:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+    def interrupt(self) -> None:
+        """Wake a `read()` blocked in another thread (or a signal handler); it returns None."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -156,7 +157,7 @@ class SyntheticSource(FrameSource):
         self._count += 1
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
         scale = max(0.35, h / 600)
-        thickness = max(1, int(round(scale * 2)))
+        thickness = max(1, round(scale * 2))
         for i, text in enumerate((self.label, stamp, f"frame {self._count}")):
             org = (8, int(8 + (i + 1) * 30 * scale))
             cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
@@ -238,7 +239,7 @@ class VideoFileSource(FrameSource):
         try:
             ok, frame = self._cap.read()
         except cv2.error as error:
-            log.warning("reading %s failed: %s", self.path, str(error).strip().splitlines()[-1:])
+            log.warning("reading %s failed: %s", self.path, cv_message(error))
             return None
         return frame if ok and frame is not None else None
 
@@ -262,6 +263,7 @@ class LiveSource(FrameSource):
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._interrupted = threading.Event()
         self._latest: Frame | None = None
         self._seq = 0
         self._taken = 0
@@ -279,6 +281,7 @@ class LiveSource(FrameSource):
         with self._cond:
             self._latest, self._seq, self._taken, self._ended = None, 0, 0, False
             self._closing = closing
+            self._interrupted.clear()
         self._thread = threading.Thread(target=self._pump, args=(cap, closing), name=f"capture {self.name}", daemon=True)
         self._thread.start()
 
@@ -289,11 +292,11 @@ class LiveSource(FrameSource):
                 try:
                     ok, frame = cap.read()
                 except cv2.error as error:
-                    log.warning("%s: read failed: %s", self.name, str(error).strip().splitlines()[-1:])
+                    log.warning("%s: read failed: %s", self.name, cv_message(error))
                     ok, frame = False, None
-                if closing.is_set():
-                    break
                 with self._cond:
+                    if closing.is_set():  # closed meanwhile: a reopened source is not ours to touch
+                        break
                     if not ok or frame is None:
                         self._ended = True
                         self._cond.notify_all()
@@ -309,13 +312,21 @@ class LiveSource(FrameSource):
         with self._cond:
             if self._thread is None:
                 return None
-            fresh = self._cond.wait_for(lambda: self._seq > self._taken or self._ended or closing.is_set(), timeout=self.stall_s)
+            fresh = self._cond.wait_for(
+                lambda: self._seq > self._taken or self._ended or closing.is_set() or self._interrupted.is_set(), timeout=self.stall_s)
+            if self._interrupted.is_set():
+                return None
             if self._seq > self._taken:
                 self._taken = self._seq
                 return self._latest
             if not fresh:
                 log.warning("%s delivered no frame for %g s", self.name, self.stall_s)
             return None
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+        with self._cond:  # an RLock: safe from a signal handler that interrupted read() itself
+            self._cond.notify_all()
 
     def close(self) -> None:
         thread, self._thread = self._thread, None
@@ -356,7 +367,7 @@ class DeviceSource(LiveSource):
         try:
             cap = cv2.VideoCapture(index, backend)
         except cv2.error as error:
-            raise SourceError(f"cannot open camera device {self.device}: {str(error).strip()}") from None
+            raise SourceError(f"cannot open camera device {self.device}: {cv_message(error)}") from None
         if not cap.isOpened():
             cap.release()
             if backend == cv2.CAP_V4L2 and not os.access(f"/dev/video{index}", os.R_OK | os.W_OK):
@@ -383,7 +394,7 @@ class StreamSource(LiveSource):
         try:
             cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         except cv2.error as error:
-            raise SourceError(f"cannot open {self.name}: {str(error).strip()}") from None
+            raise SourceError(f"cannot open {self.name}: {cv_message(error)}") from None
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open {self.name}: unreachable, refused, or not a video stream")

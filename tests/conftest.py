@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from harness import AmqttBroker, Broker, Fleet, MosquittoBroker, Recorder
 
 

@@ -211,6 +211,9 @@ class Fleet:
     def agent(self, node: str, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(node, ["agent"], self.env(EDGEHIVE_NODE_ID=node, **env))
 
+    def camera(self, camera: str, **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn(camera, ["camera"], self.env(EDGEHIVE_CAMERA=camera, **env))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         proc.send_signal(sig)

@@ -7,12 +7,12 @@ import threading
 
 import orjson
 import pytest
+from harness import MosquittoBroker, Recorder, free_port, wait_until
 from pydantic import BaseModel
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
 from edgehive.settings import MqttUrl
-from harness import MosquittoBroker, Recorder, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from harness import Recorder, free_port, port_answers, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vision_fixtures import REFERENCE_FACE, box_iou, face_detector, manifest, models_dir, person_detector, photo  # noqa: F401 - fixtures
 
 from edgehive.agents.detection import DetectionError, Detector, load_detector
 from edgehive.agents.inference import (
@@ -29,8 +30,6 @@ from edgehive.agents.inference import (
 )
 from edgehive.agents.modelstore import Manifest
 from edgehive.schemas.vision import Detection, DetectionOutput
-from vision_fixtures import REFERENCE_FACE, box_iou, photo
-from vision_fixtures import face_detector, manifest, models_dir, person_detector  # noqa: F401 - fixtures
 
 
 def check_geometry(found: list[Detection], width: int, height: int) -> None:

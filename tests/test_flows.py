@@ -8,7 +8,6 @@ from collections import Counter
 
 import orjson
 import pytest
-
 from harness import Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration

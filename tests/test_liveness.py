@@ -6,7 +6,6 @@ import signal
 
 import orjson
 import pytest
-
 from harness import Fleet, Recorder, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration

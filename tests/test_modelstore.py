@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vision_fixtures import MODELS_DIR, manifest, models_dir, wheel_cache  # noqa: F401 - fixtures
 
 from edgehive.agents import modelstore
 from edgehive.agents.modelstore import (
@@ -22,8 +23,6 @@ from edgehive.agents.modelstore import (
     file_sha256,
     load_manifest,
 )
-from vision_fixtures import MODELS_DIR
-from vision_fixtures import manifest, models_dir, wheel_cache  # noqa: F401 - fixtures
 
 FACE_SHA = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
 PERSON_SHA = "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"

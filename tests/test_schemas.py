@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from edgehive.schemas import (
     MODELS,
     Capabilities,
@@ -28,7 +30,6 @@ from edgehive.schemas import (
     parse_status,
 )
 from edgehive.schemas.export import EXTRA_MODELS, render_all
-from pydantic import BaseModel, ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO / "schemas" / "json"

@@ -10,10 +10,10 @@ import cv2
 import orjson
 import psutil
 import pytest
-
-from edgehive.schemas import envelope
 from harness import Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
 from vision_fixtures import REFERENCE_FACE, box_iou, models_dir, photo  # noqa: F401  (fixture)
+
+from edgehive.schemas import envelope
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +118,12 @@ def test_several_cameras_share_the_fleet(fleet: Fleet, recorder: Recorder, model
     wait_until(lambda: all(detections(recorder, c) for c in cameras), 30, "every camera served")
     nodes = Counter(r["node"] for c in cameras for r in detections(recorder, c))
     assert set(nodes) == {"pi-1", "pi-2"}, nodes
+
+
+def test_a_camera_process_asks_for_its_model_and_its_frames_come_back_as_detections(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    """`edgehive camera` with a model: the envelope carries the model (face, not the default person) and the capture time."""
+    start(fleet, recorder, models_dir, {"pi-1": "face,person"})
+    fleet.camera("porch", EDGEHIVE_SOURCE="demo", EDGEHIVE_FPS="4", EDGEHIVE_MODEL="face")
+    results = wait_until(lambda: len(found := [r for r in detections(recorder, "porch") if r["ok"]]) >= 3 and found, 60, "three detections")
+    assert all(r["output"]["model"] == "face" and len(r["output"]["detections"]) == 1 for r in results)
+    assert all(r["timings"]["captured"] <= r["timings"]["queued"] for r in results)
