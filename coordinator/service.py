@@ -10,6 +10,7 @@ until `max_attempts`. Submissions are journaled, so a coordinator restart loses 
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from edgehive.schemas import (
     envelope,
     parse_status,
 )
+from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
 
 from . import scheduler
@@ -44,6 +46,7 @@ from .settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 
 S = JobStateName
+IDENT = re.compile(IDENT_PATTERN)
 DETECT_KIND = "detections"
 _BATCH_BYTES = 256 * 1024
 
@@ -62,6 +65,8 @@ class Coordinator:
         self._model_requirements: dict[str, Requirements] = {}
         self._camera_models = settings.camera_model_map
         self._frame_warned: dict[str, float] = {}
+        self._run_id = uuid.uuid4().hex[:8]
+        self._frame_seq = 0
         self._pump_wanted = False
         self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
@@ -103,7 +108,9 @@ class Coordinator:
         return result
 
     def _parse_frame(self, topic: str, payload: bytes) -> Frame:
-        camera = self.topics.parse(topic).extra["camera"]
+        camera = topic.rsplit("/", 1)[-1]  # the subscription fixes the shape; the id is checked here
+        if not IDENT.fullmatch(camera):
+            raise Rejected(f"invalid camera id {camera[:80]!r} in the topic")
         meta = FrameMeta()
         jpeg = payload
         if envelope.is_envelope(payload):
@@ -199,13 +206,17 @@ class Coordinator:
 
     def _place_frames(self, nodes: list[Node], now: float, now_mono: float) -> None:
         """Frames first (they are real time), each to a node that has its camera's model."""
-        for frame in self.frames.waiting():
+        waiting = self.frames.waiting()
+        if not waiting:
+            return
+        for frame in waiting:
             requires = self._model_requirements.setdefault(frame.model, Requirements(model=frame.model))
             node = scheduler.choose(nodes, DETECT_KIND, requires)
             if node is None:
                 continue
             assert node.boot_id is not None
-            job_id = "f" + uuid.uuid4().hex[:15]
+            self._frame_seq += 1
+            job_id = f"f{self._run_id}-{self._frame_seq}"  # unique per coordinator run, cheaper than uuid4
             params = {"model": frame.model, "camera": frame.camera, "captured": frame.captured}
             header = job_json(job_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now)
             self.bus.publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
