@@ -79,6 +79,9 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str, threads: int, w
         log.error("no models: %s", error)
         return DetectorPool({})
     backend_key = choose_backend(backend)
+    # OpenCV's own thread pool (decode, resize) would fight the workers and the other agents
+    # for the same few cores; give it the interpreter's thread budget.
+    cv2.setNumThreads(threads)
     loaded: dict[str, list[Detector]] = {}
     for spec in manifest.models:
         if wanted and spec.name not in wanted:
