@@ -93,6 +93,12 @@ class FleetView:
                     f"jobs: {s.queued} queued, {s.in_flight} in flight, {s.done} done, {s.failed} failed, "
                     f"{s.retried} retried, {s.jobs_per_s:g}/s"
                 )
+                if s.frames_in:
+                    cameras = ", ".join(
+                        f"{cam} {s.frames_done.get(cam, 0)}/{n} done, {s.frames_dropped.get(cam, 0)} dropped"
+                        for cam, n in sorted(s.frames_in.items())
+                    )
+                    lines.append(f"frames: {cameras}")
             else:
                 lines.append("jobs: no coordinator stats seen yet")
             return "\n".join(lines)
