@@ -27,6 +27,7 @@ from .kinds import KindRegistry, builtin_kinds
 from .probe import probe_device
 from .runner import JobRunner
 from .settings import AgentSettings
+from .snapshots import SnapshotPublisher
 from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,11 @@ class Agent:
         s = self.settings
         self.detectors = load_pool(Path(s.models_dir), s.model_list, s.backend, s.inference_threads, s.workers)
         if self.detectors.models() and self.kinds.get(DETECT_KIND) is None:
-            self.kinds.register(detections_kind(self.detectors))
+            snapshots = SnapshotPublisher(s.snapshot_interval_s, self._publish_snapshot)
+            self.kinds.register(detections_kind(self.detectors, snapshots))
+
+    def _publish_snapshot(self, camera: str, jpeg: bytes) -> None:
+        self.bus.publish(self.topics.snapshot(camera), jpeg, qos=0, retain=True)
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._load_models()

@@ -21,6 +21,7 @@ class AgentSettings(CommonSettings):
     models: str = Field("", description="Comma-separated models to load (empty: every manifest model present in models_dir)")
     backend: str = Field("auto", description="Inference backend: auto (EdgeTPU when present, else LiteRT), litert, edgetpu")
     inference_threads: int = Field(1, ge=1, le=64, description="Interpreter threads per model instance")
+    snapshot_interval_s: float = Field(5.0, ge=0, description="Seconds between annotated snapshots per camera on snapshots/{camera} (0: none)")
     host_root: str = Field("/", description="Where the device's /proc and /sys are visible (containers may mount them elsewhere)")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish")
 

@@ -24,6 +24,7 @@ from .detection import DetectionError, Detector, load_detector
 from .inference import available_backends, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
+from .snapshots import SnapshotPublisher
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def decode_jpeg(jpeg: bytes) -> np.ndarray:
     return image
 
 
-def detections_kind(pool: DetectorPool) -> JobKind:
+def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = None) -> JobKind:
     def run(params: DetectParams, jpeg: bytes) -> dict[str, object]:
         image = decode_jpeg(jpeg)
         with pool.borrow(params.model) as detector:
@@ -117,6 +118,8 @@ def detections_kind(pool: DetectorPool) -> JobKind:
                 output: DetectionOutput = detector.process(image)
             except DetectionError as error:
                 raise JobFailed(str(error)) from None
+        if snapshots is not None:
+            snapshots.offer(params.camera, image, output)
         return output.model_dump(mode="json")
 
     return JobKind(DETECT_KIND, DetectParams, run, takes_frame=True)

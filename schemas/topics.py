@@ -40,6 +40,7 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "declined": ("nodes", "{node}", "declined"),
     "result": ("results", "{result_kind}", "{source}"),
     "frames": ("frames", "{camera}"),
+    "snapshot": ("snapshots", "{camera}"),
     "sensor": ("sensors", "{sensor}", "{quantity}"),
     "submit": ("jobs", "submit"),
     "job_state": ("jobs", "{job}", "state"),
@@ -86,6 +87,9 @@ class Topics:
 
     def frames(self, camera: str) -> str:
         return self._join("frames", _check_ident(camera, "camera"))
+
+    def snapshot(self, camera: str) -> str:
+        return self._join("snapshots", _check_ident(camera, "camera"))
 
     def sensor(self, sensor: str, quantity: str) -> str:
         return self._join("sensors", _check_ident(sensor, "sensor"), _check_ident(quantity, "quantity"))

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
+import numpy as np
 import orjson
 import psutil
 import pytest
@@ -127,3 +128,26 @@ def test_a_camera_process_asks_for_its_model_and_its_frames_come_back_as_detecti
     results = wait_until(lambda: len(found := [r for r in detections(recorder, "porch") if r["ok"]]) >= 3 and found, 60, "three detections")
     assert all(r["output"]["model"] == "face" and len(r["output"]["detections"]) == 1 for r in results)
     assert all(r["timings"]["captured"] <= r["timings"]["queued"] for r in results)
+
+
+def test_an_annotated_snapshot_with_the_box_drawn_is_retained_per_camera(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    start(fleet, recorder, models_dir, {"pi-1": "face"})
+    for i in range(3):  # three frames within one (5 s) interval: one snapshot
+        recorder.publish("frames/door", ASTRONAUT.read_bytes(), qos=1)
+        wait_until(lambda: len(detections(recorder, "door")) == i + 1, 30, "the detection")  # noqa: B023
+    snapshots = [p for t, p, _ in recorder.messages if t == f"{recorder.prefix}/snapshots/door"]
+    assert len(snapshots) == 1, "snapshots are throttled per camera"
+    image = cv2.imdecode(np.frombuffer(snapshots[0], np.uint8), cv2.IMREAD_COLOR)
+    original = cv2.imread(str(ASTRONAUT))
+    assert image.shape == original.shape
+    x0, y0, x1, y1 = (round(v) for v in detections(recorder, "door")[0]["output"]["detections"][0]["box"])
+    edge = image[y0:y0 + 2, x0 + 10:x1 - 10].reshape(-1, 3).mean(axis=0)
+    inside = (image[y0 + 20:y1 - 20, x0 + 20:x1 - 20].astype(int) - original[y0 + 20:y1 - 20, x0 + 20:x1 - 20].astype(int))
+    assert edge[2] > 180 and edge[0] < 80, f"no amber box edge where the face is: {edge}"
+    assert abs(inside).mean() < 12, "the inside of the box should be the photo, untouched"
+    # Retained: a client that subscribes later still gets it.
+    late = Recorder(fleet.broker.url, recorder.prefix)
+    try:
+        wait_until(lambda: any(t.endswith("/snapshots/door") for t, _, _ in late.messages), 10, "the retained snapshot")
+    finally:
+        late.close()
