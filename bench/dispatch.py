@@ -374,6 +374,7 @@ class System:
     prefix: str
     processes: Processes
     tcp_nodelay_broker: str
+    agents: list[str] = field(default_factory=lambda: list(AGENT_IDS))
 
     @property
     def url(self) -> str:
@@ -383,9 +384,8 @@ class System:
         return {name: proc.pid for name, proc in self.processes.children.items()}
 
 
-@contextlib.contextmanager
-def running_system(workdir: Path, args: argparse.Namespace) -> Iterator[System]:
-    """Mosquitto from the project's config, a coordinator and two agents; all stopped on exit."""
+def start_mosquitto(workdir: Path, processes: Processes) -> tuple[int, str]:
+    """Mosquitto from the project's config on a free port, answering; returns (port, config text)."""
     port = free_port()
     data_dir = workdir / "mosquitto-data"
     config = render_config(port, data_dir)  # logs to stderr, which lands in mosquitto.log
@@ -395,10 +395,17 @@ def running_system(workdir: Path, args: argparse.Namespace) -> Iterator[System]:
     data_dir.chmod(0o777)
     config_path = workdir / "mosquitto.conf"
     config_path.write_text(config)
+    processes.start("mosquitto", [MOSQUITTO, "-c", str(config_path)])
+    wait_until(lambda: port_answers(port), 10, "mosquitto", processes.check_alive)
+    return port, config
+
+
+@contextlib.contextmanager
+def running_system(workdir: Path, args: argparse.Namespace) -> Iterator[System]:
+    """Mosquitto from the project's config, a coordinator and two agents; all stopped on exit."""
     processes = Processes(workdir)
     try:
-        processes.start("mosquitto", [MOSQUITTO, "-c", str(config_path)])
-        wait_until(lambda: port_answers(port), 10, "mosquitto", processes.check_alive)
+        port, config = start_mosquitto(workdir, processes)
         prefix = f"bench-{uuid.uuid4().hex[:8]}/v1"
         url = f"mqtt://127.0.0.1:{port}"
         exe = edgehive_command(args.edgehive)

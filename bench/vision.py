@@ -81,21 +81,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bench/ is not a package: dispatch.py is imported as a sibling module.
 from dispatch import (
-    MOSQUITTO,
     CpuMeter,
     Processes,
+    System,
     component_env,
     config_value,
     display_path,
     edgehive_command,
-    free_port,
     machine,
     percentile,
-    port_answers,
+    start_mosquitto,
     wait_until,
 )
 
-from edgehive.broker.mosquitto import render_config
 from edgehive.bus import MqttBus
 from edgehive.schemas import CoordinatorStats, Topics, decode, envelope
 from edgehive.settings import MqttUrl
@@ -249,38 +247,13 @@ class RawPool:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class System:
-    port: int
-    prefix: str
-    processes: Processes
-    tcp_nodelay_broker: str
-    agents: list[str]
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.processes.children.items()}
-
-
 @contextlib.contextmanager
 def running_fleet(workdir: Path, args: argparse.Namespace, model: str) -> Iterator[System]:
     """Like dispatch.running_system, with K agents that load only `model`; all stopped on exit."""
-    port = free_port()
-    data_dir = workdir / "mosquitto-data"
-    config = render_config(port, data_dir)
-    data_dir.mkdir()
-    workdir.chmod(0o755)
-    data_dir.chmod(0o777)
-    config_path = workdir / "mosquitto.conf"
-    config_path.write_text(config)
     processes = Processes(workdir)
     settings = SimpleNamespace(heartbeat_s=args.heartbeat_s, workers=1, slots=args.slots)
     try:
-        processes.start("mosquitto", [MOSQUITTO, "-c", str(config_path)])
-        wait_until(lambda: port_answers(port), 10, "mosquitto", processes.check_alive)
+        port, config = start_mosquitto(workdir, processes)
         prefix = f"bench-{uuid.uuid4().hex[:8]}/v1"
         url = f"mqtt://127.0.0.1:{port}"
         exe = edgehive_command(args.edgehive)
