@@ -1,0 +1,176 @@
+"""Simulated sensors with a known ground truth, so fusion can be scored and faults rehearsed.
+
+Everything is seeded: the same seed and the same sequence of calls give the same readings.
+Each sensor owns its own generator, so adding or removing a sensor from a run does not change
+what the others read (a fair "with and without that sensor" comparison).
+
+- `TemperatureTruth`: a slow sinusoid plus a random walk, precomputed on a grid, interpolated.
+- `SimulatedSensor`: truth + bias + drift·t + white noise, with dropout, a stuck fault and spikes.
+- `ImuTrajectory` / `SimulatedImu`: smooth roll, pitch, yaw; the accelerometer sees gravity
+  rotated into the body frame, the gyroscope the body rates plus bias and noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgehive.agents.fusion import ImuSample, Reading
+
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class TemperatureTruth:
+    """A ground-truth temperature: mean + amplitude·sin(2πt/period) + a seeded random walk."""
+
+    def __init__(
+        self,
+        seed: int,
+        duration_s: float,
+        *,
+        mean: float = 21.0,
+        amplitude: float = 2.0,
+        period_s: float = 600.0,
+        walk_std_per_sqrt_s: float = 0.02,
+        step_s: float = 0.05,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self._t = np.arange(0.0, duration_s + 2 * step_s, step_s)
+        walk = np.concatenate([[0.0], np.cumsum(rng.normal(0.0, walk_std_per_sqrt_s * math.sqrt(step_s), len(self._t) - 1))])
+        self._values = mean + amplitude * np.sin(2 * math.pi * self._t / period_s) + walk
+
+    def __call__(self, t: float) -> float:
+        """The true value at time t (seconds from the start of the run)."""
+        return float(np.interp(t, self._t, self._values))
+
+
+class Faults(BaseModel):
+    """Faults to inject: stuck from `stuck_from` s (at `stuck_value`, or frozen), and spikes."""
+
+    model_config = _CONFIG
+
+    stuck_from: float | None = None
+    stuck_value: float | None = None
+    spike_probability: float = Field(default=0.0, ge=0, le=1)
+    spike_magnitude: float = Field(default=0.0, ge=0)
+
+
+class SensorSpec(BaseModel):
+    """How one simulated sensor misbehaves, in the units of its quantity."""
+
+    model_config = _CONFIG
+
+    sensor: str = Field(min_length=1)
+    noise_std: float = Field(default=0.0, ge=0)
+    bias: float = 0.0
+    drift_per_s: float = 0.0
+    dropout_probability: float = Field(default=0.0, ge=0, lt=1)
+    faults: Faults = Faults()
+    seed: int = 0
+
+
+class SimulatedSensor:
+    """One scalar sensor reading a truth function."""
+
+    def __init__(self, spec: SensorSpec, truth: Callable[[float], float]) -> None:
+        self.spec = spec
+        self._truth = truth
+        self._rng = np.random.default_rng(spec.seed)
+
+    def sample(self, t: float) -> float | None:
+        """The value read at time t, or None when the reading dropped out."""
+        spec, faults = self.spec, self.spec.faults
+        # Draw every random number on every call, so a fault does not shift the later stream.
+        dropped = self._rng.random() < spec.dropout_probability
+        noise = self._rng.normal(0.0, spec.noise_std) if spec.noise_std > 0 else 0.0
+        spiked = self._rng.random() < faults.spike_probability
+        sign = 1.0 if self._rng.random() < 0.5 else -1.0
+        if dropped:
+            return None
+        if faults.stuck_from is not None and t >= faults.stuck_from:
+            if faults.stuck_value is not None:
+                return faults.stuck_value
+            return self._truth(faults.stuck_from) + spec.bias + spec.drift_per_s * faults.stuck_from
+        value = self._truth(t) + spec.bias + spec.drift_per_s * t + noise
+        return value + sign * faults.spike_magnitude if spiked else value
+
+    def read(self, t: float, *, epoch: float = 0.0) -> Reading | None:
+        """A `Reading` stamped epoch + t, or None on dropout."""
+        value = self.sample(t)
+        return None if value is None else Reading(sensor=self.spec.sensor, value=value, timestamp=epoch + t)
+
+
+class ImuTrajectory(BaseModel):
+    """Smooth orientation over time (radians): sinusoidal roll and pitch, yaw sinusoid + spin."""
+
+    model_config = _CONFIG
+
+    roll_amplitude: float = 0.5
+    roll_period_s: float = 7.0
+    pitch_amplitude: float = 0.35
+    pitch_period_s: float = 11.0
+    yaw_amplitude: float = 0.8
+    yaw_period_s: float = 13.0
+    yaw_rate: float = 0.05
+
+    def angles(self, t: float) -> tuple[float, float, float]:
+        """(roll, pitch, yaw) in radians at time t."""
+        wr, wp, wy = (2 * math.pi / p for p in (self.roll_period_s, self.pitch_period_s, self.yaw_period_s))
+        return (self.roll_amplitude * math.sin(wr * t), self.pitch_amplitude * math.sin(wp * t), self.yaw_amplitude * math.sin(wy * t) + self.yaw_rate * t)
+
+    def euler_rates(self, t: float) -> tuple[float, float, float]:
+        """Time derivatives of (roll, pitch, yaw), analytically."""
+        wr, wp, wy = (2 * math.pi / p for p in (self.roll_period_s, self.pitch_period_s, self.yaw_period_s))
+        return (
+            self.roll_amplitude * wr * math.cos(wr * t),
+            self.pitch_amplitude * wp * math.cos(wp * t),
+            self.yaw_amplitude * wy * math.cos(wy * t) + self.yaw_rate,
+        )
+
+    def body_rates(self, t: float) -> np.ndarray:
+        """Angular velocity in the body frame (what an ideal gyroscope reads), ZYX Euler kinematics."""
+        roll, pitch, _ = self.angles(t)
+        droll, dpitch, dyaw = self.euler_rates(t)
+        sr, cr, sp, cp = math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch)
+        return np.array([droll - sp * dyaw, cr * dpitch + sr * cp * dyaw, -sr * dpitch + cr * cp * dyaw])
+
+    def specific_force(self, t: float, gravity: float) -> np.ndarray:
+        """What an ideal accelerometer reads: the upward reaction to gravity, in the body frame."""
+        roll, pitch, _ = self.angles(t)
+        sr, cr, sp, cp = math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch)
+        return gravity * np.array([-sp, sr * cp, cr * cp])
+
+
+class ImuSpec(BaseModel):
+    """Noise and bias of a simulated IMU."""
+
+    model_config = _CONFIG
+
+    accel_noise_std: float = Field(default=0.2, ge=0)  # m/s²
+    gyro_noise_std: float = Field(default=0.01, ge=0)  # rad/s
+    gyro_bias: tuple[float, float, float] = (0.01, -0.008, 0.005)  # rad/s
+    dropout_probability: float = Field(default=0.0, ge=0, lt=1)
+    gravity: float = Field(default=9.80665, gt=0)
+    seed: int = 0
+
+
+class SimulatedImu:
+    """An accelerometer + gyroscope rigidly moving along an `ImuTrajectory` (rotation only)."""
+
+    def __init__(self, spec: ImuSpec, trajectory: ImuTrajectory) -> None:
+        self.spec = spec
+        self.trajectory = trajectory
+        self._rng = np.random.default_rng(spec.seed)
+
+    def sample(self, t: float, *, epoch: float = 0.0) -> ImuSample | None:
+        """The sample at time t stamped epoch + t, or None on dropout."""
+        spec = self.spec
+        dropped = self._rng.random() < spec.dropout_probability
+        accel = self.trajectory.specific_force(t, spec.gravity) + self._rng.normal(0.0, spec.accel_noise_std, 3)
+        gyro = self.trajectory.body_rates(t) + np.array(spec.gyro_bias) + self._rng.normal(0.0, spec.gyro_noise_std, 3)
+        if dropped:
+            return None
+        return ImuSample(accel=tuple(float(v) for v in accel), gyro=tuple(float(v) for v in gyro), timestamp=epoch + t)
