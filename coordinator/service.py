@@ -23,7 +23,6 @@ from edgehive.schemas import (
     CoordinatorStats,
     Heartbeat,
     JobRequest,
-    JobState,
     JobStateName,
     NodeStatus,
     Result,
@@ -180,8 +179,7 @@ class Coordinator:
         final = self.finished.get(job_id)
         if final is not None:
             state, kind, node, attempt, reason = final
-            message = JobState(job_id=job_id, state=state, ts=time.time(), kind=kind, attempt=attempt, node=node, reason=reason)
-            self.bus.publish(self.topics.job_state(job_id), encode(message), qos=1)
+            self.bus.publish(self.topics.job_state(job_id), job_state_json(job_id, state, time.time(), kind, attempt, node, reason), qos=1)
             return True
         return False
 
