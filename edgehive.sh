@@ -2,7 +2,7 @@
 # The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
 #   ./edgehive.sh up [options]     install what edgehive needs, fetch the models, run `edgehive up`
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients,
-#                                  influxdb from Debian), then run the whole test suite
+#                                  influxdb, victoria-metrics from Debian), then run the whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,7 +23,7 @@ apt_install() {
   # The tests start their own brokers and databases on free ports; Debian's services
   # would hold 1883 (the port `edgehive up` wants) and 8086, so keep the new ones stopped.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    for svc in mosquitto influxdb; do
+    for svc in mosquitto influxdb victoria-metrics; do
       if printf '%s\n' "${missing[@]}" | grep -qx "$svc"; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
     done
   fi
@@ -47,7 +47,7 @@ case "$command" in
     exec "$VENV/bin/edgehive" up "$@"
     ;;
   test)
-    apt_install mosquitto mosquitto-clients influxdb
+    apt_install mosquitto mosquitto-clients influxdb victoria-metrics
     python_env "[test]"
     "$VENV/bin/edgehive" models --models-dir models
     exec "$VENV/bin/python" -m pytest "$@"

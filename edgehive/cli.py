@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Command, model: type[BaseSettings], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_settings_options(p, model)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, settings_model=model)
         return p
 
     add("up", cmd_up, UpSettings, "Run the embedded broker, the coordinator and local agents, with a live status")
@@ -171,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=float, default=None, help="Seconds before the job is given up")
     p.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the result (default 30)")
     return parser
+
+
+def command_settings() -> dict[str, type[BaseSettings]]:
+    """Each subcommand's settings model: the docs tables and the deploy checks walk this, so a
+    new command's settings cannot go undocumented."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found = {name: p.get_default("settings_model") for name, p in sub.choices.items()}
+    return {name: model for name, model in found.items() if model is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
