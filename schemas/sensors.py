@@ -1,0 +1,129 @@
+"""Sensor readings on `sensors/{sensor}/{quantity}` and the fused results on `results/fusion/{group}`.
+
+A reading is JSON, or a bare number so that `mosquitto_pub -m 21.5` works; a bare number has
+no unit and no timestamp, so it is taken in the quantity's canonical unit and stamped on
+arrival. An IMU publishes on quantity `imu`, one sample a message.
+
+Units are checked, not guessed: each known quantity has one canonical unit and a few spellings
+of it, and a reading in any other unit is refused on `errors` (a Fahrenheit sensor in a Celsius
+group would otherwise bias the estimate without anyone noticing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from .base import Ident, Message, Part, decode
+
+IMU_QUANTITY = "imu"
+
+# quantity → (canonical unit, accepted spellings). Unknown quantities take any unit as given.
+UNITS: dict[str, tuple[str, frozenset[str]]] = {
+    "temperature": ("°C", frozenset({"°C", "C", "degC", "celsius", "Celsius"})),
+    "humidity": ("%", frozenset({"%", "%RH", "pct", "percent"})),
+    "pressure": ("hPa", frozenset({"hPa", "mbar"})),
+}
+
+Vector3 = tuple[float, float, float]
+
+
+class SensorReading(Message):
+    """One scalar reading; the sensor and the quantity are the topic's last two levels."""
+
+    value: float
+    unit: str | None = Field(None, max_length=16, description="Defaults to the quantity's canonical unit")
+    ts: float | None = Field(None, gt=0, description="When it was measured (epoch s); default: arrival")
+    seq: int | None = Field(None, ge=0, description="The sensor's own counter, to spot gaps")
+
+
+class ImuReading(Message):
+    """One IMU sample on `sensors/{sensor}/imu`: specific force (m/s²) and angular rate (rad/s), body frame."""
+
+    accel: Vector3
+    gyro: Vector3
+    ts: float | None = Field(None, gt=0)
+    seq: int | None = Field(None, ge=0)
+
+
+class ReadingError(ValueError):
+    """A reading that must not be fused; the message says why."""
+
+
+def parse_reading(quantity: str, payload: bytes) -> SensorReading | ImuReading:
+    """JSON (either model, by quantity) or a bare number; units normalised to the canonical one."""
+    if quantity == IMU_QUANTITY:
+        return decode(ImuReading, payload)
+    text = payload.strip()
+    if text[:1] != b"{":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ReadingError(f"not a reading: expected JSON or a bare number, got {text[:40]!r}") from None
+        if not math.isfinite(value):
+            raise ReadingError(f"value {text[:40].decode(errors='replace')} is not a finite number")
+        return SensorReading(value=value, unit=canonical_unit(quantity))
+    try:
+        reading = decode(SensorReading, payload)
+    except ValidationError as error:
+        raise ReadingError(_first_error(error)) from None
+    unit = canonical_unit(quantity, reading.unit)
+    return reading if unit == reading.unit else reading.model_copy(update={"unit": unit})
+
+
+def canonical_unit(quantity: str, unit: str | None = None) -> str | None:
+    """The canonical unit for `unit` of `quantity`; raises ReadingError for a unit of another kind."""
+    known = UNITS.get(quantity)
+    if known is None:
+        return unit
+    canonical, spellings = known
+    if unit is None or unit in spellings:
+        return canonical
+    raise ReadingError(f"unit {unit[:16]!r} is not a unit of {quantity} (expected {canonical})")
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "reading"
+    return f"{where}: {first['msg']}"
+
+
+class FusionRejection(Part):
+    sensor: str
+    reason: Literal["gated", "stuck", "stale"]
+    count: int = Field(ge=1)
+
+
+class FusionEstimate(Part):
+    """`output` of a scalar fusion result on `results/fusion/{group}` (method `kalman`)."""
+
+    method: Literal["kalman"] = "kalman"
+    group: Ident
+    quantity: Ident
+    unit: str | None = None
+    window: int = Field(ge=1, description="The group's window counter; consecutive results count up by one")
+    estimate: float
+    variance: float = Field(ge=0)
+    used: list[str]
+    rejected: list[FusionRejection]
+    readings: int = Field(ge=0)
+    window_start: float
+    window_end: float
+    state: dict = Field(description="The posterior, which the coordinator hands to the group's next window")  # type: ignore[type-arg]
+
+
+class FusionOrientation(Part):
+    """`output` of an IMU fusion result on `results/fusion/{group}` (method `imu`): degrees."""
+
+    method: Literal["imu"] = "imu"
+    group: Ident
+    window: int = Field(ge=1)
+    roll: float
+    pitch: float
+    yaw: float
+    samples: int = Field(ge=0)
+    window_start: float
+    window_end: float
+    state: dict  # type: ignore[type-arg]
