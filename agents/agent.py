@@ -21,6 +21,7 @@ from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
 
+from .fusion.job import FUSION_KIND, fusion_kind
 from .health import HealthReader
 from .inference import available_backends
 from .kinds import KindRegistry, builtin_kinds
@@ -54,6 +55,8 @@ class Agent:
         self.topics = Topics(settings.prefix)
         self.boot_id = secrets.token_hex(6)
         self.kinds = kinds or builtin_kinds()
+        if self.kinds.get(FUSION_KIND) is None:  # numpy only: every agent fuses
+            self.kinds.register(fusion_kind())
         self.detectors: DetectorPool | None = None
         self.root = Path(settings.host_root)
         self.health = HealthReader(self.root)

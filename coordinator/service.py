@@ -34,9 +34,11 @@ from edgehive.schemas import (
 )
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
+from edgehive.schemas.sensors import ImuReading, SensorReading, parse_reading
 
 from . import scheduler
 from .frames import Frame, FrameRouter
+from .fusion import FUSION_KIND, FusionWindows
 from .jobs import FinishedJobs, JobQueue, JobRecord
 from .journal import JobJournal
 from .registry import Change, Node, NodeRegistry
@@ -70,6 +72,9 @@ class Coordinator:
         self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
         self.journal = JobJournal(journal_path)
+        fusion_path = journal_path.with_name(journal_path.name.replace("jobs-", "fusion-").replace(".jsonl", ".json")) if journal_path else None
+        self.fusion = FusionWindows(settings.fusion_group_map, settings.fusion_queue_max, settings.fusion_window_max_readings,
+                                    settings.fusion_grace_s, fusion_path)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -119,6 +124,41 @@ class Coordinator:
         model = meta.model or self._camera_models.get(camera) or self.settings.default_model
         return Frame(camera, jpeg, model, arrived=time.time(), captured=meta.captured)
 
+    def _parse_reading(self, topic: str, payload: bytes) -> tuple[str, str, SensorReading | ImuReading, float]:
+        """A reading, checked at the door: finite, in its quantity's unit, stamped within the clock limits."""
+        sensor, quantity = topic.rsplit("/", 2)[-2:]
+        for value, what in ((sensor, "sensor"), (quantity, "quantity")):
+            if not IDENT.fullmatch(value):
+                raise Rejected(f"invalid {what} id {value[:80]!r} in the topic")
+        reading = parse_reading(quantity, payload)
+        now = time.time()
+        ts = reading.ts or now
+        if ts > now + self.settings.sensor_max_future_s:
+            raise Rejected(f"reading from {sensor} is stamped {ts - now:.1f} s in the future (limit {self.settings.sensor_max_future_s:g} s; check the sensor's clock)")
+        if ts < now - self.settings.sensor_max_age_s:
+            raise Rejected(f"reading from {sensor} is {now - ts:.0f} s old (limit {self.settings.sensor_max_age_s:g} s)")
+        return sensor, quantity, reading, ts
+
+    def _on_reading(self, topic: str, parsed: tuple[str, str, SensorReading | ImuReading, float]) -> None:
+        sensor, quantity, reading, ts = parsed
+        with self._lock:
+            problems = self.fusion.add(sensor, quantity, reading, ts)
+            self._report_refused_windows()
+            if self.fusion.waiting_count():
+                self._pump_wanted = True
+        for problem in problems:
+            self.bus.report_error(topic, f"reading from {sensor} not fused: {problem}")
+
+    def _report_refused_windows(self) -> None:
+        for group, number, count in self.fusion.take_refused():
+            self.bus.report_error(self.topics.pattern("sensor"), f"fusion window {number} of group {group} ({count} readings) refused: "
+                                  f"{self.settings.fusion_queue_max} windows already wait (fusion_queue_max)")
+
+    def _submit_fusion_windows(self) -> None:
+        """Each group's next closed window becomes a job like any submitted one: journaled, leased, retried."""
+        for request in self.fusion.ready_jobs():
+            self._accept(request, self.topics.pattern("sensor"), bounded=False)
+
     def _on_frame(self, topic: str, frame: Frame) -> None:
         with self._lock:
             self.frames.offer(frame)
@@ -131,8 +171,11 @@ class Coordinator:
         payload = job_state_json(job.id, state, ts or time.time(), job.kind, job.attempt, job.node, reason)
         self.bus.publish(self.topics.job_state(job.id), payload, qos=1)
 
-    def _finish(self, job: JobRecord, state: JobStateName, reason: str | None = None) -> None:
+    def _finish(self, job: JobRecord, state: JobStateName, reason: str | None = None, output: object = None) -> None:
         self._publish_state(job, state, reason)
+        if job.kind == FUSION_KIND:
+            self.fusion.finished(job.id, job.request.params, output if state is S.DONE else None)
+            self._pump_wanted = True
         self.active.pop(job.id, None)
         self.orphans.pop(job.id, None)
         self.finished.add(job, reason)
@@ -148,27 +191,32 @@ class Coordinator:
         with self._lock:
             if request.id is not None and self._answer_resubmission(request.id):
                 return
-            job_id = request.id or uuid.uuid4().hex[:20]
-            request = request.model_copy(update={"id": job_id})
-            now = time.time()
-            job = JobRecord(job_id, request, submitted=now, deadline=now + request.deadline_s if request.deadline_s else None)
-            self.counters["submitted"] += 1
-            if len(self.queue) >= self.settings.queue_max:
-                self.counters["rejected"] += 1
-                reason = f"queue full ({self.settings.queue_max} jobs waiting)"
-                self.bus.report_error(topic, f"job {job_id} refused: {reason}")
-                self._publish_state(job, S.FAILED, reason)
-                self.finished.add(job, reason)
-                return
-            self.active[job_id] = job
-            self.journal.accepted(request, now)
-            self._publish_state(job, S.REQUESTED)
-            reason = self._unrunnable(job)
-            if reason is not None:
-                self._finish(job, S.FAILED, reason)
-                return
-            self.queue.push(job)
-            self._pump_wanted = True
+            self._accept(request, topic)
+
+    def _accept(self, request: JobRequest, topic: str, bounded: bool = True) -> None:
+        """Queue a new job or fail it with a reason; lock held. Fusion windows are not `bounded` by
+        queue_max: they have their own bound, and at most one per group is ever queued."""
+        job_id = request.id or uuid.uuid4().hex[:20]
+        request = request.model_copy(update={"id": job_id})
+        now = time.time()
+        job = JobRecord(job_id, request, submitted=now, deadline=now + request.deadline_s if request.deadline_s else None)
+        self.counters["submitted"] += 1
+        if bounded and len(self.queue) >= self.settings.queue_max:
+            self.counters["rejected"] += 1
+            reason = f"queue full ({self.settings.queue_max} jobs waiting)"
+            self.bus.report_error(topic, f"job {job_id} refused: {reason}")
+            self._publish_state(job, S.FAILED, reason)
+            self.finished.add(job, reason)
+            return
+        self.active[job_id] = job
+        self.journal.accepted(request, now)
+        self._publish_state(job, S.REQUESTED)
+        reason = self._unrunnable(job)
+        if reason is not None:
+            self._finish(job, S.FAILED, reason)
+            return
+        self.queue.push(job)
+        self._pump_wanted = True
 
     def _answer_resubmission(self, job_id: str) -> bool:
         """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
@@ -187,6 +235,7 @@ class Coordinator:
 
     def _pump(self) -> None:
         """Place queued jobs while any node has a free slot."""
+        self._submit_fusion_windows()
         nodes = self.registry.alive()
         if not (self.queue or self.frames.pending) or not any(n.free_slots for n in nodes):
             return
@@ -400,7 +449,7 @@ class Coordinator:
             job.node, job.attempt = result.node, result.attempt
             if not job.running_announced:
                 self._publish_state(job, S.RUNNING, ts=result.timings.started)
-            self._finish(job, S.DONE if result.ok else S.FAILED, result.error)
+            self._finish(job, S.DONE if result.ok else S.FAILED, result.error, result.output)
             self._pump_wanted = True
 
     def _on_declined(self, topic: str, refusal: Result) -> None:
@@ -437,11 +486,14 @@ class Coordinator:
                 for job in list(self.orphans.values()):
                     del self.orphans[job.id]
                     self._requeue(job.id, "not running anywhere after coordinator restart", count_attempt=False)
+            self.fusion.close_due(time.time())
+            self._report_refused_windows()
             self._sweep_queue()
             self._warn_unplaceable_frames()
             self._pump()
             self._flush_outbox()
             self.journal.flush()
+            self.fusion.flush_state()
             if now_mono - self._last_stats[0] >= self.settings.stats_interval_s:
                 self._publish_stats(now_mono)
 
@@ -456,7 +508,7 @@ class Coordinator:
             queued=len(self.queue), in_flight=sum(len(n.jobs) for n in self.registry.nodes.values()),
             queued_by_kind=self.queue.count_by_kind(), jobs_per_s=round(rate, 2), **self.counters,
             frames_in=dict(self.frames.received), frames_done=dict(self.frames.done),
-            frames_dropped=dict(self.frames.dropped), frames_lost=dict(self.frames.lost),
+            frames_dropped=dict(self.frames.dropped), frames_lost=dict(self.frames.lost), **self.fusion.stats(),
         )
 
     def _publish_stats(self, now_mono: float) -> None:
@@ -472,6 +524,8 @@ class Coordinator:
                             deadline=submitted + request.deadline_s if request.deadline_s else None, attempt=max(attempt, 1))
             self.active[job.id] = job
             self.orphans[job.id] = job
+            if job.kind == FUSION_KIND:
+                self.fusion.adopt(job.id, request.params)
         self._recovery_until = time.monotonic() + self.settings.dead_after + self.settings.heartbeat_s
         if self.orphans:
             log.warning("recovered %d open jobs from the journal", len(self.orphans))
@@ -488,6 +542,8 @@ class Coordinator:
         self.bus.subscribe(t.pattern("heartbeat"), self._on_heartbeat, lambda tp, p: self._parse_node_message(tp, p, Heartbeat), qos=0, max_bytes=4 * node_limit)
         self.bus.subscribe(t.pattern("declined"), self._on_declined, lambda tp, p: self._parse_node_message(tp, p, Result), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("frames"), self._on_frame, self._parse_frame, qos=0, max_bytes=self.settings.max_frame_bytes)
+        if self.fusion.groups:
+            self.bus.subscribe(t.pattern("sensor"), self._on_reading, self._parse_reading, qos=1, max_bytes=4096)
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)

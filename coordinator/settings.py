@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from edgehive.settings import CommonSettings
+
+from .fusion import GroupConfig, parse_groups, validate_groups
 
 
 class CoordinatorSettings(CommonSettings):
@@ -17,11 +19,30 @@ class CoordinatorSettings(CommonSettings):
     default_model: str = Field("person", description="Model run on frames of cameras that name none")
     camera_models: str = Field("", description="Per-camera models, e.g. 'door=face,yard=person' (a camera's envelope may also name one)")
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame accepted; larger ones are refused on the errors topic")
+    fusion_groups: str = Field("", description="Sensor groups to fuse: JSON {group: {quantity, sensors, window_s | window_count, method, config}} or a path to a JSON file")
+    fusion_queue_max: int = Field(1000, ge=1, description="Closed fusion windows waiting across all groups; beyond it a window is refused on errors and counted")
+    fusion_window_max_readings: int = Field(10000, ge=1, description="Readings one window holds; more are refused on errors and counted")
+    fusion_grace_s: float = Field(0.25, ge=0, description="How long a time window stays open past its end for late readings")
+    sensor_max_future_s: float = Field(5.0, ge=0, description="Readings stamped further ahead of the coordinator's clock are refused (clock skew)")
+    sensor_max_age_s: float = Field(300.0, gt=0, description="Readings stamped longer ago are refused as stale")
 
     @property
     def camera_model_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.camera_models.split(",") if "=" in item)
         return {camera.strip(): model.strip() for camera, model in pairs}
+
+    @field_validator("fusion_groups")
+    @classmethod
+    def _valid_groups(cls, value: str) -> str:
+        try:
+            validate_groups(parse_groups(value).values())
+        except (OSError, ValidationError) as error:
+            raise ValueError(f"fusion_groups: {error}") from None
+        return value
+
+    @property
+    def fusion_group_map(self) -> dict[str, GroupConfig]:
+        return parse_groups(self.fusion_groups)
 
     @property
     def dead_after(self) -> float:

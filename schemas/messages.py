@@ -236,6 +236,13 @@ class CoordinatorStats(Message):
     frames_done: dict[str, int] = Field(default_factory=dict, description="Frames whose result came back, per camera")
     frames_dropped: dict[str, int] = Field(default_factory=dict, description="Frames replaced by a newer one before a node was free, per camera")
     frames_lost: dict[str, int] = Field(default_factory=dict, description="Frames whose node died or never confirmed them, per camera")
+    fusion_queued: int = Field(0, description="Closed fusion windows waiting, all groups")
+    fusion_readings: dict[str, int] = Field(default_factory=dict, description="Readings filed into windows, per group")
+    fusion_windows: dict[str, int] = Field(default_factory=dict, description="Windows closed, per group")
+    fusion_fused: dict[str, int] = Field(default_factory=dict, description="Windows fused (posterior back), per group")
+    fusion_failed: dict[str, int] = Field(default_factory=dict, description="Windows whose job FAILED (the prior carries over), per group")
+    fusion_overflow: dict[str, int] = Field(default_factory=dict, description="Windows or readings refused at a bound, per group")
+    fusion_late: dict[str, int] = Field(default_factory=dict, description="Readings older than an already closed window, per group")
 
 
 MODELS: dict[str, type[Message]] = {

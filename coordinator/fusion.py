@@ -1,0 +1,284 @@
+"""Sensor groups: readings are windowed per group, and each closed window becomes a fusion job.
+
+A group's windows are fused strictly one after another, because window n+1 needs window n's
+posterior as its prior. The prior is put into the job when the job is created, so the job
+alone is enough to fuse the window on any node, again and again if nodes die; the coordinator
+keeps the newest posterior per group and hands it to the next window.
+
+Bounds, and what happens at them (never silently):
+- a closed window waits in its group's queue; when `queue_max` windows wait across all groups,
+  a newly closed window is refused (it was never accepted), counted in `overflow` and reported
+  by the caller on `errors`. Accepted windows are jobs: journaled, leased, retried.
+- an open window takes at most `max_readings`; more are refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from edgehive.schemas import JobRequest
+from edgehive.schemas.base import Ident
+from edgehive.schemas.sensors import FUSION_KIND, IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
+
+log = logging.getLogger(__name__)
+
+
+class GroupConfig(BaseModel):
+    """One sensor group: which readings it fuses, and how its windows close."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    quantity: Ident
+    sensors: list[Ident] = Field(default_factory=list, description="Sensors of the group; empty: every sensor of the quantity")
+    window_s: float | None = Field(None, gt=0, le=3600, description="Time windows of this length, aligned to the epoch")
+    window_count: int | None = Field(None, ge=1, le=100_000, description="Or: windows of this many readings")
+    method: Literal["kalman", "imu"] | None = Field(None, description="Default: imu for quantity imu, else kalman")
+    config: dict[str, Any] = Field(default_factory=dict, description="Filter tuning (KalmanConfig or ImuConfig fields)")
+
+    @model_validator(mode="after")
+    def _one_window_rule(self) -> GroupConfig:
+        if self.window_s is not None and self.window_count is not None:
+            raise ValueError("give window_s or window_count, not both")
+        return self
+
+    @property
+    def fusion_method(self) -> str:
+        return self.method or ("imu" if self.quantity == IMU_QUANTITY else "kalman")
+
+    @property
+    def window_length_s(self) -> float | None:
+        return None if self.window_count is not None else (self.window_s or 1.0)
+
+
+GROUPS = TypeAdapter(dict[Ident, GroupConfig])
+
+
+def parse_groups(text: str) -> dict[str, GroupConfig]:
+    """`EDGEHIVE_FUSION_GROUPS`: JSON `{"room": {"quantity": "temperature", ...}}`, or a path to such a file."""
+    text = text.strip()
+    if not text:
+        return {}
+    if not text.startswith("{"):
+        text = Path(text).read_text()
+    return GROUPS.validate_json(text)
+
+
+@dataclass
+class Window:
+    number: int
+    start: float  # epoch s; for count windows, the first reading's time
+    end: float
+    readings: list[list[Any]] = field(default_factory=list)  # [sensor, value, ts] or [sensor, ax, ay, az, gx, gy, gz, ts]
+
+
+@dataclass
+class Group:
+    name: str
+    config: GroupConfig
+    prior: dict[str, Any] | None = None
+    windows: int = 0  # windows closed so far; the next one gets windows + 1
+    open: Window | None = None
+    waiting: deque[Window] = field(default_factory=deque)
+    in_flight: str | None = None  # the job id of the window being fused
+    closed_until: float = -math.inf  # end of the last closed time window: older readings are late
+
+
+class FusionWindows:
+    """Every group's open window, closed windows waiting, and the job of each group in flight."""
+
+    def __init__(self, groups: dict[str, GroupConfig], queue_max: int, max_readings: int, grace_s: float, state_path: Path | None) -> None:
+        self.groups = {name: Group(name, config) for name, config in groups.items()}
+        self.queue_max = queue_max
+        self.max_readings = max_readings
+        self.grace_s = grace_s
+        self._by_sensor: dict[tuple[str, str], list[Group]] = {}
+        self._by_quantity: dict[str, list[Group]] = {}
+        for group in self.groups.values():
+            if group.config.sensors:
+                for sensor in group.config.sensors:
+                    self._by_sensor.setdefault((sensor, group.config.quantity), []).append(group)
+            else:
+                self._by_quantity.setdefault(group.config.quantity, []).append(group)
+        self.readings: Counter[str] = Counter()
+        self.closed: Counter[str] = Counter()
+        self.fused: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.overflow: Counter[str] = Counter()
+        self.late: Counter[str] = Counter()
+        self._refused: list[tuple[str, int, int]] = []
+        self._state_path = state_path
+        self._dirty = False
+        self._load_state()
+
+    # -- readings ---------------------------------------------------------------------------
+
+    def wants(self, sensor: str, quantity: str) -> list[Group]:
+        return self._by_sensor.get((sensor, quantity), []) + self._by_quantity.get(quantity, [])
+
+    def add(self, sensor: str, quantity: str, reading: SensorReading | ImuReading, ts: float) -> list[str]:
+        """File one reading (stamped `ts`) into each group that wants it; returns why any group refused it."""
+        problems: list[str] = []
+        for group in self.wants(sensor, quantity):
+            if isinstance(reading, SensorReading) and reading.unit != canonical_unit(group.config.quantity, reading.unit):
+                problems.append(f"group {group.name}: unit {reading.unit} does not match")
+                continue
+            problem = self._file(group, _row(sensor, reading, ts), ts)
+            if problem is not None:
+                problems.append(f"group {group.name}: {problem}")
+        return problems
+
+    def _file(self, group: Group, row: list[Any], ts: float) -> str | None:
+        config = group.config
+        length = config.window_length_s
+        window = group.open
+        if length is not None:
+            start = math.floor(ts / length) * length
+            if window is not None and start > window.start:
+                self._close(group)
+                window = None
+            elif start < (window.start if window is not None else group.closed_until):
+                self.late[group.name] += 1
+                return "reading is older than a window already closed (late or clock skew)"
+            if window is None:
+                window = group.open = Window(group.windows + 1, start, start + length)
+        elif window is None:
+            window = group.open = Window(group.windows + 1, ts, ts)
+        if len(window.readings) >= self.max_readings:
+            self.overflow[group.name] += 1
+            return f"window {window.number} already holds {self.max_readings} readings (fusion_window_max_readings)"
+        window.readings.append(row)
+        window.end = max(window.end, ts) if length is None else window.end
+        self.readings[group.name] += 1
+        if config.window_count is not None and len(window.readings) >= config.window_count:
+            self._close(group)
+        return None
+
+    def close_due(self, now: float) -> None:
+        """Close time windows whose end (plus grace for late readings) has passed."""
+        for group in self.groups.values():
+            if group.open is not None and group.config.window_length_s is not None and now >= group.open.end + self.grace_s:
+                self._close(group)
+
+    def _close(self, group: Group) -> None:
+        window, group.open = group.open, None
+        if window is None or not window.readings:
+            return
+        group.windows = window.number
+        if group.config.window_length_s is not None:
+            group.closed_until = window.end
+        self.closed[group.name] += 1
+        if self.waiting_count() >= self.queue_max:
+            self.overflow[group.name] += 1
+            self._refused.append((group.name, window.number, len(window.readings)))
+            return
+        group.waiting.append(window)
+
+    def take_refused(self) -> list[tuple[str, int, int]]:
+        """(group, window, readings) of windows refused since the last call, to report on `errors`."""
+        refused, self._refused = self._refused, []
+        return refused
+
+    def waiting_count(self) -> int:
+        return sum(len(g.waiting) for g in self.groups.values())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def ready_jobs(self) -> list[JobRequest]:
+        """A job for the next waiting window of every group that has none in flight."""
+        jobs: list[JobRequest] = []
+        for group in self.groups.values():
+            if group.in_flight is not None or not group.waiting:
+                continue
+            window = group.waiting.popleft()
+            job_id = f"fusion-{group.name}-{window.number}"[:64]
+            group.in_flight = job_id
+            config = group.config
+            params = {
+                "method": config.fusion_method, "group": group.name, "quantity": config.quantity,
+                "unit": canonical_unit(config.quantity), "window": window.number,
+                "window_start": window.start, "window_end": window.end,
+                "prior": group.prior, "readings": window.readings, "config": config.config,
+            }
+            jobs.append(JobRequest(kind=FUSION_KIND, id=job_id, source=group.name, params=params))
+        return jobs
+
+    def finished(self, job_id: str, params: dict[str, Any], output: Any) -> None:
+        """A group's window ended: its posterior (None when the job failed) becomes the next prior."""
+        group = self.groups.get(str(params.get("group")))
+        if group is None or group.in_flight != job_id:
+            return
+        group.in_flight = None
+        if isinstance(output, dict) and isinstance(output.get("state"), dict):
+            group.prior = output["state"]
+            self.fused[group.name] += 1
+            self._dirty = True
+        else:
+            self.failed[group.name] += 1  # the prior carries over the gap
+
+    def adopt(self, job_id: str, params: dict[str, Any]) -> None:
+        """A fusion job recovered from the journal is its group's window in flight."""
+        group = self.groups.get(str(params.get("group")))
+        if group is not None:
+            group.in_flight = job_id
+            group.windows = max(group.windows, int(params.get("window", 0)))
+
+    # -- restart survival -------------------------------------------------------------------
+
+    def flush_state(self) -> None:
+        """Persist each group's posterior and window counter, so a coordinator restart continues the filter."""
+        if not self._dirty or self._state_path is None:
+            return
+        self._dirty = False
+        state = {name: {"prior": g.prior, "windows": g.windows} for name, g in self.groups.items()}
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self._state_path)
+
+    def _load_state(self) -> None:
+        if self._state_path is None or not self._state_path.is_file():
+            return
+        try:
+            state = json.loads(self._state_path.read_text())
+        except (OSError, ValueError) as error:
+            log.warning("fusion state %s unreadable (%s); groups start fresh", self._state_path, error)
+            return
+        for name, saved in state.items():
+            group = self.groups.get(name)
+            if group is not None and isinstance(saved, dict):
+                group.prior = saved.get("prior")
+                group.windows = int(saved.get("windows", 0))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(
+            fusion_queued=self.waiting_count(), fusion_readings=dict(self.readings), fusion_windows=dict(self.closed),
+            fusion_fused=dict(self.fused), fusion_failed=dict(self.failed), fusion_overflow=dict(self.overflow),
+            fusion_late=dict(self.late),
+        )
+
+
+def _row(sensor: str, reading: SensorReading | ImuReading, ts: float) -> list[Any]:
+    if isinstance(reading, ImuReading):
+        return [sensor, *reading.accel, *reading.gyro, ts]
+    return [sensor, reading.value, ts]
+
+
+def validate_groups(groups: Iterable[GroupConfig]) -> None:
+    """Fail at start-up, not at the first window, on tuning a filter would refuse."""
+    from edgehive.agents.fusion import ImuConfig, KalmanConfig
+
+    for config in groups:
+        try:
+            (ImuConfig if config.fusion_method == "imu" else KalmanConfig).model_validate(config.config)
+        except ValidationError as error:
+            raise ValueError(f"fusion group config: {error}") from None

@@ -1,0 +1,171 @@
+"""Sensor fusion end to end: readings over MQTT, windows in the coordinator, fusion on agents.
+
+Runs on real Mosquitto and real amqtt. The strongest check replays the same readings through
+the same filter in this process: every window's estimate must match, which proves the
+coordinator handed each window the right prior, also across an agent killed mid-window.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import time
+
+import numpy as np
+import orjson
+import pytest
+from harness import Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
+
+from edgehive.agents.fusion import FilterState, KalmanConfig, Reading, fuse_window
+
+pytestmark = pytest.mark.integration
+
+
+def groups(**spec: object) -> str:
+    return orjson.dumps({"room": {"quantity": "temperature", **spec}}).decode()
+
+
+def reading(value: float, ts: float, **extra: object) -> bytes:
+    return orjson.dumps({"v": 1, "value": value, "unit": "°C", "ts": ts, **extra})
+
+
+def fusion_results(recorder: Recorder, group: str = "room") -> dict[int, dict]:
+    """Fusion results by window number (a window fused twice after a false death appears once)."""
+    return {r["output"]["window"]: r for r in recorder.json(f"results/fusion/{group}") if r.get("ok")}
+
+
+def test_mosquitto_pub_readings_json_and_bare_give_a_fused_result_on_mosquitto_sub(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=3))
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    port = str(fleet.broker.port)
+    with MosquittoSub(port, f"{prefix}/results/fusion/#") as sub:
+        now = time.time()
+        for sensor, payload in (("t1", reading(21.0, now - 0.2).decode()), ("t2", "21.4"), ("t3", '{"v":1,"value":21.2,"unit":"C"}')):
+            subprocess.run(["mosquitto_pub", "-p", port, "-q", "1", "-t", f"{prefix}/sensors/{sensor}/temperature", "-m", payload], check=True)
+        topic, payload = sub.next_message(timeout_s=20)
+    assert topic == f"{prefix}/results/fusion/room"
+    result = orjson.loads(payload)
+    out = result["output"]
+    assert result["ok"] is True and result["kind"] == "fusion" and result["node"] == "pi-1"
+    assert out["method"] == "kalman" and out["group"] == "room" and out["quantity"] == "temperature" and out["unit"] == "°C"
+    assert out["window"] == 1 and out["readings"] == 3 and out["used"] == ["t1", "t2", "t3"] and out["rejected"] == []
+    assert 21.0 <= out["estimate"] <= 21.4 and out["variance"] > 0
+    assert out["window_start"] <= out["window_end"] and out["state"]["estimate"] == out["estimate"]
+    assert {"queued", "dispatched", "started", "finished"} <= set(result["timings"])
+
+
+BAD_READINGS = [
+    ("t1", b"not a number", "not a reading"),
+    ("t1", b"nan", "finite"),
+    ("t1", b"-inf", "finite"),
+    ("t1", b'{"v":1,"value":NaN}', ""),
+    ("t1", b'{"v":1,"value":1e999}', ""),
+    ("t1", b'{"v":1,"value":70.1,"unit":"F"}', "unit"),
+    ("t1", b'{"v":1,"value":500,"unit":"hPa"}', "unit"),
+    ("t2", b'{"v":1,"value":21}', ""),  # placeholder ts replaced below: far future
+    ("t2", b'{"v":1,"value":21,"ts":1000}', "old"),
+    ("t2", b'{"v":1,"value":21,"colour":"red"}', "colour"),
+    ("t2", b'{"v":1,"value":"warm"}', "value"),
+    ("t2", b"[1, 2]", ""),
+    ("t2", b"", ""),
+]
+
+
+def test_bad_readings_are_refused_on_errors_never_fused_and_nothing_crashes(fleet: Fleet, recorder: Recorder) -> None:
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=3))
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    future = orjson.dumps({"v": 1, "value": 21, "ts": time.time() + 3600})
+    bad = [(s, future if p == b'{"v":1,"value":21}' else p, why) for s, p, why in BAD_READINGS]
+    for sensor, payload, _ in bad:
+        recorder.publish(f"sensors/{sensor}/temperature", payload)
+    wait_until(lambda: len([e for e in recorder.json("errors") if "/sensors/" in e["topic"]]) >= len(bad), 20, "an error per bad reading")
+    reasons = [e["reason"] for e in recorder.json("errors") if "/sensors/" in e["topic"]]
+    for _, _, why in bad:
+        assert any(why in r for r in reasons), (why, reasons)
+    assert any("future" in r for r in reasons)
+
+    now = time.time()
+    for i, (sensor, value) in enumerate((("t1", 20.0), ("t2", 20.2), ("t3", 20.4))):
+        recorder.publish(f"sensors/{sensor}/temperature", reading(value, now + i * 0.01))
+    out = wait_until(lambda: fusion_results(recorder).get(1), 20, "the fused window")["output"]
+    assert out["readings"] == 3 and 20.0 <= out["estimate"] <= 20.4  # none of the bad values got in
+    assert fleet.alive("coordinator") and fleet.alive("pi-1")
+    assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1")
+
+
+def publish_stream(recorder: Recorder, start: int, count: int, t0: float, rng: np.random.Generator, sent: list[Reading]) -> None:
+    """`count` readings from three sensors of different noise, in order, on one connection."""
+    noise = {"t1": 0.1, "t2": 0.3, "t3": 0.6}
+    for i in range(start, start + count):
+        sensor = ("t1", "t2", "t3")[i % 3]
+        ts = t0 + i * 0.01
+        value = 21.0 + 0.5 * math.sin(i / 40) + rng.normal(0, noise[sensor])
+        sent.append(Reading(sensor=sensor, value=value, timestamp=ts))
+        recorder.publish(f"sensors/{sensor}/temperature", reading(value, ts))
+
+
+def replay(sent: list[Reading], per_window: int) -> list[float]:
+    """The estimates the same filter gives in one process, window after window."""
+    prior: FilterState | None = None
+    estimates = []
+    for k in range(0, len(sent) - per_window + 1, per_window):
+        out = fuse_window(prior, sent[k:k + per_window], KalmanConfig())
+        prior = out.state
+        estimates.append(out.estimate)
+    return estimates
+
+
+def test_agent_killed_mid_window_the_window_is_fused_elsewhere_from_the_right_prior(fleet: Fleet, recorder: Recorder) -> None:
+    per_window = 6
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=per_window))
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    rng = np.random.default_rng(7)
+    sent: list[Reading] = []
+    t0 = time.time()
+    publish_stream(recorder, 0, 5 * per_window, t0, rng, sent)
+    wait_until(lambda: len(fusion_results(recorder)) >= 5, 20, "five windows fused on pi-1")
+
+    fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # frozen: the next window is dispatched to it and stays there
+    publish_stream(recorder, 5 * per_window, per_window, t0, rng, sent)
+    wait_until(lambda: any(s["state"] == "SCHEDULED" and s.get("node") == "pi-1" for s in recorder.states("fusion-room-6")), 20, "window 6 on pi-1")
+    fleet.kill("pi-1", signal.SIGKILL)
+    fleet.agent("pi-2")
+    publish_stream(recorder, 6 * per_window, 4 * per_window, t0, rng, sent)
+
+    wait_until(lambda: len(fusion_results(recorder)) >= 10, 30, "ten windows fused")
+    results = fusion_results(recorder)
+    assert results[6]["node"] == "pi-2" and results[6]["attempt"] == 2
+    assert all(results[w]["node"] == "pi-1" for w in range(1, 6))
+    expected = replay(sent, per_window)
+    got = [results[w]["output"]["estimate"] for w in range(1, 11)]
+    assert got == pytest.approx(expected, abs=1e-9)  # a reset at window 6 would start over from a median
+    variances = [results[w]["output"]["variance"] for w in range(1, 11)]
+    assert variances[5] < 2 * max(variances[2:5])
+    assert all(s["state"] != "FAILED" for w in range(1, 11) for s in recorder.states(f"fusion-room-{w}"))
+
+
+def test_fusion_queue_overflow_is_reported_and_counted_and_accepted_windows_are_all_fused(fleet: Fleet, recorder: Recorder) -> None:
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=2), EDGEHIVE_FUSION_QUEUE_MAX="2", EDGEHIVE_DEAD_AFTER_S="60")
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # window 1 goes to the frozen node; later windows wait in the queue
+    rng = np.random.default_rng(1)
+    sent: list[Reading] = []
+    t0 = time.time()
+    publish_stream(recorder, 0, 2, t0, rng, sent)
+    wait_until(lambda: any(s["state"] == "SCHEDULED" for s in recorder.states("fusion-room-1")), 20, "window 1 on the frozen node")
+    publish_stream(recorder, 2, 10, t0, rng, sent)  # five more windows: two wait, three are refused
+    wait_until(lambda: len([e for e in recorder.json("errors") if "refused" in e["reason"]]) >= 3, 20, "three refused windows")
+    stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats")) if s.get("fusion_overflow")), None), 10, "overflow in stats")
+    assert stats["fusion_overflow"] == {"room": 3} and stats["fusion_windows"] == {"room": 6} and stats["fusion_readings"] == {"room": 12}
+    refused = {int(e["reason"].split()[2]) for e in recorder.json("errors") if "refused" in e["reason"]}
+    assert refused == {4, 5, 6}
+
+    fleet.procs["pi-1"].send_signal(signal.SIGCONT)
+    wait_until(lambda: set(fusion_results(recorder)) >= {1, 2, 3}, 20, "every accepted window fused")
+    time.sleep(0.5)
+    assert set(fusion_results(recorder)) == {1, 2, 3}
