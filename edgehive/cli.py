@@ -62,6 +62,12 @@ def cmd_camera(args: argparse.Namespace) -> int:
     return run_camera(_settings(CameraSettings, args))  # type: ignore[arg-type]
 
 
+def cmd_sensor(args: argparse.Namespace) -> int:
+    from .sensors.publisher import SensorSettings, run_sensor
+
+    return run_sensor(_settings(SensorSettings, args))  # type: ignore[arg-type]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .up import UpSettings, run_up
 
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .agents.settings import AgentSettings
     from .coordinator.settings import CoordinatorSettings
     from .sensors.camera import CameraSettings
+    from .sensors.publisher import SensorSettings
     from .up import UpSettings
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("agent", cmd_agent, AgentSettings, "Run the device agent")
     add("coordinator", cmd_coordinator, CoordinatorSettings, "Run the coordinator")
     add("camera", cmd_camera, CameraSettings, "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
+    add("sensor", cmd_sensor, SensorSettings, "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
     p = add("broker", cmd_broker, CommonSettings, "Run the embedded amqtt broker alone")

@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 
+import orjson
 from pydantic import Field
 
 from .broker import EmbeddedBroker
 from .bus import MqttBus
 from .fleetview import FleetView
 from .schemas import Topics
+from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class UpSettings(CommonSettings):
     listen: str = Field("", description="host:port for the embedded broker (default: host and port of mqtt_url)")
     status_every_s: float = Field(2.0, ge=0, description="Seconds between live status tables in `edgehive up` (0: none)")
     demo_camera: str = Field("demo", description="Source of the camera `edgehive up` starts (demo: the bundled photos; empty: no camera)")
+    demo_sensors: bool = Field(True, description="Start the demo sensors (three thermometers and an IMU) and fuse them in groups room and motion")
 
 
 def _listen_address(settings: UpSettings) -> tuple[str, int]:
@@ -56,13 +59,20 @@ def run_up(settings: UpSettings) -> int:
                EDGEHIVE_HEARTBEAT_S=str(settings.heartbeat_s), EDGEHIVE_LOG_LEVEL=settings.log_level)
     if url.username:
         env["EDGEHIVE_MQTT_URL"] = settings.mqtt_url
-    children = [_child(["coordinator"], env)]
+    coordinator_env = dict(env)
+    if settings.demo_sensors and not os.environ.get("EDGEHIVE_FUSION_GROUPS"):
+        coordinator_env["EDGEHIVE_FUSION_GROUPS"] = orjson.dumps(demo_groups("demo")).decode()
+    children = [_child(["coordinator"], coordinator_env)]
     for i in range(settings.agents):
         node = settings.node_id if settings.agents == 1 else f"{settings.node_id}-{i + 1}"
         children.append(_child(["agent"], dict(env, EDGEHIVE_NODE_ID=node)))
     if settings.demo_camera:
         children.append(_child(["camera"], dict(env, EDGEHIVE_NODE_ID="demo", EDGEHIVE_SOURCE=settings.demo_camera,
                                                 EDGEHIVE_FPS=os.environ.get("EDGEHIVE_FPS", "2"))))
+
+    if settings.demo_sensors:
+        children.append(_child(["sensor"], dict(env, EDGEHIVE_SENSOR="demo", EDGEHIVE_SENSOR_TYPE="demo",
+                                                EDGEHIVE_SENSOR_RATE_HZ=os.environ.get("EDGEHIVE_SENSOR_RATE_HZ", "20"))))
 
     topics = Topics(settings.prefix)
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
@@ -73,6 +83,9 @@ def run_up(settings: UpSettings) -> int:
           "-m '{\"v\":1,\"kind\":\"sleep\",\"params\":{\"seconds\":0.05}}'")
     if settings.demo_camera:
         print(f"  camera: 'demo' ({settings.demo_camera}) → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/detections/#' -v")
+    if settings.demo_sensors:
+        print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/fusion/#' -v")
+        print(f"  reading: mosquitto_pub -h {url.host} -p {url.port} -t '{settings.prefix}/sensors/demo-t1/temperature' -m 21.5")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
 
     stop = threading.Event()

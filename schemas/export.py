@@ -13,10 +13,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .messages import MODELS
+from .sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading
 from .vision import DetectionOutput
 
-# Parts that are not messages of their own but that clients parse: a detection result's `output`.
-EXTRA_MODELS: dict[str, type[BaseModel]] = {"detection_output": DetectionOutput}
+# Readings, and parts that are not messages of their own but that clients parse: results' `output`.
+EXTRA_MODELS: dict[str, type[BaseModel]] = {
+    "sensor_reading": SensorReading,
+    "imu_reading": ImuReading,
+    "detection_output": DetectionOutput,
+    "fusion_estimate": FusionEstimate,
+    "fusion_orientation": FusionOrientation,
+}
 
 JSON_DIR = Path(__file__).with_name("json")
 

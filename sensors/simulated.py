@@ -174,3 +174,18 @@ class SimulatedImu:
         if dropped:
             return None
         return ImuSample(accel=tuple(float(v) for v in accel), gyro=tuple(float(v) for v in gyro), timestamp=epoch + t)
+
+
+class LiveTruth:
+    """A ground truth of absolute time, for publishers that run for ever and in several
+    processes: every process with the same seed agrees on the true value at any instant.
+    mean + amplitude·sin(2πt/period) + a few slower seeded sinusoids (weather, not noise)."""
+
+    def __init__(self, seed: int, *, mean: float, amplitude: float, period_s: float = 600.0) -> None:
+        rng = np.random.default_rng(seed)
+        self.mean, self.amplitude, self.period_s = mean, amplitude, period_s
+        self._waves = [(amplitude * rng.uniform(0.05, 0.2), rng.uniform(period_s * 1.5, period_s * 6), rng.uniform(0, 2 * math.pi)) for _ in range(3)]
+
+    def __call__(self, t: float) -> float:
+        value = self.mean + self.amplitude * math.sin(2 * math.pi * t / self.period_s)
+        return value + sum(a * math.sin(2 * math.pi * t / p + phase) for a, p, phase in self._waves)

@@ -214,6 +214,9 @@ class Fleet:
     def camera(self, camera: str, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(camera, ["camera"], self.env(EDGEHIVE_CAMERA=camera, **env))
 
+    def sensor(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn(name, ["sensor"], self.env(EDGEHIVE_SENSOR=name, **env))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         proc.send_signal(sig)
