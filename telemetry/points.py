@@ -1,0 +1,230 @@
+"""What each message becomes in InfluxDB: measurements, tags, fields (docs/TELEMETRY.md has the table).
+
+Rules that hold for every point:
+
+- **Time comes from the message**, never from the sink's clock (a heartbeat's `ts`, a result's
+  `published`, a job state's `ts`, a fusion window's end). The same message therefore always
+  becomes the same point, and writing it twice (a replay after an outage, a batch whose reply
+  was lost) overwrites it instead of adding a second one. Only a reading without a timestamp
+  (a bare number from `mosquitto_pub -m 21.5`) is stamped on arrival, once.
+- **Per-job points carry a tie-break** in the nanosecond digits that a float timestamp cannot
+  hold anyway: the microsecond of the message plus a hash of the job id. Two jobs of the same
+  kind finishing in the same microsecond on the same node (the coordinator stamps a burst of
+  states with one clock reading) stay two points.
+- **Tags are low-cardinality**: node, kind, state, camera, model, label, group, sensor,
+  quantity. A job id is a field, never a tag; a result's `source` is a tag only when it is not
+  the job id (a camera or a sensor group, not an ad-hoc job).
+- Booleans are written as integers 0/1 so that `mean()` and `max()` work on them in InfluxQL.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
+from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading, parse_reading
+from edgehive.schemas.vision import DetectionOutput
+
+from .lineprotocol import FieldValue, line
+
+DETECTIONS_KIND = "detections"
+FUSION_KIND = "fusion"
+
+Lines = list[str]
+
+
+def stamp(ts: float, salt: str = "") -> int:
+    """Nanoseconds since the epoch: the message's microsecond, plus a tie-break from `salt`."""
+    return round(ts * 1_000_000) * 1000 + (zlib.crc32(salt.encode()) % 1000 if salt else 0)
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round((end - start) * 1000.0, 3)
+
+
+def _add(out: Lines, measurement: str, tags: dict[str, str | None], fields: dict[str, FieldValue], ts_ns: int) -> None:
+    text = line(measurement, tags, fields, ts_ns)
+    if text is not None:
+        out.append(text)
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+def heartbeat_lines(beat: Heartbeat) -> Lines:
+    """`heartbeat` (one per beat) and `heartbeat_kind` (service time per job kind)."""
+    ts = stamp(beat.ts)
+    out: Lines = []
+    _add(out, "heartbeat", {"node": beat.node}, {
+        "cpu_pct": beat.cpu_pct, "mem_pct": beat.mem_pct, "temp_c": beat.temp_c, "gpu_pct": beat.gpu_pct,
+        "throttled": int(beat.throttled), "draining": int(beat.draining), "in_flight": beat.in_flight,
+        "queued": beat.queued, "held": len(beat.held), "jobs_done": beat.jobs_done, "jobs_failed": beat.jobs_failed,
+        "seq": beat.seq, "service_ms": None if beat.service_s is None else round(beat.service_s * 1000.0, 3),
+    }, ts)
+    for kind, seconds in beat.service_by_kind.items():
+        _add(out, "heartbeat_kind", {"node": beat.node, "kind": kind}, {"service_ms": round(seconds * 1000.0, 3)}, ts)
+    return out
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+def result_time(result: Result, arrival: float) -> float:
+    t = result.timings
+    return t.published or t.finished or t.inferred or t.started or arrival
+
+
+def result_lines(result: Result, arrival: float) -> Lines:
+    """`job` for every result; `vision` + `detection` for detections; `fusion`/`fusion_rejected`
+    or `orientation` for fusion. The output is checked against its kind's schema first."""
+    t = result.timings
+    ts = stamp(result_time(result, arrival), result.job_id)
+    source = result.source if result.source != result.job_id else None
+    out: Lines = []
+    _add(out, "job", {"kind": result.kind, "node": result.node, "status": "ok" if result.ok else "failed", "source": source}, {
+        "job_id": result.job_id, "attempt": result.attempt,
+        "e2e_ms": _ms(t.captured or t.queued, t.published or t.finished),
+        "wait_ms": _ms(t.queued, t.dispatched),
+        "run_ms": _ms(t.started, t.finished),
+        "error": result.error[:200] if result.error else None,
+    }, ts)
+    if result.ok and result.kind == DETECTIONS_KIND:
+        _detection_lines(out, result, DetectionOutput.model_validate(result.output), ts)
+    elif result.ok and result.kind == FUSION_KIND:
+        _fusion_lines(out, result.output)
+    return out
+
+
+def _detection_lines(out: Lines, result: Result, output: DetectionOutput, ts: int) -> None:
+    t = result.timings
+    _add(out, "vision", {"camera": result.source, "model": output.model, "node": result.node}, {
+        "inference_ms": round(output.inference_ms, 3), "objects": len(output.detections), "width": output.width,
+        "height": output.height, "e2e_ms": _ms(t.captured or t.queued, t.published or t.finished), "job_id": result.job_id,
+    }, ts)
+    by_label: dict[str, list[float]] = {}
+    for detection in output.detections:
+        by_label.setdefault(detection.label, []).append(detection.score)
+    for label, scores in by_label.items():
+        _add(out, "detection", {"camera": result.source, "model": output.model, "label": label},
+             {"count": len(scores), "score_max": round(max(scores), 4), "score_mean": round(sum(scores) / len(scores), 4)}, ts)
+
+
+def _fusion_lines(out: Lines, output: Any) -> None:
+    method = output.get("method") if isinstance(output, dict) else None
+    if method == "imu":
+        o = FusionOrientation.model_validate(output)
+        _add(out, "orientation", {"group": o.group}, {"roll": o.roll, "pitch": o.pitch, "yaw": o.yaw, "samples": o.samples, "window": o.window},
+             stamp(o.window_end))
+        return
+    if method != "kalman":
+        raise ValueError(f"fusion output has unknown method {str(method)[:20]!r} (expected kalman or imu)")
+    e = FusionEstimate.model_validate(output)
+    ts = stamp(e.window_end)
+    _add(out, "fusion", {"group": e.group, "quantity": e.quantity, "unit": e.unit}, {
+        "estimate": e.estimate, "variance": e.variance, "stddev": e.variance ** 0.5, "readings": e.readings,
+        "used": len(e.used), "rejected": sum(r.count for r in e.rejected), "window": e.window,
+        "window_s": round(e.window_end - e.window_start, 6),
+    }, ts)
+    for rejection in e.rejected:
+        _add(out, "fusion_rejected", {"group": e.group, "sensor": rejection.sensor, "reason": rejection.reason}, {"count": rejection.count}, ts)
+
+
+def job_state_lines(state: JobState) -> Lines:
+    out: Lines = []
+    _add(out, "job_state", {"kind": state.kind, "state": state.state.value, "node": state.node},
+         {"job_id": state.job_id, "attempt": state.attempt, "reason": state.reason[:200] if state.reason else None},
+         stamp(state.ts, state.job_id))
+    return out
+
+
+# -- coordinator, errors ----------------------------------------------------------------------
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def coordinator_lines(stats: CoordinatorStats) -> Lines:
+    """`coordinator`: every top-level number; `coordinator_keyed`: every dict of numbers, one
+    point per key (camera, job kind, sensor group) with one field per dict.
+
+    Generic on purpose: a counter the coordinator adds later (per camera, per group) shows up
+    without a change here. Dicts of one family (`frames_in`, `frames_dropped`, …: the name up
+    to the first `_`) are zero-filled for each other's keys, so a camera that never dropped a
+    frame reads 0 dropped, not "no data".
+    """
+    ts = stamp(stats.ts)
+    values = stats.model_dump()
+    out: Lines = []
+    _add(out, "coordinator", {}, {k: v for k, v in values.items() if _number(v) and k != "ts" and k != "v"}, ts)
+    dicts = {k: v for k, v in values.items() if isinstance(v, dict) and all(_number(x) for x in v.values())}
+    family_keys: dict[str, set[str]] = {}
+    for name, mapping in dicts.items():
+        family_keys.setdefault(name.split("_", 1)[0], set()).update(mapping)
+    per_key: dict[str, dict[str, FieldValue]] = {}
+    for name, mapping in dicts.items():
+        for key in family_keys[name.split("_", 1)[0]]:
+            per_key.setdefault(key, {})[name] = mapping.get(key, 0)
+    for key, fields in sorted(per_key.items()):
+        _add(out, "coordinator_keyed", {"key": key}, fields, ts)
+    return out
+
+
+def error_lines(report: ErrorReport) -> Lines:
+    out: Lines = []
+    _add(out, "error", {"source": report.source}, {"topic": report.topic[:200], "reason": report.reason[:200], "size": report.size},
+         stamp(report.ts, report.topic + report.reason + report.excerpt))
+    return out
+
+
+# -- sensors ----------------------------------------------------------------------------------
+
+
+def reading_lines(sensor: str, quantity: str, reading: SensorReading | ImuReading, arrival: float) -> Lines:
+    """`sensor` for a scalar reading, `imu` for an IMU sample; stamped on arrival when it has no ts."""
+    ts = stamp(reading.ts or arrival)
+    out: Lines = []
+    if isinstance(reading, ImuReading):
+        (ax, ay, az), (gx, gy, gz) = reading.accel, reading.gyro
+        _add(out, "imu", {"sensor": sensor}, {"accel_x": ax, "accel_y": ay, "accel_z": az, "gyro_x": gx, "gyro_y": gy, "gyro_z": gz,
+                                              "seq": reading.seq}, ts)
+    else:
+        _add(out, "sensor", {"sensor": sensor, "quantity": quantity, "unit": reading.unit}, {"value": reading.value, "seq": reading.seq}, ts)
+    return out
+
+
+# -- topic → parser ---------------------------------------------------------------------------
+
+Parser = Callable[[str, bytes], Lines]
+
+
+def _model(model: type[BaseModel], convert: Callable[[Any], Lines]) -> Parser:
+    return lambda topic, payload: convert(decode(model, payload))
+
+
+def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str, tuple[str, Parser]]:
+    """Subscription pattern → (topic kind, parser returning lines); every parser raises on bad
+    input (pydantic.ValidationError, ValueError) so that the bus reports it on `errors`."""
+
+    def result(topic: str, payload: bytes) -> Lines:
+        return result_lines(decode(Result, payload), clock())
+
+    def reading(topic: str, payload: bytes) -> Lines:
+        ref = topics.parse(topic)
+        sensor, quantity = ref.extra["sensor"], ref.extra["quantity"]
+        return reading_lines(sensor, quantity, parse_reading(quantity, payload), clock())
+
+    return {
+        topics.pattern("heartbeat"): ("heartbeat", _model(Heartbeat, heartbeat_lines)),
+        topics.pattern("result"): ("result", result),
+        topics.pattern("job_state"): ("job_state", _model(JobState, job_state_lines)),
+        topics.coordinator_stats: ("coordinator_stats", _model(CoordinatorStats, coordinator_lines)),
+        topics.pattern("sensor"): ("sensor", reading),
+        topics.errors: ("errors", _model(ErrorReport, error_lines)),
+    }
+
