@@ -11,6 +11,7 @@ every rejected payload is reported on the `errors` topic and in the log.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
@@ -62,6 +63,10 @@ class _Subscription(Generic[T]):
     parse: Parser[T]
     handler: Handler[T]
     max_bytes: int
+
+    @functools.cached_property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.pattern.split("/"))
 
 
 def raw_bytes(topic: str, payload: bytes) -> bytes:
@@ -224,6 +229,18 @@ class _FastClient(paho.Client):
         return super()._packet_write()
 
 
+def _matches(pattern: tuple[str, ...], levels: list[str]) -> bool:
+    """MQTT filter matching on split levels (`+` one level, `#` the rest, `$` topics only by name)."""
+    if levels[0].startswith("$") and pattern[0] in ("+", "#"):
+        return False
+    for i, want in enumerate(pattern):
+        if want == "#":
+            return True
+        if i >= len(levels) or (want != "+" and want != levels[i]):
+            return False
+    return len(levels) == len(pattern)
+
+
 class MqttBus:
     """A connected MQTT client for one edgehive process."""
 
@@ -253,6 +270,7 @@ class MqttBus:
         self.errors_reported = 0
         self._keepalive = keepalive_s
         self._subs: list[_Subscription[Any]] = []
+        self._routes: dict[str, tuple[_Subscription[Any], ...]] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         self._error_limit = _RateLimit(per_s=50, burst=200)
         self._stopping = False
@@ -277,6 +295,7 @@ class MqttBus:
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._route
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -328,15 +347,30 @@ class MqttBus:
         """Deliver messages matching `pattern` to `handler` after `parse` accepted them."""
         sub = _Subscription(pattern, qos, parse, handler, max_bytes or self.max_payload_bytes)
         self._subs.append(sub)
-        self._client.message_callback_add(pattern, lambda _c, _u, msg: self._deliver(sub, msg))
+        self._routes.clear()
         if self.connected.is_set():
             self._client.subscribe(pattern, qos)
 
     def unsubscribe(self, pattern: str) -> None:
         self._subs = [s for s in self._subs if s.pattern != pattern]
-        self._client.message_callback_remove(pattern)
+        self._routes.clear()
         if self.connected.is_set():
             self._client.unsubscribe(pattern)
+
+    def _route(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
+        """Every message to the subscriptions its topic matches. Matching is cached per topic:
+        sensors, cameras and nodes repeat their topics, and paho's own per-message trie walk
+        was a fifth of the coordinator's time at 20,000 readings/s."""
+        topic = msg.topic
+        subs = self._routes.get(topic)
+        if subs is None:
+            levels = topic.split("/")
+            subs = tuple(s for s in self._subs if _matches(s.levels, levels))
+            if len(self._routes) >= 4096:  # unique topics (results/{kind}/{job}) must not grow it for ever
+                self._routes.clear()
+            self._routes[topic] = subs
+        for sub in subs:
+            self._deliver(sub, msg)
 
     def _deliver(self, sub: _Subscription[Any], msg: paho.MQTTMessage) -> None:
         topic, payload = msg.topic, msg.payload
