@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import threading
@@ -37,7 +38,7 @@ import numpy as np
 import orjson
 
 # bench/ is not a package: dispatch.py is imported as a sibling module.
-from dispatch import Processes, component_env, edgehive_command, start_mosquitto, wait_until
+from dispatch import CpuMeter, Processes, component_env, edgehive_command, start_mosquitto, wait_until
 
 from edgehive.agents.fusion import FilterState, KalmanConfig, Reading, fuse_window
 from edgehive.bus import MqttBus
@@ -120,17 +121,20 @@ def run_system(args: argparse.Namespace, readings: list[tuple[str, str, float, f
         publisher = MqttBus(MqttUrl.parse(url), topics, f"bench-pub-{uuid.uuid4().hex[:6]}", source="bench", qos0_queue_max=len(payloads) + 10)
         publisher.start(timeout_s=10)
         expected_windows = len(readings) // args.window
+        meter = CpuMeter({**{name: proc.pid for name, proc in processes.children.items()}, "bench (publisher)": os.getpid()})
+        meter.start()
         started = time.perf_counter()
         for topic, payload in payloads:
             publisher.publish(topic, payload, qos=1)
         published = time.perf_counter()
         wait_until(lambda: seen["filed"] >= len(readings), 300, "every reading filed", processes.check_alive)
         wait_until(lambda: seen["results"] >= expected_windows, 300, "every window fused", processes.check_alive)
+        cpu = meter.stop()
         publisher.stop()
         watcher.stop()
         return {
             "publish_s": published - started, "ingest_s": marks["last_filed"] - started, "fused_s": marks["last_result"] - started,
-            "windows": seen["results"], "overflow": seen["overflow"],
+            "windows": seen["results"], "overflow": seen["overflow"], "cpu_pct": cpu,
         }
     finally:
         processes.stop_all()
@@ -163,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  fused end to end:            {e2e_rate:,.0f} windows/s ({count / system['fused_s']:,.0f} readings/s)")
     print(f"  raw fuse_window, one process: {raw_rate:,.0f} windows/s ({figures['readings_per_s_raw']:,.0f} readings/s)")
     print(f"  end to end / raw:            {figures['ratio_end_to_end_vs_raw']:.2f}; windows refused at the bound: {system['overflow']:.0f}")
+    fused_s = system["fused_s"]
+    print("  CPU per process over the run, % of one core (ms per window):")
+    for name, pct in system["cpu_pct"].items():  # type: ignore[union-attr]
+        print(f"    {name:<20} {pct:6.1f} %  ({pct / 100 * fused_s / raw_windows * 1000:.2f} ms)")
+    figures["cpu_pct"] = system["cpu_pct"]
     if args.json:
         args.json.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     return 0

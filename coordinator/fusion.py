@@ -116,6 +116,7 @@ class FusionWindows:
         self.overflow: Counter[str] = Counter()
         self.late: Counter[str] = Counter()
         self._refused: list[tuple[str, int, int]] = []
+        self._waiting = 0  # windows waiting across all groups (checked on every reading)
         self._state_path = state_path
         self._dirty = False
         self._load_state()
@@ -177,19 +178,22 @@ class FusionWindows:
         if group.config.window_length_s is not None:
             group.closed_until = window.end
         self.closed[group.name] += 1
-        if self.waiting_count() >= self.queue_max:
+        if self._waiting >= self.queue_max:
             self.overflow[group.name] += 1
             self._refused.append((group.name, window.number, len(window.readings)))
             return
         group.waiting.append(window)
+        self._waiting += 1
 
     def take_refused(self) -> list[tuple[str, int, int]]:
         """(group, window, readings) of windows refused since the last call, to report on `errors`."""
+        if not self._refused:
+            return self._refused
         refused, self._refused = self._refused, []
         return refused
 
     def waiting_count(self) -> int:
-        return sum(len(g.waiting) for g in self.groups.values())
+        return self._waiting
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class FusionWindows:
             if group.in_flight is not None or not group.waiting:
                 continue
             window = group.waiting.popleft()
+            self._waiting -= 1
             job_id = f"fusion-{group.name}-{window.number}"[:64]
             group.in_flight = job_id
             config = group.config

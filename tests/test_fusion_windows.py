@@ -1,0 +1,127 @@
+"""The coordinator's windowing of sensor groups, without a broker: how windows close, which
+readings are late, the bound on waiting windows, the prior handed from window to window, and
+the state that survives a coordinator restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgehive.coordinator.fusion import FusionWindows, GroupConfig, parse_groups
+from edgehive.schemas.sensors import ImuReading, SensorReading
+
+
+def windows(tmp_path: Path | None = None, queue_max: int = 100, max_readings: int = 1000, **groups: GroupConfig) -> FusionWindows:
+    return FusionWindows(groups, queue_max, max_readings, 0.25, tmp_path / "fusion.json" if tmp_path else None)
+
+
+def temp(value: float) -> SensorReading:
+    return SensorReading(value=value, unit="°C")
+
+
+def test_time_windows_align_to_the_epoch_and_close_on_a_later_reading_or_the_clock() -> None:
+    fw = windows(room=GroupConfig(quantity="temperature", window_s=2.0))
+    assert fw.add("t1", "temperature", temp(20.0), 100.5) == []
+    fw.add("t2", "temperature", temp(20.2), 101.9)
+    assert fw.ready_jobs() == []  # [100, 102) still open
+    fw.add("t1", "temperature", temp(20.4), 102.1)  # belongs to [102, 104): closes the first
+    (job,) = fw.ready_jobs()
+    p = job.params
+    assert (job.kind, job.id, job.source) == ("fusion", "fusion-room-1", "room")
+    assert (p["window"], p["window_start"], p["window_end"], p["prior"]) == (1, 100.0, 102.0, None)
+    assert p["readings"] == [["t1", 20.0, 100.5], ["t2", 20.2, 101.9]]
+    fw.close_due(104.1)  # not yet: the grace for late readings
+    fw.finished(job.id, p, {"state": {"estimate": 20.1}})
+    assert fw.ready_jobs() == []
+    fw.close_due(104.3)
+    (second,) = fw.ready_jobs()
+    assert second.params["window"] == 2 and second.params["prior"] == {"estimate": 20.1}
+
+
+def test_a_reading_for_a_closed_window_is_late_and_counted() -> None:
+    fw = windows(room=GroupConfig(quantity="temperature", window_s=1.0))
+    fw.add("t1", "temperature", temp(20.0), 10.2)
+    fw.add("t1", "temperature", temp(20.0), 11.2)
+    problems = fw.add("t2", "temperature", temp(20.0), 10.9)
+    assert problems and "older than a window already closed" in problems[0]
+    assert fw.stats()["fusion_late"] == {"room": 1}
+
+
+def test_count_windows_and_sensor_membership() -> None:
+    fw = windows(room=GroupConfig(quantity="temperature", sensors=["t1", "t2"], window_count=3), any=GroupConfig(quantity="humidity"))
+    for i, sensor in enumerate(["t1", "t9", "t2", "t1"]):
+        fw.add(sensor, "temperature", temp(20 + i), 50.0 + i)
+    fw.add("h7", "humidity", SensorReading(value=40.0, unit="%"), 50.0)
+    assert fw.wants("t9", "temperature") == [] and [g.name for g in fw.wants("h7", "humidity")] == ["any"]
+    (job,) = fw.ready_jobs()  # humidity uses the default 1 s time window, still open
+    assert [r[0] for r in job.params["readings"]] == ["t1", "t2", "t1"]
+    assert job.params["window_start"] == 50.0 and job.params["window_end"] == 53.0
+
+
+def test_imu_rows_carry_both_vectors() -> None:
+    fw = windows(motion=GroupConfig(quantity="imu", window_count=1))
+    fw.add("imu1", "imu", ImuReading(accel=(0.0, 0.0, 9.8), gyro=(0.1, 0.0, 0.0)), 7.0)
+    (job,) = fw.ready_jobs()
+    assert job.params["method"] == "imu" and job.params["readings"] == [["imu1", 0.0, 0.0, 9.8, 0.1, 0.0, 0.0, 7.0]]
+
+
+def test_waiting_windows_are_bounded_and_refusals_are_named() -> None:
+    fw = windows(queue_max=2, room=GroupConfig(quantity="temperature", window_count=1))
+    for i in range(5):
+        fw.add("t1", "temperature", temp(20.0), 1.0 + i)
+    assert fw.waiting_count() == 2
+    assert fw.take_refused() == [("room", 3, 1), ("room", 4, 1), ("room", 5, 1)] and fw.take_refused() == []
+    stats = fw.stats()
+    assert stats["fusion_overflow"] == {"room": 3} and stats["fusion_windows"] == {"room": 5} and stats["fusion_queued"] == 2
+    (job,) = fw.ready_jobs()  # one per group in flight; the other keeps waiting
+    assert job.params["window"] == 1 and fw.waiting_count() == 1
+
+
+def test_a_window_holds_at_most_max_readings() -> None:
+    fw = windows(max_readings=2, room=GroupConfig(quantity="temperature", window_s=10.0))
+    results = [fw.add("t1", "temperature", temp(20.0), 1.0 + i) for i in range(3)]
+    assert results[:2] == [[], []] and "already holds 2 readings" in results[2][0]
+
+
+def test_failed_window_keeps_the_prior_and_the_state_survives_a_restart(tmp_path: Path) -> None:
+    group = GroupConfig(quantity="temperature", window_count=1)
+    fw = windows(tmp_path, room=group)
+    fw.add("t1", "temperature", temp(20.0), 1.0)
+    (first,) = fw.ready_jobs()
+    fw.finished(first.id, first.params, {"state": {"estimate": 20.0, "timestamp": 1.0}})
+    fw.add("t1", "temperature", temp(21.0), 2.0)
+    (second,) = fw.ready_jobs()
+    fw.finished(second.id, second.params, None)  # FAILED: the gap is skipped, the prior carries over
+    fw.flush_state()
+    restarted = windows(tmp_path, room=group)
+    restarted.add("t1", "temperature", temp(22.0), 3.0)
+    (third,) = restarted.ready_jobs()
+    assert third.params["window"] == 3 and third.params["prior"] == {"estimate": 20.0, "timestamp": 1.0}
+    assert fw.stats()["fusion_failed"] == {"room": 1} and fw.stats()["fusion_fused"] == {"room": 1}
+
+
+def test_a_recovered_job_holds_its_group_until_it_ends() -> None:
+    fw = windows(room=GroupConfig(quantity="temperature", window_count=1))
+    fw.adopt("fusion-room-7", {"group": "room", "window": 7})
+    fw.add("t1", "temperature", temp(20.0), 1.0)
+    assert fw.ready_jobs() == []
+    fw.finished("fusion-room-7", {"group": "room"}, {"state": {"estimate": 1.0}})
+    (job,) = fw.ready_jobs()
+    assert job.params["window"] == 8 and job.params["prior"] == {"estimate": 1.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"room": {"quantity": "temperature", "window_s": 1, "window_count": 5}}', "not both"),
+    ('{"room": {"quantity": "temp erature"}}', "pattern"),
+    ('{"room": {"quantity": "temperature", "colour": 1}}', "Extra inputs"),
+])
+def test_bad_group_configuration_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_groups(text)
+
+
+def test_groups_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "groups.json"
+    path.write_text('{"room": {"quantity": "temperature", "sensors": ["t1"]}}')
+    assert parse_groups(str(path))["room"].sensors == ["t1"]
