@@ -341,6 +341,7 @@ class Coordinator:
                 self._pump()
                 self._flush_outbox()
             self.journal.flush()  # before this burst's acknowledgements are written
+            self.fusion.flush_state()  # a posterior that arrived in this burst survives a crash
 
     def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
         job = self.active.get(job_id)

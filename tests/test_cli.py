@@ -44,6 +44,10 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
             # The demo camera's photos come back as detections within seconds.
             demo = wait_until(lambda: next((r for r in recorder.json("results/detections/demo") if r.get("ok")), None), 60, "a demo detection")
             assert demo["output"]["detections"] and demo["output"]["detections"][0]["label"] == "person"
+            # The demo sensors are fused at once too: the thermometers as `room`, the IMU as `motion`.
+            room = wait_until(lambda: next((r for r in recorder.json("results/fusion/room") if r.get("ok")), None), 30, "a fused room window")
+            assert set(room["output"]["used"]) <= {"demo-t1", "demo-t2", "demo-t3"} and 15 < room["output"]["estimate"] < 27
+            wait_until(lambda: recorder.json("results/fusion/motion"), 30, "a fused motion window")
         finally:
             recorder.close()
 
@@ -68,7 +72,7 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
         up.send_signal(signal.SIGINT)
         out, err = up.communicate(timeout=60)
     assert up.returncode == 0, err
-    assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out
+    assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out and "results/fusion/#" in out
     assert "laptop-1" in out and "nodes: 2 online" in out
     assert re.search(r"frames: demo [1-9]\d*/\d+ done", out), "the live status never showed the demo camera's frames"
     assert "Traceback" not in err
