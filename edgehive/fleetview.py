@@ -99,6 +99,12 @@ class FleetView:
                         for cam, n in sorted(s.frames_in.items())
                     )
                     lines.append(f"frames: {cameras}")
+                if s.fusion_windows:
+                    groups = ", ".join(
+                        f"{g} {s.fusion_fused.get(g, 0)}/{n} fused" + (f", {s.fusion_overflow[g]} refused" if s.fusion_overflow.get(g) else "")
+                        for g, n in sorted(s.fusion_windows.items())
+                    )
+                    lines.append(f"fusion: {groups}")
             else:
                 lines.append("jobs: no coordinator stats seen yet")
             return "\n".join(lines)

@@ -74,6 +74,7 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
     assert up.returncode == 0, err
     assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out and "results/fusion/#" in out
     assert "laptop-1" in out and "nodes: 2 online" in out
+    assert re.search(r"fusion: motion \d+/\d+ fused, room \d+/\d+ fused", out), out[-2000:]
     assert re.search(r"frames: demo [1-9]\d*/\d+ done", out), "the live status never showed the demo camera's frames"
     assert "Traceback" not in err
 
