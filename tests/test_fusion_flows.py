@@ -96,15 +96,32 @@ def test_bad_readings_are_refused_on_errors_never_fused_and_nothing_crashes(flee
     assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1")
 
 
-def publish_stream(recorder: Recorder, start: int, count: int, t0: float, rng: np.random.Generator, sent: list[Reading]) -> None:
-    """`count` readings from three sensors of different noise, in order, on one connection."""
-    noise = {"t1": 0.1, "t2": 0.3, "t3": 0.6}
-    for i in range(start, start + count):
-        sensor = ("t1", "t2", "t3")[i % 3]
-        ts = t0 + i * 0.01
-        value = 21.0 + 0.5 * math.sin(i / 40) + rng.normal(0, noise[sensor])
-        sent.append(Reading(sensor=sensor, value=value, timestamp=ts))
-        recorder.publish(f"sensors/{sensor}/temperature", reading(value, ts))
+class Stream:
+    """Readings from three sensors of different noise, sent in order on one connection and kept,
+    so that the test can fuse the same readings itself."""
+
+    NOISE = {"t1": 0.1, "t2": 0.3, "t3": 0.6}
+
+    def __init__(self, recorder: Recorder, seed: int) -> None:
+        self.recorder, self.rng, self.t0 = recorder, np.random.default_rng(seed), time.time()
+        self.sent: list[Reading] = []
+
+    def send(self, count: int) -> None:
+        for i in range(len(self.sent), len(self.sent) + count):
+            sensor = ("t1", "t2", "t3")[i % 3]
+            ts = self.t0 + i * 0.01
+            value = 21.0 + 0.5 * math.sin(i / 40) + self.rng.normal(0, self.NOISE[sensor])
+            self.sent.append(Reading(sensor=sensor, value=value, timestamp=ts))
+            self.recorder.publish(f"sensors/{sensor}/temperature", reading(value, ts))
+
+
+def start_fused_fleet(fleet: Fleet, recorder: Recorder, per_window: int, **env: str) -> str:
+    """A coordinator fusing group `room` in count windows, and agent pi-1; returns the group spec."""
+    spec = groups(window_count=per_window)
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=spec, **env)
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    return spec
 
 
 def replay(sent: list[Reading], per_window: int) -> list[float]:
@@ -120,27 +137,23 @@ def replay(sent: list[Reading], per_window: int) -> list[float]:
 
 def test_agent_killed_mid_window_the_window_is_fused_elsewhere_from_the_right_prior(fleet: Fleet, recorder: Recorder) -> None:
     per_window = 6
-    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=per_window))
-    fleet.agent("pi-1")
-    wait_nodes_online(recorder, 1)
-    rng = np.random.default_rng(7)
-    sent: list[Reading] = []
-    t0 = time.time()
-    publish_stream(recorder, 0, 5 * per_window, t0, rng, sent)
+    start_fused_fleet(fleet, recorder, per_window)
+    stream = Stream(recorder, seed=7)
+    stream.send(5 * per_window)
     wait_until(lambda: len(fusion_results(recorder)) >= 5, 20, "five windows fused on pi-1")
 
     fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # frozen: the next window is dispatched to it and stays there
-    publish_stream(recorder, 5 * per_window, per_window, t0, rng, sent)
+    stream.send(per_window)
     wait_until(lambda: any(s["state"] == "SCHEDULED" and s.get("node") == "pi-1" for s in recorder.states("fusion-room-6")), 20, "window 6 on pi-1")
     fleet.kill("pi-1", signal.SIGKILL)
     fleet.agent("pi-2")
-    publish_stream(recorder, 6 * per_window, 4 * per_window, t0, rng, sent)
+    stream.send(4 * per_window)
 
     wait_until(lambda: len(fusion_results(recorder)) >= 10, 30, "ten windows fused")
     results = fusion_results(recorder)
     assert results[6]["node"] == "pi-2" and results[6]["attempt"] == 2
     assert all(results[w]["node"] == "pi-1" for w in range(1, 6))
-    expected = replay(sent, per_window)
+    expected = replay(stream.sent, per_window)
     got = [results[w]["output"]["estimate"] for w in range(1, 11)]
     assert got == pytest.approx(expected, abs=1e-9)  # a reset at window 6 would start over from a median
     variances = [results[w]["output"]["variance"] for w in range(1, 11)]
@@ -150,14 +163,9 @@ def test_agent_killed_mid_window_the_window_is_fused_elsewhere_from_the_right_pr
 
 def test_coordinator_killed_between_windows_continues_the_filter_after_restart(fleet: Fleet, recorder: Recorder) -> None:
     per_window = 6
-    spec = groups(window_count=per_window)
-    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=spec)
-    fleet.agent("pi-1")
-    wait_nodes_online(recorder, 1)
-    rng = np.random.default_rng(3)
-    sent: list[Reading] = []
-    t0 = time.time()
-    publish_stream(recorder, 0, 4 * per_window, t0, rng, sent)
+    spec = start_fused_fleet(fleet, recorder, per_window)
+    stream = Stream(recorder, seed=3)
+    stream.send(4 * per_window)
     wait_until(lambda: len(fusion_results(recorder)) >= 4, 20, "four windows fused")
     births = len([s for s in recorder.json("coordinator/status") if s.get("raw") == "online"])
     fleet.kill("coordinator")
@@ -165,24 +173,20 @@ def test_coordinator_killed_between_windows_continues_the_filter_after_restart(f
     fleet.coordinator(EDGEHIVE_FUSION_GROUPS=spec)
     # Its birth comes after its subscriptions: from then on no reading is missed, on amqtt too.
     wait_until(lambda: len([s for s in recorder.json("coordinator/status") if s.get("raw") == "online"]) > births, 20, "the restarted coordinator")
-    publish_stream(recorder, 4 * per_window, 4 * per_window, t0, rng, sent)
+    stream.send(4 * per_window)
     wait_until(lambda: len(fusion_results(recorder)) >= 8, 20, "eight windows fused")
     results = fusion_results(recorder)
     assert sorted(results) == list(range(1, 9))  # numbering continues: no window 1 again
-    assert [results[w]["output"]["estimate"] for w in range(1, 9)] == pytest.approx(replay(sent, per_window), abs=1e-9)
+    assert [results[w]["output"]["estimate"] for w in range(1, 9)] == pytest.approx(replay(stream.sent, per_window), abs=1e-9)
 
 
 def test_fusion_queue_overflow_is_reported_and_counted_and_accepted_windows_are_all_fused(fleet: Fleet, recorder: Recorder) -> None:
-    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=groups(window_count=2), EDGEHIVE_FUSION_QUEUE_MAX="2", EDGEHIVE_DEAD_AFTER_S="60")
-    fleet.agent("pi-1")
-    wait_nodes_online(recorder, 1)
+    start_fused_fleet(fleet, recorder, 2, EDGEHIVE_FUSION_QUEUE_MAX="2", EDGEHIVE_DEAD_AFTER_S="60")
     fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # window 1 goes to the frozen node; later windows wait in the queue
-    rng = np.random.default_rng(1)
-    sent: list[Reading] = []
-    t0 = time.time()
-    publish_stream(recorder, 0, 2, t0, rng, sent)
+    stream = Stream(recorder, seed=1)
+    stream.send(2)
     wait_until(lambda: any(s["state"] == "SCHEDULED" for s in recorder.states("fusion-room-1")), 20, "window 1 on the frozen node")
-    publish_stream(recorder, 2, 10, t0, rng, sent)  # five more windows: two wait, three are refused
+    stream.send(10)  # five more windows: two wait, three are refused
     wait_until(lambda: len([e for e in recorder.json("errors") if "refused" in e["reason"]]) >= 3, 20, "three refused windows")
     stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats")) if s.get("fusion_overflow")), None), 10, "overflow in stats")
     assert stats["fusion_overflow"] == {"room": 3} and stats["fusion_windows"] == {"room": 6} and stats["fusion_readings"] == {"room": 12}
