@@ -265,11 +265,11 @@ class FusionWindows:
                 group.windows = int(saved.get("windows", 0))
 
     def stats(self) -> dict[str, Any]:
-        return dict(
-            fusion_queued=self.waiting_count(), fusion_readings=dict(self.readings), fusion_windows=dict(self.closed),
-            fusion_fused=dict(self.fused), fusion_failed=dict(self.failed), fusion_overflow=dict(self.overflow),
-            fusion_late=dict(self.late),
-        )
+        return {
+            "fusion_queued": self.waiting_count(), "fusion_readings": dict(self.readings), "fusion_windows": dict(self.closed),
+            "fusion_fused": dict(self.fused), "fusion_failed": dict(self.failed), "fusion_overflow": dict(self.overflow),
+            "fusion_late": dict(self.late),
+        }
 
 
 def _row(sensor: str, reading: SensorReading | ImuReading, ts: float) -> list[Any]:

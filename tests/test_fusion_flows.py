@@ -11,6 +11,7 @@ import math
 import signal
 import subprocess
 import time
+from typing import ClassVar
 
 import numpy as np
 import orjson
@@ -100,7 +101,7 @@ class Stream:
     """Readings from three sensors of different noise, sent in order on one connection and kept,
     so that the test can fuse the same readings itself."""
 
-    NOISE = {"t1": 0.1, "t2": 0.3, "t3": 0.6}
+    NOISE: ClassVar[dict[str, float]] = {"t1": 0.1, "t2": 0.3, "t3": 0.6}
 
     def __init__(self, recorder: Recorder, seed: int) -> None:
         self.recorder, self.rng, self.t0 = recorder, np.random.default_rng(seed), time.time()
