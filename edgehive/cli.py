@@ -68,6 +68,13 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     return run_sensor(_settings(SensorSettings, args))  # type: ignore[arg-type]
 
 
+def cmd_sink(args: argparse.Namespace) -> int:
+    from .telemetry.settings import SinkSettings
+    from .telemetry.sink import run_sink
+
+    return run_sink(_settings(SinkSettings, args))  # type: ignore[arg-type]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .up import UpSettings, run_up
 
@@ -146,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .coordinator.settings import CoordinatorSettings
     from .sensors.camera import CameraSettings
     from .sensors.publisher import SensorSettings
+    from .telemetry.settings import SinkSettings
     from .up import UpSettings
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
@@ -162,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("agent", cmd_agent, AgentSettings, "Run the device agent")
     add("coordinator", cmd_coordinator, CoordinatorSettings, "Run the coordinator")
     add("camera", cmd_camera, CameraSettings, "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
+    add("sink", cmd_sink, SinkSettings, "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
     add("sensor", cmd_sensor, SensorSettings, "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
-from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading, parse_reading
+from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading, parse_readings
 from edgehive.schemas.vision import DetectionOutput
 
 from .lineprotocol import FieldValue, line
@@ -185,9 +185,10 @@ def error_lines(report: ErrorReport) -> Lines:
 # -- sensors ----------------------------------------------------------------------------------
 
 
-def reading_lines(sensor: str, quantity: str, reading: SensorReading | ImuReading, arrival: float) -> Lines:
-    """`sensor` for a scalar reading, `imu` for an IMU sample; stamped on arrival when it has no ts."""
-    ts = stamp(reading.ts or arrival)
+def reading_lines(sensor: str, quantity: str, reading: SensorReading | ImuReading, arrival: float, index: int = 0) -> Lines:
+    """`sensor` for a scalar reading, `imu` for an IMU sample. A reading without a ts is stamped
+    on arrival, plus its `index` in a batch in nanoseconds, so that a batch stays distinct points."""
+    ts = stamp(reading.ts) if reading.ts else stamp(arrival) + index
     out: Lines = []
     if isinstance(reading, ImuReading):
         (ax, ay, az), (gx, gy, gz) = reading.accel, reading.gyro
@@ -217,7 +218,8 @@ def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str,
     def reading(topic: str, payload: bytes) -> Lines:
         ref = topics.parse(topic)
         sensor, quantity = ref.extra["sensor"], ref.extra["quantity"]
-        return reading_lines(sensor, quantity, parse_reading(quantity, payload), clock())
+        arrival = clock()
+        return [text for i, r in enumerate(parse_readings(quantity, payload)) for text in reading_lines(sensor, quantity, r, arrival, i)]
 
     return {
         topics.pattern("heartbeat"): ("heartbeat", _model(Heartbeat, heartbeat_lines)),

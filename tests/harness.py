@@ -217,6 +217,9 @@ class Fleet:
     def sensor(self, name: str, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(name, ["sensor"], self.env(EDGEHIVE_SENSOR=name, **env))
 
+    def sink(self, name: str = "sink", **env: str) -> subprocess.Popen[bytes]:
+        return self._spawn(name, ["sink"], self.env(EDGEHIVE_NODE_ID=name, **env))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         proc.send_signal(sig)

@@ -136,7 +136,8 @@ class VictoriaMetrics:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([VICTORIA_METRICS, f"-httpListenAddr=127.0.0.1:{self.port}",
-                                          f"-storageDataPath={self.workdir / 'data'}", "-loggerLevel=ERROR", "-retentionPeriod=100y"],
+                                          f"-storageDataPath={self.workdir / 'data'}", "-loggerLevel=ERROR", "-retentionPeriod=100y",
+                                          "-dedup.minScrapeInterval=1ms"],  # one sample per series and ms: a replay overwrites, as in InfluxDB
                                          stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.proc.poll() is not None or (port_answers(self.port) and _http("GET", self.url + "/health")[0] == 200),  # type: ignore[union-attr]
                    30, "victoria-metrics to answer /health")

@@ -210,11 +210,16 @@ def test_counters_the_coordinator_adds_later_are_written_without_a_change_here()
     assert keyed["room"] == "later_overflow=0i,later_windows=9i"
 
 
-def test_readings_use_their_own_time_and_a_bare_number_is_stamped_once_on_arrival() -> None:
+def test_readings_use_their_own_time_and_a_bare_number_or_a_batch_is_stamped_once_on_arrival() -> None:
     [text] = reading_lines("t1", "temperature", parse_reading("temperature", b'{"v":1,"value":21.5,"unit":"C","ts":1795000000.5,"seq":4}'), 9)
     assert text == "sensor,quantity=temperature,sensor=t1,unit=°C seq=4i,value=21.5 1795000000500000000"
     [bare] = reading_lines("t2", "humidity", parse_reading("humidity", b"48"), arrival=1795000001.0)
     assert bare == "sensor,quantity=humidity,sensor=t2,unit=% value=48 1795000001000000000"
+    batch = parsers(Topics("edgehive/v1"), clock=lambda: 1795000002.0)["edgehive/v1/sensors/+/+"][1](
+        "edgehive/v1/sensors/t3/temperature", b'[{"v":1,"value":20.5},{"v":1,"value":20.6},{"v":1,"value":20.7,"ts":1795000000.25}]')
+    assert batch == ["sensor,quantity=temperature,sensor=t3,unit=°C value=20.5 1795000002000000000",
+                     "sensor,quantity=temperature,sensor=t3,unit=°C value=20.6 1795000002000000001",  # a batch stays three points
+                     "sensor,quantity=temperature,sensor=t3,unit=°C value=20.7 1795000000250000000"]
     [imu] = reading_lines("m1", "imu", parse_reading("imu", b'{"v":1,"accel":[0,0,9.8],"gyro":[0.1,0,0],"ts":1795000000}'), 0)
     assert imu == "imu,sensor=m1 accel_x=0,accel_y=0,accel_z=9.8,gyro_x=0.1,gyro_y=0,gyro_z=0 1795000000000000000"
 

@@ -1,0 +1,451 @@
+"""The sink end to end: real Mosquitto, real edgehive processes, a real InfluxDB 1.x (Debian's
+influxd) and a real v2 write API (VictoriaMetrics), each started by the test on free ports.
+
+One short run of the whole system (coordinator, an agent with the face model, the demo camera,
+the demo sensors plus a thermometer that gets stuck, fused in two groups, jobs that succeed and
+fail, garbage on every topic) feeds two checks: the points a user expects are in InfluxDB, and
+every panel of every dashboard, its InfluxQL filled in as Grafana would, returns data.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from grafana_macros import DASHBOARDS, default_range_ms, interval_ms, load, panels, substitute, variable_selection
+from harness import Fleet, MosquittoBroker, Recorder, wait_nodes_online, wait_until
+from influx_harness import InfluxDB, VictoriaMetrics, influxdb, victoria  # noqa: F401  (fixtures)
+from vision_fixtures import models_dir  # noqa: F401  (fixture)
+
+from edgehive.bus import MqttBus
+from edgehive.schemas import Topics, envelope
+from edgehive.schemas.sensors import SensorReading
+from edgehive.settings import MqttUrl, env_name
+from edgehive.telemetry.points import reading_lines, stamp
+from edgehive.telemetry.settings import SinkSettings
+from edgehive.telemetry.sink import Sink
+from edgehive.telemetry.spool import Spool
+from edgehive.telemetry.writers import InfluxV1Writer, InfluxV2Writer, WriteError
+
+pytestmark = pytest.mark.integration
+
+SLEEP_JOBS = 12
+
+
+def sink_env(workdir: Path, influx_url: str = "", **extra: str) -> dict[str, str]:
+    """A sink that flushes, retries and reports often, with its spool and file in `workdir`."""
+    return {"EDGEHIVE_INFLUX_URL": influx_url, "EDGEHIVE_SPOOL_DIR": str(workdir / "spool"), "EDGEHIVE_TELEMETRY_FILE": str(workdir / "telemetry.lp"),
+            "EDGEHIVE_SINK_FLUSH_S": "0.2", "EDGEHIVE_SINK_RETRY_MAX_S": "1", "EDGEHIVE_SINK_STATS_S": "0.5", **extra}
+
+
+def count(influx: InfluxDB, query: str) -> int:
+    """The `count` of an InfluxQL count query; 0 while the database or measurement does not exist yet."""
+    try:
+        rows = influx.rows(query)
+    except AssertionError:
+        return 0
+    return int(rows[0]["count"]) if rows else 0
+
+
+def wait_subscribed(recorder: Recorder, stored: Callable[[], object]) -> None:
+    """Publish a reading of sensor `ready` until `stored()` sees one: from then on the sink gets everything."""
+    wait_until(lambda: recorder.publish("sensors/ready/temperature", b"20") or stored(), 30, "the sink subscribed")
+
+
+def in_influx(influx: InfluxDB) -> Callable[[], int]:
+    return lambda: count(influx, "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" = 'ready'")
+
+
+def fake_host(root: Path) -> Path:
+    """A device tree for the agent's health reader: a thermal zone at 48.5 °C, a GPU at 25 %, no throttling."""
+    for rel, text in (("sys/class/thermal/thermal_zone0/temp", "48500"), ("sys/devices/gpu.0/load", "250"),
+                      ("sys/devices/platform/soc/soc:firmware/get_throttled", "0x0")):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return root
+
+
+# -- one real run, shared by the checks below -------------------------------------------------
+
+
+@dataclass
+class Run:
+    influx: InfluxDB
+    recorder: Recorder
+    fleet: Fleet
+    sleep_ids: list[str]
+
+
+def start_run(workdir: Path, fleet: Fleet, recorder: Recorder, influx: InfluxDB, models: Path) -> Run:
+    fleet.sink(**sink_env(workdir, influx.url))
+    wait_until(lambda: count(influx, 'SELECT count("points_received") FROM "sink"'), 30, "the sink's first own point")
+    groups = {"room": {"quantity": "temperature", "sensors": ["demo-t1", "demo-t2", "demo-t3", "stuck-1"], "window_s": 1.0},
+              "motion": {"quantity": "imu", "sensors": ["demo-imu"], "window_s": 1.0}}
+    fleet.coordinator(EDGEHIVE_CAMERA_MODELS="porch=face", EDGEHIVE_FUSION_GROUPS=orjson.dumps(groups).decode())
+    fleet.agent("pi-1", EDGEHIVE_MODELS_DIR=str(models), EDGEHIVE_MODELS="face", EDGEHIVE_WORKERS="2",
+                EDGEHIVE_HOST_ROOT=str(fake_host(workdir / "host")))
+    wait_nodes_online(recorder, 1, timeout_s=60)
+    fleet.camera("porch", EDGEHIVE_SOURCE="demo", EDGEHIVE_FPS="4", EDGEHIVE_MODEL="face")
+    fleet.sensor("demo", EDGEHIVE_SENSOR_TYPE="demo", EDGEHIVE_SENSOR_RATE_HZ="20")
+    fleet.sensor("stuck-1", EDGEHIVE_SENSOR_TYPE="temperature", EDGEHIVE_SENSOR_RATE_HZ="10", EDGEHIVE_SENSOR_STUCK_AFTER_S="0.5")
+
+    sleep_ids = [f"tel-{i}" for i in range(SLEEP_JOBS)]
+    for job in sleep_ids:  # more than the agent's slots at once: a queue forms at the coordinator
+        recorder.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "sleep", "id": job, "params": {"seconds": 0.3}}))
+    recorder.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "no-such-kind", "id": "tel-impossible"}))
+    recorder.publish("frames/porch", envelope.JPEG_SOI + b"\xe0" + bytes(range(256)) * 20)  # a corrupt JPEG: a failed result
+    for suffix in ("nodes/junk/heartbeat", "results/sleep/junk", "jobs/junk/state", "coordinator/stats", "sensors/t9/temperature", "errors"):
+        recorder.publish(suffix, b"\x00 not json")
+
+    def fusion(group: str) -> list[dict]:  # type: ignore[type-arg]
+        return [r for r in recorder.json(f"results/fusion/{group}") if r.get("ok")]
+
+    wait_until(lambda: all(any(s["state"] == "DONE" for s in recorder.states(j)) for j in sleep_ids), 60, "every sleep job DONE")
+    wait_until(lambda: any(s["state"] == "FAILED" for s in recorder.states("tel-impossible")), 30, "the impossible job FAILED")
+    wait_until(lambda: len([r for r in recorder.json("results/detections/porch") if r["ok"]]) >= 4
+               and any(not r["ok"] for r in recorder.json("results/detections/porch")), 60, "detections and one failed frame")
+    wait_until(lambda: any(r["output"]["rejected"] for r in fusion("room")) and len(fusion("room")) >= 3 and len(fusion("motion")) >= 2,
+               60, "fused windows, one with the stuck sensor rejected")
+    for name in ("porch", "demo", "stuck-1"):  # the producers stop; the fleet and the sink keep running
+        fleet.kill(name, signal.SIGTERM)
+    # Counters are charted as differences between intervals: let the run span a few of them.
+    step = max(interval_ms(0, default_range_ms(load(p))) for p in DASHBOARDS) * 1_000_000
+    for measurement, name in (("coordinator", "nodes_online"), ("sink", "points_written"), ("heartbeat", "jobs_done")):
+        wait_until(lambda m=measurement, f=name: span_ns(influx, m, f) >= 3 * step, 30, f"{measurement} points over three intervals")
+    return Run(influx, recorder, fleet, sleep_ids)
+
+
+def span_ns(influx: InfluxDB, measurement: str, field: str) -> int:
+    """Time between the first and the last point of a field (0 while there is none)."""
+    try:
+        first = influx.rows(f'SELECT first("{field}") FROM "{measurement}"')
+        last = influx.rows(f'SELECT last("{field}") FROM "{measurement}"')
+    except AssertionError:
+        return 0
+    return int(last[0]["time"] - first[0]["time"]) if first and last else 0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Run]:  # noqa: F811
+    workdir = tmp_path_factory.mktemp("telemetry-run")
+    broker = MosquittoBroker(workdir / "mosquitto")
+    broker.start()
+    influx = InfluxDB(workdir / "influxdb")
+    influx.start()
+    fleet = Fleet(broker, f"test-{uuid.uuid4().hex[:8]}/v1", workdir)
+    recorder = Recorder(broker.url, fleet.prefix)
+    try:
+        yield start_run(workdir, fleet, recorder, influx, models_dir)
+    except BaseException:
+        for name in fleet.procs:
+            print(f"----- {name}.log -----\n{fleet.log(name)[-3000:]}")
+        raise
+    finally:
+        fleet.stop_all()
+        recorder.close()
+        influx.stop()
+        broker.stop()
+
+
+def test_the_points_a_user_expects_are_in_influxdb(run: Run) -> None:
+    influx, rec = run.influx, run.recorder
+    # Every job state the coordinator published for the sleep jobs is a point, and nothing else.
+    published = {(s["job_id"], s["state"]) for j in run.sleep_ids for s in rec.states(j)}
+    assert {state for _, state in published} >= {"REQUESTED", "SCHEDULED", "DONE"}
+    wait_until(lambda: count(influx, "SELECT count(\"job_id\") FROM \"job_state\" WHERE \"kind\" = 'sleep'") == len(published), 20, "every job state")
+    stored = {(r["job_id"], r["state"]) for r in influx.rows("SELECT \"job_id\", \"state\" FROM \"job_state\" WHERE \"kind\" = 'sleep'")}
+    assert stored == published
+    [failed] = influx.rows("SELECT * FROM \"job_state\" WHERE \"state\" = 'FAILED'")
+    assert failed["job_id"] == "tel-impossible" and failed["kind"] == "no-such-kind" and failed["reason"]
+
+    # Every sleep result: one `job` point with its id as a field, its real run time and latency.
+    jobs = influx.rows("SELECT * FROM \"job\" WHERE \"kind\" = 'sleep'")
+    assert sorted(r["job_id"] for r in jobs) == sorted(run.sleep_ids)
+    assert all(r["status"] == "ok" and r["node"] == "pi-1" and r["run_ms"] >= 300 and r["e2e_ms"] >= r["run_ms"] and r["wait_ms"] >= 0 for r in jobs)
+
+    # Heartbeats of the node, with the readings of its (fake) sysfs.
+    beats = influx.rows("SELECT * FROM \"heartbeat\" WHERE \"node\" = 'pi-1'")
+    assert len(beats) >= 5 and {b["temp_c"] for b in beats} == {48.5} and {b["gpu_pct"] for b in beats} == {25.0}
+    assert all(0 <= b["cpu_pct"] <= 100 and b["throttled"] == 0 for b in beats)
+    seen = {stamp(b["ts"]) for b in rec.json("nodes/pi-1/heartbeat")[:-3]}
+    assert seen <= {b["time"] for b in beats}, "a heartbeat's time is its own ts"
+    assert influx.rows("SELECT \"service_ms\" FROM \"heartbeat_kind\" WHERE \"kind\" = 'sleep'")
+
+    # Vision: each successful frame is a `vision` point; the demo photos have faces; the corrupt frame failed.
+    frames = {r["job_id"] for r in rec.json("results/detections/porch") if r["ok"]}
+    vision = influx.rows('SELECT * FROM "vision"')
+    assert frames <= {r["job_id"] for r in vision}
+    assert all(r["camera"] == "porch" and r["model"] == "face" and r["node"] == "pi-1" and r["inference_ms"] > 0 for r in vision)
+    assert influx.rows("SELECT sum(\"count\") FROM \"detection\" WHERE \"label\" = 'face'")[0]["sum"] >= 1
+    assert count(influx, "SELECT count(\"job_id\") FROM \"job\" WHERE \"kind\" = 'detections' AND \"status\" = 'failed' AND \"source\" = 'porch'") == 1
+
+    # Fusion: every estimate is stored with its value; the stuck thermometer's rejection too.
+    estimates = {r["output"]["window"]: r["output"]["estimate"] for r in rec.json("results/fusion/room") if r["ok"]}
+    stored_estimates = {r["window"]: r["estimate"] for r in influx.rows("SELECT \"window\", \"estimate\" FROM \"fusion\" WHERE \"group\" = 'room'")}
+    assert estimates.items() <= stored_estimates.items()
+    assert any(r["sensor"] == "stuck-1" and r["reason"] == "stuck" for r in influx.rows('SELECT * FROM "fusion_rejected"'))
+    assert influx.rows("SELECT \"roll\", \"pitch\", \"yaw\" FROM \"orientation\" WHERE \"group\" = 'motion'")
+
+    # Raw readings: the ones the recorder saw are points at their own time with their value.
+    readings = {(stamp(r["ts"]), r["value"]) for r in rec.json("sensors/demo-t1/temperature")}
+    stored_readings = {(r["time"], r["value"]) for r in influx.rows("SELECT \"value\" FROM \"sensor\" WHERE \"sensor\" = 'demo-t1'")}
+    assert readings and readings <= stored_readings
+
+    # The coordinator's counters, per camera and per group too.
+    [last] = influx.rows('SELECT last("nodes_online") FROM "coordinator"')
+    assert last["last"] == 1
+    assert influx.rows("SELECT max(\"frames_in\") FROM \"coordinator_keyed\" WHERE \"key\" = 'porch'")[0]["max"] >= 4
+
+    # Garbage on every topic was reported, by the sink among others, and never stopped it.
+    sources = {r["source"] for r in influx.rows('SELECT "reason", "source" FROM "error"')}
+    assert {"sink:sink", "coordinator"} <= sources
+    assert run.fleet.alive("sink") and "Traceback" not in run.fleet.log("sink")
+
+    # No job id is ever a tag value.
+    tag_values = {value for s in influx.series("SHOW TAG VALUES WITH KEY =~ /.*/") for _, value in s["values"]}
+    assert not tag_values & (set(run.sleep_ids) | frames | {"tel-impossible"})
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_of_every_dashboard_returns_data(run: Run, path: Path) -> None:
+    """Each target's query, on the dashboard's default time range with its template variables at
+    their first-load selection, returns at least one series."""
+    board = load(path)
+    to_ms = int(time.time() * 1000)
+    from_ms = to_ms - default_range_ms(board)
+
+    def values(query: str) -> list[str]:
+        return [value for s in run.influx.series(query) for _, value in s["values"]]
+
+    selection, variables = variable_selection(board, values)
+    step = interval_ms(from_ms, to_ms)
+    empty = []
+    for panel in panels(board):
+        for target in panel["targets"]:
+            query = substitute(target["query"], selection, variables, from_ms, to_ms, step)
+            if not run.influx.series(query):
+                empty.append(f"{panel['title']!r} {target['refId']}: {query}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+# -- nothing lost, nothing twice --------------------------------------------------------------
+
+
+@dataclass
+class ReadingPublisher:
+    """Publishes readings of one sensor at a steady rate (QoS 1) and remembers each one."""
+
+    recorder: Recorder
+    sensor: str
+    rate_hz: float = 50.0
+    sent: list[tuple[int, float, float]] = field(default_factory=list)  # (seq, ts, value)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.wait(max(0.0, start + len(self.sent) / self.rate_hz - time.monotonic())):
+            seq = len(self.sent)
+            ts, value = time.time(), round(20.0 + (seq % 100) * 0.01, 2)
+            self.recorder.publish(f"sensors/{self.sensor}/temperature", orjson.dumps({"v": 1, "value": value, "unit": "°C", "ts": ts, "seq": seq}))
+            self.sent.append((seq, ts, value))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def expected(self) -> list[tuple[int, int, float]]:
+        return sorted((stamp(ts), seq, value) for seq, ts, value in self.sent)
+
+
+def stored_readings(influx: InfluxDB, sensor: str) -> list[tuple[int, int, float]]:
+    return sorted((r["time"], r["seq"], r["value"]) for r in influx.rows(f"SELECT \"value\", \"seq\" FROM \"sensor\" WHERE \"sensor\" = '{sensor}'"))
+
+
+def test_influxdb_killed_for_20_s_loses_no_point_and_duplicates_none(mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str,  # noqa: F811
+                                                                      tmp_path: Path) -> None:
+    fleet = Fleet(mosquitto, prefix, tmp_path)
+    recorder = Recorder(mosquitto.url, prefix)
+    publisher: ReadingPublisher | None = None
+    try:
+        fleet.sink(**sink_env(tmp_path, influxdb.url))
+        wait_subscribed(recorder, in_influx(influxdb))
+        publisher = ReadingPublisher(recorder, "probe")
+        wait_until(lambda: len(publisher.sent) >= 50, 30, "readings flowing")
+        influxdb.kill()
+        first_in_outage = len(publisher.sent)
+        threading.Event().wait(20.0)  # the outage itself: readings keep coming for 20 s while InfluxDB is gone
+        in_outage = len(publisher.sent) - first_in_outage
+        influxdb.start()
+        probe = "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" = 'probe'"
+        wait_until(lambda: count(influxdb, probe) > first_in_outage + in_outage, 60, "the spool replayed")
+        publisher.stop()
+        expected = publisher.expected()
+        wait_until(lambda: count(influxdb, probe) >= len(expected), 60, "every reading stored")
+        assert in_outage >= 500
+        assert stored_readings(influxdb, "probe") == expected, "every reading exactly once, at its own time, with its value"
+        [sink] = influxdb.rows('SELECT max("write_failures") AS "failures", max("spool_points") AS "spooled", max("spool_dropped_points") AS "dropped" FROM "sink"')
+        assert sink["failures"] > 0 and sink["spooled"] > 0 and sink["dropped"] == 0
+        wait_until(lambda: not list((tmp_path / "spool").glob("*.lp")), 20, "the spool on disk emptied")
+        log = fleet.log("sink")
+        assert "points wait in the spool" in log and "is back after" in log and "Traceback" not in log
+    finally:
+        if publisher is not None:
+            publisher.stop()
+        fleet.stop_all()
+        recorder.close()
+
+
+def test_a_sink_stopped_while_influxdb_is_down_hands_its_spool_and_its_mqtt_queue_to_the_next_one(
+        mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str, tmp_path: Path) -> None:  # noqa: F811
+    """Spooled points survive a SIGTERM (moved to disk) and QoS 1 messages published while no sink
+    runs are queued by Mosquitto for the sink's persistent session."""
+    fleet = Fleet(mosquitto, prefix, tmp_path)
+    recorder = Recorder(mosquitto.url, prefix)
+    try:
+        env = sink_env(tmp_path, influxdb.url)
+        fleet.sink(**env)
+        wait_subscribed(recorder, in_influx(influxdb))
+        influxdb.kill()
+        publisher = ReadingPublisher(recorder, "probe", rate_hz=100)
+        wait_until(lambda: len(publisher.sent) >= 100, 10, "100 readings")
+        publisher.stop()
+        wait_until(lambda: b"seq" in b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("*.lp")) or fleet.log("sink").count("points wait") > 0,
+                   10, "the sink failing to write")
+        fleet.kill("sink", signal.SIGTERM)
+        assert list((tmp_path / "spool").glob("*.lp")), "the stopped sink left its points on disk"
+        while_down = ReadingPublisher(recorder, "probe-2", rate_hz=100)
+        wait_until(lambda: len(while_down.sent) >= 50, 10, "50 readings with no sink running")
+        while_down.stop()
+        influxdb.start()
+        fleet.sink(**env)
+        expected = publisher.expected() + while_down.expected()
+        wait_until(lambda: count(influxdb, "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" =~ /^probe/") >= len(expected), 30,
+                   "every reading stored")
+        assert stored_readings(influxdb, "probe") == publisher.expected()
+        assert stored_readings(influxdb, "probe-2") == while_down.expected()
+    finally:
+        fleet.stop_all()
+        recorder.close()
+
+
+def test_at_the_spool_bound_the_oldest_points_are_dropped_counted_and_reported(mosquitto: MosquittoBroker, prefix: str, tmp_path: Path) -> None:
+    server = InfluxDB(tmp_path / "influxdb")  # not started yet: its port refuses connections
+    recorder = Recorder(mosquitto.url, prefix)
+    bus = MqttBus(MqttUrl.parse(mosquitto.url), Topics(prefix), f"sink-bound-{uuid.uuid4().hex[:6]}", source="sink:bound")
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, memory_max_bytes=256 << 10)
+    sink = Sink(bus, InfluxV1Writer(server.url, "edgehive"), spool, node="bound", batch_size=1000, flush_s=0.1, retry_max_s=0.5, stats_s=3600)
+    bus.start()
+    sink.start()
+    try:
+        total = 20_000  # about 1.7 MB of line protocol against a 1 MiB bound
+        for start in range(0, total, 1000):
+            sink.add([reading_lines("s1", "temperature", SensorReading(value=i, unit="°C", ts=1_795_000_000 + i / 1000, seq=i), 0)[0]
+                      for i in range(start, start + 1000)])
+        dropped = spool.dropped_points
+        assert dropped > 0 and dropped % 1000 == 0 and spool.bytes <= 1 << 20
+        assert f"spool_dropped_points={dropped}i" in sink.stats_lines()[0]
+        wait_until(lambda: any(e["source"] == "sink:bound" and "spool full" in e["reason"] for e in recorder.json("errors")), 10,
+                   "the drop reported on errors")
+        server.start()
+        wait_until(lambda: len(spool) == 0, 30, "the spool sent")
+        seqs = sorted(r["seq"] for r in server.rows('SELECT "seq" FROM "sensor"'))
+        assert seqs == list(range(dropped, total)), "the oldest points were dropped, every newer one arrived"
+    finally:
+        sink.stop()
+        bus.stop()
+        recorder.close()
+        server.stop()
+
+
+# -- the other write paths --------------------------------------------------------------------
+
+
+def test_the_v2_write_api_path_stores_points_in_victoria_metrics(mosquitto: MosquittoBroker, victoria: VictoriaMetrics, prefix: str,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    fleet = Fleet(mosquitto, prefix, tmp_path)
+    recorder = Recorder(mosquitto.url, prefix)
+    try:
+        fleet.sink(**sink_env(tmp_path, victoria.url, EDGEHIVE_INFLUX_TOKEN="edgehive-test-token", EDGEHIVE_INFLUX_ORG="edgehive",
+                              EDGEHIVE_INFLUX_BUCKET="edgehive"))  # version auto: a token means the v2 API
+        t0 = time.time() - 5
+        beats = [{"v": 1, "node": "vm-1", "boot_id": "b1", "seq": i, "ts": t0 + i * 0.05, "cpu_pct": float(i), "mem_pct": 50.0,
+                  "in_flight": 0, "queued": 0, "jobs_done": i, "jobs_failed": 0} for i in range(20)]
+
+        def samples() -> list[tuple[int, float]]:
+            [series] = victoria.export('heartbeat_cpu_pct{node="vm-1"}') or [{"timestamps": [], "values": []}]
+            return sorted(zip(series["timestamps"], series["values"]))
+
+        # VictoriaMetrics can only answer once the sink is subscribed: publish until the first beat is there.
+        wait_until(lambda: recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beats[0])) or samples(), 30, "the first heartbeat")
+        for beat in beats[1:]:
+            recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beat))
+        wait_until(lambda: len(samples()) == 20, 30, "20 heartbeats in VictoriaMetrics")
+        assert samples() == [(stamp(b["ts"]) // 1_000_000, b["cpu_pct"]) for b in beats]  # stored in ms
+        assert "Traceback" not in fleet.log("sink")
+    finally:
+        fleet.stop_all()
+        recorder.close()
+
+
+def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str,  # noqa: F811
+                                                                              tmp_path: Path) -> None:
+    fleet = Fleet(mosquitto, prefix, tmp_path)
+    recorder = Recorder(mosquitto.url, prefix)
+    file = tmp_path / "telemetry.lp"
+    try:
+        fleet.sink(**sink_env(tmp_path))  # no URL: the file
+        wait_subscribed(recorder, lambda: file.exists() and b"sensor=ready" in file.read_bytes())
+        publisher = ReadingPublisher(recorder, "t1", rate_hz=100)
+        wait_until(lambda: len(publisher.sent) >= 30, 10, "30 readings")
+        publisher.stop()
+        wait_until(lambda: file.read_bytes().count(b"sensor,quantity=temperature,sensor=t1,") == len(publisher.sent), 20, "every reading in the file")
+        influxdb.create_database()
+        request = urllib.request.Request(f"{influxdb.url}/write?db=edgehive", data=file.read_bytes(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204
+        assert stored_readings(influxdb, "t1") == publisher.expected()
+    finally:
+        fleet.stop_all()
+        recorder.close()
+
+
+def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+    writer = InfluxV1Writer(influxdb.url, "fresh", compress=True)
+    with pytest.raises(WriteError) as missing:
+        writer.write(b"m x=1i 1795000000000000000\n")
+    assert missing.value.retryable, "a missing database is created, and the batch retried"
+    writer.write(b"m x=1i 1795000000000000000\n")
+    with pytest.raises(WriteError) as conflict:  # a field type conflict: InfluxDB would refuse it forever
+        writer.write(b'm x="text" 1795000000000000001\nm y=2 1795000000000000002\n')
+    assert not conflict.value.retryable and conflict.value.dropped == 1
+    writer.close()
+    gone = InfluxDB(tmp_path / "never-started")
+    for dead in (InfluxV1Writer(gone.url, "edgehive", timeout_s=2), InfluxV2Writer(gone.url, "token", "org", "bucket", timeout_s=2)):
+        with pytest.raises(WriteError) as unreachable:
+            dead.write(b"m x=1i 1795000000000000000\n")
+        assert unreachable.value.retryable
+        dead.close()
+
+
+def test_edgehive_sink_lists_every_setting_and_refuses_a_bad_one_with_a_message() -> None:
+    cli = [sys.executable, "-m", "edgehive.cli", "sink"]
+    helped = subprocess.run([*cli, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert helped.returncode == 0
+    assert all(env_name(name) in helped.stdout for name in SinkSettings.model_fields)
+    refused = subprocess.run([*cli, "--influx-version", "7"], capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "invalid setting" in refused.stderr and "Traceback" not in refused.stderr
