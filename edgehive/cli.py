@@ -145,6 +145,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from .healthcheck import cmd_healthcheck as healthcheck
+
+    return healthcheck(args)
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -187,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--deadline", type=float, default=None, help="Seconds before the job is given up")
     p.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the result (default 30)")
+    from .healthcheck import add_arguments as healthcheck_arguments
+
+    healthcheck_arguments(add("healthcheck", cmd_healthcheck, CommonSettings, "Exit 0 when this container's service shows signs of work on MQTT (container healthchecks)"))
     return parser
 
 

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Entrypoint of the broker image: write the password file and ACL from the environment
+# (prepare.sh), make sure the persistence volume belongs to Mosquitto's user, then run the
+# command (Mosquitto with /mosquitto/config/mosquitto.conf, which is broker/mosquitto.conf).
+set -eu
+broker-prepare /mosquitto/config /mosquitto/config/acl.template
+if [ "$(id -u)" = 0 ]; then
+    chown -R mosquitto:mosquitto /mosquitto/data
+fi
+exec "$@"
