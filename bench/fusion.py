@@ -1,6 +1,6 @@
 """Fusion benchmark: sensor readings through a real Mosquitto, windows fused on two agents.
 
-    .venv/bin/python bench/fusion.py [--groups G] [--readings N] [--window W] [--json PATH]
+    .venv/bin/python bench/fusion.py [--groups G] [--readings N] [--window W] [--batch B] [--json PATH]
 
 What runs: Debian's `mosquitto` from the project's config, one `edgehive coordinator` with G
 sensor groups (three sensors each, count windows of W readings), two `edgehive agent`
@@ -75,6 +75,22 @@ def raw_floor(readings: list[tuple[str, str, float, float]], window: int) -> tup
     return time.perf_counter() - started, windows
 
 
+def batched(topics: Topics, readings: list[tuple[str, str, float, float]], batch: int) -> list[tuple[str, bytes]]:
+    """One message per reading, or per `batch` consecutive readings of one sensor (a JSON array)."""
+    if batch == 1:
+        return [(topics.sensor(sensor, "temperature"), orjson.dumps({"v": 1, "value": value, "unit": "°C", "ts": ts})) for _, sensor, value, ts in readings]
+    pending: dict[str, list[dict[str, object]]] = {}
+    out = []
+    for _, sensor, value, ts in readings:
+        rows = pending.setdefault(sensor, [])
+        rows.append({"v": 1, "value": value, "unit": "°C", "ts": ts})
+        if len(rows) == batch:
+            out.append((topics.sensor(sensor, "temperature"), orjson.dumps(rows)))
+            pending[sensor] = []
+    out += [(topics.sensor(sensor, "temperature"), orjson.dumps(rows)) for sensor, rows in pending.items() if rows]
+    return out
+
+
 def run_system(args: argparse.Namespace, readings: list[tuple[str, str, float, float]], workdir: Path) -> dict[str, float]:
     processes = Processes(workdir)
     try:
@@ -116,8 +132,7 @@ def run_system(args: argparse.Namespace, readings: list[tuple[str, str, float, f
         watcher.start(timeout_s=10)
         wait_until(lambda: seen["online"] == 2, 30, "two agents online", processes.check_alive)
 
-        payloads = [(topics.sensor(sensor, "temperature"), orjson.dumps({"v": 1, "value": value, "unit": "°C", "ts": ts}))
-                    for _, sensor, value, ts in readings]
+        payloads = batched(topics, readings, args.batch)
         publisher = MqttBus(MqttUrl.parse(url), topics, f"bench-pub-{uuid.uuid4().hex[:6]}", source="bench", qos0_queue_max=len(payloads) + 10)
         publisher.start(timeout_s=10)
         expected_windows = len(readings) // args.window
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=8, help="sensor groups (three sensors each)")
     parser.add_argument("--readings", type=int, default=48_000, help="readings published in all")
     parser.add_argument("--window", type=int, default=30, help="readings per window (count windows)")
+    parser.add_argument("--batch", type=int, default=1, help="readings per message (a JSON array when above 1)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     per_round = 3 * args.groups * args.window
@@ -157,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     raw_rate = raw_windows / raw_s
     e2e_rate = system["windows"] / system["fused_s"]
     figures = {
-        "groups": args.groups, "window": args.window, "readings": count, "windows": raw_windows,
+        "groups": args.groups, "window": args.window, "batch": args.batch, "readings": count, "windows": raw_windows,
         "readings_per_s_published": count / system["publish_s"], "readings_per_s_ingested": count / system["ingest_s"],
         "windows_per_s_end_to_end": e2e_rate, "windows_per_s_raw": raw_rate, "readings_per_s_raw": count / raw_s,
         "ratio_end_to_end_vs_raw": e2e_rate / raw_rate, "overflow": system["overflow"],
     }
-    print(f"fusion: {args.groups} groups × 3 sensors, windows of {args.window} readings, {count:,} readings, {raw_windows:,} windows")
+    print(f"fusion: {args.groups} groups × 3 sensors, windows of {args.window} readings, {count:,} readings, {raw_windows:,} windows, "
+          f"{args.batch} reading(s) a message")
     print(f"  ingested by the coordinator: {figures['readings_per_s_ingested']:,.0f} readings/s (published at {figures['readings_per_s_published']:,.0f}/s)")
     print(f"  fused end to end:            {e2e_rate:,.0f} windows/s ({count / system['fused_s']:,.0f} readings/s)")
     print(f"  raw fuse_window, one process: {raw_rate:,.0f} windows/s ({figures['readings_per_s_raw']:,.0f} readings/s)")

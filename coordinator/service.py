@@ -34,7 +34,7 @@ from edgehive.schemas import (
 )
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
-from edgehive.schemas.sensors import ImuReading, SensorReading, parse_reading
+from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
 from . import scheduler
 from .frames import Frame, FrameRouter
@@ -124,29 +124,33 @@ class Coordinator:
         model = meta.model or self._camera_models.get(camera) or self.settings.default_model
         return Frame(camera, jpeg, model, arrived=time.time(), captured=meta.captured)
 
-    def _parse_reading(self, topic: str, payload: bytes) -> tuple[str, str, SensorReading | ImuReading, float]:
-        """A reading, checked at the door: finite, in its quantity's unit, stamped within the clock limits."""
+    def _parse_readings(self, topic: str, payload: bytes) -> tuple[str, str, list[tuple[SensorReading | ImuReading, float]]]:
+        """Readings, checked at the door: finite, in their quantity's unit, stamped within the clock limits."""
         sensor, quantity = topic.rsplit("/", 2)[-2:]
         for value, what in ((sensor, "sensor"), (quantity, "quantity")):
             if not IDENT.fullmatch(value):
                 raise Rejected(f"invalid {what} id {value[:80]!r} in the topic")
-        reading = parse_reading(quantity, payload)
         now = time.time()
-        ts = reading.ts or now
-        if ts > now + self.settings.sensor_max_future_s:
-            raise Rejected(f"reading from {sensor} is stamped {ts - now:.1f} s in the future (limit {self.settings.sensor_max_future_s:g} s; check the sensor's clock)")
-        if ts < now - self.settings.sensor_max_age_s:
-            raise Rejected(f"reading from {sensor} is {now - ts:.0f} s old (limit {self.settings.sensor_max_age_s:g} s)")
-        return sensor, quantity, reading, ts
+        stamped = []
+        for reading in parse_readings(quantity, payload):
+            ts = reading.ts or now
+            if ts > now + self.settings.sensor_max_future_s:
+                raise Rejected(f"reading from {sensor} is stamped {ts - now:.1f} s in the future (limit {self.settings.sensor_max_future_s:g} s; check the sensor's clock)")
+            if ts < now - self.settings.sensor_max_age_s:
+                raise Rejected(f"reading from {sensor} is {now - ts:.0f} s old (limit {self.settings.sensor_max_age_s:g} s)")
+            stamped.append((reading, ts))
+        return sensor, quantity, stamped
 
-    def _on_reading(self, topic: str, parsed: tuple[str, str, SensorReading | ImuReading, float]) -> None:
-        sensor, quantity, reading, ts = parsed
+    def _on_readings(self, topic: str, parsed: tuple[str, str, list[tuple[SensorReading | ImuReading, float]]]) -> None:
+        sensor, quantity, stamped = parsed
+        problems: list[str] = []
         with self._lock:
-            problems = self.fusion.add(sensor, quantity, reading, ts)
+            for reading, ts in stamped:
+                problems += self.fusion.add(sensor, quantity, reading, ts)
             self._report_refused_windows()
             if self.fusion.waiting_count():
                 self._pump_wanted = True
-        for problem in problems:
+        for problem in problems[:3]:  # a batch refused by a full window says so once or twice, not a thousand times
             self.bus.report_error(topic, f"reading from {sensor} not fused: {problem}")
 
     def _report_refused_windows(self) -> None:
@@ -340,8 +344,10 @@ class Coordinator:
                 self._pump_wanted = False
                 self._pump()
                 self._flush_outbox()
+            # Fusion state first: a crash between the two then re-runs a window whose end the journal
+            # never saw (same prior, same result), instead of numbering a window twice.
+            self.fusion.flush_state()
             self.journal.flush()  # before this burst's acknowledgements are written
-            self.fusion.flush_state()  # a posterior that arrived in this burst survives a crash
 
     def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
         job = self.active.get(job_id)
@@ -493,8 +499,8 @@ class Coordinator:
             self._warn_unplaceable_frames()
             self._pump()
             self._flush_outbox()
-            self.journal.flush()
             self.fusion.flush_state()
+            self.journal.flush()
             if now_mono - self._last_stats[0] >= self.settings.stats_interval_s:
                 self._publish_stats(now_mono)
 
@@ -544,7 +550,7 @@ class Coordinator:
         self.bus.subscribe(t.pattern("declined"), self._on_declined, lambda tp, p: self._parse_node_message(tp, p, Result), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("frames"), self._on_frame, self._parse_frame, qos=0, max_bytes=self.settings.max_frame_bytes)
         if self.fusion.groups:
-            self.bus.subscribe(t.pattern("sensor"), self._on_reading, self._parse_reading, qos=1, max_bytes=4096)
+            self.bus.subscribe(t.pattern("sensor"), self._on_readings, self._parse_readings, qos=1, max_bytes=self.settings.max_payload_bytes)
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)
@@ -557,6 +563,7 @@ class Coordinator:
         self._stop.set()
         self.bus.stop([Outgoing(self.topics.coordinator_status, b"offline", qos=1, retain=True)])
         self.journal.close()
+        self.fusion.close()
 
     def run_forever(self) -> None:
         stop = threading.Event()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import orjson
 from pydantic import Field, ValidationError
 
 from .base import Ident, Message, Part, decode
@@ -72,6 +73,30 @@ def parse_reading(quantity: str, payload: bytes) -> SensorReading | ImuReading:
         raise ReadingError(_first_error(error)) from None
     unit = canonical_unit(quantity, reading.unit)
     return reading if unit == reading.unit else reading.model_copy(update={"unit": unit})
+
+
+MAX_BATCH = 1000
+
+
+def parse_readings(quantity: str, payload: bytes) -> list[SensorReading | ImuReading]:
+    """One reading, or a JSON array of reading objects (a fast sensor batches to save messages).
+    One bad element refuses the whole message, naming it, so a sender learns what to fix."""
+    if payload.lstrip()[:1] != b"[":
+        return [parse_reading(quantity, payload)]
+    try:
+        items = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise ReadingError(f"not a JSON array of readings: {error}") from None
+    if not 1 <= len(items) <= MAX_BATCH or not all(isinstance(item, dict) for item in items):
+        raise ReadingError(f"a batch is a JSON array of 1 to {MAX_BATCH} reading objects")
+    readings: list[SensorReading | ImuReading] = []
+    for i, item in enumerate(items):
+        try:
+            readings.append(parse_reading(quantity, orjson.dumps(item)))
+        except (ReadingError, ValidationError) as error:
+            detail = _first_error(error) if isinstance(error, ValidationError) else str(error)
+            raise ReadingError(f"reading {i} of the batch: {detail}") from None
+    return readings
 
 
 def canonical_unit(quantity: str, unit: str | None = None) -> str | None:

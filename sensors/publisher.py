@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
@@ -53,6 +53,7 @@ class SensorSettings(CommonSettings):
     sensor_spike_probability: float = Field(0.0, ge=0, le=1, description="Probability of a simulated spike per reading")
     sensor_spike_magnitude: float = Field(5.0, ge=0, description="Size of a simulated spike")
     sensor_seed: int = Field(0, description="Seed of the simulated noise (the truth is shared by all simulated sensors)")
+    sensor_batch: int = Field(1, ge=1, le=1000, description="Readings per message: above 1, a JSON array (saves messages for fast sensors such as an IMU)")
     sensor_duration_s: float = Field(0.0, ge=0, description="Stop after this many seconds (0: run until stopped)")
     i2c_bus: int = Field(1, ge=0, description="I2C bus of the BME280 (/dev/i2c-N)")
     i2c_address: str = Field("0x76", description="I2C address of the BME280 (0x76 or 0x77)")
@@ -80,6 +81,7 @@ class Channel:
     quantity: str
     read: Callable[[float, float], dict[str, object] | None]  # (now, seconds since start) → payload fields
     seq: int = 0
+    batch: list[dict[str, object]] = field(default_factory=list)
 
 
 
@@ -197,8 +199,12 @@ class SensorPublisher:
         if fields is None:
             return  # a dropout: nothing is sent, the sequence number shows the gap
         channel.seq += 1
-        payload = orjson.dumps({"v": 1, **fields, "ts": round(now, 4), "seq": channel.seq})
-        if self.bus.publish(self.topics.sensor(channel.sensor, channel.quantity), payload, qos=0):
+        channel.batch.append({"v": 1, **fields, "ts": round(now, 4), "seq": channel.seq})
+        if len(channel.batch) < self.settings.sensor_batch:
+            return
+        body = channel.batch[0] if len(channel.batch) == 1 else channel.batch
+        channel.batch = []
+        if self.bus.publish(self.topics.sensor(channel.sensor, channel.quantity), orjson.dumps(body), qos=0):
             self.published += 1
 
 

@@ -198,3 +198,17 @@ def test_fusion_queue_overflow_is_reported_and_counted_and_accepted_windows_are_
     wait_until(lambda: set(fusion_results(recorder)) >= {1, 2, 3}, 20, "every accepted window fused")
     time.sleep(0.5)
     assert set(fusion_results(recorder)) == {1, 2, 3}
+
+
+def test_a_batch_of_readings_in_one_message_is_fused_and_a_bad_element_refuses_it(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    start_fused_fleet(fleet, recorder, 4)
+    port = str(fleet.broker.port)
+    now = time.time()
+    bad = orjson.dumps([{"v": 1, "value": 20.0, "ts": now}, {"v": 1, "value": 20.1, "unit": "K", "ts": now}]).decode()
+    good = orjson.dumps([{"v": 1, "value": 20.0 + i / 10, "ts": now + i / 100, "seq": i} for i in range(4)]).decode()
+    for payload in (bad, good):
+        subprocess.run(["mosquitto_pub", "-p", port, "-q", "1", "-t", f"{prefix}/sensors/t1/temperature", "-m", payload], check=True)
+    out = wait_until(lambda: fusion_results(recorder).get(1), 20, "the batch fused")["output"]
+    assert out["readings"] == 4 and out["used"] == ["t1"] and 20.0 <= out["estimate"] <= 20.3
+    reasons = [e["reason"] for e in recorder.json("errors") if e["topic"].endswith("/sensors/t1/temperature")]
+    assert any("reading 1 of the batch" in r and "'K'" in r for r in reasons), reasons

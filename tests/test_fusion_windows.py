@@ -94,10 +94,12 @@ def test_failed_window_keeps_the_prior_and_the_state_survives_a_restart(tmp_path
     (second,) = fw.ready_jobs()
     fw.finished(second.id, second.params, None)  # FAILED: the gap is skipped, the prior carries over
     fw.flush_state()
+    fw.close()
     restarted = windows(tmp_path, room=group)
     restarted.add("t1", "temperature", temp(22.0), 3.0)
     (third,) = restarted.ready_jobs()
     assert third.params["window"] == 3 and third.params["prior"] == {"estimate": 20.0, "timestamp": 1.0}
+    restarted.close()
     assert fw.stats()["fusion_failed"] == {"room": 1} and fw.stats()["fusion_fused"] == {"room": 1}
 
 

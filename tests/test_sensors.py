@@ -129,3 +129,18 @@ def test_demo_sensors_are_fused_into_room_and_motion_results(mosquitto: Mosquitt
     finally:
         recorder.close()
         fleet.stop_all()
+
+
+@pytest.mark.integration
+def test_a_batching_sensor_sends_arrays_of_readings(mosquitto: MosquittoBroker, prefix: str) -> None:
+    with MosquittoSub(str(mosquitto.port), f"{prefix}/sensors/#") as sub:
+        proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "sensor", "--mqtt-url", mosquitto.url, "--prefix", prefix,
+                                 "--sensor", "imu1", "--sensor-type", "imu", "--sensor-rate-hz", "100", "--sensor-batch", "10",
+                                 "--sensor-duration-s", "2"])
+        topic, payload = sub.next_message(10)
+        assert proc.wait(30) == 0
+    batch = orjson.loads(payload)
+    assert topic == f"{prefix}/sensors/imu1/imu" and len(batch) == 10
+    assert [r["seq"] for r in batch] == list(range(batch[0]["seq"], batch[0]["seq"] + 10))
+    assert all(len(r["accel"]) == 3 and len(r["gyro"]) == 3 for r in batch)
+    assert abs(sum(v * v for v in batch[0]["accel"]) ** 0.5 - 9.81) < 1.5  # gravity, plus noise
