@@ -643,37 +643,54 @@ def test_the_acl_keeps_devices_from_handing_out_jobs(compose: dict[str, Any], co
 
 
 @pytest.mark.integration
-def test_the_fleet_runs_on_the_container_broker_and_the_healthchecks_see_it(
+def test_the_compose_services_run_on_the_container_broker_and_their_healthchecks_see_them(
         compose: dict[str, Any], container_broker: ContainerBroker, tmp_path: Path) -> None:
-    """The real coordinator and agent with the compose file's credentials, through the ACL: a job
-    submitted with the device account is done, and `edgehive healthcheck` passes for both."""
+    """The real coordinator, agent, camera and sensor, each with its compose environment and
+    credentials, through the ACL: a job submitted with the device account is done, the demo
+    sensors are fused in the coordinator's configured groups, and `edgehive healthcheck` passes in
+    each service's environment and fails where the evidence is missing."""
     prefix = container_broker.env["EDGEHIVE_PREFIX"]
-    urls = {name: container_broker.service_url(env_of(services(compose)[name])["EDGEHIVE_MQTT_URL"]) for name in ("coordinator", "agent")}
     fleet = Fleet(container_broker, prefix, tmp_path)  # type: ignore[arg-type]
-    recorder = Recorder(urls["coordinator"], prefix)
+
+    def service_env(name: str, **extra: str) -> dict[str, str]:
+        env = env_of(services(compose)[name])
+        env["EDGEHIVE_MQTT_URL"] = container_broker.service_url(env["EDGEHIVE_MQTT_URL"])
+        return fleet.env(**env, **extra)
+
+    def healthcheck(kind: str, env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(EDGEHIVE_BIN), "healthcheck", kind, *args], env={**env, **extra}, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    envs = {"coordinator": service_env("coordinator"), "agent": service_env("agent", EDGEHIVE_NODE_ID="pi-1"),
+            "camera": service_env("camera", EDGEHIVE_NODE_ID="pi-1", EDGEHIVE_FPS="5"),
+            "sensor": service_env("sensor", EDGEHIVE_NODE_ID="pi-1")}
+    recorder = Recorder(envs["coordinator"]["EDGEHIVE_MQTT_URL"], prefix)
     try:
-        fleet.coordinator(EDGEHIVE_MQTT_URL=urls["coordinator"])
-        fleet.agent("pi-1", EDGEHIVE_MQTT_URL=urls["agent"])
+        for name, env in envs.items():
+            fleet._spawn(name, [name], env)
         wait_nodes_online(recorder, 1)
-        env = fleet.env(EDGEHIVE_MQTT_URL=urls["agent"], EDGEHIVE_NODE_ID="pi-1")
         done = subprocess.run([str(EDGEHIVE_BIN), "submit", "sleep", "--params", '{"seconds": 0.05}', "--timeout", "30"],
-                              env=env, capture_output=True, text=True, timeout=60, check=False)
+                              env=envs["agent"], capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout)["node"] == "pi-1"
+        fused = wait_until(lambda: next((r for r in recorder.json("results/fusion/room") if r.get("ok")), None), 30,
+                           "a fused estimate of the demo thermometers")
+        assert fused["node"] == "pi-1"
 
-        def healthcheck(kind: str, **extra: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([str(EDGEHIVE_BIN), "healthcheck", kind], env={**env, **extra}, capture_output=True, text=True,
-                                  timeout=60, check=False)
-
-        assert healthcheck("agent").returncode == 0
-        assert healthcheck("coordinator", EDGEHIVE_MQTT_URL=urls["coordinator"]).returncode == 0
-        assert healthcheck("mqtt").returncode == 0
-        missing = healthcheck("agent", EDGEHIVE_NODE_ID="pi-absent")
+        for kind, env in envs.items():
+            check = healthcheck(kind, env)
+            assert check.returncode == 0, f"{kind}: {check.stderr}"
+        assert healthcheck("mqtt", envs["agent"]).returncode == 0
+        missing = healthcheck("agent", envs["agent"], "--timeout", "1", EDGEHIVE_NODE_ID="pi-absent")
         assert missing.returncode == 1 and "pi-absent" in missing.stderr
-        refused = healthcheck("mqtt", EDGEHIVE_MQTT_URL=urls["agent"].replace("change-me-device", "wrong"))
+        refused = healthcheck("mqtt", envs["agent"], EDGEHIVE_MQTT_URL=envs["agent"]["EDGEHIVE_MQTT_URL"].replace("change-me-device", "wrong"))
         assert refused.returncode == 1
-        fleet.kill("pi-1")
-        assert healthcheck("agent").returncode == 1, "a dead agent's container is unhealthy"
+        sink_env = service_env("sink")
+        assert healthcheck("sink", sink_env, EDGEHIVE_INFLUX_URL="").returncode == 0, "no InfluxDB configured: the broker is enough"
+        no_influx = healthcheck("sink", sink_env, EDGEHIVE_INFLUX_URL=f"http://127.0.0.1:{free_port()}")
+        assert no_influx.returncode == 1 and "InfluxDB" in no_influx.stderr
+        fleet.kill("agent")
+        assert healthcheck("agent", envs["agent"], "--timeout", "1").returncode == 1, "a dead agent's container is unhealthy"
     finally:
         recorder.close()
         fleet.stop_all()
