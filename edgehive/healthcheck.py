@@ -20,6 +20,7 @@ Exit status 0 means healthy, 1 unhealthy (with the reason on stderr), as Docker 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import threading
@@ -27,7 +28,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic_settings import BaseSettings
@@ -43,7 +43,7 @@ PERIODS = 3  # a single late message must not fail the check
 KINDS = ("agent", "coordinator", "camera", "sensor", "sink", "mqtt")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Probe:
     """What one kind waits for: a message on `topic` accepted by `accept`, within `within_s`."""
 
@@ -57,6 +57,7 @@ class Probe:
 
 
 def _settings(model: type[BaseSettings], args: argparse.Namespace | None) -> Any:
+    """The service's settings from its environment (and any option given to the check)."""
     return load_settings(model, args)
 
 
@@ -155,7 +156,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
         print(f"edgehive healthcheck {args.kind}: {error}", file=sys.stderr)
         return 1
     if args.timeout is not None:
-        probe = Probe(**{**probe.__dict__, "within_s": args.timeout})
+        probe = dataclasses.replace(probe, within_s=args.timeout)
     problem = check(probe)
     if problem is not None:
         print(f"edgehive healthcheck {args.kind}: unhealthy: {problem}", file=sys.stderr)

@@ -121,10 +121,18 @@ def dockerignore_patterns() -> list[str]:
 
 
 def ignored(rel: str, patterns: list[str]) -> bool:
+    """Close to Docker's .dockerignore rules: a path is left out when it, or a folder above it,
+    matches a pattern from the context's root; a `**/` pattern matches at any depth."""
     parts = rel.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(p, pat.removeprefix("**/")) or
-               fnmatch.fnmatch(parts[i], pat.removeprefix("**/")) for i, p in enumerate(prefixes) for pat in patterns)
+    from_root = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    anywhere = ["/".join(parts[j: i + 1]) for i in range(len(parts)) for j in range(i + 1)]
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatch(p, pattern[3:]) for p in anywhere):
+                return True
+        elif any(fnmatch.fnmatch(p, pattern) for p in from_root):
+            return True
+    return False
 
 
 # --- balena.yml --------------------------------------------------------------------------------
@@ -134,6 +142,8 @@ def test_balena_yml_carries_the_fleet_contract(balena: dict[str, Any]) -> None:
     assert balena["type"] == "sw.application"
     assert balena["name"] and balena["description"].strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(balena["version"])), "balena.yml's version is a release's semver"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{balena["version"]}"' in pyproject, "a release carries the package's version"
     data = balena["data"]
     supported = set(data["supportedDeviceTypes"])
     assert REQUIRED_DEVICE_TYPES <= supported
@@ -233,8 +243,9 @@ def test_dockerignore_keeps_what_the_wheel_needs_and_drops_the_rest() -> None:
     for needed in ("pyproject.toml", "README.md", "edgehive/cli.py", "agents/agent.py", "sensors/demo", "models/manifest.json",
                    "deploy/role-gate", "grafana/dashboards"):
         assert not ignored(needed, patterns), needed
-    for dropped in (".venv", ".git", "tests/test_deploy.py", "models/pose_detection.tflite", "agents/__pycache__"):
+    for dropped in (".venv", ".git", "tests/test_deploy.py", "models/pose_detection.tflite", "agents/__pycache__/x.pyc"):
         assert ignored(dropped, patterns), dropped
+    assert not ignored("agents/tests_helper.py", ["tests"]) and ignored("a/b/__pycache__", ["**/__pycache__"])
 
 
 def test_the_template_has_a_base_for_every_supported_device_type(balena: dict[str, Any]) -> None:
