@@ -536,6 +536,16 @@ def test_the_container_config_is_the_shipped_file_with_auth_and_persistence(comp
     assert conf["password_file"] == f"{config_dir.group(1)}/passwd" and conf["acl_file"] == f"{config_dir.group(1)}/acl"
 
 
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 class ContainerBroker:
     """Debian's mosquitto started the way the broker container starts it: broker/prepare.sh writes
     the password file and ACL from the compose file's environment, and broker/mosquitto.conf runs
@@ -553,7 +563,7 @@ class ContainerBroker:
         (self.dir / "config").chmod(0o755)
         self.data = self.dir / "data"
         self.data.mkdir()
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and _user_exists("mosquitto"):  # as the container's entrypoint does
             shutil.chown(self.data, "mosquitto")
             shutil.chown(self.dir, "mosquitto")
         self.log = self.dir / "mosquitto.log"
