@@ -236,6 +236,10 @@ def test_every_build_context_and_dockerfile_exists(compose: dict[str, Any]) -> N
                     assert (context / source).exists(), f"{name} ({path.name}): COPY {source} is not in the build context"
                     if source != ".":
                         assert not ignored(source, patterns), f"{name} ({path.name}): COPY {source} is excluded by .dockerignore"
+            for run in (c for c in commands if c.cmd == "RUN" and not c.json):
+                syntax = subprocess.run([shutil.which("dash") or "sh", "-n", "-c", run.value[0]], capture_output=True, text=True,
+                                        timeout=30, check=False)
+                assert syntax.returncode == 0, f"{name} ({path.name}:{run.start_line}): {syntax.stderr}"
 
 
 def test_dockerignore_keeps_what_the_wheel_needs_and_drops_the_rest() -> None:
