@@ -489,6 +489,37 @@ def test_influxdb_is_set_up_with_what_the_sink_and_grafana_use(compose: dict[str
     assert "influx v1 dbrp create" in init and "influx v1 auth create" in init
 
 
+def test_the_influxdb_entrypoint_maps_the_sinks_settings_onto_the_setup_variables(tmp_path: Path) -> None:
+    script = (ROOT / "deploy" / "influxdb" / "entrypoint.sh").read_text()
+    assert "exec /entrypoint.sh" in script
+    probe = tmp_path / "entrypoint.sh"
+    probe.write_text(script.replace("exec /entrypoint.sh", "exec env"))  # print what the official entrypoint would get
+    base = {"PATH": os.environ["PATH"], "EDGEHIVE_INFLUX_TOKEN": "tok", "EDGEHIVE_INFLUX_ORG": "org", "EDGEHIVE_INFLUX_BUCKET": "bkt"}
+
+    def setup_env(**extra: str) -> dict[str, str]:
+        out = subprocess.run(["sh", str(probe)], env={**base, **extra}, capture_output=True, text=True, timeout=30, check=True).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("DOCKER_INFLUXDB_INIT_"))
+
+    assert setup_env() == {"DOCKER_INFLUXDB_INIT_MODE": "setup", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN": "tok",
+                           "DOCKER_INFLUXDB_INIT_ORG": "org", "DOCKER_INFLUXDB_INIT_BUCKET": "bkt"}
+    assert setup_env(DOCKER_INFLUXDB_INIT_ORG="mine")["DOCKER_INFLUXDB_INIT_ORG"] == "mine", "an explicit setup variable wins"
+
+
+def test_the_influxdb_init_script_maps_the_database_and_creates_the_grafana_user(tmp_path: Path) -> None:
+    fake = tmp_path / "influx"
+    fake.write_text('#!/bin/sh\necho "influx $*" >> "$INFLUX_CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "INFLUX_CALLS": str(calls), "DOCKER_INFLUXDB_INIT_BUCKET_ID": "b1",
+           "DOCKER_INFLUXDB_INIT_ORG": "edgehive", "EDGEHIVE_INFLUX_DATABASE": "db", "EDGEHIVE_INFLUX_USERNAME": "grafana",
+           "EDGEHIVE_INFLUX_PASSWORD": "secret-pw"}
+    subprocess.run(["sh", str(ROOT / "deploy" / "influxdb" / "init-edgehive.sh")], env=env, check=True, timeout=30)
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("influx v1 dbrp create --db db --rp autogen --default --bucket-id b1")
+    assert lines[1].startswith("influx v1 auth create --username grafana --password secret-pw --read-bucket b1 --write-bucket b1")
+    assert len(lines) == 2
+
+
 def test_grafana_gets_its_provisioning_where_the_provider_looks(compose: dict[str, Any]) -> None:
     image = parse_dockerfile((ROOT / "deploy" / "grafana" / "Dockerfile").read_text())
     copies = {c.value[0]: c.value[1] for c in image if c.cmd == "COPY"}
