@@ -19,33 +19,53 @@ _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\
 _STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 
+_keys: dict[str, str] = {}  # escaped measurement, tag and field names: a handful, reused on every line
+
+
+def _key(name: str) -> str:
+    escaped = _keys.get(name)
+    if escaped is None:
+        escaped = _keys[name] = name.translate(_KEY)
+    return escaped
+
+
 def _tag_value(value: str) -> str:
     escaped = value.translate(_KEY)
     return escaped + " " if escaped.endswith("\\") else escaped
 
 
-def _field(key: str, value: float | bool | str) -> str | None:
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int):
-        text = f"{value}i"
-    elif isinstance(value, float):
-        if not math.isfinite(value):
+def _value(value: float | bool | str) -> str | None:
+    kind = type(value)  # exact types first: this runs for every field of every point
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
             return None
-        text = str(value)
-        text = text.removesuffix(".0")
-    else:
-        text = '"' + str(value).translate(_STRING) + '"'
-    return f"{key.translate(_KEY)}={text}"
+        text = repr(value)
+        return text.removesuffix(".0")
+    if kind is int:
+        return f"{value}i"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is str:
+        return '"' + value.translate(_STRING) + '"'  # type: ignore[union-attr]
+    if isinstance(value, bool):  # subclasses (numpy scalars, IntEnum, …) take the slow path
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{int(value)}i"
+    if isinstance(value, float):
+        return _value(float(value))
+    return '"' + str(value).translate(_STRING) + '"'
 
 
 def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue], ts_ns: int) -> str | None:
     """One point as a line of line protocol (no newline), or None when no field has a value."""
-    parts = [f"{k.translate(_KEY)}={_tag_value(v)}" for k, v in sorted(tags.items()) if v]
-    values = [f for k, v in sorted(fields.items()) if v is not None and (f := _field(k, v)) is not None]
+    values = []
+    for name, value in sorted(fields.items()):
+        if value is not None and (text := _value(value)) is not None:
+            values.append(f"{_key(name)}={text}")
     if not values:
         return None
     head = measurement.translate(_MEASUREMENT)
-    if parts:
-        head += "," + ",".join(parts)
+    for name, value in sorted(tags.items()):
+        if value:
+            head += f",{_key(name)}={_tag_value(value)}"
     return f"{head} {','.join(values)} {ts_ns}"

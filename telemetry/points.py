@@ -19,6 +19,7 @@ Rules that hold for every point:
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -27,11 +28,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
+from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading, parse_readings
 from edgehive.schemas.vision import DetectionOutput
 
 from .lineprotocol import FieldValue, line
 
+_IDENT = re.compile(IDENT_PATTERN)
 DETECTIONS_KIND = "detections"
 FUSION_KIND = "fusion"
 
@@ -216,8 +219,10 @@ def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str,
         return result_lines(decode(Result, payload), clock())
 
     def reading(topic: str, payload: bytes) -> Lines:
-        ref = topics.parse(topic)
-        sensor, quantity = ref.extra["sensor"], ref.extra["quantity"]
+        # The subscription fixed the shape (prefix/sensors/+/+); only the two ids need a check.
+        sensor, quantity = topic.rsplit("/", 2)[-2:]
+        if not (_IDENT.fullmatch(sensor) and _IDENT.fullmatch(quantity)):
+            raise ValueError(f"invalid sensor or quantity id in topic {topic[:120]!r}")
         arrival = clock()
         return [text for i, r in enumerate(parse_readings(quantity, payload)) for text in reading_lines(sensor, quantity, r, arrival, i)]
 

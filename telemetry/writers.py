@@ -65,9 +65,9 @@ def _http_error(status: int, text: bytes, what: str) -> WriteError:
 class InfluxV1Writer:
     """InfluxDB 1.x: `POST /write?db=&rp=&precision=ns`, basic auth, gzip, keep-alive.
 
-    The database is created (`CREATE DATABASE`, a no-op when it exists) when the server says
-    it is missing, as Telegraf does; without the admin right that fails, is logged, and the
-    batch waits like any other until someone creates it.
+    The database is created (`CREATE DATABASE`, a no-op when it exists) before the first write
+    and whenever the server says it is missing, as Telegraf does; without the admin right that
+    fails, is logged, and batches wait like any other until someone creates it.
     """
 
     def __init__(self, url: str, database: str, retention_policy: str = "", username: str = "", password: str = "",
@@ -87,9 +87,12 @@ class InfluxV1Writer:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
         self._pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False, timeout=urllib3.Timeout(total=timeout_s))
+        self._created = False
         self.description = f"InfluxDB 1.x {base} database {database!r}"
 
     def write(self, body: bytes) -> None:
+        if not self._created:
+            self._created = self._create_database()
         data = gzip.compress(body, compresslevel=1) if self._compress else body
         try:
             response = self._pool.request("POST", self._write_url, body=data, headers=self._headers, preload_content=True)
@@ -102,18 +105,20 @@ class InfluxV1Writer:
             raise WriteError(f"{self.description}: database not found (created it)", retryable=True)
         raise _http_error(response.status, response.data, self.description)
 
-    def _create_database(self) -> None:
+    def _create_database(self) -> bool:
+        """True once the server answered (created, already there, or refused for lack of rights)."""
         headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
         query = urlencode({"q": f'CREATE DATABASE "{self._database}"'})
         try:
             response = self._pool.request("POST", f"{self._query_url}?{query}", headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            log.warning("could not create database %s: %s", self._database, error)
-            return
+            log.debug("could not create database %s yet: %s", self._database, error)
+            return False
         if response.status >= 300 or b'"error"' in response.data:
             log.warning("could not create database %s: %s %s", self._database, response.status, response.data[:200])
         else:
-            log.info("created InfluxDB database %s", self._database)
+            log.info("database %s is there (CREATE DATABASE)", self._database)
+        return True
 
     def close(self) -> None:
         self._pool.clear()

@@ -426,9 +426,11 @@ def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(mo
 
 def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
     writer = InfluxV1Writer(influxdb.url, "fresh", compress=True)
+    writer.write(b"m x=1i 1795000000000000000\n")  # the database is created before the first write
+    influxdb.query('DROP DATABASE "fresh"', method="POST")
     with pytest.raises(WriteError) as missing:
         writer.write(b"m x=1i 1795000000000000000\n")
-    assert missing.value.retryable, "a missing database is created, and the batch retried"
+    assert missing.value.retryable, "a database dropped meanwhile is created again, and the batch retried"
     writer.write(b"m x=1i 1795000000000000000\n")
     with pytest.raises(WriteError) as conflict:  # a field type conflict: InfluxDB would refuse it forever
         writer.write(b'm x="text" 1795000000000000001\nm y=2 1795000000000000002\n')

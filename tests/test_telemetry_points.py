@@ -245,6 +245,8 @@ def test_every_subscription_parses_its_topic_and_refuses_garbage() -> None:
                 parse(topic, garbage)
     with pytest.raises(ValueError):
         by_kind["sensor"][1](topics.sensor("t9", "temperature"), b'{"v":1,"value":70,"unit":"F"}')
+    with pytest.raises(ValueError, match="invalid sensor"):
+        by_kind["sensor"][1]("edgehive/v1/sensors/bad id/temperature", b"21")
 
 
 def test_stamp_is_microsecond_exact_for_current_epoch_seconds() -> None:
