@@ -29,7 +29,8 @@ Phases:
 3. **Paced**: `--rate` points/s for `--seconds`, on a fixed schedule; points/s here is the rate
    the publisher achieved (points / publishing seconds). Kept up when every point is stored
    within 2 × the flush interval + 1 s after the last message (the sink adds up to one flush
-   interval by design) and its spool never held more than two batches.
+   interval by design), its spool never held more than two batches, and the publisher really
+   offered at least 97 % of the target rate (on 2 shared cores it can fall behind its schedule).
 
 CPU per process (% of one core) is printed for phases 2 and 3; "others" is every other process
 on the machine. Target (from the issue): the sink keeps up with 20,000 points/s. The exit
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -192,21 +194,29 @@ class Publisher:
     def __init__(self, url: str, topics: Topics) -> None:
         self.bus = MqttBus(MqttUrl.parse(url), topics, f"bench-sink-{os.getpid()}", source="bench", qos0_queue_max=10**9, inflight_max=0)
         self.bus.start(timeout_s=10)
+        # A flood fills paho's queue of unacknowledged QoS 1 messages (100,000): `publish` then
+        # refuses and logs an error per message; `send` waits and retries instead, so hush that log.
+        logging.getLogger("edgehive.bus").setLevel(logging.CRITICAL)
 
     def send(self, messages: list[Message], rate_points_s: float | None) -> float:
-        """Publish in order; paced to `rate_points_s` when given; returns the publishing seconds."""
+        """Publish in order; paced to `rate_points_s` when given (what is due is sent in one burst,
+        then a sleep of at least 1 ms: a sleep per message would cost the publisher more than
+        the publishing); returns the publishing seconds."""
         start = time.perf_counter()
-        done = 0
-        for m in messages:
-            if rate_points_s:
-                due = start + done / rate_points_s
-                now = time.perf_counter()
-                if due > now:
-                    time.sleep(due - now)
-            while self.bus.outgoing_backlog() > 20_000:  # let paho's socket catch up; never drop
-                time.sleep(0.001)
-            self.bus.publish(m.topic, m.payload, qos=m.qos)
-            done += len(m.lines)
+        points = 0
+        i = 0
+        while i < len(messages):
+            due = (time.perf_counter() - start) * rate_points_s if rate_points_s else float("inf")
+            while i < len(messages) and points <= due:
+                if self.bus.outgoing_backlog() > 20_000:  # let paho's socket catch up; never drop
+                    break
+                m = messages[i]
+                while not self.bus.publish(m.topic, m.payload, qos=m.qos):  # paho's queue of unacknowledged QoS 1 is full
+                    time.sleep(0.001)
+                points += len(m.lines)
+                i += 1
+            if i < len(messages):
+                time.sleep(max(0.001, start + points / rate_points_s - time.perf_counter()) if rate_points_s else 0.001)
         while self.bus.outgoing_backlog():
             time.sleep(0.001)
         return time.perf_counter() - start
@@ -296,9 +306,10 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Phase], dict[str,
         influx.stop()
 
 
-def verdict(paced: Phase, rate: float) -> bool:
+def verdict(paced: Phase) -> bool:
+    """Kept up: nothing lost, a bounded lag and spool, at (nearly) the target rate really offered."""
     return (paced.lost == 0 and paced.lag_s is not None and paced.lag_s <= 2 * FLUSH_S + 1.0
-            and (paced.spool_max_points or 0) <= 2 * BATCH and rate >= TARGET_POINTS_PER_S)
+            and (paced.spool_max_points or 0) <= 2 * BATCH and paced.points_per_s >= 0.97 * TARGET_POINTS_PER_S)
 
 
 def report(phases: list[Phase], info: dict[str, object], args: argparse.Namespace, ok: bool) -> str:
@@ -352,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     info.update(machine())
-    ok = verdict(phases[-1], args.rate)
+    ok = verdict(phases[-1])
     print(report(phases, info, args, ok))
     if args.json:
         document = {"command": " ".join(sys.argv), "settings": vars(args) | {"json": str(args.json)}, "info": info,

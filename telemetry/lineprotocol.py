@@ -1,8 +1,8 @@
 """InfluxDB line protocol, serialized directly.
 
-influxdb-client's `Point` builds the same text (tests check both agree, byte for byte), but it
-costs about ten times as much per point; the sink writes tens of thousands of points a second
-on a Raspberry Pi, so it formats the line itself. The rules are Point's: tags and fields sorted
+influxdb-client's `Point` builds the same text (tests check both agree, byte for byte), but at
+two to three times the cost per point (BENCHMARKS.md); the sink writes tens of thousands of
+points a second, so it formats the line itself. The rules are Point's: tags and fields sorted
 by key, `None` and empty tag values left out, non-finite floats left out, integers suffixed
 `i`, whole floats without the trailing `.0`, and a line with no field is no line at all.
 """
