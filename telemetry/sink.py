@@ -125,7 +125,7 @@ class Sink:
                 self.seal()
                 next_flush = now + self.flush_s
             if now >= retry_at:
-                if self._drain(deadline=None):
+                if self._drain_guarded():
                     backoff = 0.0
                 else:
                     backoff = min(self.retry_max_s, max(RETRY_MIN_S, backoff * 2))
@@ -135,6 +135,16 @@ class Sink:
         if not self._drain(deadline=self._drain_deadline):
             log.warning("stopping with %d points unsent; they stay in the spool for the next start", self.spool.points)
         self.spool.persist()
+
+    def _drain_guarded(self) -> bool:
+        """`_drain`, but a bug of ours (or an exception a library was not expected to raise) is
+        logged and treated as a failed write: the writer thread must never die, or the sink would
+        go on receiving and never write again."""
+        try:
+            return self._drain(deadline=None)
+        except Exception:
+            log.exception("unexpected error while writing; retrying with backoff")
+            return False
 
     def _drain(self, deadline: float | None) -> bool:
         """Send batches, oldest first, until the spool is empty (True) or a write fails (False)."""

@@ -140,6 +140,7 @@ class InfluxV2Writer:
 
     def write(self, body: bytes) -> None:
         from influxdb_client import WritePrecision
+        from influxdb_client.client.exceptions import InfluxDBError
         from influxdb_client.rest import ApiException
 
         try:
@@ -149,6 +150,8 @@ class InfluxV2Writer:
             raise _http_error(int(error.status or 0), text, self.description) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise WriteError(f"{self.description} unreachable: {error}", retryable=True) from None
+        except InfluxDBError as error:  # influxdb-client's own error type: never leak it
+            raise WriteError(f"{self.description}: {type(error).__name__}: {error}", retryable=True) from None
 
     def close(self) -> None:
         self._api.close()
