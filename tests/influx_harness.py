@@ -54,33 +54,37 @@ def _http(method: str, url: str, data: bytes | None = None, timeout_s: float = 1
         return error.code, error.read()
 
 
-class InfluxDB:
-    """`influxd` 1.x with its own config, data and ports under `workdir`."""
+class _Server:
+    """A server process with its files under `workdir`, on a free port, polled until healthy."""
 
-    def __init__(self, workdir: Path, database: str = "edgehive") -> None:
+    name = "server"
+    health = ("/health", 200)
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.database = database
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config = workdir / "influxdb.conf"
-        self.config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), port=self.port, dir=workdir))
-        self.log = workdir / "influxd.log"
+        self.log = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([INFLUXD, "-config", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.proc.poll() is not None or (port_answers(self.port) and _http("GET", self.url + "/ping")[0] == 204),  # type: ignore[union-attr]
-                   30, "influxd to answer /ping")
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        path, status = self.health
+        wait_until(lambda: self.proc.poll() is not None or (port_answers(self.port) and _http("GET", self.url + path)[0] == status),  # type: ignore[union-attr]
+                   30, f"{self.name} to answer {path}")
         if self.proc.poll() is not None:
-            raise RuntimeError(f"influxd failed to start: {self.log.read_text()[-2000:]}")
+            raise RuntimeError(f"{self.name} failed to start: {self.log.read_text()[-2000:]}")
 
     def kill(self) -> None:
-        """SIGKILL, as a crash or a pulled plug; the WAL keeps what was acknowledged."""
+        """SIGKILL, as a crash or a pulled plug."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
@@ -89,9 +93,26 @@ class InfluxDB:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class InfluxDB(_Server):
+    """`influxd` 1.x with its own config, data and ports under `workdir`; after `kill()` its WAL
+    keeps what was acknowledged, and `start()` brings it back on the same ports."""
+
+    name = "influxd"
+    health = ("/ping", 204)
+
+    def __init__(self, workdir: Path, database: str = "edgehive") -> None:
+        super().__init__(workdir)
+        self.database = database
+        self.config = workdir / "influxdb.conf"
+        self.config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), port=self.port, dir=workdir))
+
+    def argv(self) -> list[str]:
+        return [INFLUXD, "-config", str(self.config)]
 
     def create_database(self) -> None:
         self.query(f'CREATE DATABASE "{self.database}"', method="POST")
@@ -119,35 +140,15 @@ class InfluxDB:
         return out
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(_Server):
     """VictoriaMetrics single-node: speaks the InfluxDB v2 write API (`/api/v2/write`)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "victoria-metrics.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+    name = "victoria-metrics"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([VICTORIA_METRICS, f"-httpListenAddr=127.0.0.1:{self.port}",
-                                          f"-storageDataPath={self.workdir / 'data'}", "-loggerLevel=ERROR", "-retentionPeriod=100y",
-                                          "-dedup.minScrapeInterval=1ms"],  # one sample per series and ms: a replay overwrites, as in InfluxDB
-                                         stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.proc.poll() is not None or (port_answers(self.port) and _http("GET", self.url + "/health")[0] == 200),  # type: ignore[union-attr]
-                   30, "victoria-metrics to answer /health")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"victoria-metrics failed to start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
+    def argv(self) -> list[str]:
+        # -dedup.minScrapeInterval: one sample per series and ms, so a replay overwrites, as in InfluxDB.
+        return [VICTORIA_METRICS, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.workdir / 'data'}",
+                "-loggerLevel=ERROR", "-retentionPeriod=100y", "-dedup.minScrapeInterval=1ms"]
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Raw samples of the series matching a Prometheus selector (`/api/v1/export`), after a flush."""
@@ -157,17 +158,17 @@ class VictoriaMetrics:
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-@pytest.fixture
-def influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
-    server = InfluxDB(tmp_path / "influxdb")
+def _running(server: _Server) -> Iterator[_Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
+    yield from _running(InfluxDB(tmp_path / "influxdb"))  # type: ignore[misc]
 
 
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path / "victoria")
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(VictoriaMetrics(tmp_path / "victoria"))  # type: ignore[misc]

@@ -276,77 +276,81 @@ def stored_readings(influx: InfluxDB, sensor: str) -> list[tuple[int, int, float
     return sorted((r["time"], r["seq"], r["value"]) for r in influx.rows(f"SELECT \"value\", \"seq\" FROM \"sensor\" WHERE \"sensor\" = '{sensor}'"))
 
 
-def test_influxdb_killed_for_20_s_loses_no_point_and_duplicates_none(mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str,  # noqa: F811
-                                                                      tmp_path: Path) -> None:
-    fleet = Fleet(mosquitto, prefix, tmp_path)
-    recorder = Recorder(mosquitto.url, prefix)
-    publisher: ReadingPublisher | None = None
-    try:
-        fleet.sink(**sink_env(tmp_path, influxdb.url))
-        wait_subscribed(recorder, in_influx(influxdb))
-        publisher = ReadingPublisher(recorder, "probe")
-        wait_until(lambda: len(publisher.sent) >= 50, 30, "readings flowing")
-        influxdb.kill()
-        first_in_outage = len(publisher.sent)
-        threading.Event().wait(20.0)  # the outage itself: readings keep coming for 20 s while InfluxDB is gone
-        in_outage = len(publisher.sent) - first_in_outage
-        influxdb.start()
-        probe = "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" = 'probe'"
-        wait_until(lambda: count(influxdb, probe) > first_in_outage + in_outage, 60, "the spool replayed")
+@pytest.fixture
+def readings(recorder: Recorder) -> Iterator[Callable[..., ReadingPublisher]]:
+    """Start reading publishers on the test's recorder; every one is stopped at the end."""
+    started: list[ReadingPublisher] = []
+
+    def start(sensor: str, rate_hz: float = 50.0) -> ReadingPublisher:
+        started.append(ReadingPublisher(recorder, sensor, rate_hz))
+        return started[-1]
+
+    yield start
+    for publisher in started:
         publisher.stop()
-        expected = publisher.expected()
-        wait_until(lambda: count(influxdb, probe) >= len(expected), 60, "every reading stored")
-        assert in_outage >= 500
-        assert stored_readings(influxdb, "probe") == expected, "every reading exactly once, at its own time, with its value"
-        [sink] = influxdb.rows('SELECT max("write_failures") AS "failures", max("spool_points") AS "spooled", max("spool_dropped_points") AS "dropped" FROM "sink"')
-        assert sink["failures"] > 0 and sink["spooled"] > 0 and sink["dropped"] == 0
-        wait_until(lambda: not list((tmp_path / "spool").glob("*.lp")), 20, "the spool on disk emptied")
-        log = fleet.log("sink")
-        assert "points wait in the spool" in log and "is back after" in log and "Traceback" not in log
-    finally:
-        if publisher is not None:
-            publisher.stop()
-        fleet.stop_all()
-        recorder.close()
 
 
+mosquitto_only = pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)  # the sink's guarantees do not depend on the broker
+
+
+@mosquitto_only
+def test_influxdb_killed_for_20_s_loses_no_point_and_duplicates_none(fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher],
+                                                                      influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+    fleet.sink(**sink_env(tmp_path, influxdb.url))
+    wait_subscribed(recorder, in_influx(influxdb))
+    publisher = readings("probe")
+    wait_until(lambda: len(publisher.sent) >= 50, 30, "readings flowing")
+    influxdb.kill()
+    first_in_outage = len(publisher.sent)
+    threading.Event().wait(20.0)  # the outage itself: readings keep coming for 20 s while InfluxDB is gone
+    in_outage = len(publisher.sent) - first_in_outage
+    influxdb.start()
+    probe = "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" = 'probe'"
+    wait_until(lambda: count(influxdb, probe) > first_in_outage + in_outage, 60, "the spool replayed")
+    publisher.stop()
+    expected = publisher.expected()
+    wait_until(lambda: count(influxdb, probe) >= len(expected), 60, "every reading stored")
+    assert in_outage >= 500
+    assert stored_readings(influxdb, "probe") == expected, "every reading exactly once, at its own time, with its value"
+    [sink] = influxdb.rows('SELECT max("write_failures") AS "failures", max("spool_points") AS "spooled", max("spool_dropped_points") AS "dropped" FROM "sink"')
+    assert sink["failures"] > 0 and sink["spooled"] > 0 and sink["dropped"] == 0
+    wait_until(lambda: not list((tmp_path / "spool").glob("*.lp")), 20, "the spool on disk emptied")
+    log = fleet.log("sink")
+    assert "points wait in the spool" in log and "is back after" in log and "Traceback" not in log
+
+
+@mosquitto_only
 def test_a_sink_stopped_while_influxdb_is_down_hands_its_spool_and_its_mqtt_queue_to_the_next_one(
-        mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str, tmp_path: Path) -> None:  # noqa: F811
+        fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher], influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
     """Spooled points survive a SIGTERM (moved to disk) and QoS 1 messages published while no sink
     runs are queued by Mosquitto for the sink's persistent session."""
-    fleet = Fleet(mosquitto, prefix, tmp_path)
-    recorder = Recorder(mosquitto.url, prefix)
-    try:
-        env = sink_env(tmp_path, influxdb.url)
-        fleet.sink(**env)
-        wait_subscribed(recorder, in_influx(influxdb))
-        influxdb.kill()
-        publisher = ReadingPublisher(recorder, "probe", rate_hz=100)
-        wait_until(lambda: len(publisher.sent) >= 100, 10, "100 readings")
-        publisher.stop()
-        wait_until(lambda: b"seq" in b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("*.lp")) or fleet.log("sink").count("points wait") > 0,
-                   10, "the sink failing to write")
-        fleet.kill("sink", signal.SIGTERM)
-        assert list((tmp_path / "spool").glob("*.lp")), "the stopped sink left its points on disk"
-        while_down = ReadingPublisher(recorder, "probe-2", rate_hz=100)
-        wait_until(lambda: len(while_down.sent) >= 50, 10, "50 readings with no sink running")
-        while_down.stop()
-        influxdb.start()
-        fleet.sink(**env)
-        expected = publisher.expected() + while_down.expected()
-        wait_until(lambda: count(influxdb, "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" =~ /^probe/") >= len(expected), 30,
-                   "every reading stored")
-        assert stored_readings(influxdb, "probe") == publisher.expected()
-        assert stored_readings(influxdb, "probe-2") == while_down.expected()
-    finally:
-        fleet.stop_all()
-        recorder.close()
+    env = sink_env(tmp_path, influxdb.url)
+    fleet.sink(**env)
+    wait_subscribed(recorder, in_influx(influxdb))
+    influxdb.kill()
+    publisher = readings("probe", rate_hz=100)
+    wait_until(lambda: len(publisher.sent) >= 100, 10, "100 readings")
+    publisher.stop()
+    wait_until(lambda: "points wait in the spool" in fleet.log("sink"), 10, "the sink failing to write")
+    fleet.kill("sink", signal.SIGTERM)
+    assert list((tmp_path / "spool").glob("*.lp")), "the stopped sink left its points on disk"
+    while_down = readings("probe-2", rate_hz=100)
+    wait_until(lambda: len(while_down.sent) >= 50, 10, "50 readings with no sink running")
+    while_down.stop()
+    influxdb.start()
+    fleet.sink(**env)
+    expected = publisher.expected() + while_down.expected()
+    wait_until(lambda: count(influxdb, "SELECT count(\"value\") FROM \"sensor\" WHERE \"sensor\" =~ /^probe/") >= len(expected), 30,
+               "every reading stored")
+    assert stored_readings(influxdb, "probe") == publisher.expected()
+    assert stored_readings(influxdb, "probe-2") == while_down.expected()
 
 
-def test_at_the_spool_bound_the_oldest_points_are_dropped_counted_and_reported(mosquitto: MosquittoBroker, prefix: str, tmp_path: Path) -> None:
+@mosquitto_only
+def test_at_the_spool_bound_the_oldest_points_are_dropped_counted_and_reported(broker: MosquittoBroker, recorder: Recorder, prefix: str,
+                                                                                tmp_path: Path) -> None:
     server = InfluxDB(tmp_path / "influxdb")  # not started yet: its port refuses connections
-    recorder = Recorder(mosquitto.url, prefix)
-    bus = MqttBus(MqttUrl.parse(mosquitto.url), Topics(prefix), f"sink-bound-{uuid.uuid4().hex[:6]}", source="sink:bound")
+    bus = MqttBus(MqttUrl.parse(broker.url), Topics(prefix), f"sink-bound-{uuid.uuid4().hex[:6]}", source="sink:bound")
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20, memory_max_bytes=256 << 10)
     sink = Sink(bus, InfluxV1Writer(server.url, "edgehive"), spool, node="bound", batch_size=1000, flush_s=0.1, retry_max_s=0.5, stats_s=3600)
     bus.start()
@@ -368,60 +372,50 @@ def test_at_the_spool_bound_the_oldest_points_are_dropped_counted_and_reported(m
     finally:
         sink.stop()
         bus.stop()
-        recorder.close()
         server.stop()
 
 
 # -- the other write paths --------------------------------------------------------------------
 
 
-def test_the_v2_write_api_path_stores_points_in_victoria_metrics(mosquitto: MosquittoBroker, victoria: VictoriaMetrics, prefix: str,  # noqa: F811
+@mosquitto_only
+def test_the_v2_write_api_path_stores_points_in_victoria_metrics(fleet: Fleet, recorder: Recorder, victoria: VictoriaMetrics,  # noqa: F811
                                                                  tmp_path: Path) -> None:
-    fleet = Fleet(mosquitto, prefix, tmp_path)
-    recorder = Recorder(mosquitto.url, prefix)
-    try:
-        fleet.sink(**sink_env(tmp_path, victoria.url, EDGEHIVE_INFLUX_TOKEN="edgehive-test-token", EDGEHIVE_INFLUX_ORG="edgehive",
-                              EDGEHIVE_INFLUX_BUCKET="edgehive"))  # version auto: a token means the v2 API
-        t0 = time.time() - 5
-        beats = [{"v": 1, "node": "vm-1", "boot_id": "b1", "seq": i, "ts": t0 + i * 0.05, "cpu_pct": float(i), "mem_pct": 50.0,
-                  "in_flight": 0, "queued": 0, "jobs_done": i, "jobs_failed": 0} for i in range(20)]
+    fleet.sink(**sink_env(tmp_path, victoria.url, EDGEHIVE_INFLUX_TOKEN="edgehive-test-token", EDGEHIVE_INFLUX_ORG="edgehive",
+                          EDGEHIVE_INFLUX_BUCKET="edgehive"))  # version auto: a token means the v2 API
+    t0 = time.time() - 5
+    beats = [{"v": 1, "node": "vm-1", "boot_id": "b1", "seq": i, "ts": t0 + i * 0.05, "cpu_pct": float(i), "mem_pct": 50.0,
+              "in_flight": 0, "queued": 0, "jobs_done": i, "jobs_failed": 0} for i in range(20)]
 
-        def samples() -> list[tuple[int, float]]:
-            [series] = victoria.export('heartbeat_cpu_pct{node="vm-1"}') or [{"timestamps": [], "values": []}]
-            return sorted(zip(series["timestamps"], series["values"]))
+    def samples() -> list[tuple[int, float]]:
+        [series] = victoria.export('heartbeat_cpu_pct{node="vm-1"}') or [{"timestamps": [], "values": []}]
+        return sorted(zip(series["timestamps"], series["values"]))
 
-        # VictoriaMetrics can only answer once the sink is subscribed: publish until the first beat is there.
-        wait_until(lambda: recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beats[0])) or samples(), 30, "the first heartbeat")
-        for beat in beats[1:]:
-            recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beat))
-        wait_until(lambda: len(samples()) == 20, 30, "20 heartbeats in VictoriaMetrics")
-        assert samples() == [(stamp(b["ts"]) // 1_000_000, b["cpu_pct"]) for b in beats]  # stored in ms
-        assert "Traceback" not in fleet.log("sink")
-    finally:
-        fleet.stop_all()
-        recorder.close()
+    # Publish the first beat until it is there: from then on the sink is subscribed. Replays of
+    # that beat are the same point (same series and time), so there are still 20 in the end.
+    wait_until(lambda: recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beats[0])) or samples(), 30, "the first heartbeat")
+    for beat in beats[1:]:
+        recorder.publish("nodes/vm-1/heartbeat", orjson.dumps(beat))
+    wait_until(lambda: len(samples()) == 20, 30, "20 heartbeats in VictoriaMetrics")
+    assert samples() == [(stamp(b["ts"]) // 1_000_000, b["cpu_pct"]) for b in beats]  # stored in ms
+    assert "Traceback" not in fleet.log("sink")
 
 
-def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(mosquitto: MosquittoBroker, influxdb: InfluxDB, prefix: str,  # noqa: F811
-                                                                              tmp_path: Path) -> None:
-    fleet = Fleet(mosquitto, prefix, tmp_path)
-    recorder = Recorder(mosquitto.url, prefix)
+@mosquitto_only
+def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher],
+                                                                              influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
     file = tmp_path / "telemetry.lp"
-    try:
-        fleet.sink(**sink_env(tmp_path))  # no URL: the file
-        wait_subscribed(recorder, lambda: file.exists() and b"sensor=ready" in file.read_bytes())
-        publisher = ReadingPublisher(recorder, "t1", rate_hz=100)
-        wait_until(lambda: len(publisher.sent) >= 30, 10, "30 readings")
-        publisher.stop()
-        wait_until(lambda: file.read_bytes().count(b"sensor,quantity=temperature,sensor=t1,") == len(publisher.sent), 20, "every reading in the file")
-        influxdb.create_database()
-        request = urllib.request.Request(f"{influxdb.url}/write?db=edgehive", data=file.read_bytes(), method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 204
-        assert stored_readings(influxdb, "t1") == publisher.expected()
-    finally:
-        fleet.stop_all()
-        recorder.close()
+    fleet.sink(**sink_env(tmp_path))  # no URL: the file
+    wait_subscribed(recorder, lambda: file.exists() and b"sensor=ready" in file.read_bytes())
+    publisher = readings("t1", rate_hz=100)
+    wait_until(lambda: len(publisher.sent) >= 30, 10, "30 readings")
+    publisher.stop()
+    wait_until(lambda: file.read_bytes().count(b"sensor,quantity=temperature,sensor=t1,") == len(publisher.sent), 20, "every reading in the file")
+    influxdb.create_database()
+    request = urllib.request.Request(f"{influxdb.url}/write?db=edgehive", data=file.read_bytes(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+    assert stored_readings(influxdb, "t1") == publisher.expected()
 
 
 def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
