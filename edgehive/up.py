@@ -32,6 +32,7 @@ class UpSettings(CommonSettings):
     listen: str = Field("", description="host:port for the embedded broker (default: host and port of mqtt_url)")
     status_every_s: float = Field(2.0, ge=0, description="Seconds between live status tables in `edgehive up` (0: none)")
     demo_camera: str = Field("demo", description="Source of the camera `edgehive up` starts (demo: the bundled photos; empty: no camera)")
+    sink: bool = Field(True, description="Start the telemetry sink (InfluxDB at EDGEHIVE_INFLUX_URL, else a line-protocol file)")
     demo_sensors: bool = Field(True, description="Start the demo sensors (three thermometers and an IMU) and fuse them in groups room and motion")
 
 
@@ -74,6 +75,9 @@ def run_up(settings: UpSettings) -> int:
         children.append(_child(["sensor"], dict(env, EDGEHIVE_SENSOR="demo", EDGEHIVE_SENSOR_TYPE="demo",
                                                 EDGEHIVE_SENSOR_RATE_HZ=os.environ.get("EDGEHIVE_SENSOR_RATE_HZ", "20"))))
 
+    if settings.sink:
+        children.append(_child(["sink"], dict(env, EDGEHIVE_NODE_ID=f"{settings.node_id}-sink")))
+
     topics = Topics(settings.prefix)
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
           f"{settings.agents} agent(s), prefix {settings.prefix}")
@@ -86,6 +90,10 @@ def run_up(settings: UpSettings) -> int:
     if settings.demo_sensors:
         print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/fusion/#' -v")
         print(f"  reading: mosquitto_pub -h {url.host} -p {url.port} -t '{settings.prefix}/sensors/demo-t1/temperature' -m 21.5")
+    if settings.sink:
+        influx = os.environ.get("EDGEHIVE_INFLUX_URL")
+        where = f"InfluxDB at {influx}" if influx else f"line protocol in {os.environ.get('EDGEHIVE_TELEMETRY_FILE', '.edgehive/telemetry.lp')}"
+        print(f"  telemetry: sink → {where} (docs/TELEMETRY.md; Grafana dashboards in grafana/)")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
 
     stop = threading.Event()

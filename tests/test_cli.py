@@ -33,7 +33,8 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
     env.update(EDGEHIVE_MQTT_URL=f"mqtt://127.0.0.1:{port}", EDGEHIVE_HEARTBEAT_S="0.3", EDGEHIVE_NODE_ID="laptop",
-               EDGEHIVE_STATE_DIR=str(tmp_path / "state"), EDGEHIVE_STATS_INTERVAL_S="0.3")
+               EDGEHIVE_STATE_DIR=str(tmp_path / "state"), EDGEHIVE_STATS_INTERVAL_S="0.3",
+               EDGEHIVE_TELEMETRY_FILE=str(tmp_path / "telemetry.lp"), EDGEHIVE_SINK_FLUSH_S="0.2")
     up = subprocess.Popen([*CLI, "up", "--agents", "2", "--status-every-s", "0.5"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -74,6 +75,9 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
     assert up.returncode == 0, err
     assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out and "results/fusion/#" in out
     assert "laptop-1" in out and "nodes: 2 online" in out
+    # The sink wrote what happened as line protocol (no InfluxDB configured).
+    measurements = {line.split(",", 1)[0].split(" ", 1)[0] for line in (tmp_path / "telemetry.lp").read_text().splitlines()}
+    assert {"heartbeat", "job", "vision", "fusion", "orientation", "sensor", "coordinator"} <= measurements, measurements
     assert re.search(r"fusion: motion \d+/\d+ fused, room \d+/\d+ fused", out), out[-2000:]
     assert re.search(r"frames: demo [1-9]\d*/\d+ done", out), "the live status never showed the demo camera's frames"
     assert "Traceback" not in err
