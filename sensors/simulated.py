@@ -48,11 +48,13 @@ class TemperatureTruth:
 
 
 class Faults(BaseModel):
-    """Faults to inject: stuck from `stuck_from` s (at `stuck_value`, or frozen), and spikes."""
+    """Faults to inject: stuck from `stuck_from` s until `stuck_until` (at `stuck_value`, or
+    frozen), and spikes (only while not stuck: a frozen driver repeats itself exactly)."""
 
     model_config = _CONFIG
 
     stuck_from: float | None = None
+    stuck_until: float | None = None
     stuck_value: float | None = None
     spike_probability: float = Field(default=0.0, ge=0, le=1)
     spike_magnitude: float = Field(default=0.0, ge=0)
@@ -90,7 +92,7 @@ class SimulatedSensor:
         sign = 1.0 if self._rng.random() < 0.5 else -1.0
         if dropped:
             return None
-        if faults.stuck_from is not None and t >= faults.stuck_from:
+        if faults.stuck_from is not None and t >= faults.stuck_from and (faults.stuck_until is None or t < faults.stuck_until):
             if faults.stuck_value is not None:
                 return faults.stuck_value
             return self._truth(faults.stuck_from) + spec.bias + spec.drift_per_s * faults.stuck_from

@@ -81,16 +81,27 @@ def test_fused_estimate_beats_the_best_single_sensor() -> None:
         assert 0.5 < math.sqrt(learned[name].noise_var) / std < 1.5, f"{name}: noise learned badly"
 
 
-@pytest.mark.parametrize("fault", ["stuck", "spiking"])
+@pytest.mark.parametrize("fault", ["stuck", "spiking", "stuck_then_spiking"])
 def test_a_faulty_sensor_is_rejected_and_does_not_hurt(fault: str) -> None:
     # The best sensor fails: if it were still fused, it would drag the estimate the most.
-    faults = {"stuck": Faults(stuck_from=80.0), "spiking": Faults(spike_probability=0.1, spike_magnitude=5.0)}[fault]
+    faults = {
+        "stuck": Faults(stuck_from=80.0),
+        "spiking": Faults(spike_probability=0.1, spike_magnitude=5.0),
+        "stuck_then_spiking": Faults(stuck_from=60.0, stuck_until=140.0, spike_probability=0.1, spike_magnitude=5.0),
+    }[fault]
     faulty, _, outputs = _run(_specs({"t-good": faults}))
     without, _, _ = _run([s for s in _specs() if s.sensor != "t-good"])
     print(f"\n{fault}: fused RMSE {faulty:.4f} with the faulty sensor, {without:.4f} without it")
-    reason = {"stuck": "stuck", "spiking": "gated"}[fault]
+    reason = {"stuck": "stuck", "spiking": "gated", "stuck_then_spiking": "stuck"}[fault]
     windows = _rejected(outputs, "t-good", reason)
-    if fault == "stuck":
+    if fault == "stuck_then_spiking":
+        # Stuck (it never moves) from 60 s to 140 s, then alive again but spiking: rejected as
+        # stuck while stuck, fused again once it moves, its spikes gated.
+        assert windows and windows[0] <= 62 and all(60 <= i < 141 for i in windows), windows
+        gated_after = [i for i in _rejected(outputs, "t-good", "gated") if i >= 141]
+        assert len(gated_after) > 0.3 * (WINDOWS - 141), "spikes after the thaw were not gated"
+        assert sum("t-good" in out.used for out in outputs[145:]) > 0.9 * (WINDOWS - 145), "the thawed sensor was not fused again"
+    elif fault == "stuck":
         assert windows and windows[0] <= 82, "the stuck sensor was not caught soon after it stuck"
         assert windows == list(range(windows[0], WINDOWS)), "a stuck sensor must stay rejected"
         assert all(i >= 80 for i in windows), "rejected before it stuck"
