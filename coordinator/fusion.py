@@ -117,6 +117,8 @@ class FusionWindows:
         self.failed: Counter[str] = Counter()
         self.overflow: Counter[str] = Counter()
         self.late: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()  # per sensor: sequence numbers never received
+        self._last_seq: dict[tuple[str, str], int] = {}
         self._refused: list[tuple[str, int, int]] = []
         self._waiting = 0  # windows waiting across all groups (checked on every reading)
         self._state_path = state_path
@@ -134,7 +136,10 @@ class FusionWindows:
     def add(self, sensor: str, quantity: str, reading: SensorReading | ImuReading, ts: float) -> list[str]:
         """File one reading (stamped `ts`) into each group that wants it; returns why any group refused it."""
         problems: list[str] = []
-        for group in self.wants(sensor, quantity):
+        groups = self.wants(sensor, quantity)
+        if groups and reading.seq is not None:
+            self._count_gap(sensor, quantity, reading.seq)
+        for group in groups:
             if isinstance(reading, SensorReading) and reading.unit != canonical_unit(group.config.quantity, reading.unit):
                 problems.append(f"group {group.name}: unit {reading.unit} does not match")
                 continue
@@ -142,6 +147,17 @@ class FusionWindows:
             if problem is not None:
                 problems.append(f"group {group.name}: {problem}")
         return problems
+
+    def _count_gap(self, sensor: str, quantity: str, seq: int) -> None:
+        """Readings a sensor numbered but that never arrived (dropouts, QoS 0 losses). A sequence
+        that goes back means the sensor restarted: counting starts over, nothing is missing."""
+        key = (sensor, quantity)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = seq
+        if last is not None and seq > last + 1:
+            self.missing[sensor] += seq - last - 1
+        else:
+            self.missing[sensor] += 0  # every numbered sensor shows, at 0 while nothing is missing
 
     def _file(self, group: Group, row: list[Any], ts: float) -> str | None:
         config = group.config
@@ -301,7 +317,7 @@ class FusionWindows:
         return {
             "fusion_queued": self.waiting_count(), "fusion_readings": dict(self.readings), "fusion_windows": dict(self.closed),
             "fusion_fused": dict(self.fused), "fusion_failed": dict(self.failed), "fusion_overflow": dict(self.overflow),
-            "fusion_late": dict(self.late),
+            "fusion_late": dict(self.late), "sensor_missing": dict(self.missing),
         }
 
 

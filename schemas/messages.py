@@ -243,6 +243,7 @@ class CoordinatorStats(Message):
     fusion_failed: dict[str, int] = Field(default_factory=dict, description="Windows whose job FAILED (the prior carries over), per group")
     fusion_overflow: dict[str, int] = Field(default_factory=dict, description="Windows or readings refused at a bound, per group")
     fusion_late: dict[str, int] = Field(default_factory=dict, description="Readings older than an already closed window, per group")
+    sensor_missing: dict[str, int] = Field(default_factory=dict, description="Readings a fused sensor numbered (seq) that never arrived, per sensor")
 
 
 MODELS: dict[str, type[Message]] = {

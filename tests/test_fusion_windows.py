@@ -127,3 +127,14 @@ def test_groups_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "groups.json"
     path.write_text('{"room": {"quantity": "temperature", "sensors": ["t1"]}}')
     assert parse_groups(str(path))["room"].sensors == ["t1"]
+
+
+def test_sequence_gaps_count_missing_readings_per_sensor_and_a_restart_is_not_a_gap() -> None:
+    fw = windows(room=GroupConfig(quantity="temperature", window_s=60.0))
+    for seq in (1, 2, 5, 6, 1, 2, 4):  # 3 and 4 lost; the sensor restarts at 1; 3 lost
+        fw.add("t1", "temperature", SensorReading(value=20.0, unit="°C", seq=seq), 10.0)
+    fw.add("t2", "temperature", SensorReading(value=20.0, unit="°C", seq=9), 10.0)
+    fw.add("t3", "temperature", temp(20.0), 10.0)  # not numbered: nothing to count
+    fw.add("h1", "humidity", SensorReading(value=40.0, unit="%", seq=1), 10.0)  # no group wants it
+    fw.add("h1", "humidity", SensorReading(value=40.0, unit="%", seq=9), 10.0)
+    assert fw.stats()["sensor_missing"] == {"t1": 3, "t2": 0}
