@@ -38,6 +38,7 @@ from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
 from . import scheduler
 from .frames import Frame, FrameRouter
+from .discovery import discovery_messages
 from .fusion import FUSION_KIND, FusionWindows
 from .jobs import FinishedJobs, JobQueue, JobRecord
 from .journal import JobJournal
@@ -539,6 +540,9 @@ class Coordinator:
 
     def _birth(self) -> None:
         self.bus.publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
+        if self.settings.ha_discovery_prefix:
+            for topic, config in discovery_messages(self.settings.ha_discovery_prefix, self.topics, self.settings.fusion_group_map):
+                self.bus.publish(topic, config, qos=1, retain=True)
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._recover()
