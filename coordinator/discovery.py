@@ -1,5 +1,6 @@
-"""Home Assistant MQTT discovery for fused estimates: each sensor group appears in Home Assistant
-as sensors of one `edgehive` device, with no YAML written by anyone.
+"""Home Assistant MQTT discovery: each sensor group's fused estimate, and each camera's annotated
+snapshot and object count, appear in Home Assistant as entities of one `edgehive` device, with
+no YAML written by anyone.
 
 Pi fleets that fuse room sensors usually end in Home Assistant, and its MQTT integration reads
 retained configs under `homeassistant/<component>/<object id>/config` (Zigbee2MQTT and Frigate
@@ -28,10 +29,31 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
 
 
+def _device(topics: Topics) -> dict[str, Any]:
+    return {"identifiers": [f"edgehive_{_slug(topics.prefix)}"], "name": f"edgehive {topics.prefix}", "manufacturer": "edgehive", "model": "edge AI fleet"}
+
+
+def camera_messages(ha_prefix: str, topics: Topics, camera: str) -> list[tuple[str, bytes]]:
+    """A camera's annotated snapshot (`snapshots/{camera}`, a JPEG) and its objects per frame."""
+    uid = f"edgehive_{_slug(topics.prefix)}_{_slug(camera)}"
+    common = {"availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline",
+              "device": _device(topics)}
+    snapshot = {"name": f"{camera} detections", "unique_id": f"{uid}_snapshot", "object_id": f"{uid}_snapshot",
+                "topic": topics.snapshot(camera), **common}
+    objects = {"name": f"{camera} objects", "unique_id": f"{uid}_objects", "object_id": f"{uid}_objects",
+               "state_topic": topics.result("detections", camera), "state_class": "measurement", "unit_of_measurement": "objects",
+               "value_template": "{% if value_json.ok %}{{ value_json.output.detections | length }}{% else %}{{ this.state }}{% endif %}",
+               "json_attributes_topic": topics.result("detections", camera),
+               "json_attributes_template": "{% if value_json.ok %}{{ {'labels': value_json.output.detections | map(attribute='label') | list, "
+                                           "'model': value_json.output.model, 'node': value_json.node} | tojson }}{% else %}{}{% endif %}",
+               **common}
+    return [(f"{ha_prefix}/camera/{uid}_snapshot/config", orjson.dumps(snapshot)), (f"{ha_prefix}/sensor/{uid}_objects/config", orjson.dumps(objects))]
+
+
 def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupConfig]) -> list[tuple[str, bytes]]:
     """(topic, retained config) for every entity of every group."""
     fleet = _slug(topics.prefix)
-    device = {"identifiers": [f"edgehive_{fleet}"], "name": f"edgehive {topics.prefix}", "manufacturer": "edgehive", "model": "sensor fusion"}
+    device = _device(topics)
     out: list[tuple[str, bytes]] = []
     for name, group in sorted(groups.items()):
         state_topic = topics.result("fusion", name)

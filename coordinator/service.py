@@ -37,8 +37,8 @@ from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_sta
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
 from . import scheduler
+from .discovery import camera_messages, discovery_messages
 from .frames import Frame, FrameRouter
-from .discovery import discovery_messages
 from .fusion import FUSION_KIND, FusionWindows
 from .jobs import FinishedJobs, JobQueue, JobRecord
 from .journal import JobJournal
@@ -70,7 +70,7 @@ class Coordinator:
         self._run_id = uuid.uuid4().hex[:8]
         self._frame_seq = 0
         self._pump_wanted = False
-        self.counters = dict(submitted=0, done=0, failed=0, retried=0, rejected=0, duplicates=0)
+        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
         self.journal = JobJournal(journal_path)
         fusion_path = journal_path.with_name(journal_path.name.replace("jobs-", "fusion-").replace(".jsonl", ".json")) if journal_path else None
@@ -166,8 +166,16 @@ class Coordinator:
 
     def _on_frame(self, topic: str, frame: Frame) -> None:
         with self._lock:
+            new_camera = frame.camera not in self.frames.received
             self.frames.offer(frame)
             self._pump_wanted = True
+        if new_camera and self.settings.ha_discovery_prefix:
+            self._announce_camera(frame.camera)
+
+    def _announce_camera(self, camera: str) -> None:
+        """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""
+        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera):
+            self.bus.publish(topic, config, qos=1, retain=True)
 
     # -- state publishing --------------------------------------------------------------------
 
@@ -543,6 +551,10 @@ class Coordinator:
         if self.settings.ha_discovery_prefix:
             for topic, config in discovery_messages(self.settings.ha_discovery_prefix, self.topics, self.settings.fusion_group_map):
                 self.bus.publish(topic, config, qos=1, retain=True)
+            with self._lock:
+                cameras = list(self.frames.received)
+            for camera in cameras:  # after a reconnect, in case the broker lost its retained messages
+                self._announce_camera(camera)
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._recover()

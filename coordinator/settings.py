@@ -24,7 +24,7 @@ class CoordinatorSettings(CommonSettings):
     fusion_window_max_readings: int = Field(10000, ge=1, description="Readings one window holds; more are refused on errors and counted")
     fusion_grace_s: float = Field(0.25, ge=0, description="How long a time window stays open past its end for late readings")
     sensor_max_future_s: float = Field(5.0, ge=0, description="Readings stamped further ahead of the coordinator's clock are refused (clock skew)")
-    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant MQTT discovery prefix: fused estimates appear as sensors ('' to disable)")
+    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant MQTT discovery prefix: fused estimates and cameras appear as entities ('' to disable)")
     sensor_max_age_s: float = Field(300.0, gt=0, description="Readings stamped longer ago are refused as stale")
 
     @property

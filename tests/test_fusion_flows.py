@@ -213,21 +213,3 @@ def test_a_batch_of_readings_in_one_message_is_fused_and_a_bad_element_refuses_i
     reasons = [e["reason"] for e in recorder.json("errors") if e["topic"].endswith("/sensors/t1/temperature")]
     assert any("reading 1 of the batch" in r and "'K'" in r for r in reasons), reasons
 
-
-def test_fused_groups_are_announced_to_home_assistant_by_mqtt_discovery(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
-    spec = orjson.dumps({"room": {"quantity": "temperature"}, "motion": {"quantity": "imu", "window_count": 10}}).decode()
-    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=spec)
-    wait_until(lambda: any(s.get("raw") == "online" for s in recorder.json("coordinator/status")), 20, "the coordinator")
-    # Retained: they arrive as soon as the real mosquitto_sub subscribes.
-    out = subprocess.run(["mosquitto_sub", "-p", str(fleet.broker.port), "-t", "homeassistant/#", "-v", "-C", "4", "-W", "15"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    configs = dict(line.split(" ", 1) for line in out.splitlines())
-    by_name = {orjson.loads(c)["name"]: orjson.loads(c) for c in configs.values()}
-    assert set(by_name) == {"room temperature", "motion roll", "motion pitch", "motion yaw"}
-    room = by_name["room temperature"]
-    assert room["state_topic"] == f"{prefix}/results/fusion/room" and room["unit_of_measurement"] == "°C"
-    assert room["device_class"] == "temperature" and room["state_class"] == "measurement" and "output.estimate" in room["value_template"]
-    assert room["availability_topic"] == f"{prefix}/coordinator/status" and room["json_attributes_topic"] == room["state_topic"]
-    assert by_name["motion pitch"]["state_topic"] == f"{prefix}/results/fusion/motion" and "output.pitch" in by_name["motion pitch"]["value_template"]
-    assert len({c["unique_id"] for c in by_name.values()}) == 4 and len({str(c["device"]) for c in by_name.values()}) == 1
-    assert all(topic == f"homeassistant/sensor/{orjson.loads(c)['unique_id']}/config" for topic, c in configs.items())
