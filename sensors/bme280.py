@@ -142,7 +142,7 @@ def open_bme280(bus_number: int, address: int) -> Bme280:
     except FileNotFoundError:
         raise Bme280Error(
             f"I²C bus {bus_number} not found (/dev/i2c-{bus_number}): enable I²C (raspi-config, or dtparam=i2c_arm=on; "
-            "on balena set the device configuration variable RESIN_HOST_CONFIG_dtparam to \"i2c_arm=on\") and give the container the device"
+            "on balena set the configuration variable BALENA_HOST_CONFIG_dtparam to \"i2c_arm=on\") and give the container the device"
         ) from None
     except PermissionError:
         raise Bme280Error(f"no permission to open /dev/i2c-{bus_number}: add the user to the i2c group") from None
