@@ -18,22 +18,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import orjson
 from pydantic import Field, field_validator, model_validator
 
 from edgehive.bus import BusError, MqttBus
-from edgehive.schemas import Topics
+from edgehive.schemas import TopicError, Topics
 from edgehive.schemas.sensors import IMU_QUANTITY, UNITS
 from edgehive.settings import CommonSettings
 
 from .bme280 import Bme280Error, open_bme280
+from .ds18b20 import Ds18b20Error, Probe, find_probes
 from .simulated import Faults, ImuSpec, ImuTrajectory, LiveTruth, SensorSpec, SimulatedImu, SimulatedSensor
 
 log = logging.getLogger(__name__)
 
-SensorType = Literal["temperature", "humidity", "pressure", "imu", "bme280", "demo"]
+SensorType = Literal["temperature", "humidity", "pressure", "imu", "bme280", "ds18b20", "demo"]
 
 # The simulated world: what each quantity's truth looks like.
 TRUTHS: dict[str, tuple[float, float, float]] = {"temperature": (21.0, 2.0, 600.0), "humidity": (45.0, 5.0, 900.0), "pressure": (1013.0, 1.5, 1800.0)}
@@ -43,7 +45,7 @@ class SensorSettings(CommonSettings):
     """Settings of `edgehive sensor` (each an `EDGEHIVE_*` variable and a command-line option)."""
 
     sensor: str = Field("", description="Sensor id, the {sensor} level of sensors/{sensor}/{quantity} (default: the node id)")
-    sensor_type: SensorType = Field("temperature", description="temperature, humidity, pressure or imu (simulated), bme280 (real, I2C), or demo (a ready-made set)")
+    sensor_type: SensorType = Field("temperature", description="temperature, humidity, pressure or imu (simulated), bme280 (I2C) or ds18b20 (1-Wire) (real), or demo (a ready-made set)")
     sensor_rate_hz: float = Field(10.0, gt=0, le=1000, description="Readings per second")
     sensor_noise_std: float = Field(0.3, ge=0, description="Simulated white noise (standard deviation, in the quantity's unit)")
     sensor_bias: float = Field(0.0, description="Simulated constant offset")
@@ -55,6 +57,7 @@ class SensorSettings(CommonSettings):
     sensor_seed: int = Field(0, description="Seed of the simulated noise (the truth is shared by all simulated sensors)")
     sensor_batch: int = Field(1, ge=1, le=1000, description="Readings per message: above 1, a JSON array (saves messages for fast sensors such as an IMU)")
     sensor_duration_s: float = Field(0.0, ge=0, description="Stop after this many seconds (0: run until stopped)")
+    w1_devices_dir: str = Field("/sys/bus/w1/devices", description="Where the kernel lists 1-Wire devices (DS18B20 probes are 28-*)")
     i2c_bus: int = Field(1, ge=0, description="I2C bus of the BME280 (/dev/i2c-N)")
     i2c_address: str = Field("0x76", description="I2C address of the BME280 (0x76 or 0x77)")
 
@@ -135,6 +138,21 @@ def bme280_channels(settings: SensorSettings) -> list[Channel]:
     return [Channel(settings.sensor, q, reader(q)) for q in ("temperature", "pressure", "humidity")]
 
 
+def ds18b20_channels(settings: SensorSettings) -> list[Channel]:
+    """One channel per probe: the sensor id itself for a single probe, `{sensor}-{serial}` for several."""
+    probes = find_probes(Path(settings.w1_devices_dir))
+
+    def reader(probe: Probe) -> Callable[[float, float], dict[str, object] | None]:
+        def read(now: float, elapsed: float) -> dict[str, object] | None:
+            value = probe.read_c()
+            return None if value is None else {"value": value, "unit": UNITS["temperature"][0]}
+
+        return read
+
+    single = len(probes) == 1
+    return [Channel(settings.sensor if single else f"{settings.sensor}-{p.serial}", "temperature", reader(p)) for p in probes]
+
+
 def demo_channels(settings: SensorSettings) -> list[Channel]:
     """`{sensor}-t1..t3`: good, fair and poor thermometers (t3 also spikes), and `{sensor}-imu`."""
     base = settings.sensor
@@ -160,6 +178,8 @@ def make_channels(settings: SensorSettings) -> list[Channel]:
         return demo_channels(settings)
     if kind == "bme280":
         return bme280_channels(settings)
+    if kind == "ds18b20":
+        return ds18b20_channels(settings)
     if kind == IMU_QUANTITY:
         spec = ImuSpec(seed=settings.sensor_seed, dropout_probability=settings.sensor_dropout)
         return [Channel(settings.sensor, IMU_QUANTITY, _imu(SimulatedImu(spec, ImuTrajectory())))]
@@ -212,8 +232,16 @@ def run_sensor(settings: SensorSettings, stop: threading.Event | None = None) ->
     """Run until SIGTERM/SIGINT (or `stop`); 2 with a clear message when the sensor cannot be used."""
     try:
         channels = make_channels(settings)
+        for channel in channels:  # an id that cannot be a topic level fails here, not mid-run
+            Topics(settings.prefix).sensor(channel.sensor, channel.quantity)
+    except TopicError as error:
+        print(f"edgehive sensor: {error}", file=sys.stderr)
+        return 2
     except Bme280Error as error:
         print(f"edgehive sensor: BME280: {error}", file=sys.stderr)
+        return 2
+    except Ds18b20Error as error:
+        print(f"edgehive sensor: DS18B20: {error}", file=sys.stderr)
         return 2
     if stop is None:
         stop = threading.Event()

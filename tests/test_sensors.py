@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 from harness import Fleet, MosquittoBroker, MosquittoSub, Recorder, wait_nodes_online, wait_until
 
 from edgehive.sensors.bme280 import Bme280, Bme280Error, Calibration, compensate
+from edgehive.sensors.ds18b20 import Ds18b20Error, find_probes
 from edgehive.sensors.publisher import TRUTHS, demo_groups
 from edgehive.sensors.simulated import LiveTruth
 
@@ -144,3 +146,50 @@ def test_a_batching_sensor_sends_arrays_of_readings(mosquitto: MosquittoBroker, 
     assert [r["seq"] for r in batch] == list(range(batch[0]["seq"], batch[0]["seq"] + 10))
     assert all(len(r["accel"]) == 3 and len(r["gyro"]) == 3 for r in batch)
     assert abs(sum(v * v for v in batch[0]["accel"]) ** 0.5 - 9.81) < 1.5  # gravity, plus noise
+
+
+def _w1_tree(root: Path, probes: dict[str, str]) -> Path:
+    """A fake /sys/bus/w1/devices: each probe's w1_slave as the kernel writes it."""
+    devices = root / "sys" / "bus" / "w1" / "devices"
+    (devices / "w1_bus_master1").mkdir(parents=True)
+    for serial, w1_slave in probes.items():
+        (devices / serial).mkdir()
+        (devices / serial / "w1_slave").write_text(w1_slave)
+    return devices
+
+
+GOOD = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+BAD_CRC = "72 01 4b 46 7f ff 0e 10 57 : crc=00 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+POWER_ON = "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n"
+
+
+def test_ds18b20_probes_read_from_the_w1_sysfs_tree(tmp_path: Path) -> None:
+    devices = _w1_tree(tmp_path, {"28-0316a2795aff": GOOD, "28-0000075b2c1e": BAD_CRC, "28-01193a5b8f2c": POWER_ON})
+    probes = {p.serial: p for p in find_probes(devices)}
+    assert set(probes) == {"28-0316a2795aff", "28-0000075b2c1e", "28-01193a5b8f2c"}  # not the bus master
+    assert probes["28-0316a2795aff"].read_c() == 23.125
+    assert probes["28-0000075b2c1e"].read_c() is None and probes["28-01193a5b8f2c"].read_c() is None
+    (devices / "28-0316a2795aff" / "temperature").write_text("-1250\n")  # newer kernels: millidegrees alone
+    assert probes["28-0316a2795aff"].read_c() == -1.25
+
+
+def test_ds18b20_without_a_1_wire_bus_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edgehive.cli", "sensor", "--sensor-type", "ds18b20", "--w1-devices-dir", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "no 1-Wire bus" in proc.stderr and "dtoverlay=w1-gpio" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(Ds18b20Error, match="lists no DS18B20"):
+        find_probes(_w1_tree(tmp_path, {}))
+
+
+@pytest.mark.integration
+def test_ds18b20_sensor_publishes_each_probe(mosquitto: MosquittoBroker, prefix: str, tmp_path: Path) -> None:
+    devices = _w1_tree(tmp_path, {"28-0316a2795aff": GOOD, "28-0000075b2c1e": BAD_CRC})
+    with MosquittoSub(str(mosquitto.port), f"{prefix}/sensors/#") as sub:
+        proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "sensor", "--mqtt-url", mosquitto.url, "--prefix", prefix,
+                                 "--sensor", "shed", "--sensor-type", "ds18b20", "--w1-devices-dir", str(devices),
+                                 "--sensor-rate-hz", "20", "--sensor-duration-s", "1"])
+        topic, payload = sub.next_message(10)
+        assert proc.wait(30) == 0
+    assert topic == f"{prefix}/sensors/shed-28-0316a2795aff/temperature"  # the probe with a bad CRC sends nothing
+    reading = orjson.loads(payload)
+    assert reading["value"] == 23.125 and reading["unit"] == "°C"
