@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from edgehive.schemas import JobRequest
+from edgehive.schemas import JobRequest, Requirements
 from edgehive.schemas.base import Ident
 from edgehive.schemas.sensors import FUSION_KIND, IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
 
@@ -46,6 +46,8 @@ class GroupConfig(BaseModel):
     window_count: int | None = Field(None, ge=1, le=100_000, description="Or: windows of this many readings")
     method: Literal["kalman", "imu"] | None = Field(None, description="Default: imu for quantity imu, else kalman")
     config: dict[str, Any] = Field(default_factory=dict, description="Filter tuning (KalmanConfig or ImuConfig fields)")
+    requires: Requirements | None = Field(None, description="Where the group's windows may run, as a job's `requires` (tags, node, arch, …)")
+    priority: int = Field(10, ge=-100, le=100, description="Queue priority of the group's windows (default above plain jobs: fusion is near real time)")
 
     @model_validator(mode="after")
     def _one_window_rule(self) -> GroupConfig:
@@ -237,7 +239,7 @@ class FusionWindows:
                 "window_start": window.start, "window_end": window.end,
                 "prior": group.prior, "readings": window.readings, "config": config.config,
             }
-            jobs.append(JobRequest(kind=FUSION_KIND, id=job_id, source=group.name, params=params))
+            jobs.append(JobRequest(kind=FUSION_KIND, id=job_id, source=group.name, params=params, requires=config.requires, priority=config.priority))
         return jobs
 
     def finished(self, job_id: str, params: dict[str, Any], output: Any) -> None:

@@ -138,3 +138,13 @@ def test_sequence_gaps_count_missing_readings_per_sensor_and_a_restart_is_not_a_
     fw.add("h1", "humidity", SensorReading(value=40.0, unit="%", seq=1), 10.0)  # no group wants it
     fw.add("h1", "humidity", SensorReading(value=40.0, unit="%", seq=9), 10.0)
     assert fw.stats()["sensor_missing"] == {"t1": 3, "t2": 0}
+
+
+def test_a_group_can_pin_its_windows_and_they_outrank_plain_jobs() -> None:
+    fw = windows(motion=GroupConfig.model_validate({"quantity": "imu", "window_count": 1, "requires": {"tags": ["jetson"]}}),
+                 room=GroupConfig(quantity="temperature", window_count=1))
+    fw.add("imu1", "imu", ImuReading(accel=(0.0, 0.0, 9.8), gyro=(0.0, 0.0, 0.0)), 1.0)
+    fw.add("t1", "temperature", temp(20.0), 1.0)
+    jobs = {job.source: job for job in fw.ready_jobs()}
+    assert jobs["motion"].requires is not None and jobs["motion"].requires.tags == ["jetson"] and jobs["room"].requires is None
+    assert jobs["motion"].priority == jobs["room"].priority == 10
