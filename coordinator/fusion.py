@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from edgehive.schemas import JobRequest, Requirements
 from edgehive.schemas.base import Ident
 from edgehive.schemas.sensors import FUSION_KIND, IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
 
+from .fusion_log import FusionLog, Snapshot
+
 log = logging.getLogger(__name__)
 
-_COMPACT_AFTER = 10_000
 
 
 class GroupConfig(BaseModel):
@@ -94,6 +93,8 @@ class Group:
     open: Window | None = None
     waiting: deque[Window] = field(default_factory=deque)
     in_flight: str | None = None  # the job id of the window being fused
+    in_flight_window: Window | None = None
+    done: int = 0  # the last window that ended (fused or failed)
     closed_until: float = -math.inf  # end of the last closed time window: older readings are late
 
 
@@ -123,9 +124,7 @@ class FusionWindows:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._refused: list[tuple[str, int, int]] = []
         self._waiting = 0  # windows waiting across all groups (checked on every reading)
-        self._state_path = state_path
-        self._state_file: BinaryIO | None = None
-        self._state_lines = 0
+        self._log = FusionLog(state_path) if state_path is not None else None
         self._changed: set[str] = set()
         self._dirty = False
         self._load_state()
@@ -209,6 +208,8 @@ class FusionWindows:
             return
         group.waiting.append(window)
         self._waiting += 1
+        if self._log is not None:
+            self._log.closed(group.name, _window_entry(window))
 
     def take_refused(self) -> list[tuple[str, int, int]]:
         """(group, window, readings) of windows refused since the last call, to report on `errors`."""
@@ -231,7 +232,7 @@ class FusionWindows:
             window = group.waiting.popleft()
             self._waiting -= 1
             job_id = f"fusion-{group.name}-{window.number}"[:64]
-            group.in_flight = job_id
+            group.in_flight, group.in_flight_window = job_id, window
             config = group.config
             params = {
                 "method": config.fusion_method, "group": group.name, "quantity": config.quantity,
@@ -247,73 +248,72 @@ class FusionWindows:
         group = self.groups.get(str(params.get("group")))
         if group is None or group.in_flight != job_id:
             return
-        group.in_flight = None
+        group.in_flight, group.in_flight_window = None, None
+        group.done = max(group.done, int(params.get("window", 0)))
+        self._changed.add(group.name)
+        self._dirty = True
         if isinstance(output, dict) and isinstance(output.get("state"), dict):
             group.prior = output["state"]
             self.fused[group.name] += 1
-            self._changed.add(group.name)
-            self._dirty = True
         else:
             self.failed[group.name] += 1  # the prior carries over the gap
 
     def adopt(self, job_id: str, params: dict[str, Any]) -> None:
         """A fusion job recovered from the journal is its group's window in flight."""
         group = self.groups.get(str(params.get("group")))
-        if group is not None:
-            group.in_flight = job_id
-            group.windows = max(group.windows, int(params.get("window", 0)))
+        if group is None:
+            return
+        number = int(params.get("window", 0))
+        group.in_flight = job_id
+        group.in_flight_window = Window(number, float(params.get("window_start", 0.0)), float(params.get("window_end", 0.0)), list(params.get("readings", [])))
+        group.windows = max(group.windows, number)
+        kept = [w for w in group.waiting if w.number != number]  # the journal holds it as a job: not waiting
+        self._waiting -= len(group.waiting) - len(kept)
+        group.waiting = deque(kept)
 
-    # -- restart survival -------------------------------------------------------------------
-
-    # Posteriors are appended, one JSON line per fused window, and flushed to the OS after every
-    # read burst (like the job journal): rewriting a whole state file per burst cost more than
-    # the windows at a few hundred windows/s. The log is compacted to one line per group now
-    # and then, and on start.
+    # -- restart survival (coordinator/fusion_log.py) ----------------------------------------
 
     def flush_state(self) -> None:
-        """Append the posteriors that arrived since the last call, so a restart continues the filter."""
-        if not self._dirty or self._state_path is None:
+        """Write what changed since the last call: snapshots of groups and windows accepted."""
+        if self._log is None:
             return
-        self._dirty = False
-        if self._state_file is None or self._state_lines >= _COMPACT_AFTER:
+        if self._dirty and self._log.needs_compaction():
             self._compact()
-            return
-        for name in self._changed:
-            group = self.groups[name]
-            self._state_file.write(orjson.dumps({"group": name, "windows": group.windows, "prior": group.prior}) + b"\n")
-        self._state_lines += len(self._changed)
+        else:
+            for name in self._changed:
+                self._log.snapshot(name, self._snapshot(self.groups[name]))
+            self._log.flush()
         self._changed.clear()
-        self._state_file.flush()
+        self._dirty = False
+
+    def _snapshot(self, group: Group) -> Snapshot:
+        return Snapshot(windows=group.windows, done=group.done, prior=group.prior)
 
     def _compact(self) -> None:
-        assert self._state_path is not None
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        if self._state_file is not None:
-            self._state_file.close()
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_bytes(b"".join(orjson.dumps({"group": n, "windows": g.windows, "prior": g.prior}) + b"\n" for n, g in self.groups.items()))
-        os.replace(tmp, self._state_path)
-        self._state_file = self._state_path.open("ab")
-        self._state_lines = len(self.groups)
-        self._changed.clear()
+        assert self._log is not None
+        pending = {name: [_window_entry(w) for w in ([g.in_flight_window] if g.in_flight_window else []) + list(g.waiting)]
+                   for name, g in self.groups.items()}
+        self._log.compact({name: self._snapshot(g) for name, g in self.groups.items()}, pending)
 
     def _load_state(self) -> None:
-        if self._state_path is None or not self._state_path.is_file():
+        if self._log is None:
             return
-        for number, line in enumerate(self._state_path.read_bytes().splitlines(), 1):
-            try:
-                saved = orjson.loads(line)
-                group = self.groups.get(saved["group"])
-                if group is not None:
-                    group.prior, group.windows = saved["prior"], int(saved["windows"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.warning("fusion state %s line %d is unreadable (torn write?); skipped", self._state_path, number)
+        for name, saved in self._log.load().items():
+            group = self.groups.get(name)
+            if group is None:
+                continue
+            snap = saved.snapshot
+            group.prior, group.done = snap.prior, snap.done
+            group.windows = max([snap.windows, *saved.closed])
+            for number in sorted(n for n in saved.closed if n > snap.done):  # closed, never ended: waiting again
+                entry = saved.closed[number]
+                group.waiting.append(Window(number, float(entry["start"]), float(entry["end"]), list(entry["readings"])))
+                self._waiting += 1
         self._dirty = True  # compact on the first flush
 
     def close(self) -> None:
-        if self._state_file is not None:
-            self._state_file.close()
-            self._state_file = None
+        if self._log is not None:
+            self._log.close()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -321,6 +321,10 @@ class FusionWindows:
             "fusion_fused": dict(self.fused), "fusion_failed": dict(self.failed), "fusion_overflow": dict(self.overflow),
             "fusion_late": dict(self.late), "sensor_missing": dict(self.missing),
         }
+
+
+def _window_entry(window: Window) -> dict[str, Any]:
+    return {"number": window.number, "start": window.start, "end": window.end, "readings": window.readings}
 
 
 def _row(sensor: str, reading: SensorReading | ImuReading, ts: float) -> list[Any]:

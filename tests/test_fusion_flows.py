@@ -181,6 +181,29 @@ def test_coordinator_killed_between_windows_continues_the_filter_after_restart(f
     assert [results[w]["output"]["estimate"] for w in range(1, 9)] == pytest.approx(replay(stream.sent, per_window), abs=1e-9)
 
 
+def test_coordinator_killed_with_windows_queued_loses_none_of_them(fleet: Fleet, recorder: Recorder) -> None:
+    per_window = 3
+    spec = start_fused_fleet(fleet, recorder, per_window, EDGEHIVE_DEAD_AFTER_S="1")
+    stream = Stream(recorder, seed=5)
+    stream.send(per_window)
+    wait_until(lambda: 1 in fusion_results(recorder), 20, "window 1 fused")
+    fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # window 2 is dispatched to a frozen node, 3 and 4 wait behind it
+    stream.send(3 * per_window)
+    wait_until(lambda: any(s["state"] == "SCHEDULED" for s in recorder.states("fusion-room-2")), 20, "window 2 on the frozen node")
+    wait_until(lambda: any(s.get("fusion_windows", {}).get("room") == 4 for s in recorder.json("coordinator/stats")[-3:]), 20, "windows 3 and 4 closed")
+    births = len([s for s in recorder.json("coordinator/status") if s.get("raw") == "online"])
+    fleet.kill("coordinator")
+    fleet.kill("pi-1")
+    fleet.rename("coordinator", "coordinator-1")
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=spec, EDGEHIVE_DEAD_AFTER_S="1")
+    wait_until(lambda: len([s for s in recorder.json("coordinator/status") if s.get("raw") == "online"]) > births, 20, "the restarted coordinator")
+    fleet.agent("pi-2")
+    wait_until(lambda: set(fusion_results(recorder)) >= {1, 2, 3, 4}, 30, "every window fused after the restart")
+    results = fusion_results(recorder)
+    assert [results[w]["output"]["estimate"] for w in range(1, 5)] == pytest.approx(replay(stream.sent, per_window), abs=1e-9)
+    assert all(results[w]["node"] == "pi-2" for w in (2, 3, 4))
+
+
 def test_fusion_queue_overflow_is_reported_and_counted_and_accepted_windows_are_all_fused(fleet: Fleet, recorder: Recorder) -> None:
     start_fused_fleet(fleet, recorder, 2, EDGEHIVE_FUSION_QUEUE_MAX="2", EDGEHIVE_DEAD_AFTER_S="60")
     fleet.procs["pi-1"].send_signal(signal.SIGSTOP)  # window 1 goes to the frozen node; later windows wait in the queue

@@ -148,3 +148,28 @@ def test_a_group_can_pin_its_windows_and_they_outrank_plain_jobs() -> None:
     jobs = {job.source: job for job in fw.ready_jobs()}
     assert jobs["motion"].requires is not None and jobs["motion"].requires.tags == ["jetson"] and jobs["room"].requires is None
     assert jobs["motion"].priority == jobs["room"].priority == 10
+
+
+def test_windows_waiting_or_in_flight_come_back_after_a_restart_and_journaled_ones_are_adopted(tmp_path: Path) -> None:
+    group = GroupConfig(quantity="temperature", window_count=1)
+    fw = windows(tmp_path, room=group)
+    for i in range(4):
+        fw.add("t1", "temperature", temp(20.0 + i), 1.0 + i)
+    (first,) = fw.ready_jobs()
+    fw.finished(first.id, first.params, {"state": {"estimate": 20.0}})
+    (second,) = fw.ready_jobs()  # window 2 in flight (a journaled job); 3 and 4 wait
+    fw.flush_state()
+    fw.close()  # the coordinator is killed here
+
+    restarted = windows(tmp_path, room=group)
+    assert restarted.waiting_count() == 3  # 2, 3 and 4: none of them ended
+    restarted.adopt(second.id, second.params)  # the job journal still holds window 2
+    assert restarted.waiting_count() == 2 and restarted.ready_jobs() == []
+    restarted.finished(second.id, second.params, {"state": {"estimate": 21.0}})
+    (third,) = restarted.ready_jobs()
+    assert third.params["window"] == 3 and third.params["readings"] == [["t1", 22.0, 3.0]] and third.params["prior"] == {"estimate": 21.0}
+    restarted.flush_state()  # compacts: a snapshot and the windows still pending
+    restarted.close()
+    again = windows(tmp_path, room=group)
+    assert again.waiting_count() == 2 and [w.number for w in again.groups["room"].waiting] == [3, 4]
+    again.close()

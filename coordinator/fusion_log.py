@@ -1,0 +1,106 @@
+"""The fusion groups' durable state: an append-only log of JSON lines in `state_dir`.
+
+Two kinds of line: a group snapshot (`windows` closed so far, `done` = the last window that
+ended, fused or failed, and the `prior` for the next) and a closed window (`closed`: number,
+bounds and readings) accepted into the queue. On start, a group's windows closed after `done`
+come back as waiting, so a coordinator killed with windows queued loses none of them; those the
+job journal also holds are adopted as jobs instead (coordinator/service.py `_recover`).
+
+Lines are flushed to the OS after every read burst, before the job journal (a crash between
+the two then re-runs a window, with the same prior and the same result, rather than losing
+one). Now and then, and on start, the log is compacted to a snapshot per group plus the
+windows still pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+COMPACT_AFTER = 10_000
+
+
+@dataclass
+class Snapshot:
+    windows: int = 0
+    done: int = 0
+    prior: dict[str, Any] | None = None
+
+
+@dataclass
+class Saved:
+    """What the log held for one group."""
+
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    closed: dict[int, dict[str, Any]] = field(default_factory=dict)  # number → {number, start, end, readings}
+
+
+class FusionLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._lines = 0
+        self._pending: list[bytes] = []
+
+    def load(self) -> dict[str, Saved]:
+        saved: dict[str, Saved] = {}
+        if not self.path.is_file():
+            return saved
+        for number, line in enumerate(self.path.read_bytes().splitlines(), 1):
+            try:
+                entry = orjson.loads(line)
+                group = saved.setdefault(str(entry["group"]), Saved())
+                if "closed" in entry:
+                    window = entry["closed"]
+                    group.closed[int(window["number"])] = window
+                else:
+                    group.snapshot = Snapshot(int(entry["windows"]), int(entry.get("done", 0)), entry["prior"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("fusion state %s line %d is unreadable (torn write?); skipped", self.path, number)
+        return saved
+
+    def snapshot(self, group: str, snapshot: Snapshot) -> None:
+        self._pending.append(orjson.dumps({"group": group, "windows": snapshot.windows, "done": snapshot.done, "prior": snapshot.prior}))
+
+    def closed(self, group: str, window: dict[str, Any]) -> None:
+        self._pending.append(orjson.dumps({"group": group, "closed": window}))
+
+    def needs_compaction(self) -> bool:
+        return self._file is None or self._lines >= COMPACT_AFTER
+
+    def flush(self) -> None:
+        if not self._pending or self._file is None:
+            return
+        self._file.write(b"\n".join(self._pending) + b"\n")
+        self._lines += len(self._pending)
+        self._pending.clear()
+        self._file.flush()
+
+    def compact(self, snapshots: dict[str, Snapshot], pending: dict[str, list[dict[str, Any]]]) -> None:
+        """Rewrite the log as one snapshot per group and its windows still pending."""
+        self._pending.clear()
+        for name, snap in snapshots.items():
+            self.snapshot(name, snap)
+            for window in pending.get(name, []):
+                self.closed(name, window)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._file is not None:
+            self._file.close()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in self._pending))
+        os.replace(tmp, self.path)
+        self._lines = len(self._pending)
+        self._pending.clear()
+        self._file = self.path.open("ab")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
