@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -448,3 +449,9 @@ class MqttBus:
         self.connected.clear()
         if not self._stopping:
             log.warning("disconnected from %s (%s); reconnecting with backoff", self.url.redacted(), reason)
+
+
+def tool_client(url: MqttUrl, prefix: str, role: str, **options: Any) -> MqttBus:
+    """A client for a short-lived tool (status, submit, healthcheck): a client id unique per run,
+    so two at once never kick each other off the broker."""
+    return MqttBus(url, Topics(prefix), f"edgehive-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}", source=role, **options)

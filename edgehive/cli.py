@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -82,10 +81,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _client(settings: CommonSettings, role: str):  # type: ignore[no-untyped-def]
-    from .bus import MqttBus
-    from .schemas import Topics
+    from .bus import tool_client
 
-    return MqttBus(settings.broker, Topics(settings.prefix), f"edgehive-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}", source=role)
+    return tool_client(settings.broker, settings.prefix, role)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -94,9 +92,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
     bus = _client(settings, "status")
     view = FleetView(bus, heartbeat_s=settings.heartbeat_s)
+    from .bus import BusError
+
     try:
         bus.start(timeout_s=5.0)
-    except Exception as error:  # BusError: a message, not a traceback
+    except BusError as error:  # a message, not a traceback
         print(f"edgehive status: {error}", file=sys.stderr)
         return 2
     time.sleep(args.wait)  # retained messages arrive at once; heartbeats within one period

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import threading
 import time
@@ -115,13 +114,11 @@ def _influx_answers(url: str, timeout_s: float) -> str | None:
 
 def check(probe: Probe, connect_timeout_s: float = 10.0) -> str | None:
     """None when healthy, else why not."""
-    from .bus import BusError, MqttBus
-    from .schemas import Topics
+    from .bus import BusError, tool_client
 
     settings = probe.settings
     seen = threading.Event()
-    bus = MqttBus(settings.broker, Topics(settings.prefix), f"edgehive-healthcheck-{os.getpid()}-{time.monotonic_ns() % 10**6}",
-                  source="healthcheck", reconnect_max_s=1.0)
+    bus = tool_client(settings.broker, settings.prefix, "healthcheck", reconnect_max_s=1.0)
     if probe.topic is not None:
         bus.subscribe(probe.topic, lambda topic, _payload: seen.set() if probe.accept(topic) else None,
                       qos=0, max_bytes=probe.max_bytes)

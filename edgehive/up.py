@@ -22,6 +22,7 @@ from .fleetview import FleetView
 from .schemas import Topics
 from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
+from .telemetry.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def run_up(settings: UpSettings) -> int:
         print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/fusion/#' -v")
         print(f"  reading: mosquitto_pub -h {url.host} -p {url.port} -t '{settings.prefix}/sensors/demo-t1/temperature' -m 21.5")
     if settings.sink:
-        influx = os.environ.get("EDGEHIVE_INFLUX_URL")
-        where = f"InfluxDB at {influx}" if influx else f"line protocol in {os.environ.get('EDGEHIVE_TELEMETRY_FILE', '.edgehive/telemetry.lp')}"
+        sink = SinkSettings()  # what the sink child will read from the same environment
+        where = f"InfluxDB at {sink.influx_url}" if sink.influx_url else f"line protocol in {sink.telemetry_file}"
         print(f"  telemetry: sink → {where} (docs/TELEMETRY.md; Grafana dashboards in grafana/)")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
 

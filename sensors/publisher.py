@@ -100,10 +100,10 @@ def _imu(imu: SimulatedImu) -> Callable[[float, float], dict[str, object] | None
 def simulated(sensor: str, quantity: str, settings: SensorSettings, **overrides: object) -> Channel:
     mean, amplitude, period = TRUTHS[quantity]
     live = LiveTruth(list(TRUTHS).index(quantity), mean=mean, amplitude=amplitude, period_s=period)
-    started = [time.time()]  # drift and faults count seconds from the start; the truth is absolute
+    created = time.time()  # drift and faults count seconds from here; the truth is absolute
 
     def truth(elapsed: float) -> float:
-        return live(started[0] + elapsed)
+        return live(created + elapsed)
     fields: dict[str, object] = {
         "sensor": sensor, "noise_std": settings.sensor_noise_std, "bias": settings.sensor_bias, "drift_per_s": settings.sensor_drift_per_s,
         "dropout_probability": settings.sensor_dropout, "seed": settings.sensor_seed,
@@ -115,8 +115,7 @@ def simulated(sensor: str, quantity: str, settings: SensorSettings, **overrides:
     unit = UNITS[quantity][0]
 
     def read(now: float, elapsed: float) -> dict[str, object] | None:
-        started[0] = now - elapsed
-        value = simulation.sample(elapsed)
+        value = simulation.sample(now - created)  # the truth at `now`, whenever the run started
         return None if value is None else {"value": round(value, 4), "unit": unit}
 
     return Channel(sensor, quantity, read)
