@@ -92,10 +92,14 @@ class Group:
     windows: int = 0  # windows closed so far; the next one gets windows + 1
     open: Window | None = None
     waiting: deque[Window] = field(default_factory=deque)
-    in_flight: str | None = None  # the job id of the window being fused
-    in_flight_window: Window | None = None
+    in_flight_window: Window | None = None  # the window being fused, as a job
     done: int = 0  # the last window that ended (fused or failed)
     closed_until: float = -math.inf  # end of the last closed time window: older readings are late
+
+    @property
+    def in_flight(self) -> str | None:
+        """The job id of the window being fused."""
+        return None if self.in_flight_window is None else window_job_id(self.name, self.in_flight_window.number)
 
 
 class FusionWindows:
@@ -126,7 +130,6 @@ class FusionWindows:
         self._waiting = 0  # windows waiting across all groups (checked on every reading)
         self._log = FusionLog(state_path) if state_path is not None else None
         self._changed: set[str] = set()
-        self._dirty = False
         self._load_state()
 
     # -- readings ---------------------------------------------------------------------------
@@ -140,10 +143,7 @@ class FusionWindows:
         groups = self.wants(sensor, quantity)
         if groups and reading.seq is not None:
             self._count_gap(sensor, quantity, reading.seq)
-        for group in groups:
-            if isinstance(reading, SensorReading) and reading.unit != canonical_unit(group.config.quantity, reading.unit):
-                problems.append(f"group {group.name}: unit {reading.unit} does not match")
-                continue
+        for group in groups:  # units were checked and normalised at the door (parse_readings)
             problem = self._file(group, _row(sensor, reading, ts), ts)
             if problem is not None:
                 problems.append(f"group {group.name}: {problem}")
@@ -180,7 +180,8 @@ class FusionWindows:
             self.overflow[group.name] += 1
             return f"window {window.number} already holds {self.max_readings} readings (fusion_window_max_readings)"
         window.readings.append(row)
-        window.end = max(window.end, ts) if length is None else window.end
+        if length is None:
+            window.end = max(window.end, ts)
         self.readings[group.name] += 1
         if config.window_count is not None and len(window.readings) >= config.window_count:
             self._close(group)
@@ -198,7 +199,6 @@ class FusionWindows:
             return
         group.windows = window.number
         self._changed.add(group.name)  # numbering survives a restart: a window number is never reused
-        self._dirty = True
         if group.config.window_length_s is not None:
             group.closed_until = window.end
         self.closed[group.name] += 1
@@ -231,8 +231,8 @@ class FusionWindows:
                 continue
             window = group.waiting.popleft()
             self._waiting -= 1
-            job_id = f"fusion-{group.name}-{window.number}"[:64]
-            group.in_flight, group.in_flight_window = job_id, window
+            job_id = window_job_id(group.name, window.number)
+            group.in_flight_window = window
             config = group.config
             params = {
                 "method": config.fusion_method, "group": group.name, "quantity": config.quantity,
@@ -248,10 +248,9 @@ class FusionWindows:
         group = self.groups.get(str(params.get("group")))
         if group is None or group.in_flight != job_id:
             return
-        group.in_flight, group.in_flight_window = None, None
+        group.in_flight_window = None
         group.done = max(group.done, int(params.get("window", 0)))
         self._changed.add(group.name)
-        self._dirty = True
         if isinstance(output, dict) and isinstance(output.get("state"), dict):
             group.prior = output["state"]
             self.fused[group.name] += 1
@@ -264,7 +263,6 @@ class FusionWindows:
         if group is None:
             return
         number = int(params.get("window", 0))
-        group.in_flight = job_id
         group.in_flight_window = Window(number, float(params.get("window_start", 0.0)), float(params.get("window_end", 0.0)), list(params.get("readings", [])))
         group.windows = max(group.windows, number)
         kept = [w for w in group.waiting if w.number != number]  # the journal holds it as a job: not waiting
@@ -277,14 +275,13 @@ class FusionWindows:
         """Write what changed since the last call: snapshots of groups and windows accepted."""
         if self._log is None:
             return
-        if self._dirty and self._log.needs_compaction():
+        if self._log.needs_compaction():  # on the first call, and when the log grew long
             self._compact()
         else:
             for name in self._changed:
                 self._log.snapshot(name, self._snapshot(self.groups[name]))
             self._log.flush()
         self._changed.clear()
-        self._dirty = False
 
     def _snapshot(self, group: Group) -> Snapshot:
         return Snapshot(windows=group.windows, done=group.done, prior=group.prior)
@@ -309,7 +306,6 @@ class FusionWindows:
                 entry = saved.closed[number]
                 group.waiting.append(Window(number, float(entry["start"]), float(entry["end"]), list(entry["readings"])))
                 self._waiting += 1
-        self._dirty = True  # compact on the first flush
 
     def close(self) -> None:
         if self._log is not None:
@@ -321,6 +317,10 @@ class FusionWindows:
             "fusion_fused": dict(self.fused), "fusion_failed": dict(self.failed), "fusion_overflow": dict(self.overflow),
             "fusion_late": dict(self.late), "sensor_missing": dict(self.missing),
         }
+
+
+def window_job_id(group: str, number: int) -> str:
+    return f"fusion-{group}-{number}"[:64]
 
 
 def _window_entry(window: Window) -> dict[str, Any]:
