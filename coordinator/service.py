@@ -72,7 +72,7 @@ class Coordinator:
         self._pump_wanted = False
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
         journal_path = Path(settings.state_dir) / f"jobs-{settings.prefix.replace('/', '_')}.jsonl" if settings.state_dir else None
-        self.journal = JobJournal(journal_path)
+        self.journal = JobJournal(journal_path, self._open_journal_entries, self._report_journal_problem)
         fusion_path = journal_path.with_name(journal_path.name.replace("jobs-", "fusion-").replace(".jsonl", ".json")) if journal_path else None
         self.fusion = FusionWindows(settings.fusion_group_map, settings.fusion_queue_max, settings.fusion_window_max_readings,
                                     settings.fusion_grace_s, fusion_path)
@@ -193,10 +193,13 @@ class Coordinator:
         self.orphans.pop(job.id, None)
         self.finished.add(job, reason)
         self.counters["done" if state is S.DONE else "failed"] += 1
-        self.journal.ended(job.id, self._open_journal_entries)
+        self.journal.ended(job.id)
 
     def _open_journal_entries(self) -> list[tuple[JobRequest, float, int]]:
         return [(j.request, j.submitted, j.attempt) for j in self.active.values()]
+
+    def _report_journal_problem(self, problem: str) -> None:
+        self.bus.report_error(self.topics.submit, problem)
 
     # -- submissions -------------------------------------------------------------------------
 
@@ -226,10 +229,16 @@ class Coordinator:
         self._publish_state(job, S.REQUESTED)
         reason = self._unrunnable(job)
         if reason is not None:
-            self._finish(job, S.FAILED, reason)
+            self._fail_unrunnable(job, reason)
             return
         self.queue.push(job)
         self._pump_wanted = True
+
+    def _fail_unrunnable(self, job: JobRecord, reason: str) -> None:
+        """A job no node could ever run (an unknown kind, a tag nobody has) is a refused input as
+        much as a failed job: FAILED on its state topic and reported on `errors` too."""
+        self.bus.report_error(self.topics.submit, f"job {job.id} ({job.kind}) refused: {reason}")
+        self._finish(job, S.FAILED, reason)
 
     def _answer_resubmission(self, job_id: str) -> bool:
         """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
@@ -307,11 +316,12 @@ class Coordinator:
         now = time.time()
         for job in self.queue:
             reason = self._unrunnable(job)
-            if reason is None and job.deadline is not None and now > job.deadline:
-                reason = f"deadline of {job.request.deadline_s:g} s passed while queued"
             if reason is not None:
                 self.queue.remove(job)
-                self._finish(job, S.FAILED, reason)
+                self._fail_unrunnable(job, reason)
+            elif job.deadline is not None and now > job.deadline:
+                self.queue.remove(job)
+                self._finish(job, S.FAILED, f"deadline of {job.request.deadline_s:g} s passed while queued")
 
     def _dispatch(self, job: JobRecord, node: Node, now: float, now_mono: float) -> None:
         assert node.boot_id is not None
@@ -548,6 +558,8 @@ class Coordinator:
 
     def _birth(self) -> None:
         self.bus.publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
+        if self.journal.problem:  # found before we were connected (at recovery): say it now
+            self._report_journal_problem(self.journal.problem)
         if self.settings.ha_discovery_prefix:
             for topic, config in discovery_messages(self.settings.ha_discovery_prefix, self.topics, self.settings.fusion_group_map):
                 self.bus.publish(topic, config, qos=1, retain=True)
@@ -567,7 +579,9 @@ class Coordinator:
         self.bus.subscribe(t.pattern("frames"), self._on_frame, self._parse_frame, qos=0, max_bytes=self.settings.max_frame_bytes)
         if self.fusion.groups:
             self.bus.subscribe(t.pattern("sensor"), self._on_readings, self._parse_readings, qos=1, max_bytes=self.settings.max_payload_bytes)
-        self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit)
+        self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit, refuse_retained=(
+            "retained submissions are refused (a retained job would run again at every coordinator restart); "
+            "publish without -r; the coordinator has cleared the retained copy"))
         self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
         self.bus.on_connect(self._birth)
         self.bus.after_read_burst(self._after_read_burst)

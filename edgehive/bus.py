@@ -64,6 +64,7 @@ class _Subscription(Generic[T]):
     parse: Parser[T]
     handler: Handler[T]
     max_bytes: int
+    refuse_retained: str = ""
 
     @functools.cached_property
     def levels(self) -> tuple[str, ...]:
@@ -275,6 +276,7 @@ class MqttBus:
         self._on_connect_hooks: list[Callable[[], None]] = []
         self._error_limit = _RateLimit(per_s=50, burst=200)
         self._stopping = False
+        self._clearing: dict[str, int] = {}  # retained commands we cleared, whose echo to ignore
 
         client = _FastClient(
             CallbackAPIVersion.VERSION2,
@@ -344,9 +346,13 @@ class MqttBus:
         *,
         qos: int = 1,
         max_bytes: int | None = None,
+        refuse_retained: str = "",
     ) -> None:
-        """Deliver messages matching `pattern` to `handler` after `parse` accepted them."""
-        sub = _Subscription(pattern, qos, parse, handler, max_bytes or self.max_payload_bytes)
+        """Deliver messages matching `pattern` to `handler` after `parse` accepted them. With
+        `refuse_retained` (the reason to report), the topic carries commands: a retained message
+        is refused on `errors` and cleared (replaying the last command at every subscription
+        would be wrong); the echo of our own zero-length clearing message is ignored."""
+        sub = _Subscription(pattern, qos, parse, handler, max_bytes or self.max_payload_bytes, refuse_retained)
         self._subs.append(sub)
         self._routes.clear()
         if self.connected.is_set():
@@ -378,6 +384,16 @@ class MqttBus:
         if len(payload) > sub.max_bytes:
             self.report_error(topic, f"payload of {len(payload)} bytes exceeds the {sub.max_bytes}-byte limit", payload)
             return
+        if sub.refuse_retained:
+            if not payload and self._clearing.get(topic):
+                self._clearing[topic] -= 1  # the zero-length message we sent to clear a retained one
+                return
+            if msg.retain:
+                self.report_error(topic, sub.refuse_retained, payload)
+                if len(self._clearing) < 1024:  # so it is not refused again at every start
+                    self._clearing[topic] = self._clearing.get(topic, 0) + 1
+                    self.publish(topic, b"", qos=1, retain=True)
+                return
         try:
             value = sub.parse(topic, payload)
         except ValidationError as error:

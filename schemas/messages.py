@@ -6,14 +6,22 @@ Timestamps are UTC epoch seconds (float). Durations end in `_s`.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, model_validator
 
-from .base import Ident, Message, Part, decode
+from .base import Ident, JsonObject, JsonValue, Message, Part, decode
 
 MAX_HELD_IDS = 4096
+# Bounds on what a node announces about itself: a forged or buggy `slots: 10**18` must not make
+# the scheduler believe in a machine that cannot exist.
+MAX_SLOTS = 4096
+MAX_WORKERS = 1024
+MAX_CORES = 4096
+MAX_RAM_MB = 1 << 24  # 16 TiB
+MAX_COUNT = 1 << 53  # counters a heartbeat reports (exact in every JSON reader)
+MAX_LIST = 256  # accelerators, backends, models, kinds, tags
 
 
 class Capabilities(Message):
@@ -27,15 +35,15 @@ class Capabilities(Message):
     board: str = Field(description="Board model, e.g. 'Raspberry Pi 5 Model B Rev 1.0'")
     os: str
     python: str
-    cores: int = Field(ge=1)
-    ram_mb: int = Field(ge=0)
-    accelerators: list[str] = Field(default_factory=list, description="cuda, edgetpu, hailo, …")
-    backends: list[str] = Field(default_factory=list, description="Importable inference runtimes: litert, tflite_runtime, …")
-    models: list[str] = Field(default_factory=list, description="Models loaded and warmed up")
-    kinds: list[Ident] = Field(description="Job kinds this agent runs")
-    workers: int = Field(ge=1, description="Jobs run at the same time")
-    slots: int = Field(ge=1, description="Jobs accepted at once (running plus prefetched)")
-    tags: list[Ident] = Field(default_factory=list)
+    cores: int = Field(ge=1, le=MAX_CORES)
+    ram_mb: int = Field(ge=0, le=MAX_RAM_MB)
+    accelerators: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="cuda, edgetpu, hailo, …")
+    backends: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="Importable inference runtimes: litert, tflite_runtime, …")
+    models: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_LIST, description="Models loaded and warmed up")
+    kinds: list[Ident] = Field(max_length=MAX_LIST, description="Job kinds this agent runs")
+    workers: int = Field(ge=1, le=MAX_WORKERS, description="Jobs run at the same time")
+    slots: int = Field(ge=1, le=MAX_SLOTS, description="Jobs accepted at once (running plus prefetched)")
+    tags: list[Ident] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class NodeStatus(Message):
@@ -60,19 +68,19 @@ class Heartbeat(Message):
 
     node: Ident
     boot_id: Ident
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_COUNT)
     ts: float
     cpu_pct: float = Field(ge=0, le=100)
     mem_pct: float = Field(ge=0, le=100)
     temp_c: float | None = Field(None, ge=-60, le=200)
     throttled: bool = False
     gpu_pct: float | None = Field(None, ge=0, le=100)
-    in_flight: int = Field(ge=0, description="Jobs running now")
-    queued: int = Field(ge=0, description="Jobs accepted, waiting for a worker")
-    jobs_done: int = Field(ge=0)
-    jobs_failed: int = Field(ge=0)
-    service_s: float | None = Field(None, ge=0, description="Mean service time over recent jobs")
-    service_by_kind: dict[Ident, float] = Field(default_factory=dict)
+    in_flight: int = Field(ge=0, le=MAX_SLOTS, description="Jobs running now")
+    queued: int = Field(ge=0, le=MAX_SLOTS, description="Jobs accepted, waiting for a worker")
+    jobs_done: int = Field(ge=0, le=MAX_COUNT)
+    jobs_failed: int = Field(ge=0, le=MAX_COUNT)
+    service_s: float | None = Field(None, ge=0, le=86400, description="Mean service time over recent jobs")
+    service_by_kind: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(default_factory=dict, max_length=MAX_LIST)
     held: list[Ident] = Field(default_factory=list, max_length=MAX_HELD_IDS, description="Ids of every job on this node; renews their leases")
     draining: bool = Field(False, description="True once the agent stopped taking new jobs")
 
@@ -82,9 +90,9 @@ class Requirements(Part):
 
     model: str | None = Field(None, max_length=128)
     accelerator: str | None = Field(None, max_length=64)
-    min_ram_mb: int | None = Field(None, ge=0)
+    min_ram_mb: int | None = Field(None, ge=0, le=MAX_RAM_MB)
     arch: str | None = Field(None, max_length=32)
-    tags: list[Ident] = Field(default_factory=list)
+    tags: list[Ident] = Field(default_factory=list, max_length=MAX_LIST)
     node: Ident | None = Field(None, description="Pin the job to one node")
 
 
@@ -93,10 +101,10 @@ class JobRequest(Message):
 
     kind: Ident
     id: Ident | None = Field(None, description="Optional; the coordinator assigns one; resubmitting the same id is idempotent")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict, description="Free-form JSON for the kind; integers must fit in 64 bits, numbers be finite")
     requires: Requirements | None = None
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
-    deadline_s: float | None = Field(None, gt=0, description="Give up (FAILED) if not finished this many seconds after submission")
+    deadline_s: float | None = Field(None, gt=0, le=30 * 86400, description="Give up (FAILED) if not finished this many seconds after submission")
     source: Ident | None = Field(None, description="Last level of the result topic; defaults to the job id")
 
 
@@ -105,9 +113,9 @@ class Job(Message):
 
     id: Ident
     kind: Ident
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict)
     source: Ident
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_COUNT)
     boot_id: Ident = Field(description="The agent incarnation this was meant for; another boot ignores it")
     submitted: float
     dispatched: float
@@ -136,9 +144,9 @@ class Result(Message):
     kind: Ident
     node: Ident
     source: Ident
-    attempt: int = Field(1, ge=1)
+    attempt: int = Field(1, ge=1, le=MAX_COUNT)
     ok: bool
-    output: Any = None
+    output: JsonValue = None
     error: str | None = Field(None, max_length=2000)
     retryable: bool = Field(False, description="The node could not take the job (busy, draining); run it elsewhere")
     timings: Timings

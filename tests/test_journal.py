@@ -15,11 +15,6 @@ def request(job_id: str, **extra: object) -> JobRequest:
     return JobRequest(kind="sleep", id=job_id, params={"seconds": 0.05}, **extra)  # type: ignore[arg-type]
 
 
-def no_open_jobs() -> list[tuple[JobRequest, float, int]]:
-    """The `open_jobs` callback for tests that never reach compaction."""
-    return []
-
-
 def recover_once(path: Path) -> list[tuple[JobRequest, float, int]]:
     """What a restarted coordinator would recover; closes the file the journal reopens."""
     journal = JobJournal(path)
@@ -43,8 +38,8 @@ def test_open_jobs_recovered_and_ended_ones_not(tmp_path: Path) -> None:
     first.accepted(request("j1"), 100.0)
     first.accepted(detailed, 101.5, attempt=2)
     first.accepted(request("j3"), 102.0)
-    first.ended("j1", no_open_jobs)
-    first.ended("j3", no_open_jobs)
+    first.ended("j1")
+    first.ended("j3")
     first.close()
 
     recovered = recover_once(path)
@@ -84,7 +79,7 @@ def test_recover_rewrites_file_to_open_jobs(tmp_path: Path) -> None:
     for i in range(5):
         journal.accepted(request(f"j{i}"), float(i))
     for i in (0, 1, 3):
-        journal.ended(f"j{i}", no_open_jobs)
+        journal.ended(f"j{i}")
     journal.close()
     with path.open("ab") as out:
         out.write(b"{torn")
@@ -115,7 +110,70 @@ def test_no_path_is_a_no_op(tmp_path: Path) -> None:
     journal = JobJournal(None)
     assert journal.recover() == []
     journal.accepted(request("j1"), 1.0)
-    journal.ended("j1", no_open_jobs)
+    journal.ended("j1")
     journal.close()
     assert journal.recover() == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_journal_on_a_full_disk_reports_once_keeps_going_and_heals(tmp_path: Path) -> None:
+    """Writes fail (the file is /dev/full: ENOSPC on flush): the failure is reported once, later
+    calls do not raise, and the next flush rewrites the file from the open jobs."""
+    path = tmp_path / "jobs.jsonl"
+    problems: list[str] = []
+    open_jobs = {"j1": (request("j1"), 1.0, 1)}
+    journal = JobJournal(path, lambda: list(open_jobs.values()), problems.append)
+    journal.recover()
+    path.unlink()
+    path.symlink_to("/dev/full")
+    journal.close()
+    journal._file = path.open("ab")  # what the running coordinator holds: a handle on the failing device
+
+    journal.accepted(request("j1"), 1.0, attempt=1)
+    journal.flush()
+    assert journal.broken is not None and "No space left on device" in journal.broken
+    assert len(problems) == 1 and "jobs continue from memory" in problems[0]
+    journal.accepted(request("j2"), 2.0)  # no exception while broken
+    open_jobs["j2"] = (request("j2"), 2.0, 0)
+    journal.ended("j1")
+    del open_jobs["j1"]
+    journal._next_heal = 0.0  # the backoff has passed
+    journal.flush()  # heals: the rewrite replaces the link with a real file holding the open jobs
+    assert journal.broken is None and not path.is_symlink()
+    journal.accepted(request("j3"), 3.0)
+    journal.close()
+    assert [r.id for r, _, _ in recover_once(path)] == ["j2", "j3"]
+    assert len(problems) == 1
+
+
+def test_a_failed_compaction_leaves_the_journal_writable_after_it_heals(tmp_path: Path) -> None:
+    """Compaction cannot create its temporary file (a directory is in the way): the old file is
+    kept whole, the failure is reported, and once the way is clear the rewrite heals it."""
+    path = tmp_path / "jobs.jsonl"
+    problems: list[str] = []
+    open_jobs: dict[str, tuple[JobRequest, float, int]] = {}
+    journal = JobJournal(path, lambda: list(open_jobs.values()), problems.append, compact_after=2)
+    journal.recover()
+    blocker = path.with_suffix(".tmp")
+    blocker.mkdir()
+    for i in range(3):
+        open_jobs[f"j{i}"] = (request(f"j{i}"), float(i), 0)
+        journal.accepted(request(f"j{i}"), float(i))
+    journal.ended("j0")
+    del open_jobs["j0"]
+    journal.ended("j1")  # the second end triggers compaction, which fails
+    del open_jobs["j1"]
+    assert journal.broken is not None and "IsADirectoryError" in journal.broken
+    assert len(problems) == 1
+    journal.accepted(request("j9"), 9.0)
+    open_jobs["j9"] = (request("j9"), 9.0, 0)
+    journal._next_heal = 0.0
+    journal.flush()
+    assert journal.broken is not None  # still blocked; retried later, reported only once
+    blocker.rmdir()
+    journal._next_heal = 0.0
+    journal.flush()
+    assert journal.broken is None
+    journal.close()
+    assert sorted(r.id for r, _, _ in recover_once(path)) == ["j2", "j9"]
+    assert len(problems) == 1

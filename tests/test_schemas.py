@@ -287,3 +287,48 @@ def test_fast_encoders_agree_with_the_models() -> None:
                     submitted=1795430000.0, dispatched=1795430000.1, deadline=deadline)
         assert decode(Job, fast) == model
         assert orjson.loads(fast) == orjson.loads(encode(model))
+
+
+@pytest.mark.parametrize(("payload", "why"), [
+    (b'{"v":1,"kind":"noop","params":{"echo":18446744073709551616}}', "64 bits"),
+    (b'{"v":1,"kind":"noop","params":{"echo":-9223372036854775809}}', "64 bits"),
+    (b'{"v":1,"kind":"noop","params":{"echo":1e309}}', "NaN and infinities"),
+    (b'{"v":1,"kind":"noop","params":{"echo":[NaN]}}', "NaN and infinities"),
+    (b'{"v":1,"kind":"noop","params":{"echo":-Infinity}}', "NaN and infinities"),
+    (b'{"v":1,"kind":"noop","params":{"echo":' + b"[" * 40 + b"]" * 40 + b"}}", "deeper than"),
+    (b'{"v":1,"kind":"noop","priority":"1"}', "priority"),
+    (b'{"v":1,"kind":"noop","priority":true}', "priority"),
+    (b'{"v":1,"kind":"noop","priority":1.5}', "priority"),
+    (b'{"v":1,"kind":"noop","deadline_s":"5"}', "deadline_s"),
+    (b'{"v":1,"kind":"noop","deadline_s":1e309}', "deadline_s"),
+    (b'{"v":1,"kind":"noop","requires":{"min_ram_mb":"512"}}', "min_ram_mb"),
+])
+def test_job_requests_that_cannot_round_trip_or_need_guessing_are_refused(payload: bytes, why: str) -> None:
+    """What our own encoder could not write back unchanged (it once wedged the journal), and
+    values of the wrong JSON type, are refused instead of coerced."""
+    with pytest.raises(ValidationError) as caught:
+        decode(JobRequest, payload)
+    assert why in str(caught.value)
+
+
+def test_every_accepted_request_round_trips_through_our_encoder() -> None:
+    payload = b'{"v":1,"kind":"noop","params":{"echo":[18446744073709551615,-9223372036854775808,1.5e308,"x",null,true,{"a":{}}]},"priority":3,"deadline_s":2}'
+    request = decode(JobRequest, payload)
+    assert orjson.loads(encode(request)) == orjson.loads(payload)
+    assert orjson.loads(orjson.dumps(request.model_dump(exclude_none=True))) == orjson.loads(payload)
+
+
+@pytest.mark.parametrize(("field", "value"), [("slots", 10**18), ("workers", 10**6), ("cores", 10**9), ("ram_mb", 10**12), ("kinds", ["k"] * 1000)])
+def test_counts_a_node_announces_are_bounded(field: str, value: object) -> None:
+    body = orjson.loads(encode(samples()["capabilities"]))
+    body[field] = value
+    with pytest.raises(ValidationError):
+        decode(Capabilities, orjson.dumps(body))
+
+
+def test_a_result_output_must_round_trip_too() -> None:
+    body = orjson.loads(encode(samples()["result"]))
+    body["output"] = {"n": 0}
+    payload = orjson.dumps(body).replace(b'{"n":0}', b'{"n":100000000000000000000}')
+    with pytest.raises(ValidationError, match="64 bits"):
+        decode(Result, payload)
