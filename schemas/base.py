@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 # Ids travel inside topic levels, so they must never contain `/`, `+`, `#` or spaces.
 IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -47,6 +47,9 @@ def check_json_value(value: Any, depth: int = 0) -> Any:
         return value
     raise ValueError(f"{type(value).__name__} is not a JSON value")
 
+
+MAX_COUNT = 1 << 53  # counters and sequence numbers: exact in every JSON reader
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 JsonValue = Annotated[Any, AfterValidator(check_json_value)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_value)]

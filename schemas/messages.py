@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from .base import Ident, JsonObject, JsonValue, Message, Part, decode
+from .base import MAX_COUNT, Count, Ident, JsonObject, JsonValue, Message, Part, decode
 
 MAX_HELD_IDS = 4096
 # Bounds on what a node announces about itself: a forged or buggy `slots: 10**18` must not make
@@ -20,7 +20,6 @@ MAX_SLOTS = 4096
 MAX_WORKERS = 1024
 MAX_CORES = 4096
 MAX_RAM_MB = 1 << 24  # 16 TiB
-MAX_COUNT = 1 << 53  # counters a heartbeat reports (exact in every JSON reader)
 MAX_LIST = 256  # accelerators, backends, models, kinds, tags
 
 
@@ -186,7 +185,7 @@ class JobState(Message):
     state: JobStateName
     ts: float
     kind: Ident
-    attempt: int = Field(0, ge=0)
+    attempt: Count = 0
     node: Ident | None = None
     reason: str | None = None
 
@@ -220,7 +219,7 @@ class ErrorReport(Message):
     topic: str
     reason: str
     excerpt: str = Field("", max_length=256)
-    size: int = Field(0, ge=0)
+    size: Count = 0
 
 
 class CoordinatorStats(Message):
@@ -228,30 +227,30 @@ class CoordinatorStats(Message):
 
     ts: float
     uptime_s: float
-    nodes_online: int
-    nodes_known: int
-    queued: int
-    in_flight: int
-    queued_by_kind: dict[str, int] = Field(default_factory=dict)
-    submitted: int
-    done: int
-    failed: int
-    retried: int
-    rejected: int
-    duplicates: int
+    nodes_online: Count
+    nodes_known: Count
+    queued: Count
+    in_flight: Count
+    queued_by_kind: dict[str, Count] = Field(default_factory=dict)
+    submitted: Count
+    done: Count
+    failed: Count
+    retried: Count
+    rejected: Count
+    duplicates: Count
     jobs_per_s: float
-    frames_in: dict[str, int] = Field(default_factory=dict, description="Frames received per camera")
-    frames_done: dict[str, int] = Field(default_factory=dict, description="Frames whose result came back, per camera")
-    frames_dropped: dict[str, int] = Field(default_factory=dict, description="Frames replaced by a newer one before a node was free, per camera")
-    frames_lost: dict[str, int] = Field(default_factory=dict, description="Frames whose node died or never confirmed them, per camera")
-    fusion_queued: int = Field(0, description="Closed fusion windows waiting, all groups")
-    fusion_readings: dict[str, int] = Field(default_factory=dict, description="Readings filed into windows, per group")
-    fusion_windows: dict[str, int] = Field(default_factory=dict, description="Windows closed, per group")
-    fusion_fused: dict[str, int] = Field(default_factory=dict, description="Windows fused (posterior back), per group")
-    fusion_failed: dict[str, int] = Field(default_factory=dict, description="Windows whose job FAILED (the prior carries over), per group")
-    fusion_overflow: dict[str, int] = Field(default_factory=dict, description="Windows or readings refused at a bound, per group")
-    fusion_late: dict[str, int] = Field(default_factory=dict, description="Readings older than an already closed window, per group")
-    sensor_missing: dict[str, int] = Field(default_factory=dict, description="Readings a fused sensor numbered (seq) that never arrived, per sensor")
+    frames_in: dict[str, Count] = Field(default_factory=dict, description="Frames received per camera")
+    frames_done: dict[str, Count] = Field(default_factory=dict, description="Frames whose result came back, per camera")
+    frames_dropped: dict[str, Count] = Field(default_factory=dict, description="Frames replaced by a newer one before a node was free, per camera")
+    frames_lost: dict[str, Count] = Field(default_factory=dict, description="Frames whose node died or never confirmed them, per camera")
+    fusion_queued: Count = Field(0, description="Closed fusion windows waiting, all groups")
+    fusion_readings: dict[str, Count] = Field(default_factory=dict, description="Readings filed into windows, per group")
+    fusion_windows: dict[str, Count] = Field(default_factory=dict, description="Windows closed, per group")
+    fusion_fused: dict[str, Count] = Field(default_factory=dict, description="Windows fused (posterior back), per group")
+    fusion_failed: dict[str, Count] = Field(default_factory=dict, description="Windows whose job FAILED (the prior carries over), per group")
+    fusion_overflow: dict[str, Count] = Field(default_factory=dict, description="Windows or readings refused at a bound, per group")
+    fusion_late: dict[str, Count] = Field(default_factory=dict, description="Readings older than an already closed window, per group")
+    sensor_missing: dict[str, Count] = Field(default_factory=dict, description="Readings a fused sensor numbered (seq) that never arrived, per sensor")
 
 
 MODELS: dict[str, type[Message]] = {

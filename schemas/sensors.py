@@ -17,7 +17,7 @@ from typing import Literal
 import orjson
 from pydantic import Field, ValidationError
 
-from .base import Ident, Message, Part, decode
+from .base import MAX_COUNT, Ident, Message, Part, decode
 
 IMU_QUANTITY = "imu"
 FUSION_KIND = "fusion"  # results on results/fusion/{group}
@@ -38,7 +38,7 @@ class SensorReading(Message):
     value: float
     unit: str | None = Field(None, max_length=16, description="Defaults to the quantity's canonical unit")
     ts: float | None = Field(None, gt=0, description="When it was measured (epoch s); default: arrival")
-    seq: int | None = Field(None, ge=0, description="The sensor's own counter, to spot gaps")
+    seq: int | None = Field(None, ge=0, le=MAX_COUNT, description="The sensor's own counter, to spot gaps")
 
 
 class ImuReading(Message):
@@ -47,7 +47,7 @@ class ImuReading(Message):
     accel: Vector3
     gyro: Vector3
     ts: float | None = Field(None, gt=0)
-    seq: int | None = Field(None, ge=0)
+    seq: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
 class ReadingError(ValueError):
@@ -119,7 +119,7 @@ def _first_error(error: ValidationError) -> str:
 class FusionRejection(Part):
     sensor: str
     reason: Literal["gated", "stuck", "stale"]
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_COUNT)
 
 
 class FusionEstimate(Part):
@@ -129,12 +129,12 @@ class FusionEstimate(Part):
     group: Ident
     quantity: Ident
     unit: str | None = None
-    window: int = Field(ge=1, description="The group's window counter; consecutive results count up by one")
+    window: int = Field(ge=1, le=MAX_COUNT, description="The group's window counter; consecutive results count up by one")
     estimate: float
     variance: float = Field(ge=0)
     used: list[str]
     rejected: list[FusionRejection]
-    readings: int = Field(ge=0)
+    readings: int = Field(ge=0, le=MAX_COUNT)
     window_start: float
     window_end: float
     state: dict = Field(description="The posterior, which the coordinator hands to the group's next window")  # type: ignore[type-arg]
@@ -145,11 +145,11 @@ class FusionOrientation(Part):
 
     method: Literal["imu"] = "imu"
     group: Ident
-    window: int = Field(ge=1)
+    window: int = Field(ge=1, le=MAX_COUNT)
     roll: float
     pitch: float
     yaw: float
-    samples: int = Field(ge=0)
+    samples: int = Field(ge=0, le=MAX_COUNT)
     window_start: float
     window_end: float
     state: dict  # type: ignore[type-arg]

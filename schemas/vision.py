@@ -40,7 +40,7 @@ class DetectionOutput(Part):
     """The `output` of a detection result: which model looked at which frame, what it found."""
 
     model: str = Field(min_length=1, max_length=128, description="Model name from the manifest")
-    width: int = Field(gt=0, description="Width of the original frame in pixels")
-    height: int = Field(gt=0, description="Height of the original frame in pixels")
+    width: int = Field(gt=0, le=1 << 16, description="Width of the original frame in pixels")
+    height: int = Field(gt=0, le=1 << 16, description="Height of the original frame in pixels")
     detections: list[Detection] = Field(default_factory=list, description="Best score first")
     inference_ms: float = Field(ge=0.0, description="Time spent in the interpreter (set, invoke, read back)")

@@ -332,3 +332,15 @@ def test_a_result_output_must_round_trip_too() -> None:
     payload = orjson.dumps(body).replace(b'{"n":0}', b'{"n":100000000000000000000}')
     with pytest.raises(ValidationError, match="64 bits"):
         decode(Result, payload)
+
+
+def test_counters_and_sequence_numbers_stay_within_what_json_readers_keep_exact() -> None:
+    """A reading numbered 2**70 would be carried into a fusion job that no encoder can write."""
+    from edgehive.schemas.sensors import SensorReading
+
+    with pytest.raises(ValidationError):
+        decode(SensorReading, b'{"v":1,"value":1.0,"seq":1180591620717411303424}')
+    body = orjson.loads(encode(samples()["coordinator_stats"]))
+    body["done"] = 2**60
+    with pytest.raises(ValidationError):
+        decode(CoordinatorStats, orjson.dumps(body))
