@@ -256,7 +256,7 @@ class Coordinator:
         self._place_frames(nodes, now, now_mono)
 
         def try_place(job: JobRecord) -> bool | None:
-            node = scheduler.choose(nodes, job.kind, job.request.requires)
+            node = scheduler.choose(nodes, job.kind, job.request.requires, job.avoid)
             if node is not None:
                 self._dispatch(job, node, now, now_mono)
                 return True
@@ -280,8 +280,7 @@ class Coordinator:
             params = {"model": frame.model, "camera": frame.camera, "captured": frame.captured}
             header = job_json(job_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now)
             self.bus.publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
-            node.jobs.add(job_id)
-            node.dispatched += 1
+            node.sent(job_id, self.settings.lease)
             self.frames.sent(job_id, frame, node.id, now_mono)
 
     def _warn_unplaceable_frames(self) -> None:
@@ -319,8 +318,7 @@ class Coordinator:
         job.node, job.boot_id = node.id, node.boot_id
         job.dispatched, job.dispatched_mono = now, now_mono
         job.running_announced = False
-        node.jobs.add(job.id)
-        node.dispatched += 1
+        node.sent(job.id, self.settings.lease)
         self._outbox.setdefault(node.id, []).append(job_json(
             job.id, job.kind, job.request.params, job.source, job.attempt, node.boot_id, job.submitted, now, job.deadline,
         ))
@@ -358,10 +356,13 @@ class Coordinator:
             self.fusion.flush_state()
             self.journal.flush()  # before this burst's acknowledgements are written
 
-    def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
+    def _requeue(self, job_id: str, reason: str, count_attempt: bool = True, avoid: str | None = None) -> None:
+        """Back to the front of the queue; `avoid`: a node this job should go to only if no other can run it."""
         job = self.active.get(job_id)
         if job is None:
             return
+        if avoid is not None:
+            job.avoid.add(avoid)
         if job.node is not None:
             node = self.registry.nodes.get(job.node)
             if node is not None:
@@ -410,8 +411,13 @@ class Coordinator:
             self._pump_wanted = True
 
     def _reconcile_leases(self, node: Node, beat: Heartbeat, now_mono: float) -> None:
-        """The heartbeat lists what the node holds: confirm those, re-queue what it never got."""
+        """The heartbeat lists what the node holds: confirm those, re-queue what it never got.
+        A lapsed lease is no failure of the job (the way to the node stalled, e.g. after a
+        partition): the job moves to another node without using up an attempt, and the node
+        is suspect until it confirms a job sent to it."""
         held = set(beat.held)
+        if node.confirm(held):
+            log.info("node %s confirmed a job sent while suspect; it gets work again", node.id)
         for job_id in held - node.jobs:
             self._adopt(node, job_id)
         for job_id in list(node.jobs):
@@ -420,6 +426,7 @@ class Coordinator:
                 if job_id not in held and now_mono - frame.dispatched_mono > self.settings.lease:
                     self.frames.lose(job_id)
                     node.jobs.discard(job_id)
+                    node.mark_suspect(job_id, now_mono + self.settings.lease)
                 continue
             job = self.active.get(job_id)
             if job is None:
@@ -429,7 +436,11 @@ class Coordinator:
                     job.running_announced = True
                     self._publish_state(job, S.RUNNING)
             elif now_mono - job.dispatched_mono > self.settings.lease:
-                self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease")
+                if not node.suspect:
+                    log.warning("node %s did not confirm job %s within the lease; no new work for it until it confirms one", node.id, job_id)
+                node.mark_suspect(job_id, now_mono + self.settings.lease)
+                self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease",
+                              count_attempt=False, avoid=node.id)
         node.foreign = len(held - node.jobs)
 
     def _adopt(self, node: Node, job_id: str) -> None:
@@ -446,6 +457,9 @@ class Coordinator:
 
     def _on_result(self, topic: str, result: Result) -> None:
         with self._lock:
+            sender = self.registry.nodes.get(result.node)
+            if sender is not None:
+                sender.confirm((result.job_id,))  # it got a job sent while it was suspect
             job = self.active.get(result.job_id)
             if job is None:
                 frame = self.frames.finished(result.job_id)
