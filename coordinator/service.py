@@ -9,6 +9,7 @@ until `max_attempts`. Submissions are journaled, so a coordinator restart loses 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 import signal
@@ -62,6 +63,7 @@ class Coordinator:
         self.active: dict[str, JobRecord] = {}
         self.finished = FinishedJobs()
         self.orphans: dict[str, JobRecord] = {}
+        self._deadlines: list[tuple[float, str]] = []  # (deadline, job id), a heap; finished ones drop out when due
         self._outbox: dict[str, list[bytes]] = {}
         self.frames = FrameRouter()
         self._model_requirements: dict[str, Requirements] = {}
@@ -222,6 +224,8 @@ class Coordinator:
             self.finished.add(job, reason)
             return
         self.active[job_id] = job
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, job_id))
         self.journal.accepted(request, now)
         self._publish_state(job, S.REQUESTED)
         reason = self._unrunnable(job)
@@ -311,6 +315,18 @@ class Coordinator:
             if reason is not None:
                 self.queue.remove(job)
                 self._finish(job, S.FAILED, reason)
+
+    def _expire_placed(self) -> None:
+        """Fail placed jobs whose deadline passed. The node keeps the slot in our books while its
+        heartbeats list the job (it may still be running it); a result that comes later is ignored."""
+        now = time.time()
+        while self._deadlines and self._deadlines[0][0] < now:
+            _, job_id = heapq.heappop(self._deadlines)
+            job = self.active.get(job_id)
+            if job is None or job.queued or job.node is None:
+                continue  # finished, or queued (_sweep_queue fails it), or an orphan not yet adopted
+            where = "running" if job.running_announced else "waiting for a worker"
+            self._finish(job, S.FAILED, f"deadline of {job.request.deadline_s:g} s passed while {where} on node {job.node}")
 
     def _dispatch(self, job: JobRecord, node: Node, now: float, now_mono: float) -> None:
         assert node.boot_id is not None
@@ -416,6 +432,7 @@ class Coordinator:
         partition): the job moves to another node without using up an attempt, and the node
         is suspect until it confirms a job sent to it."""
         held = set(beat.held)
+        running = held if beat.running is None else set(beat.running)  # an agent that does not say: held means running
         if node.confirm(held):
             log.info("node %s confirmed a job sent while suspect; it gets work again", node.id)
         for job_id in held - node.jobs:
@@ -430,9 +447,10 @@ class Coordinator:
                 continue
             job = self.active.get(job_id)
             if job is None:
-                node.jobs.discard(job_id)
+                if job_id not in held:  # a job failed at its deadline keeps its slot until the node lets go of it
+                    node.jobs.discard(job_id)
             elif job_id in held:
-                if not job.running_announced:
+                if not job.running_announced and job_id in running:
                     job.running_announced = True
                     self._publish_state(job, S.RUNNING)
             elif now_mono - job.dispatched_mono > self.settings.lease:
@@ -467,7 +485,9 @@ class Coordinator:
                     self.registry.get(frame.node).jobs.discard(result.job_id)
                     self._pump_wanted = True
                 elif result.job_id in self.finished:
-                    self.counters["duplicates"] += 1
+                    self.counters["duplicates"] += 1  # a late or second run: one final state per job
+                    if sender is not None:
+                        sender.jobs.discard(result.job_id)
                 return
             if result.retryable:
                 return  # refusals come on nodes/{node}/declined, never as a job's result
@@ -492,7 +512,7 @@ class Coordinator:
             if job is None or job.node != refusal.node:
                 return
             self.registry.get(refusal.node).paused_until = time.monotonic() + self.settings.heartbeat_s  # until its next heartbeat
-            self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False)
+            self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False, avoid=refusal.node)
             self._pump_wanted = True
 
     # -- periodic work -----------------------------------------------------------------------
@@ -519,6 +539,7 @@ class Coordinator:
             self.fusion.close_due(time.time())
             self._report_refused_windows()
             self._sweep_queue()
+            self._expire_placed()
             self._warn_unplaceable_frames()
             self._pump()
             self._flush_outbox()
@@ -554,6 +575,8 @@ class Coordinator:
                             deadline=submitted + request.deadline_s if request.deadline_s else None, attempt=max(attempt, 1))
             self.active[job.id] = job
             self.orphans[job.id] = job
+            if job.deadline is not None:
+                heapq.heappush(self._deadlines, (job.deadline, job.id))
             if job.kind == FUSION_KIND:
                 self.fusion.adopt(job.id, request.params)
         self._recovery_until = time.monotonic() + self.settings.dead_after + self.settings.heartbeat_s
