@@ -98,9 +98,10 @@ class JobQueue:
 
 
 class FinishedJobs:
-    """The last `capacity` finished jobs' final states, to answer duplicates and resubmissions."""
+    """The last `capacity` finished jobs' final states, to answer duplicates and resubmissions.
+    About 250 bytes each: the bound is the coordinator's largest cache (`finished_max`)."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._states: OrderedDict[str, tuple[JobStateName, str, str | None, int, str | None]] = OrderedDict()
 

@@ -32,7 +32,7 @@ class Node:
     heartbeat: Heartbeat | None = None
     jobs: set[str] = field(default_factory=set)
     dispatched: int = 0
-    retired_boots: set[str] = field(default_factory=set)
+    retired_boots: dict[str, None] = field(default_factory=dict)  # oldest first
     foreign: int = 0
     paused_until: float = 0.0
     suspect: bool = False
@@ -82,6 +82,7 @@ class Node:
         return False
 
 
+MAX_RETIRED_BOOTS = 64
 MAX_UNCONFIRMED = 256  # ids a suspect node may confirm by; it gets at most one new job per lease
 
 
@@ -112,7 +113,9 @@ class NodeRegistry:
         """A different boot id: the earlier run's jobs are gone with it."""
         lost: set[str] = set()
         if node.boot_id is not None and node.boot_id != boot_id:
-            node.retired_boots.add(node.boot_id)
+            node.retired_boots[node.boot_id] = None
+            if len(node.retired_boots) > MAX_RETIRED_BOOTS:  # an agent in a restart loop must not grow it for ever
+                del node.retired_boots[next(iter(node.retired_boots))]  # the oldest: its will is long delivered
             lost, node.jobs = node.jobs, set()
             node.heartbeat = None
             node.suspect, node.unconfirmed = False, set()  # a new boot made a new connection

@@ -61,7 +61,7 @@ class Coordinator:
         self.registry = NodeRegistry()
         self.queue = JobQueue()
         self.active: dict[str, JobRecord] = {}
-        self.finished = FinishedJobs()
+        self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, JobRecord] = {}
         self._deadlines: list[tuple[float, str]] = []  # (deadline, job id), a heap; finished ones drop out when due
         self._outbox: dict[str, list[bytes]] = {}
@@ -274,7 +274,7 @@ class Coordinator:
         if not waiting:
             return
         for frame in waiting:
-            requires = self._model_requirements.setdefault(frame.model, Requirements(model=frame.model))
+            requires = self._requirements_for(frame.model)
             node = scheduler.choose(nodes, DETECT_KIND, requires)
             if node is None:
                 continue
@@ -287,11 +287,20 @@ class Coordinator:
             node.sent(job_id, self.settings.lease)
             self.frames.sent(job_id, frame, node.id, now_mono)
 
+    def _requirements_for(self, model: str) -> Requirements:
+        """Cached per model; a camera's envelope names the model, so the cache is bounded."""
+        requires = self._model_requirements.get(model)
+        if requires is None:
+            if len(self._model_requirements) >= 256:
+                self._model_requirements.clear()
+            requires = self._model_requirements[model] = Requirements(model=model)
+        return requires
+
     def _warn_unplaceable_frames(self) -> None:
         """A camera whose model no known node has: say so on `errors`, once a minute."""
         now = time.monotonic()
         for frame in list(self.frames.pending.values()):
-            reason = self._unrunnable_kind(DETECT_KIND, self._model_requirements.setdefault(frame.model, Requirements(model=frame.model)))
+            reason = self._unrunnable_kind(DETECT_KIND, self._requirements_for(frame.model))
             if reason is not None and now - self._frame_warned.get(frame.camera, -1e9) > 60:
                 self._frame_warned[frame.camera] = now
                 self.bus.report_error(self.topics.frames(frame.camera), f"frames of {frame.camera} want model {frame.model!r}: {reason}")

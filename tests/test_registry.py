@@ -202,3 +202,15 @@ def test_new_boot_clears_suspicion() -> None:
     reg.nodes["pi"].mark_suspect("j1", retry_after=1e12)
     reg.on_heartbeat(beat("pi", "b2"), 101.0)
     assert not reg.nodes["pi"].suspect and reg.nodes["pi"].free_slots == 4
+
+
+def test_retired_boots_are_bounded_and_the_newest_kept() -> None:
+    """An agent in a restart loop must not grow the registry for ever; recent boots stay retired."""
+    from edgehive.coordinator.registry import MAX_RETIRED_BOOTS
+
+    reg = NodeRegistry()
+    for i in range(MAX_RETIRED_BOOTS + 50):
+        reg.on_heartbeat(beat("pi", f"b{i}"), 100.0 + i)
+    retired = reg.nodes["pi"].retired_boots
+    assert len(retired) == MAX_RETIRED_BOOTS
+    assert f"b{MAX_RETIRED_BOOTS + 48}" in retired and "b0" not in retired
