@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import tempfile
 import threading
@@ -138,10 +139,10 @@ def main() -> int:
                f"submitted {submitter.sent}, done {stats.done if stats else '?'}, failed {stats.failed if stats else '?'}")
     print(summary)
     if args.markdown:
-        command = " ".join(["bench/soak.py", *sys.argv[1:]])
+        command = shlex.join(["bench/soak.py", *sys.argv[1:]])
         rows = "\n".join(f"| {t:.0f} | {mb:.1f} |" for t, mb in points)
         with args.markdown.open("a") as out:
-            out.write(f"\n#### {args.label or 'run'} ({time.strftime('%Y-%m-%d')}, {platform.node() and 'this machine'})\n\n"
+            out.write(f"\n#### {args.label or 'run'} ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()})\n\n"
                       f"`.venv/bin/python {command}`\n\n{summary}\n\n| s | coordinator RSS (MB) |\n| --- | --- |\n{rows}\n")
     return 0
 
