@@ -69,7 +69,7 @@ class Agent:
             will=Outgoing(self.topics.status(self.node), self._status("offline", "will: connection lost"), qos=1, retain=True),
             max_payload_bytes=settings.max_payload_bytes,
         )
-        self.runner = JobRunner(self.kinds, self.node, settings.workers, settings.effective_slots, self._publish_result)
+        self.runner = JobRunner(self.kinds, self.node, settings.workers, settings.effective_slots, self._publish_result, self._decline)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
 
     # -- messages ----------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class Agent:
             throttled=self.health.throttled(), gpu_pct=self.health.gpu_pct(),
             in_flight=running, queued=waiting, jobs_done=self.runner.done, jobs_failed=self.runner.failed,
             service_s=self.runner.mean_service_s(), service_by_kind=dict(self.runner.service_by_kind),
-            held=self.runner.held_ids(), draining=self.draining.is_set(),
+            held=self.runner.held_ids(), running=self.runner.running_ids(), draining=self.draining.is_set(),
         )
 
     def _publish_heartbeat(self) -> None:
@@ -132,11 +132,15 @@ class Agent:
         if reason is None and not self.runner.try_accept(job, received, frame):
             reason = f"node is full ({self.runner.capacity} jobs)"
         if reason is not None:
-            refusal = Result(
-                job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
-                ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
-            )
-            self.bus.publish(self.topics.declined(self.node), encode(refusal), qos=1)
+            self._decline(job, received, reason)
+
+    def _decline(self, job: Job, received: float, reason: str) -> None:
+        """Give a job back to the coordinator to run elsewhere (full, draining, stuck behind a worker)."""
+        refusal = Result(
+            job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
+            ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
+        )
+        self.bus.publish(self.topics.declined(self.node), encode(refusal), qos=1)
 
     def _on_own_status(self, topic: str, status: NodeStatus) -> None:
         """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it."""
@@ -169,6 +173,7 @@ class Agent:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_s):
+            self.runner.check_waiting(self.settings.prefetch_wait_max_s)
             if self.bus.connected.is_set():
                 self._publish_heartbeat()
 
@@ -180,7 +185,9 @@ class Agent:
         self._publish_heartbeat()  # tells the scheduler at once
         finished = self.runner.wait_idle(self.settings.drain_timeout_s)
         if not finished:
-            log.warning("drain timed out with %d jobs held; the coordinator will re-run them", len(self.runner.held_ids()))
+            log.warning("drain timed out with %d jobs held; handing them back", len(self.runner.held_ids()))
+            self.runner.cancel_all("node is draining")  # cancellable kinds stop; the coordinator re-runs the rest
+            self.runner.wait_idle(min(2.0, self.settings.drain_timeout_s))
         self._stop.set()
         self.bus.stop([Outgoing(self.topics.status(self.node), self._status("offline", "drained"), qos=1, retain=True)])
         self.runner.shutdown()

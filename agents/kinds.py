@@ -1,12 +1,16 @@
 """The registry of job kinds an agent runs. Vision and fusion register here in their own modules.
 
 A kind declares a pydantic model of its parameters, so a job with bad parameters fails
-with a clear message instead of an exception deep inside the work.
+with a clear message instead of an exception deep inside the work; the model's bounds
+are the kind's limits (a `sleep` sleeps at most `MAX_SLEEP_S`). A kind may also declare
+`max_runtime_s`, which the agent enforces like a deadline, and be `cancellable`: it then
+gets a `cancel` event and returns soon after it is set (a deadline passed, or a drain
+ran out of time), so that a job cannot hold a worker for ever.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +27,17 @@ class JobKind:
     """`inline` kinds finish in microseconds and never block: they run on the thread that
     received them, because handing them to a worker would cost more than running them.
     `takes_frame` kinds get the frame's JPEG bytes as a second argument (see
-    schemas/envelope.py): images never travel inside JSON params."""
+    schemas/envelope.py): images never travel inside JSON params. `cancellable` kinds get
+    a keyword `cancel` (a threading.Event) and return, or raise JobFailed, soon after it is
+    set; `max_runtime_s` is a deadline the agent applies to every job of the kind."""
 
     name: str
     params: type[BaseModel]
     run: Callable[..., Any]
     inline: bool = False
     takes_frame: bool = False
+    cancellable: bool = False
+    max_runtime_s: float | None = None
 
 
 class KindRegistry:
@@ -52,9 +60,12 @@ class KindRegistry:
         return sorted(self._kinds)
 
 
+MAX_SLEEP_S = 600.0
+
+
 class SleepParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    seconds: float = Field(0.05, ge=0, le=3600)
+    seconds: float = Field(0.05, ge=0, le=MAX_SLEEP_S, description="How long to sleep; at most ten minutes")
 
 
 class NoopParams(BaseModel):
@@ -64,8 +75,10 @@ class NoopParams(BaseModel):
     echo: Any = None
 
 
-def _sleep(params: SleepParams) -> dict[str, float]:
-    time.sleep(params.seconds)
+def _sleep(params: SleepParams, cancel: threading.Event) -> dict[str, float]:
+    """Waits on `cancel` rather than time.sleep, so a deadline or a drain ends it at once."""
+    if cancel.wait(params.seconds):
+        raise JobFailed("cancelled")
     return {"slept_s": params.seconds}
 
 
@@ -75,4 +88,4 @@ def _noop(params: NoopParams) -> Any:
 
 def builtin_kinds() -> KindRegistry:
     """`sleep` (DESIGN.md's fixed point; every agent runs it) and `noop` (tests, benchmarks)."""
-    return KindRegistry([JobKind("sleep", SleepParams, _sleep), JobKind("noop", NoopParams, _noop, inline=True)])
+    return KindRegistry([JobKind("sleep", SleepParams, _sleep, cancellable=True), JobKind("noop", NoopParams, _noop, inline=True)])

@@ -2,6 +2,12 @@
 
 The measured service time goes into every heartbeat; the coordinator's scheduler
 weighs nodes by it, so a slow Pi naturally gets fewer frames than a Jetson.
+
+Time limits: a job's deadline (and its kind's `max_runtime_s`) holds while it runs, by
+setting its cancel event (cancellable kinds return at once; the result is a failure
+that says why). A job that waits for a worker past its deadline fails without running;
+one that waited longer than `prefetch_wait_max_s` (a worker is stuck) is handed back for
+another node to run, once per job: if the coordinator sends it here again, it stays.
 """
 
 from __future__ import annotations
@@ -9,8 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -23,10 +31,26 @@ log = logging.getLogger(__name__)
 
 _EWMA_ALPHA = 0.2
 _MAX_ERROR = 2000  # Result.error's max_length
+_HANDED_BACK_MAX = 4096  # ids remembered so that a job is handed back at most once
+
+
+@dataclass
+class _Held:
+    """A job this node holds: waiting for a worker until `started`."""
+
+    job: Job
+    received: float
+    frame: bytes | None
+    accepted_mono: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+    cancel_reason: str | None = None
+    hand_back: bool = False
 
 
 class JobRunner:
-    """Accepts at most `capacity` jobs at once and runs `workers` of them in parallel."""
+    """Accepts at most `capacity` jobs at once and runs `workers` of them in parallel.
+    `hand_back(job, received, reason)` returns a job to the coordinator (nodes/{node}/declined)."""
 
     def __init__(
         self,
@@ -35,16 +59,19 @@ class JobRunner:
         workers: int,
         capacity: int,
         publish_result: Callable[[Result], None],
+        hand_back: Callable[[Job, float, str], None] | None = None,
     ) -> None:
         self.kinds = kinds
         self.node = node
         self.workers = workers
         self.capacity = capacity
         self._publish_result = publish_result
+        self._hand_back = hand_back
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._held: dict[str, Job] = {}
+        self._held: dict[str, _Held] = {}
+        self._handed_back: OrderedDict[str, None] = OrderedDict()
         self._running = 0
         self.done = 0
         self.failed = 0
@@ -55,6 +82,11 @@ class JobRunner:
     def held_ids(self) -> list[str]:
         with self._lock:
             return list(self._held)
+
+    def running_ids(self) -> list[str]:
+        """Held jobs that have started (the rest wait for a worker)."""
+        with self._lock:
+            return [job_id for job_id, entry in self._held.items() if entry.started]
 
     def counts(self) -> tuple[int, int]:
         """(running, waiting for a worker)."""
@@ -70,47 +102,136 @@ class JobRunner:
     def try_accept(self, job: Job, received: float, frame: bytes | None = None) -> bool:
         """Queue `job` (with its frame, for kinds that take one); False when full or when it
         is already here (a redelivery)."""
+        entry = _Held(job, received, frame, time.monotonic())
         with self._lock:
             if job.id in self._held or len(self._held) >= self.capacity:
                 return False
-            self._held[job.id] = job
+            self._held[job.id] = entry
         kind = self.kinds.get(job.kind)
         if kind is not None and kind.inline:
-            self._run(job, received, frame)
+            self._run(entry)
         else:
-            self._pool.submit(self._run, job, received, frame)
+            self._pool.submit(self._run, entry)
         return True
 
     def is_held(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._held
 
-    def _run(self, job: Job, received: float, frame: bytes | None = None) -> None:
+    def _limit(self, job: Job, started: float) -> tuple[float, str] | None:
+        """When the job must end (epoch) and why: its deadline or its kind's max_runtime_s."""
+        kind = self.kinds.get(job.kind)
+        limits = []
+        if job.deadline is not None:
+            limits.append((job.deadline, "deadline passed while running"))
+        if kind is not None and kind.max_runtime_s is not None:
+            limits.append((started + kind.max_runtime_s, f"ran longer than kind {job.kind!r} allows ({kind.max_runtime_s:g} s)"))
+        return min(limits) if limits else None
+
+    def _cancel(self, entry: _Held, reason: str, hand_back: bool = False) -> None:
         with self._lock:
+            if entry.cancel_reason is None:
+                entry.cancel_reason, entry.hand_back = reason, hand_back
+        entry.cancel.set()
+
+    def _run(self, entry: _Held) -> None:
+        job, received, frame = entry.job, entry.received, entry.frame
+        with self._lock:
+            if self._held.get(job.id) is not entry:
+                return  # handed back or failed while it waited
+            entry.started = True
             self._running += 1
         started = time.time()
-        ok, output, error = self._execute(job, started, frame)
+        limit = self._limit(job, started)
+        timer = None
+        if limit is not None and limit[0] > started:
+            timer = threading.Timer(limit[0] - started, self._cancel, (entry, limit[1]))
+            timer.daemon = True
+            timer.start()
+        try:
+            ok, output, error = self._execute(job, started, frame, entry.cancel)
+        finally:
+            if timer is not None:
+                timer.cancel()
         finished = time.time()
+        if entry.cancel_reason is not None:
+            ok, output, error = False, None, entry.cancel_reason
+        if entry.hand_back and self._hand_back is not None:
+            try:
+                self._hand_back(job, received, entry.cancel_reason or "handed back")
+            finally:
+                self._release(job.id)
+            return
         self._record(job.kind, ok, finished - started)
-        kind_takes_frame = frame is not None
+        try:
+            self._publish(job, received, started, ok, output, error, finished, frame is not None)
+        finally:
+            self._release(job.id)
+
+    def _publish(self, job: Job, received: float, started: float | None, ok: bool, output: object, error: str | None,
+                 finished: float | None, took_frame: bool = False) -> None:
         if error is not None and len(error) > _MAX_ERROR:
             error = error[: _MAX_ERROR - 1] + "…"
-        try:
-            self._publish_result(Result(
-                job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
-                ok=ok, output=output, error=error,
-                timings=Timings(
-                    captured=job.params.get("captured"), queued=job.submitted, dispatched=job.dispatched, received=received,
-                    started=started, finished=finished, inferred=finished if kind_takes_frame else None, published=time.time(),
-                ),
-            ))
-        finally:
-            with self._lock:
-                self._held.pop(job.id, None)
-                self._running -= 1
-                self._idle.notify_all()
+        self._publish_result(Result(
+            job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
+            ok=ok, output=output, error=error,
+            timings=Timings(
+                captured=job.params.get("captured"), queued=job.submitted, dispatched=job.dispatched, received=received,
+                started=started, finished=finished, inferred=finished if took_frame else None, published=time.time(),
+            ),
+        ))
 
-    def _execute(self, job: Job, started: float, frame: bytes | None) -> tuple[bool, object, str | None]:
+    def _release(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
+            self._running -= 1
+            self._idle.notify_all()
+
+    def check_waiting(self, max_wait_s: float) -> None:
+        """Called every heartbeat: a waiting job whose deadline passed fails without running; one
+        that waited longer than `max_wait_s` (0: never) is handed back, at most once per job."""
+        now, now_mono = time.time(), time.monotonic()
+        expired: list[_Held] = []
+        stale: list[_Held] = []
+        with self._lock:
+            for job_id, entry in list(self._held.items()):
+                if entry.started:
+                    continue
+                if entry.job.deadline is not None and now > entry.job.deadline:
+                    expired.append(self._held.pop(job_id))
+                elif (max_wait_s and self._hand_back is not None and now_mono - entry.accepted_mono > max_wait_s
+                      and job_id not in self._handed_back):
+                    stale.append(self._held.pop(job_id))
+                    self._handed_back[job_id] = None
+                    if len(self._handed_back) > _HANDED_BACK_MAX:
+                        self._handed_back.popitem(last=False)
+            if expired or stale:
+                self._idle.notify_all()
+        for entry in expired:
+            self._record(entry.job.kind, False, 0.0)
+            self._publish(entry.job, entry.received, None, False, None, "deadline passed while waiting for a worker", None)
+        for entry in stale:
+            assert self._hand_back is not None
+            log.warning("job %s waited %.0f s for a worker; handing it back", entry.job.id, now_mono - entry.accepted_mono)
+            self._hand_back(entry.job, entry.received, f"waited {now_mono - entry.accepted_mono:.0f} s for a worker (prefetch_wait_max_s)")
+
+    def cancel_all(self, reason: str) -> None:
+        """Hand back every held job (drain out of time): waiting ones at once, running
+        cancellable ones as soon as they stop."""
+        with self._lock:
+            entries = list(self._held.values())
+            waiting = [e for e in entries if not e.started]
+            for entry in waiting:
+                del self._held[entry.job.id]
+            self._idle.notify_all()
+        for entry in waiting:
+            if self._hand_back is not None:
+                self._hand_back(entry.job, entry.received, reason)
+        for entry in entries:
+            if entry.started:
+                self._cancel(entry, reason, hand_back=True)
+
+    def _execute(self, job: Job, started: float, frame: bytes | None, cancel: threading.Event) -> tuple[bool, object, str | None]:
         kind = self.kinds.get(job.kind)
         if kind is None:
             return False, None, f"this node does not run job kind {job.kind!r}"
@@ -120,12 +241,13 @@ class JobRunner:
             params = kind.params.model_validate(job.params)
         except ValidationError as error:
             return False, None, f"invalid params: {describe_validation_error(error)}"
+        extra = {"cancel": cancel} if kind.cancellable else {}
         try:
             if kind.takes_frame:
                 if frame is None:
                     return False, None, f"job kind {job.kind!r} needs a frame and none came with the job"
-                return True, kind.run(params, frame), None
-            return True, kind.run(params), None
+                return True, kind.run(params, frame, **extra), None
+            return True, kind.run(params, **extra), None
         except JobFailed as error:
             return False, None, str(error) or type(error).__name__
         except Exception as error:  # a failing job is a result, never a dead agent

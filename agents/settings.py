@@ -23,7 +23,8 @@ class AgentSettings(CommonSettings):
     inference_threads: int = Field(1, ge=1, le=64, description="Interpreter threads per model instance")
     snapshot_interval_s: float = Field(5.0, ge=0, description="Seconds between annotated snapshots per camera on snapshots/{camera} (0: none)")
     host_root: str = Field("/", description="Where the device's /proc and /sys are visible (containers may mount them elsewhere)")
-    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish; then they are handed back")
+    prefetch_wait_max_s: float = Field(30.0, ge=0, description="A job accepted but still waiting for a worker after this long (a worker is stuck) is handed back to run elsewhere, once per job (0: never)")
 
     @property
     def effective_slots(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgehive.schemas import JobRequest, JobStateName
 
@@ -24,6 +24,7 @@ class JobRecord:
     running_announced: bool = False
     bounces: int = 0
     queued: bool = False
+    avoid: set[str] = field(default_factory=set)  # nodes where its lease lapsed or that handed it back
 
     @property
     def kind(self) -> str:
@@ -97,9 +98,10 @@ class JobQueue:
 
 
 class FinishedJobs:
-    """The last `capacity` finished jobs' final states, to answer duplicates and resubmissions."""
+    """The last `capacity` finished jobs' final states, to answer duplicates and resubmissions.
+    About 250 bytes each: the bound is the coordinator's largest cache (`finished_max`)."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._states: OrderedDict[str, tuple[JobStateName, str, str | None, int, str | None]] = OrderedDict()
 

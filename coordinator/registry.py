@@ -5,11 +5,18 @@ coordinator knows the fleet without any agent restarting. Death is decided three
 ways: the will (or an explicit `offline`), or heartbeats silent for `dead_after`. A
 boot id ties each message to one run of an agent, so a will from an earlier boot
 never kills the live one.
+
+A node can be alive (its heartbeats arrive) and still not receive what we send it: after a
+partition heals, the broker's TCP retransmissions to it back off for seconds. Such a node
+is `suspect` (its heartbeats stopped, or a lease lapsed there): it gets no new work until
+it confirms a job we sent it since, except one probe job per lease (half-open, like a
+circuit breaker), so a node that lost the jobs it was sent is not shunned forever.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edgehive.schemas import Capabilities, Heartbeat, NodeStatus
@@ -25,9 +32,12 @@ class Node:
     heartbeat: Heartbeat | None = None
     jobs: set[str] = field(default_factory=set)
     dispatched: int = 0
-    retired_boots: set[str] = field(default_factory=set)
+    retired_boots: dict[str, None] = field(default_factory=dict)  # oldest first
     foreign: int = 0
     paused_until: float = 0.0
+    suspect: bool = False
+    probe_after: float = 0.0
+    unconfirmed: set[str] = field(default_factory=set)
 
     @property
     def draining(self) -> bool:
@@ -36,10 +46,44 @@ class Node:
     @property
     def free_slots(self) -> int:
         """Slots minus our jobs there minus `foreign` ones its heartbeat lists but we do not
-        track (work from before a coordinator restart); none while paused after a refusal."""
-        if self.caps is None or not self.alive or self.draining or self.paused_until > time.monotonic():
+        track (work from before a coordinator restart); none while paused after a refusal; while
+        suspect, one probe slot once `probe_after` has passed."""
+        now = time.monotonic()
+        if self.caps is None or not self.alive or self.draining or self.paused_until > now:
             return 0
-        return max(0, self.caps.slots - len(self.jobs) - self.foreign)
+        free = max(0, self.caps.slots - len(self.jobs) - self.foreign)
+        if self.suspect:
+            return min(free, 1) if now >= self.probe_after else 0
+        return free
+
+    def mark_suspect(self, job_id: str | None, retry_after: float) -> None:
+        """Our messages may not reach it: no new work but a probe at `retry_after` (monotonic).
+        `job_id` (a dispatch that lapsed) confirms the node if it ever shows up."""
+        if not self.suspect:
+            self.suspect, self.unconfirmed = True, set()
+        self.probe_after = retry_after
+        if job_id is not None and len(self.unconfirmed) < MAX_UNCONFIRMED:
+            self.unconfirmed.add(job_id)
+
+    def sent(self, job_id: str, lease: float) -> None:
+        """A job dispatched to it; to a suspect node that is the probe, the next one a lease later."""
+        self.jobs.add(job_id)
+        self.dispatched += 1
+        if self.suspect:
+            self.probe_after = time.monotonic() + lease
+            if len(self.unconfirmed) < MAX_UNCONFIRMED:
+                self.unconfirmed.add(job_id)
+
+    def confirm(self, job_ids: Iterable[str]) -> bool:
+        """The node heard us: it holds (or returned) a job sent while it was suspect. True if that ended it."""
+        if self.suspect and not self.unconfirmed.isdisjoint(job_ids):
+            self.suspect, self.unconfirmed = False, set()
+            return True
+        return False
+
+
+MAX_RETIRED_BOOTS = 64
+MAX_UNCONFIRMED = 256  # ids a suspect node may confirm by; it gets at most one new job per lease
 
 
 @dataclass
@@ -69,9 +113,12 @@ class NodeRegistry:
         """A different boot id: the earlier run's jobs are gone with it."""
         lost: set[str] = set()
         if node.boot_id is not None and node.boot_id != boot_id:
-            node.retired_boots.add(node.boot_id)
+            node.retired_boots[node.boot_id] = None
+            if len(node.retired_boots) > MAX_RETIRED_BOOTS:  # an agent in a restart loop must not grow it for ever
+                del node.retired_boots[next(iter(node.retired_boots))]  # the oldest: its will is long delivered
             lost, node.jobs = node.jobs, set()
             node.heartbeat = None
+            node.suspect, node.unconfirmed = False, set()  # a new boot made a new connection
         node.boot_id = boot_id
         return lost
 
@@ -114,6 +161,7 @@ class NodeRegistry:
         for node in self.nodes.values():
             if node.alive and now - node.last_seen > dead_after:
                 node.alive = False
+                node.mark_suspect(None, retry_after=0.0)  # if it comes back on this boot, probe the way to it first
                 lost, node.jobs = node.jobs, set()
                 changes.append(Change(node, died=True, lost_jobs=lost))
         return changes

@@ -8,7 +8,7 @@ high CPU load and by heat. A throttling Pi therefore gets less work than a cool 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from edgehive.schemas import Capabilities, Requirements
 
@@ -73,9 +73,15 @@ def fleet_service_s(nodes: Iterable[Node], kind: str) -> float:
     return values[len(values) // 2] if values else DEFAULT_SERVICE_S
 
 
-def choose(nodes: list[Node], kind: str, req: Requirements | None) -> Node | None:
-    """The eligible node with a free slot and the earliest expected completion."""
-    candidates = [n for n in nodes if n.free_slots > 0 and unmet(n.caps, kind, req) is None]  # type: ignore[arg-type]
+def choose(nodes: list[Node], kind: str, req: Requirements | None, avoid: Collection[str] = ()) -> Node | None:
+    """The eligible node with a free slot and the earliest expected completion. Nodes in `avoid`
+    (where this job's lease lapsed or that handed it back) are used only when no other of
+    `nodes` could ever run the job; otherwise the job waits for one of those."""
+    capable = [n for n in nodes if unmet(n.caps, kind, req) is None]  # type: ignore[arg-type]
+    if avoid:
+        others = [n for n in capable if n.id not in avoid]
+        capable = others or capable
+    candidates = [n for n in capable if n.free_slots > 0]
     if not candidates:
         return None
     fallback = fleet_service_s(nodes, kind)

@@ -9,6 +9,7 @@ until `max_attempts`. Submissions are journaled, so a coordinator restart loses 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 import signal
@@ -60,8 +61,9 @@ class Coordinator:
         self.registry = NodeRegistry()
         self.queue = JobQueue()
         self.active: dict[str, JobRecord] = {}
-        self.finished = FinishedJobs()
+        self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, JobRecord] = {}
+        self._deadlines: list[tuple[float, str]] = []  # (deadline, job id), a heap; finished ones drop out when due
         self._outbox: dict[str, list[bytes]] = {}
         self.frames = FrameRouter()
         self._model_requirements: dict[str, Requirements] = {}
@@ -225,6 +227,8 @@ class Coordinator:
             self.finished.add(job, reason)
             return
         self.active[job_id] = job
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, job_id))
         self.journal.accepted(request, now)
         self._publish_state(job, S.REQUESTED)
         reason = self._unrunnable(job)
@@ -265,7 +269,7 @@ class Coordinator:
         self._place_frames(nodes, now, now_mono)
 
         def try_place(job: JobRecord) -> bool | None:
-            node = scheduler.choose(nodes, job.kind, job.request.requires)
+            node = scheduler.choose(nodes, job.kind, job.request.requires, job.avoid)
             if node is not None:
                 self._dispatch(job, node, now, now_mono)
                 return True
@@ -279,7 +283,7 @@ class Coordinator:
         if not waiting:
             return
         for frame in waiting:
-            requires = self._model_requirements.setdefault(frame.model, Requirements(model=frame.model))
+            requires = self._requirements_for(frame.model)
             node = scheduler.choose(nodes, DETECT_KIND, requires)
             if node is None:
                 continue
@@ -289,15 +293,23 @@ class Coordinator:
             params = {"model": frame.model, "camera": frame.camera, "captured": frame.captured}
             header = job_json(job_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now)
             self.bus.publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
-            node.jobs.add(job_id)
-            node.dispatched += 1
+            node.sent(job_id, self.settings.lease)
             self.frames.sent(job_id, frame, node.id, now_mono)
+
+    def _requirements_for(self, model: str) -> Requirements:
+        """Cached per model; a camera's envelope names the model, so the cache is bounded."""
+        requires = self._model_requirements.get(model)
+        if requires is None:
+            if len(self._model_requirements) >= 256:
+                self._model_requirements.clear()
+            requires = self._model_requirements[model] = Requirements(model=model)
+        return requires
 
     def _warn_unplaceable_frames(self) -> None:
         """A camera whose model no known node has: say so on `errors`, once a minute."""
         now = time.monotonic()
         for frame in list(self.frames.pending.values()):
-            reason = self._unrunnable_kind(DETECT_KIND, self._model_requirements.setdefault(frame.model, Requirements(model=frame.model)))
+            reason = self._unrunnable_kind(DETECT_KIND, self._requirements_for(frame.model))
             if reason is not None and now - self._frame_warned.get(frame.camera, -1e9) > 60:
                 self._frame_warned[frame.camera] = now
                 self.bus.report_error(self.topics.frames(frame.camera), f"frames of {frame.camera} want model {frame.model!r}: {reason}")
@@ -323,14 +335,25 @@ class Coordinator:
                 self.queue.remove(job)
                 self._finish(job, S.FAILED, f"deadline of {job.request.deadline_s:g} s passed while queued")
 
+    def _expire_placed(self) -> None:
+        """Fail placed jobs whose deadline passed. The node keeps the slot in our books while its
+        heartbeats list the job (it may still be running it); a result that comes later is ignored."""
+        now = time.time()
+        while self._deadlines and self._deadlines[0][0] < now:
+            _, job_id = heapq.heappop(self._deadlines)
+            job = self.active.get(job_id)
+            if job is None or job.queued or job.node is None:
+                continue  # finished, or queued (_sweep_queue fails it), or an orphan not yet adopted
+            where = "running" if job.running_announced else "waiting for a worker"
+            self._finish(job, S.FAILED, f"deadline of {job.request.deadline_s:g} s passed while {where} on node {job.node}")
+
     def _dispatch(self, job: JobRecord, node: Node, now: float, now_mono: float) -> None:
         assert node.boot_id is not None
         job.attempt += 1
         job.node, job.boot_id = node.id, node.boot_id
         job.dispatched, job.dispatched_mono = now, now_mono
         job.running_announced = False
-        node.jobs.add(job.id)
-        node.dispatched += 1
+        node.sent(job.id, self.settings.lease)
         self._outbox.setdefault(node.id, []).append(job_json(
             job.id, job.kind, job.request.params, job.source, job.attempt, node.boot_id, job.submitted, now, job.deadline,
         ))
@@ -368,10 +391,13 @@ class Coordinator:
             self.fusion.flush_state()
             self.journal.flush()  # before this burst's acknowledgements are written
 
-    def _requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> None:
+    def _requeue(self, job_id: str, reason: str, count_attempt: bool = True, avoid: str | None = None) -> None:
+        """Back to the front of the queue; `avoid`: a node this job should go to only if no other can run it."""
         job = self.active.get(job_id)
         if job is None:
             return
+        if avoid is not None:
+            job.avoid.add(avoid)
         if job.node is not None:
             node = self.registry.nodes.get(job.node)
             if node is not None:
@@ -420,8 +446,14 @@ class Coordinator:
             self._pump_wanted = True
 
     def _reconcile_leases(self, node: Node, beat: Heartbeat, now_mono: float) -> None:
-        """The heartbeat lists what the node holds: confirm those, re-queue what it never got."""
+        """The heartbeat lists what the node holds: confirm those, re-queue what it never got.
+        A lapsed lease is no failure of the job (the way to the node stalled, e.g. after a
+        partition): the job moves to another node without using up an attempt, and the node
+        is suspect until it confirms a job sent to it."""
         held = set(beat.held)
+        running = held if beat.running is None else set(beat.running)  # an agent that does not say: held means running
+        if node.confirm(held):
+            log.info("node %s confirmed a job sent while suspect; it gets work again", node.id)
         for job_id in held - node.jobs:
             self._adopt(node, job_id)
         for job_id in list(node.jobs):
@@ -430,16 +462,22 @@ class Coordinator:
                 if job_id not in held and now_mono - frame.dispatched_mono > self.settings.lease:
                     self.frames.lose(job_id)
                     node.jobs.discard(job_id)
+                    node.mark_suspect(job_id, now_mono + self.settings.lease)
                 continue
             job = self.active.get(job_id)
             if job is None:
-                node.jobs.discard(job_id)
+                if job_id not in held:  # a job failed at its deadline keeps its slot until the node lets go of it
+                    node.jobs.discard(job_id)
             elif job_id in held:
-                if not job.running_announced:
+                if not job.running_announced and job_id in running:
                     job.running_announced = True
                     self._publish_state(job, S.RUNNING)
             elif now_mono - job.dispatched_mono > self.settings.lease:
-                self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease")
+                if not node.suspect:
+                    log.warning("node %s did not confirm job %s within the lease; no new work for it until it confirms one", node.id, job_id)
+                node.mark_suspect(job_id, now_mono + self.settings.lease)
+                self._requeue(job_id, f"node {node.id} never confirmed it within the {self.settings.lease:g} s lease",
+                              count_attempt=False, avoid=node.id)
         node.foreign = len(held - node.jobs)
 
     def _adopt(self, node: Node, job_id: str) -> None:
@@ -456,6 +494,9 @@ class Coordinator:
 
     def _on_result(self, topic: str, result: Result) -> None:
         with self._lock:
+            sender = self.registry.nodes.get(result.node)
+            if sender is not None:
+                sender.confirm((result.job_id,))  # it got a job sent while it was suspect
             job = self.active.get(result.job_id)
             if job is None:
                 frame = self.frames.finished(result.job_id)
@@ -463,7 +504,9 @@ class Coordinator:
                     self.registry.get(frame.node).jobs.discard(result.job_id)
                     self._pump_wanted = True
                 elif result.job_id in self.finished:
-                    self.counters["duplicates"] += 1
+                    self.counters["duplicates"] += 1  # a late or second run: one final state per job
+                    if sender is not None:
+                        sender.jobs.discard(result.job_id)
                 return
             if result.retryable:
                 return  # refusals come on nodes/{node}/declined, never as a job's result
@@ -488,7 +531,7 @@ class Coordinator:
             if job is None or job.node != refusal.node:
                 return
             self.registry.get(refusal.node).paused_until = time.monotonic() + self.settings.heartbeat_s  # until its next heartbeat
-            self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False)
+            self._requeue(job.id, f"node {refusal.node} declined: {refusal.error}", count_attempt=False, avoid=refusal.node)
             self._pump_wanted = True
 
     # -- periodic work -----------------------------------------------------------------------
@@ -515,6 +558,7 @@ class Coordinator:
             self.fusion.close_due(time.time())
             self._report_refused_windows()
             self._sweep_queue()
+            self._expire_placed()
             self._warn_unplaceable_frames()
             self._pump()
             self._flush_outbox()
@@ -550,6 +594,8 @@ class Coordinator:
                             deadline=submitted + request.deadline_s if request.deadline_s else None, attempt=max(attempt, 1))
             self.active[job.id] = job
             self.orphans[job.id] = job
+            if job.deadline is not None:
+                heapq.heappush(self._deadlines, (job.deadline, job.id))
             if job.kind == FUSION_KIND:
                 self.fusion.adopt(job.id, request.params)
         self._recovery_until = time.monotonic() + self.settings.dead_after + self.settings.heartbeat_s

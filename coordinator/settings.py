@@ -14,6 +14,7 @@ class CoordinatorSettings(CommonSettings):
     lease_s: float = Field(0.0, ge=0, description="How long a dispatched job may go unconfirmed by the node's heartbeats before it is re-queued (0: 2 × heartbeat_s)")
     max_attempts: int = Field(3, ge=1, le=100, description="Runs of one job before it is FAILED")
     queue_max: int = Field(10000, ge=1, description="Jobs waiting for a node; beyond it a submission is FAILED and reported on errors")
+    finished_max: int = Field(10000, ge=100, le=10_000_000, description="Finished jobs whose final state is kept (about 250 bytes each) to answer a resubmitted id and ignore a late result; the oldest go first")
     stats_interval_s: float = Field(2.0, gt=0, description="Seconds between coordinator/stats messages")
     state_dir: str = Field(".edgehive", description="Folder for the job journal that survives a coordinator restart ('' to disable)")
     default_model: str = Field("person", description="Model run on frames of cameras that name none")

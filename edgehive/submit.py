@@ -3,7 +3,8 @@
 The submission is re-sent with the same job id until the coordinator acknowledges it
 (any state message): on a broker that does not queue for an offline coordinator
 (amqtt), this is what keeps a submission from being lost across a coordinator restart.
-The coordinator treats a repeated id as the same job.
+The coordinator treats a repeated id as the same job. `timeout_s` bounds everything,
+the first connection included: a broker that comes up late is waited for.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def submit_and_wait(bus: MqttBus, request: JobRequest, timeout_s: float, resend_
     t = bus.topics
     bus.subscribe(t.job_state(job_id), lambda tp, m: events.put(m), lambda tp, p: decode(JobState, p))
     bus.subscribe(t.result(request.kind, request.source or job_id), lambda tp, m: events.put(m), lambda tp, p: decode(Result, p), max_bytes=16 << 20)
-    bus.start(timeout_s=min(timeout_s, 10.0))
-    payload = encode(request)
     deadline = time.monotonic() + timeout_s
+    bus.start(timeout_s=timeout_s)  # the timeout covers the first connection too: paho retries it with backoff
+    payload = encode(request)
     acknowledged = False
     failed: JobState | None = None
     next_send = 0.0

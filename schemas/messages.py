@@ -81,6 +81,7 @@ class Heartbeat(Message):
     service_s: float | None = Field(None, ge=0, le=86400, description="Mean service time over recent jobs")
     service_by_kind: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(default_factory=dict, max_length=MAX_LIST)
     held: list[Ident] = Field(default_factory=list, max_length=MAX_HELD_IDS, description="Ids of every job on this node; renews their leases")
+    running: list[Ident] | None = Field(None, max_length=MAX_HELD_IDS, description="Ids of the held jobs that have started (the rest wait for a worker); absent from older agents")
     draining: bool = Field(False, description="True once the agent stopped taking new jobs")
 
 

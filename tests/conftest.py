@@ -12,8 +12,11 @@ from harness import AmqttBroker, Broker, Fleet, MosquittoBroker, Recorder
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    """Each integration test runs on both brokers: guarantees must not depend on the broker."""
-    instance: Broker = MosquittoBroker(tmp_path / "mosquitto") if request.param == "mosquitto" else AmqttBroker()
+    """Each integration test runs on both brokers: guarantees must not depend on the broker.
+    `@pytest.mark.broker_host("0.0.0.0")` makes it listen beyond loopback (partition tests)."""
+    marker = request.node.get_closest_marker("broker_host")
+    host = marker.args[0] if marker else "127.0.0.1"
+    instance: Broker = MosquittoBroker(tmp_path / "mosquitto", host) if request.param == "mosquitto" else AmqttBroker(host)
     instance.start()
     yield instance
     instance.stop()

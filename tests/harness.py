@@ -77,13 +77,13 @@ class Broker:
 class MosquittoBroker(Broker):
     kind = "mosquitto"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.workdir = workdir
         self.data = workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(render_config(self.port, self.data, log_file=workdir / "mosquitto.log"))
+        self.conf.write_text(render_config(self.port, self.data, host=host, log_file=workdir / "mosquitto.log"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -109,12 +109,13 @@ class MosquittoBroker(Broker):
 class AmqttBroker(Broker):
     kind = "amqtt"
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.port = free_port()
+        self.host = host
         self._broker: EmbeddedBroker | None = None
 
     def start(self) -> None:
-        self._broker = EmbeddedBroker("127.0.0.1", self.port).start()
+        self._broker = EmbeddedBroker(self.host, self.port).start()
 
     def stop(self) -> None:
         if self._broker is not None:
@@ -197,10 +198,11 @@ class Fleet:
         env.update(extra)
         return env
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], netns: str | None = None) -> subprocess.Popen[bytes]:
         path = self.workdir / f"{name}-{len(self.logs)}.log"
+        wrapper = ["ip", "netns", "exec", netns] if netns else []  # `ip netns exec` execs: the pid is the agent's
         with path.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*wrapper, sys.executable, "-m", "edgehive.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         self.logs[name] = path
         return proc
@@ -208,8 +210,9 @@ class Fleet:
     def coordinator(self, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn("coordinator", ["coordinator"], self.env(**env))
 
-    def agent(self, node: str, **env: str) -> subprocess.Popen[bytes]:
-        return self._spawn(node, ["agent"], self.env(EDGEHIVE_NODE_ID=node, **env))
+    def agent(self, node: str, netns: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """An agent; in network namespace `netns` when given (partition tests)."""
+        return self._spawn(node, ["agent"], self.env(EDGEHIVE_NODE_ID=node, **env), netns)
 
     def camera(self, camera: str, **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(camera, ["camera"], self.env(EDGEHIVE_CAMERA=camera, **env))

@@ -166,3 +166,51 @@ def test_dead_node_has_no_free_slots() -> None:
     assert reg.nodes["pi"].free_slots == 4
     reg.on_status("pi", status("offline", "b1"), 103.0)
     assert reg.nodes["pi"].free_slots == 0
+
+
+def test_node_back_from_silence_gets_one_probe_until_it_confirms() -> None:
+    """Heartbeats return before our messages reach it (a healed partition): one probe, no more."""
+    reg = NodeRegistry()
+    born(reg)
+    node = reg.nodes["pi"]
+    reg.expire(200.0, 3.0)
+    reg.on_heartbeat(beat("pi", "b1"), 201.0)
+    assert node.alive and node.suspect and node.free_slots == 1  # the probe
+    node.sent("probe-1", lease=1e9)
+    assert node.free_slots == 0  # no second job until a lease has passed
+    assert not node.confirm({"other"})
+    assert node.confirm({"probe-1"}) and not node.suspect
+    assert node.free_slots == 3
+
+
+def test_lapsed_lease_makes_node_suspect_and_the_lapsed_job_confirms_it() -> None:
+    """A job moved away after its lease lapsed still proves the node hears us when it shows up."""
+    reg = NodeRegistry()
+    born(reg)
+    node = reg.nodes["pi"]
+    node.sent("j1", lease=1.0)
+    node.jobs.discard("j1")  # re-queued elsewhere
+    node.mark_suspect("j1", retry_after=1e12)
+    assert node.free_slots == 0
+    assert node.confirm({"j1"}) and node.free_slots == 4
+
+
+def test_new_boot_clears_suspicion() -> None:
+    """A restarted agent made a fresh connection: nothing to probe."""
+    reg = NodeRegistry()
+    born(reg)
+    reg.nodes["pi"].mark_suspect("j1", retry_after=1e12)
+    reg.on_heartbeat(beat("pi", "b2"), 101.0)
+    assert not reg.nodes["pi"].suspect and reg.nodes["pi"].free_slots == 4
+
+
+def test_retired_boots_are_bounded_and_the_newest_kept() -> None:
+    """An agent in a restart loop must not grow the registry for ever; recent boots stay retired."""
+    from edgehive.coordinator.registry import MAX_RETIRED_BOOTS
+
+    reg = NodeRegistry()
+    for i in range(MAX_RETIRED_BOOTS + 50):
+        reg.on_heartbeat(beat("pi", f"b{i}"), 100.0 + i)
+    retired = reg.nodes["pi"].retired_boots
+    assert len(retired) == MAX_RETIRED_BOOTS
+    assert f"b{MAX_RETIRED_BOOTS + 48}" in retired and "b0" not in retired

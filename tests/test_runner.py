@@ -315,3 +315,66 @@ def test_register_refuses_duplicate_name() -> None:
         registry.register(JobKind("sleep", EmptyParams, lambda _: None))
     assert registry.get("sleep") is not None and registry.get("sleep").params is not EmptyParams  # type: ignore[union-attr]
     assert registry.get("missing") is None
+
+
+def test_running_ids_exclude_waiting_jobs(make_runner: Callable[..., JobRunner], gate: threading.Event) -> None:
+    """Heartbeats tell started jobs from prefetched ones: only the first are RUNNING."""
+    runner = make_runner(workers=1, capacity=2)
+    assert runner.try_accept(job("g1", "gate"), time.time())
+    assert runner.try_accept(job("g2", "gate"), time.time())
+    eventually(lambda: runner.counts() == (1, 1), "one running and one waiting")
+    assert runner.running_ids() == ["g1"] and sorted(runner.held_ids()) == ["g1", "g2"]
+
+
+def test_sleep_is_cancelled_at_its_deadline(make_runner: Callable[..., JobRunner], results: Results) -> None:
+    """A running sleep far longer than its deadline ends at the deadline with the reason."""
+    runner = make_runner()
+    assert runner.try_accept(job("long", "sleep", {"seconds": 600}, deadline=time.time() + 0.2), time.time())
+    (result,) = results.wait(1)
+    assert not result.ok and result.error == "deadline passed while running"
+    assert runner.wait_idle(WAIT_S)
+
+
+def test_max_runtime_of_a_kind_is_an_implicit_deadline(results: Results) -> None:
+    """A cancellable kind that declares max_runtime_s is stopped after it, with no deadline on the job."""
+
+    def wait_for_cancel(_: EmptyParams, cancel: threading.Event) -> str:
+        if not cancel.wait(WAIT_S):
+            return "never cancelled"
+        raise JobFailed("cancelled")
+
+    kinds = KindRegistry([JobKind("forever", EmptyParams, wait_for_cancel, cancellable=True, max_runtime_s=0.1)])
+    runner = JobRunner(kinds, "n1", 1, 1, results.publish)
+    try:
+        assert runner.try_accept(job("f", "forever"), time.time())
+        (result,) = results.wait(1)
+        assert not result.ok and "ran longer than kind 'forever' allows (0.1 s)" in (result.error or "")
+    finally:
+        runner.wait_idle(WAIT_S)
+        runner.shutdown()
+
+
+def test_waiting_job_handed_back_once_and_deadline_fails_it(kinds: KindRegistry, results: Results, gate: threading.Event) -> None:
+    """Behind a stuck worker: a prefetched job is handed back once (the second time it stays);
+    one whose deadline passes while it waits fails without running."""
+    handed: list[tuple[str, str]] = []
+    runner = JobRunner(kinds, "n1", 1, 3, results.publish, lambda j, received, reason: handed.append((j.id, reason)))
+    try:
+        assert runner.try_accept(job("stuck", "gate"), time.time())
+        eventually(lambda: runner.running_ids() == ["stuck"], "the gate job to start")
+        assert runner.try_accept(job("behind", "sleep", {"seconds": 0.01}), time.time())
+        assert runner.try_accept(job("late", "sleep", deadline=time.time() - 1), time.time())
+        runner.check_waiting(max_wait_s=1e-9)
+        assert [h[0] for h in handed] == ["behind"] and "waited" in handed[0][1]
+        (failed,) = results.wait(1)
+        assert failed.job_id == "late" and failed.error == "deadline passed while waiting for a worker"
+        assert runner.held_ids() == ["stuck"]
+        assert runner.try_accept(job("behind", "sleep", {"seconds": 0.01}), time.time())  # sent here again: it stays
+        runner.check_waiting(max_wait_s=1e-9)
+        assert len(handed) == 1 and sorted(runner.held_ids()) == ["behind", "stuck"]
+        gate.set()
+        assert {r.job_id for r in results.wait(3)} == {"late", "stuck", "behind"}
+    finally:
+        gate.set()
+        runner.wait_idle(WAIT_S)
+        runner.shutdown()

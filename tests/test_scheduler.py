@@ -220,3 +220,17 @@ def test_dead_node_not_chosen() -> None:
     """Only live nodes receive jobs."""
     dead, alive = node("dead", alive=False, heartbeat={"service_by_kind": {"sleep": 0.001}}), node("alive")
     assert choose([dead, alive], "sleep", None) is alive
+
+
+def test_avoided_node_left_for_another_capable_one() -> None:
+    """A job whose lease lapsed on n1 goes elsewhere even when n1 looks best, or waits for the other."""
+    fast, slow = node("n1", heartbeat={"service_by_kind": {"sleep": 0.01}}), node("n2", heartbeat={"service_by_kind": {"sleep": 1.0}})
+    assert choose([fast, slow], "sleep", None) is fast
+    assert choose([fast, slow], "sleep", None, avoid={"n1"}) is slow
+    slow.jobs = {f"j{i}" for i in range(4)}  # full
+    assert choose([fast, slow], "sleep", None, avoid={"n1"}) is None
+
+
+def test_avoided_node_used_when_no_other_could_run_the_job() -> None:
+    plain, tpu = node("plain"), node("tpu", accelerators=["edgetpu"])
+    assert choose([plain, tpu], "detect", Requirements(accelerator="edgetpu"), avoid={"tpu"}) is tpu
