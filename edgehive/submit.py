@@ -18,7 +18,8 @@ from .schemas import JobRequest, JobState, Result, decode, encode
 
 
 def submit_and_wait(bus: MqttBus, request: JobRequest, timeout_s: float, resend_s: float = 2.0) -> tuple[int, Result | JobState | None]:
-    """Returns (exit code, last word): 0 done, 1 failed, 2 timed out."""
+    """Returns (exit code, last word): 0 done, 1 failed, 2 timed out. The last word is the result,
+    or the final state when the result was published while this client was disconnected."""
     job_id = request.id or uuid.uuid4().hex[:20]
     request = request.model_copy(update={"id": job_id})
     events: queue.Queue[Result | JobState] = queue.Queue()
@@ -26,12 +27,21 @@ def submit_and_wait(bus: MqttBus, request: JobRequest, timeout_s: float, resend_
     bus.subscribe(t.job_state(job_id), lambda tp, m: events.put(m), lambda tp, p: decode(JobState, p))
     bus.subscribe(t.result(request.kind, request.source or job_id), lambda tp, m: events.put(m), lambda tp, p: decode(Result, p), max_bytes=16 << 20)
     deadline = time.monotonic() + timeout_s
+    connects: list[float] = []
+    bus.on_connect(lambda: connects.append(time.monotonic()))
     bus.start(timeout_s=timeout_s)  # the timeout covers the first connection too: paho retries it with backoff
     payload = encode(request)
     acknowledged = False
     failed: JobState | None = None
+    done: JobState | None = None
+    seen_connects = 1
     next_send = 0.0
     while (now := time.monotonic()) < deadline:
+        if len(connects) > seen_connects:
+            # Reconnected: what was published while we were away (a state, the result) is lost to
+            # us on any broker (our session is clean). Ask again; the coordinator answers a known id
+            # with its current state.
+            seen_connects, acknowledged, next_send = len(connects), False, 0.0
         if not acknowledged and now >= next_send:
             bus.publish(t.submit, payload, qos=1)
             next_send = now + resend_s
@@ -44,8 +54,10 @@ def submit_and_wait(bus: MqttBus, request: JobRequest, timeout_s: float, resend_
                 return (0 if event.ok else 1), event
             continue
         acknowledged = True
-        if event.state.value == "FAILED":
-            failed = event
-            # A result may follow a FAILED state only for jobs that ran; give it a moment.
-            deadline = min(deadline, time.monotonic() + 0.5)
+        if event.state.value in ("FAILED", "DONE"):
+            failed, done = (event, None) if event.state.value == "FAILED" else (None, event)
+            # The result normally comes with the final state; after a reconnect it may be gone for good.
+            deadline = min(deadline, time.monotonic() + (0.5 if failed else 2.0))
+    if done is not None:
+        return 0, done  # DONE, but the result was published while we were disconnected
     return (1, failed) if failed else (2, None)
