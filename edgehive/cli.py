@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -15,6 +13,7 @@ from pydantic_settings import BaseSettings
 
 from . import __version__, logs
 from .settings import CommonSettings, add_settings_options, load_settings
+from .signals import Stop
 
 
 def _settings(model: type[BaseSettings], args: argparse.Namespace) -> BaseSettings:
@@ -46,9 +45,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     url = settings.broker  # type: ignore[attr-defined]
     host = args.listen.rpartition(":")[0] if args.listen else url.host
     port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Stop().install()
     with EmbeddedBroker(host or "0.0.0.0", port) as broker:
         print(f"embedded amqtt broker listening on {broker.host}:{broker.port}", flush=True)
         stop.wait()
