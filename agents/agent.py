@@ -18,8 +18,8 @@ from pydantic import TypeAdapter
 
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
-from edgehive.signals import Stop
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
+from edgehive.signals import Stop
 
 from .fusion.job import FUSION_KIND, fusion_kind
 from .health import HealthReader

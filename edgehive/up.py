@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import orjson
 from pydantic import Field
 
+from .agents.settings import AgentSettings
 from .broker import EmbeddedBroker
 from .bus import MqttBus
 from .fleetview import FleetView
-from .agents.settings import AgentSettings
 from .schemas import Topics
 from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
