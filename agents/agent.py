@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import platform
 import secrets
-import signal
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import TypeAdapter
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
+from edgehive.signals import Stop
 
 from .fusion.job import FUSION_KIND, fusion_kind
 from .health import HealthReader
@@ -193,10 +193,9 @@ class Agent:
         self.runner.shutdown()
 
     def run_forever(self) -> None:
-        """Start, then block until SIGTERM or SIGINT, then drain."""
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        """Start, then block until SIGTERM or SIGINT, then drain (a second signal: at once)."""
+        stop = Stop().install()  # before start(): a signal while models load is not lost
         self.start()
         stop.wait()
+        log.info("agent %s: %s, draining (at most %g s)", self.node, stop.signal_name, self.settings.drain_timeout_s)
         self.drain()

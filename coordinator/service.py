@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import logging
 import re
-import signal
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from edgehive.schemas import (
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.messages import FrameMeta, Requirements, job_json, job_state_json
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
+from edgehive.signals import Stop
 
 from . import scheduler
 from .discovery import camera_messages, discovery_messages
@@ -642,9 +642,9 @@ class Coordinator:
         self.fusion.close()
 
     def run_forever(self) -> None:
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        """Start, block until SIGTERM or SIGINT (edgehive.signals: reliably), then stop."""
+        stop = Stop().install()
         self.start()
         stop.wait()
+        log.info("coordinator: %s, stopping", stop.signal_name)
         self.stop()

@@ -126,6 +126,30 @@ class _FastClient(paho.Client):
         self._rbuf = b""
         self._rpos = 0
         self.after_read: Callable[[], None] | None = None
+        self.on_connect_error: Callable[[OSError], None] | None = None
+
+    # -- failed connects: paho keeps the reason to itself -----------------------------------
+
+    def reconnect(self) -> MQTTErrorCode:
+        """paho's network thread swallows the OSError of a failed connect (refused, unknown
+        host, TLS handshake) and its `on_connect_fail` gets no reason; report it here, then
+        let paho retry with its backoff as before."""
+        try:
+            return super().reconnect()
+        except OSError as error:
+            if self.on_connect_error is not None:
+                try:
+                    self.on_connect_error(error)
+                except Exception:
+                    log.exception("connect-error hook failed")
+            raise
+
+    def next_reconnect_delay(self) -> float:
+        """The wait paho's `_reconnect_wait` starts next: min_delay, doubling up to max_delay,
+        back to min_delay after a successful CONNACK."""
+        with self._reconnect_delay_mutex:
+            delay = self._reconnect_delay
+            return float(self._reconnect_min_delay if delay is None else min(delay * 2, self._reconnect_max_delay))
 
     # -- reads: one recv for many packets --------------------------------------------------
 
@@ -231,6 +255,47 @@ class _FastClient(paho.Client):
         return super()._packet_write()
 
 
+class _ConnectFailures:
+    """Rate-limited WARNINGs about failed connection attempts: the first failure, then at most
+    one every `every_s` unless the reason changes, each with the count of attempts; and one
+    line when the connection finally succeeds. A wrong URL used to retry in silence."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self.attempts = 0
+        self.last_reason: str | None = None
+        self._reported_reason: str | None = None
+        self._reported_at = 0.0
+
+    def failed(self, reason: str) -> bool:
+        """Count an attempt; True when this one should be logged."""
+        self.attempts += 1
+        self.last_reason = reason
+        now = time.monotonic()
+        if self.attempts == 1 or reason != self._reported_reason or now - self._reported_at >= self.every_s:
+            self._reported_reason, self._reported_at = reason, now
+            return True
+        return False
+
+    def connected(self) -> int:
+        """Reset; returns how many attempts had failed."""
+        failed, self.attempts, self.last_reason, self._reported_reason = self.attempts, 0, None, None
+        return failed
+
+
+def describe_connect_error(error: OSError, tls: bool) -> str:
+    """The reason a connect failed, as a person can act on it."""
+    if isinstance(error, socket.gaierror):
+        return f"unknown host ({error.strerror or error})"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted ({error.verify_message or error.reason})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed ({error.reason or error})" + (" (a plain MQTT port? mqtts:// needs a TLS listener)" if error.reason == "WRONG_VERSION_NUMBER" else "")
+    if tls and isinstance(error, ConnectionResetError):
+        return f"{error} (a plain MQTT port? mqtts:// needs a TLS listener)"
+    return str(error) or type(error).__name__
+
+
 def _matches(pattern: tuple[str, ...], levels: list[str]) -> bool:
     """MQTT filter matching on split levels (`+` one level, `#` the rest, `$` topics only by name)."""
     if levels[0].startswith("$") and pattern[0] in ("+", "#"):
@@ -277,6 +342,9 @@ class MqttBus:
         self._error_limit = _RateLimit(per_s=50, burst=200)
         self._stopping = False
         self._clearing: dict[str, int] = {}  # retained commands we cleared, whose echo to ignore
+        self._connect_failures = _ConnectFailures()
+        self._connack_seen = False  # in this connection attempt
+        self.log_connect_failures = True  # tools (status, submit) say it once in their own words
 
         client = _FastClient(
             CallbackAPIVersion.VERSION2,
@@ -296,6 +364,7 @@ class MqttBus:
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_socket_open = self._on_socket_open
+        client.on_connect_error = self._on_connect_error
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._route
@@ -317,8 +386,9 @@ class MqttBus:
         self._client.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
         self._client.loop_start()
         if timeout_s is not None and not self.connected.wait(timeout_s):
+            reason = self._connect_failures.last_reason
             self.stop()
-            raise BusError(f"no connection to {self.url.redacted()} within {timeout_s:g} s")
+            raise BusError(f"no connection to {self.url.redacted()} within {timeout_s:g} s" + (f": {reason}" if reason else ""))
 
     def stop(self, last_words: list[Outgoing] = (), timeout_s: float = 5.0) -> None:  # type: ignore[assignment]
         """Publish `last_words` (e.g. retained offline), wait for them, and disconnect cleanly."""
@@ -441,16 +511,30 @@ class MqttBus:
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
+    def _connect_failed(self, reason: str) -> None:
+        if self._stopping or not self._connect_failures.failed(reason) or not self.log_connect_failures:
+            return
+        log.warning("cannot connect to %s: %s; retrying in %g s (attempt %d)", self.url.redacted(), reason,
+                    self._client.next_reconnect_delay(), self._connect_failures.attempts)
+
+    def _on_connect_error(self, error: OSError) -> None:
+        self._connect_failed(describe_connect_error(error, self.url.tls))
+
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._connack_seen = False
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):  # a websocket or exotic transport
             log.debug("TCP_NODELAY not available on %r", sock)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connack_seen = True
         if reason.is_failure:
-            log.error("broker %s refused the connection: %s", self.url.redacted(), reason)
+            self._connect_failed(f"the broker refused the connection: {reason}")
             return
+        failed = self._connect_failures.connected()
+        if failed and self.log_connect_failures:
+            log.warning("connected to %s after %d failed attempt%s", self.url.redacted(), failed, "s" * (failed != 1))
         if self._subs:
             client.subscribe([(s.pattern, s.qos) for s in self._subs])
         self.connected.set()
@@ -462,12 +546,20 @@ class MqttBus:
                 log.exception("on-connect hook failed")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        if not self._stopping:
+        if self._stopping:
+            return
+        if was_connected:
             log.warning("disconnected from %s (%s); reconnecting with backoff", self.url.redacted(), reason)
+        elif not self._connack_seen:  # the socket opened but no MQTT answer came: not an MQTT port, or a TLS one
+            hint = "" if self.url.tls else " (a TLS port? use mqtts://)"
+            self._connect_failed(f"the connection closed before the broker answered{hint}")
 
 
 def tool_client(url: MqttUrl, prefix: str, role: str, **options: Any) -> MqttBus:
     """A client for a short-lived tool (status, submit, healthcheck): a client id unique per run,
     so two at once never kick each other off the broker."""
-    return MqttBus(url, Topics(prefix), f"edgehive-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}", source=role, **options)
+    bus = MqttBus(url, Topics(prefix), f"edgehive-{role}-{os.getpid()}-{time.monotonic_ns() % 10**6}", source=role, **options)
+    bus.log_connect_failures = False  # the tool's one line names the last reason (BusError)
+    return bus

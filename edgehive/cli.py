@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -14,11 +12,45 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from . import __version__, logs
-from .settings import CommonSettings, add_settings_options, load_settings
+from .settings import CommonSettings, add_settings_options, env_name, load_settings, option_name
+from .signals import Stop
+
+
+def describe_settings_error(error: ValidationError, model: type[BaseSettings] | None) -> list[str]:
+    """One line per bad setting, naming both ways to set it and what is expected:
+    `EDGEHIVE_SLOTS / --slots: Input should be a valid integer, … (got 'lots')`. pydantic's own
+    text (a dump with links to its docs) tells a user nothing they can act on."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = tuple(str(p) for p in item.get("loc", ()))
+        if model is not None and loc and loc[0] in model.model_fields:
+            where = f"{env_name(loc[0])} / {option_name(loc[0])}" + (f" ({'.'.join(loc[1:])})" if loc[1:] else "")
+        else:
+            where = ".".join(loc) or "settings"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        # A nested model's message (fusion groups) may carry pydantic's links and newlines.
+        message = "; ".join(part.strip() for part in message.splitlines() if part.strip() and "errors.pydantic.dev" not in part)
+        value = item.get("input")
+        shown = repr(value) if isinstance(value, (str, int, float)) else ""
+        if shown and len(shown) <= 80 and shown not in message and not loc[:1] == ("mqtt_url",):  # a URL may hold a password
+            message += f" (got {shown})"
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+class SettingsInvalid(Exception):
+    """Settings that failed validation, already described one line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 def _settings(model: type[BaseSettings], args: argparse.Namespace) -> BaseSettings:
-    settings = load_settings(model, args)
+    try:
+        settings = load_settings(model, args)
+    except ValidationError as error:
+        raise SettingsInvalid(describe_settings_error(error, model)) from None
     logs.configure(settings.log_level, settings.log_format)  # type: ignore[attr-defined]
     return settings
 
@@ -46,9 +78,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     url = settings.broker  # type: ignore[attr-defined]
     host = args.listen.rpartition(":")[0] if args.listen else url.host
     port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Stop().install()
     with EmbeddedBroker(host or "0.0.0.0", port) as broker:
         print(f"embedded amqtt broker listening on {broker.host}:{broker.port}", flush=True)
         stop.wait()
@@ -218,9 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ValidationError as error:
-        print(f"edgehive {args.command}: invalid setting: {error}", file=sys.stderr)
-        return 2
+    except SettingsInvalid as error:
+        lines = error.lines
+    except ValidationError as error:  # settings a command reads itself (up reads its children's)
+        lines = describe_settings_error(error, None)
+    for line in lines:
+        print(f"edgehive {args.command}: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -11,17 +11,20 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import time
+from dataclasses import dataclass
 
 import orjson
 from pydantic import Field
 
+from .agents.settings import AgentSettings
 from .broker import EmbeddedBroker
 from .bus import MqttBus
 from .fleetview import FleetView
 from .schemas import Topics
 from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
+from .signals import SLICE_S, Stop
 from .telemetry.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -45,11 +48,49 @@ def _listen_address(settings: UpSettings) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env)
+# What a child may need beyond its drain: the last words' publish wait (bus.stop, 5 s) and exit.
+STOP_MARGIN_S = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+
+def _child(name: str, args: list[str], env: dict[str, str]) -> Child:
+    """A component in its own session: a Ctrl-C at the terminal reaches `up` alone, which then
+    stops the children in order, each exactly once (a second signal would force them)."""
+    return Child(name, subprocess.Popen([sys.executable, "-m", "edgehive.cli", *args], env=env, start_new_session=True))
+
+
+def _stop_children(children: list[Child], stop: Stop, bound_s: float) -> bool:
+    """SIGTERM to every child, agents before the coordinator (so it sees them drain), then wait
+    at most `bound_s`; a second Ctrl-C or SIGTERM, or the bound, kills what is left. True when
+    every child stopped by itself."""
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    running = [c for c in children if c.proc.poll() is None]
+    if running:
+        print(f"stopping: waiting up to {bound_s:g} s for {', '.join(c.name for c in running)} to finish "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+    forced_by = len(stop.signals)
+    deadline = time.monotonic() + bound_s
+    while running and time.monotonic() < deadline and len(stop.signals) <= forced_by:
+        time.sleep(SLICE_S)
+        running = [c for c in running if c.proc.poll() is None]
+    for child in running:
+        child.proc.kill()
+        child.proc.wait()
+    if running:
+        why = "a second signal" if len(stop.signals) > forced_by else f"{bound_s:g} s"
+        print(f"stopped {', '.join(c.name for c in running)} by force after {why}", file=sys.stderr, flush=True)
+    return not running
 
 
 def run_up(settings: UpSettings) -> int:
+    stop = Stop().install(force_on_second=False)  # first thing: a Ctrl-C while starting still stops cleanly
     broker: EmbeddedBroker | None = None
     url = settings.broker
     if settings.embedded_broker:
@@ -64,20 +105,20 @@ def run_up(settings: UpSettings) -> int:
     coordinator_env = dict(env)
     if settings.demo_sensors and not os.environ.get("EDGEHIVE_FUSION_GROUPS"):
         coordinator_env["EDGEHIVE_FUSION_GROUPS"] = orjson.dumps(demo_groups("demo")).decode()
-    children = [_child(["coordinator"], coordinator_env)]
+    children = [_child("coordinator", ["coordinator"], coordinator_env)]
     for i in range(settings.agents):
         node = settings.node_id if settings.agents == 1 else f"{settings.node_id}-{i + 1}"
-        children.append(_child(["agent"], dict(env, EDGEHIVE_NODE_ID=node)))
+        children.append(_child(f"agent {node}", ["agent"], dict(env, EDGEHIVE_NODE_ID=node)))
     if settings.demo_camera:
-        children.append(_child(["camera"], dict(env, EDGEHIVE_NODE_ID="demo", EDGEHIVE_SOURCE=settings.demo_camera,
+        children.append(_child("camera demo", ["camera"], dict(env, EDGEHIVE_NODE_ID="demo", EDGEHIVE_SOURCE=settings.demo_camera,
                                                 EDGEHIVE_FPS=os.environ.get("EDGEHIVE_FPS", "2"))))
 
     if settings.demo_sensors:
-        children.append(_child(["sensor"], dict(env, EDGEHIVE_SENSOR="demo", EDGEHIVE_SENSOR_TYPE="demo",
+        children.append(_child("sensors demo", ["sensor"], dict(env, EDGEHIVE_SENSOR="demo", EDGEHIVE_SENSOR_TYPE="demo",
                                                 EDGEHIVE_SENSOR_RATE_HZ=os.environ.get("EDGEHIVE_SENSOR_RATE_HZ", "20"))))
 
     if settings.sink:
-        children.append(_child(["sink"], dict(env, EDGEHIVE_NODE_ID=f"{settings.node_id}-sink")))
+        children.append(_child("sink", ["sink"], dict(env, EDGEHIVE_NODE_ID=f"{settings.node_id}-sink")))
 
     topics = Topics(settings.prefix)
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
@@ -97,29 +138,25 @@ def run_up(settings: UpSettings) -> int:
         print(f"  telemetry: sink → {where} (docs/TELEMETRY.md; Grafana dashboards in grafana/)")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     view_bus = MqttBus(url, topics, f"edgehive-up-{os.getpid()}", source="up")
     view = FleetView(view_bus, heartbeat_s=settings.heartbeat_s)
     view_bus.start(timeout_s=None)
+    clean = False
     try:
-        while not stop.wait(settings.status_every_s or 3600):
-            if any(c.poll() is not None for c in children):
-                print("a component exited; stopping", file=sys.stderr)
+        next_table = time.monotonic() + settings.status_every_s
+        while not stop.wait(SLICE_S):
+            exited = [c for c in children if c.proc.poll() is not None]
+            if exited:
+                print(f"{exited[0].name} exited (code {exited[0].proc.returncode}); stopping", file=sys.stderr)
                 break
-            if settings.status_every_s:
+            if settings.status_every_s and time.monotonic() >= next_table:
+                next_table = time.monotonic() + settings.status_every_s
                 print("\n" + view.render(), flush=True)
     finally:
-        for child in reversed(children):  # agents drain first, the coordinator sees it
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        clean = _stop_children(children, stop, AgentSettings().drain_timeout_s + STOP_MARGIN_S)
         view_bus.stop()
         if broker is not None:
             broker.stop()
-    return 0
+    if clean:
+        return 0
+    return 128 + stop.signals[-1] if stop.signals else 1  # like a shell: 130 after a forcing Ctrl-C

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from edgehive.bus import MqttBus
 from edgehive.schemas import Topics, envelope
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.settings import CommonSettings
+from edgehive.signals import Stop, StopLike
 
 from .sources import Frame, FrameSource, SourceError, cv_message, make_source
 
@@ -192,7 +192,7 @@ class Camera:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def run(self, stop: threading.Event | None = None) -> int:
+    def run(self, stop: StopLike | None = None) -> int:
         """Capture and publish until `stop` is set. Returns 0 after a stop or the end of a file
         with `loop` off, 2 when a file or folder cannot be opened at start (a live source is
         retried instead)."""
@@ -205,7 +205,7 @@ class Camera:
             self.exit_code = code
         return code
 
-    def _run(self, stop: threading.Event) -> int:
+    def _run(self, stop: StopLike) -> int:
         settings = self.settings
         try:
             self.source.open()
@@ -228,7 +228,7 @@ class Camera:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _loop(self, stop: threading.Event, opened: bool) -> int:
+    def _loop(self, stop: StopLike, opened: bool) -> int:
         settings, source, stats = self.settings, self.source, self.stats
         backoff = Backoff(RETRY_MIN_S, settings.source_retry_max_s)
         pacer = Pacer(settings.fps)
@@ -315,19 +315,14 @@ class Camera:
                 log.warning("camera %s: frames are being dropped (connection lost, or the link is slower than %g frames/s)", self.camera, settings.fps)
 
 
-def run_camera(settings: CameraSettings, stop: threading.Event | None = None) -> int:
+def run_camera(settings: CameraSettings, stop: StopLike | None = None) -> int:
     """Run one camera until SIGTERM or SIGINT (or until `stop` is set, for callers that manage
     their own lifecycle). Returns the process exit code: 0 after a stop, 2 when a file or
     folder source cannot be opened. Signal handlers are installed only when `stop` is None
     (which must then be called from the main thread)."""
-    camera = Camera(settings)
     if stop is None:
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            stop.set()
-            camera.source.interrupt()  # a live source may be waiting for its next frame
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_signal)
-    return camera.run(stop)
+        signals = Stop().install()
+        camera = Camera(settings)
+        signals.on_stop(camera.source.interrupt)  # a live source may be waiting for its next frame
+        return camera.run(signals)
+    return Camera(settings).run(stop)

@@ -12,9 +12,7 @@ and sequence (the same shape `mosquitto_pub -m` users can send, see schemas/sens
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from edgehive.bus import BusError, MqttBus
 from edgehive.schemas import TopicError, Topics
 from edgehive.schemas.sensors import IMU_QUANTITY, UNITS
 from edgehive.settings import CommonSettings
+from edgehive.signals import Stop, StopLike
 
 from .bme280 import Bme280Error, open_bme280
 from .ds18b20 import Ds18b20Error, Probe, find_probes
@@ -195,7 +194,7 @@ class SensorPublisher:
         self.bus = MqttBus(settings.broker, self.topics, f"edgehive-sensor-{settings.sensor}", source=settings.sensor)
         self.published = 0
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopLike) -> None:
         self.bus.start(timeout_s=None)
         period = 1.0 / self.settings.sensor_rate_hz
         start = time.monotonic()
@@ -227,7 +226,7 @@ class SensorPublisher:
             self.published += 1
 
 
-def run_sensor(settings: SensorSettings, stop: threading.Event | None = None) -> int:
+def run_sensor(settings: SensorSettings, stop: StopLike | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop`); 2 with a clear message when the sensor cannot be used."""
     try:
         channels = make_channels(settings)
@@ -243,9 +242,7 @@ def run_sensor(settings: SensorSettings, stop: threading.Event | None = None) ->
         print(f"edgehive sensor: DS18B20: {error}", file=sys.stderr)
         return 2
     if stop is None:
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())  # type: ignore[union-attr]
+        stop = Stop().install()
     try:
         SensorPublisher(settings, channels).run(stop)
     except BusError as error:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
+from edgehive.signals import Stop
 
 from .lineprotocol import line
 from .points import Lines, parsers, stamp
@@ -214,9 +214,7 @@ def run_sink(settings: SinkSettings) -> int:
     spool = Spool(Path(settings.spool_dir) if settings.spool_dir else None, settings.spool_max_bytes)
     sink = Sink(bus, writer, spool, node=settings.node_id, batch_size=settings.sink_batch_size, flush_s=settings.sink_flush_s,
                 retry_max_s=settings.sink_retry_max_s, stats_s=settings.sink_stats_s)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Stop().install()
     sink.start()
     try:
         bus.start(timeout_s=None)  # connects in the background, with backoff, for as long as it takes

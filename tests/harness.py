@@ -143,13 +143,21 @@ class Recorder:
         with self._lock:
             self.messages.append((topic, payload, time.monotonic()))
 
-    def json(self, suffix: str) -> list[dict[str, Any]]:
-        """Decoded JSON payloads on topics matching `prefix/suffix` (`+` and `#` allowed)."""
+    def mark(self) -> int:
+        """A point in the arrival order: `json(..., after=mark)` sees only what arrived later.
+        Take it before the event a wait is about (a kill, a restart), so that a message
+        published before the event (a coordinator/stats sent a moment earlier) never counts."""
+        with self._lock:
+            return len(self.messages)
+
+    def json(self, suffix: str, after: int = 0) -> list[dict[str, Any]]:
+        """Decoded JSON payloads on topics matching `prefix/suffix` (`+` and `#` allowed), in
+        arrival order; with `after` (a `mark()`), only those that arrived after it."""
         from paho.mqtt.client import topic_matches_sub
 
         pattern = f"{self.prefix}/{suffix}"
         with self._lock:
-            items = [(t, p) for t, p, _ in self.messages if topic_matches_sub(pattern, t)]
+            items = [(t, p) for t, p, _ in self.messages[after:] if topic_matches_sub(pattern, t)]
         out = []
         for _, payload in items:
             try:
@@ -247,9 +255,11 @@ class Fleet:
             proc.wait(10)
 
 
-def wait_nodes_online(recorder: Recorder, count: int, timeout_s: float = 20.0) -> None:
-    """Until the coordinator's own stats say `count` nodes are online."""
-    wait_until(lambda: any(s.get("nodes_online") == count for s in recorder.json("coordinator/stats")[-3:]),
+def wait_nodes_online(recorder: Recorder, count: int, timeout_s: float = 20.0, after: int = 0) -> None:
+    """Until the coordinator's own stats say `count` nodes are online. After an event (a kill,
+    a freeze, a restart) pass `after=recorder.mark()` taken before it: a stats message sent
+    before the event may show the very count the test waits for."""
+    wait_until(lambda: any(s.get("nodes_online") == count for s in recorder.json("coordinator/stats", after=after)[-3:]),
                timeout_s, f"coordinator to see {count} nodes online")
 
 

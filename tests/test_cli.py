@@ -94,3 +94,15 @@ def test_a_bad_setting_is_a_clear_error() -> None:
     out = run_cli("agent", "--mqtt-url", "http://example", env={"PATH": "/usr/bin:/bin"}, timeout=30)
     assert out.returncode == 2
     assert "unsupported MQTT URL scheme" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_settings_are_one_line_each_naming_the_variable_and_the_option() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_SLOTS="lots", EDGEHIVE_MQTT_URL="http://broker")
+    out = run_cli("agent", "--workers", "0", env=env, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "edgehive agent: EDGEHIVE_MQTT_URL / --mqtt-url: unsupported MQTT URL scheme 'http' in 'http://broker': use mqtt:// or mqtts://",
+        "edgehive agent: EDGEHIVE_WORKERS / --workers: Input should be greater than or equal to 1 (got '0')",
+        "edgehive agent: EDGEHIVE_SLOTS / --slots: Input should be a valid integer, unable to parse string as an integer (got 'lots')",
+    ]

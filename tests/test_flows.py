@@ -66,6 +66,7 @@ def test_agent_killed_mid_job_job_finishes_elsewhere_once(fleet: Fleet, recorder
     submit(recorder, "sleep", "long-1", params={"seconds": 1.5})
     running = recorder.wait_state("long-1", "RUNNING")
     victim = running["node"]
+    killed_at = recorder.mark()
     fleet.kill(victim, signal.SIGKILL)
 
     result = recorder.wait_result("long-1", timeout_s=20)
@@ -73,7 +74,7 @@ def test_agent_killed_mid_job_job_finishes_elsewhere_once(fleet: Fleet, recorder
     assert result["node"] != victim and result["attempt"] == 2
     recorder.wait_state("long-1", "DONE")
     # Once: one result, one DONE, even after the dead node's lease and will have played out.
-    wait_until(lambda: any(s.get("nodes_online") == 1 for s in recorder.json("coordinator/stats")[-3:]), 10, "death noticed")
+    wait_nodes_online(recorder, 1, timeout_s=10, after=killed_at)  # death noticed
     assert len(recorder.results("long-1")) == 1
     assert [s["state"] for s in recorder.states("long-1")].count("DONE") == 1
     requeued = [s for s in recorder.states("long-1") if s["state"] == "REQUESTED" and s.get("reason")]
@@ -93,7 +94,7 @@ def test_coordinator_restart_rebuilds_registry_and_loses_no_job(fleet: Fleet, re
     wait_until(lambda: sum(1 for i in range(4) for s in recorder.states(f"before-{i}") if s["state"] == "RUNNING") >= 2,
                10, "two jobs running")
     fleet.kill("coordinator", signal.SIGKILL)
-    stats_before = len(recorder.json("coordinator/stats"))
+    killed_at = recorder.mark()
 
     # A submission while no coordinator runs, through the CLI that re-sends until acknowledged.
     cli = subprocess.Popen(
@@ -101,8 +102,8 @@ def test_coordinator_restart_rebuilds_registry_and_loses_no_job(fleet: Fleet, re
         env=fleet.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     fleet.coordinator()
-    wait_until(lambda: len(recorder.json("coordinator/stats")) > stats_before, 15, "coordinator back")
-    wait_nodes_online(recorder, 2)
+    wait_until(lambda: recorder.json("coordinator/stats", after=killed_at), 15, "coordinator back")
+    wait_nodes_online(recorder, 2, after=killed_at)  # the new coordinator's count, not the old one's
 
     for job_id in [f"before-{i}" for i in range(4)] + ["during-1"]:
         result = recorder.wait_result(job_id, timeout_s=30)

@@ -212,7 +212,8 @@ def test_fusion_queue_overflow_is_reported_and_counted_and_accepted_windows_are_
     wait_until(lambda: any(s["state"] == "SCHEDULED" for s in recorder.states("fusion-room-1")), 20, "window 1 on the frozen node")
     stream.send(10)  # five more windows: two wait, three are refused
     wait_until(lambda: len([e for e in recorder.json("errors") if "refused" in e["reason"]]) >= 3, 20, "three refused windows")
-    stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats")) if s.get("fusion_overflow")), None), 10, "overflow in stats")
+    refused_at = recorder.mark()  # a stats message from before the third refusal would count two
+    stats = wait_until(lambda: next((s for s in recorder.json("coordinator/stats", after=refused_at) if s.get("fusion_overflow")), None), 10, "overflow in stats")
     assert stats["fusion_overflow"] == {"room": 3} and stats["fusion_windows"] == {"room": 6} and stats["fusion_readings"] == {"room": 12}
     refused = {int(e["reason"].split()[2]) for e in recorder.json("errors") if "refused" in e["reason"]}
     assert refused == {4, 5, 6}

@@ -45,19 +45,21 @@ def test_frozen_agent_is_declared_dead_by_heartbeat_timeout_and_comes_back(fleet
     wait_nodes_online(recorder, 2)
     submit(recorder, "frozen-1", 0.6, requires={"node": "pi-1"})
     recorder.wait_state("frozen-1", "RUNNING")
+    frozen_at = recorder.mark()
     frozen.send_signal(signal.SIGSTOP)
     try:
-        wait_nodes_online(recorder, 1)
+        wait_nodes_online(recorder, 1, after=frozen_at)
         offline = wait_until(lambda: (s := last_status(recorder, "pi-1"))["state"] == "offline" and s, 10, "offline published for it")
         assert offline["reason"] == "heartbeat timeout"
         assert recorder.wait_state("frozen-1", "SCHEDULED")["node"] == "pi-1"
         wait_until(lambda: any(s["state"] == "REQUESTED" and "heartbeat" in (s.get("reason") or "") for s in recorder.states("frozen-1")),
                    10, "the job re-queued because of the heartbeat timeout")
     finally:
+        thawed_at = recorder.mark()
         frozen.send_signal(signal.SIGCONT)
     # Back: it heartbeats again, corrects its retained status, and the pinned job runs there.
-    wait_nodes_online(recorder, 2)
-    wait_until(lambda: last_status(recorder, "pi-1")["state"] == "online", 10, "pi-1 re-announces online")
+    wait_nodes_online(recorder, 2, after=thawed_at)
+    wait_until(lambda: any(s["state"] == "online" for s in recorder.json("nodes/pi-1/status", after=thawed_at)), 10, "pi-1 re-announces online")
     result = recorder.wait_result("frozen-1")
     assert result["node"] == "pi-1"
     wait_until(lambda: any(s["state"] == "DONE" for s in recorder.states("frozen-1")), 10, "DONE")
@@ -82,7 +84,11 @@ def test_a_late_will_from_an_earlier_boot_never_kills_the_restarted_agent(fleet:
     submit(recorder, "after-will", 0.01)
     result = recorder.wait_result("after-will")
     assert result["node"] == "pi-1" and result["ok"] is True
-    assert recorder.json("coordinator/stats")[-1]["nodes_online"] == 1
+    # The coordinator's count from after the result, not the last stats seen: that one may
+    # have been published before the new boot registered.
+    after_result = recorder.mark()
+    stats = wait_until(lambda: recorder.json("coordinator/stats", after=after_result), 10, "stats after the result")
+    assert stats[0]["nodes_online"] == 1
     assert not any("pi-1 went offline" in (s.get("reason") or "") for s in recorder.states("after-will"))
     assert new_boot != old_boot
     # The old boot may be declared dead (its will can arrive before the new boot's birth), the new one never.
