@@ -147,7 +147,7 @@ def _json_arg(text: str, what: str) -> dict:  # type: ignore[type-arg]
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .bus import BusError
-    from .schemas import JobRequest
+    from .schemas import JobRequest, JobState
     from .submit import submit_and_wait
 
     settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
@@ -170,6 +170,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         bus.stop()
     if isinstance(last, BaseModel):
         print(last.model_dump_json(exclude_none=True))
+        if code == 0 and isinstance(last, JobState):
+            print("edgehive submit: DONE; its result was published while this client was disconnected (results are not retained)", file=sys.stderr)
     else:
         print(f"edgehive submit: no result within {args.timeout:g} s", file=sys.stderr)
     return code
