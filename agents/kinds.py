@@ -87,5 +87,5 @@ def _noop(params: NoopParams) -> Any:
 
 
 def builtin_kinds() -> KindRegistry:
-    """`sleep` (DESIGN.md's fixed point; every agent runs it) and `noop` (tests, benchmarks)."""
+    """`sleep` (part of the protocol every agent speaks) and `noop` (tests, benchmarks)."""
     return KindRegistry([JobKind("sleep", SleepParams, _sleep, cancellable=True), JobKind("noop", NoopParams, _noop, inline=True)])

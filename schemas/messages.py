@@ -1,4 +1,4 @@
-"""Pydantic models of every JSON message in DESIGN.md's topic table.
+"""Pydantic models of every JSON message in the README's topic table.
 
 Timestamps are UTC epoch seconds (float). Durations end in `_s`.
 """

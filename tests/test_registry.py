@@ -28,7 +28,7 @@ def status(state: str, boot: str | None) -> NodeStatus:
 
 
 def born(reg: NodeRegistry, node: str = "pi", boot: str = "b1", now: float = 100.0) -> None:
-    """The birth sequence of DESIGN.md flow 1: capabilities then `online`, both retained."""
+    """The birth sequence: capabilities then `online`, both retained."""
     reg.on_capabilities(caps(node, boot), now)
     reg.on_status(node, status("online", boot), now)
 

@@ -143,7 +143,7 @@ def test_runs_noop_and_sleep(make_runner: Callable[..., JobRunner], results: Res
 
 
 def test_sleep_default_from_design() -> None:
-    """DESIGN.md's `{"kind": "sleep", "params": {"seconds": 0.05}}` is what an empty sleep means."""
+    """The README's `{"kind": "sleep", "params": {"seconds": 0.05}}` is what an empty sleep means."""
     sleep = builtin_kinds().get("sleep")
     assert sleep is not None
     assert sleep.params.model_validate({}).seconds == 0.05  # type: ignore[attr-defined]

@@ -152,7 +152,7 @@ def test_fills_exactly_to_slots() -> None:
     ids=["throttled", "hot", "cpu-saturated"],
 )
 def test_unhealthy_node_loses_to_cool_one(hot: dict[str, Any]) -> None:
-    """A throttling, hot or saturated node gets less work than an otherwise equal cool one (DESIGN.md flow 3)."""
+    """A throttling, hot or saturated node gets less work than an otherwise equal cool one."""
     for order in ((0, 1), (1, 0)):  # the list order must not decide
         nodes = [node("sick", heartbeat=hot), node("cool")]
         nodes = [nodes[i] for i in order]

@@ -99,7 +99,7 @@ def test_round_trip(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_encode_carries_version_and_omits_nulls(name: str) -> None:
-    """DESIGN.md: every JSON message carries "v": 1; null fields are left out to keep it compact."""
+    """Every JSON message carries "v": 1; null fields are left out to keep it compact."""
     wire = encode(samples()[name])
     assert json.loads(wire)["v"] == 1
     assert b"null" not in wire
@@ -139,7 +139,7 @@ def test_unknown_field_in_nested_part_is_refused() -> None:
 
 
 def test_job_request_from_design_example() -> None:
-    """The exact request shape DESIGN.md documents is accepted, with optional fields defaulted."""
+    """The exact request shape the README documents is accepted, with optional fields defaulted."""
     request = decode(JobRequest, b'{"v": 1, "kind": "sleep", "params": {"seconds": 0.05}}')
     assert (request.kind, request.params, request.id, request.priority, request.deadline_s) == ("sleep", {"seconds": 0.05}, None, 0, None)
     full = decode(JobRequest, b'{"v": 1, "kind": "sleep", "id": "j1", "params": {}, "requires": {}, "priority": 0, "deadline_s": null}')

@@ -94,7 +94,7 @@ def test_defaults_without_balena() -> None:
 
 
 def test_node_id_defaults_to_balena_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On balenaOS the device UUID names the node (DESIGN.md)."""
+    """On balenaOS the device UUID names the node."""
     monkeypatch.setenv("BALENA_DEVICE_UUID", "5a1c0ffee0ddba11")
     assert CommonSettings().node_id == "5a1c0ffee0ddba11"
 
@@ -159,7 +159,7 @@ def test_heartbeat_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_field_is_a_documented_option() -> None:
-    """DESIGN.md: each setting is also a command-line option whose help names its variable."""
+    """Each setting is also a command-line option whose help names its variable."""
     parser = argparse.ArgumentParser(prog="edgehive")
     add_settings_options(parser, CoordinatorSettings)
     text = parser.format_help()
@@ -237,7 +237,7 @@ def test_agent_workers_bounds() -> None:
 
 
 def test_coordinator_derived_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """dead_after = 3 × heartbeat and lease = 2 × heartbeat unless set (DESIGN.md, flow 2)."""
+    """dead_after = 3 × heartbeat and lease = 2 × heartbeat unless set."""
     default = CoordinatorSettings()
     assert (default.dead_after, default.lease) == (3.0, 2.0)
     monkeypatch.setenv("EDGEHIVE_HEARTBEAT_S", "2")
