@@ -110,7 +110,7 @@ class Agent:
         self._publish_heartbeat()
 
     def _publish_result(self, result: Result) -> None:
-        if not self.bus.publish(self.topics.result(result.kind, result.source), encode(result), qos=1):
+        if not self.bus.publish(self.topics.node_results(self.node), encode(result), qos=1):
             log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
         if not result.ok:  # a failed job is a rejected input too: say so where every reject goes
             self.bus.report_error(self.topics.jobs(self.node), f"job {result.job_id} ({result.kind}) failed: {result.error}")
@@ -155,7 +155,7 @@ class Agent:
             self.kinds.register(detections_kind(self.detectors, snapshots))
 
     def _publish_snapshot(self, camera: str, jpeg: bytes) -> None:
-        self.bus.publish(self.topics.snapshot(camera), jpeg, qos=0, retain=True)
+        self.bus.publish(self.topics.node_snapshot(self.node, camera), jpeg, qos=0)
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._load_models()

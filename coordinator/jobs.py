@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgehive.schemas import JobRequest, JobStateName
 
@@ -24,6 +24,7 @@ class JobRecord:
     running_announced: bool = False
     bounces: int = 0
     queued: bool = False
+    placed_on: set[str] = field(default_factory=set)  # every node it was given to: whose result counts
 
     @property
     def kind(self) -> str:
