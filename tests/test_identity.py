@@ -1,0 +1,223 @@
+"""Who may say what: identity enforced by the broker, not trusted from payloads.
+
+On Debian's mosquitto with the production config, password file and ACL (broker/prepare.sh from
+broker/acl), every account writes only its own topics: a forged heartbeat, birth certificate,
+result, frame or reading from another account is dropped by the broker, and the honest flow
+still works. The coordinator's own check (a result counts only from the node its job is placed
+on, and only a checked result reaches `results/{kind}/{source}`) is tested on both brokers.
+
+MQTT 3.1.1 has no way to tell a publisher that the ACL dropped its message (mosquitto_pub exits
+0): a test proves a drop by publishing a marker after the forgery and seeing only the marker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from harness import AuthMosquitto, Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = ("coordinator:pw-coordinator sink:pw-sink pi-1:pw-pi-1:agent pi-2:pw-pi-2:agent door:pw-door:camera "
+         "t1:pw-t1:sensor alice:pw-alice")
+HEARTBEAT = {"v": 1, "seq": 1, "ts": 1.0, "cpu_pct": 1, "mem_pct": 1, "in_flight": 0, "queued": 0, "jobs_done": 0, "jobs_failed": 0}
+
+
+@pytest.fixture
+def secure(prefix: str) -> Iterator[AuthMosquitto]:
+    broker = AuthMosquitto(USERS, prefix)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def watcher(secure: AuthMosquitto, prefix: str) -> Iterator[Recorder]:
+    """Everything under the prefix, read with the sink's read-only account."""
+    rec = Recorder(secure.url_for("sink"), prefix)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def secure_fleet(secure: AuthMosquitto, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    instance = Fleet(secure, prefix, tmp_path)
+    yield instance
+    instance.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for name in instance.procs:
+            print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+
+
+def start_fleet(fleet: Fleet, secure: AuthMosquitto, watcher: Recorder, *nodes: str) -> None:
+    fleet.coordinator(EDGEHIVE_MQTT_URL=secure.url_for("coordinator"))
+    for node in nodes:
+        fleet.agent(node, EDGEHIVE_MQTT_URL=secure.url_for(node))
+    wait_nodes_online(watcher, len(nodes))
+
+
+def publish(secure: AuthMosquitto, user: str, topic: str, payload: bytes | str, retain: bool = False) -> None:
+    """mosquitto_pub as `user`, QoS 1: it returns after the broker's PUBACK, which a dropped
+    publish gets too (MQTT 3.1.1 has no refusal), so the exit status says nothing."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    proc = secure.mqtt("mosquitto_pub", "-q", "1", *(["-r"] if retain else []), "-t", topic, "-m", text, user=user)
+    assert proc.returncode == 0, proc.stderr
+
+
+def after_marker(secure: AuthMosquitto, watcher: Recorder, user: str) -> None:
+    """Publish a marker on `errors` (any account may) and wait for it: the broker handles one
+    connection after the other, so anything it accepted before the marker has arrived by then."""
+    marker = uuid.uuid4().hex
+    publish(secure, user, f"{watcher.prefix}/errors", marker)
+    wait_until(lambda: any(p == marker.encode() for _, p, _ in watcher.messages), 10, f"{user}'s marker")
+
+
+def seen(watcher: Recorder, topic: str) -> list[bytes]:
+    return [p for t, p, _ in watcher.messages if t == f"{watcher.prefix}/{topic}"]
+
+
+def submit(secure: AuthMosquitto, user: str, prefix: str, job_id: str, seconds: float, node: str | None = None) -> None:
+    request = {"v": 1, "kind": "sleep", "id": job_id, "params": {"seconds": seconds}}
+    if node:
+        request["requires"] = {"node": node}
+    publish(secure, user, f"{prefix}/jobs/submit", orjson.dumps(request))
+
+
+def test_another_node_cannot_forge_a_nodes_heartbeat_birth_or_status(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
+    """pi-2 speaks for pi-1 with a new boot id (which would retire pi-1's real boot for good):
+    the broker drops all three, and pi-1 keeps its boot and its work."""
+    start_fleet(secure_fleet, secure, watcher, "pi-1", "pi-2")
+    forged_boot = "f0f0f0f0f0f0"
+    forged = {
+        "nodes/pi-1/heartbeat": orjson.dumps({**HEARTBEAT, "node": "pi-1", "boot_id": forged_boot}),
+        "nodes/pi-1/capabilities": orjson.dumps({"v": 1, "node": "pi-1", "boot_id": forged_boot, "ts": 1.0, "kinds": ["sleep"]}),
+        "nodes/pi-1/status": orjson.dumps({"v": 1, "state": "offline", "boot_id": forged_boot, "ts": 1.0, "reason": "forged"}),
+    }
+    for suffix, payload in forged.items():
+        publish(secure, "pi-2", f"{prefix}/{suffix}", payload, retain=suffix != "nodes/pi-1/heartbeat")
+    after_marker(secure, watcher, "pi-2")
+    assert not any(forged_boot.encode() in p for _, p, _ in watcher.messages), "a forged message got through"
+
+    submit(secure, "alice", prefix, "pinned-1", 0.05, node="pi-1")
+    done = watcher.wait_state("pinned-1", "DONE")
+    assert done["node"] == "pi-1"
+    log = secure_fleet.log("coordinator")
+    assert "restarted" not in log and "is dead" not in log, log[-2000:]
+    assert "did not echo" not in secure_fleet.log("pi-1") + secure_fleet.log("pi-2")
+
+
+def test_forged_results_never_finish_a_job_nor_reach_results(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
+    """A job placed on pi-1: pi-2's result on its own topic is refused by the coordinator (with
+    the reason on `errors`), and every other path is closed by the broker; the job's one result
+    on results/sleep/{source} is pi-1's."""
+    start_fleet(secure_fleet, secure, watcher, "pi-1", "pi-2")
+    submit(secure, "alice", prefix, "long-1", 3.0, node="pi-1")
+    assert watcher.wait_state("long-1", "RUNNING")["node"] == "pi-1"
+
+    def result(node: str) -> bytes:
+        return orjson.dumps({"v": 1, "job_id": "long-1", "kind": "sleep", "node": node, "source": "long-1", "attempt": 1,
+                             "ok": True, "output": {"forged": True}, "timings": {}})
+
+    publish(secure, "pi-2", f"{prefix}/nodes/pi-2/results", result("pi-2"))  # its own topic: the coordinator's check
+    publish(secure, "pi-2", f"{prefix}/nodes/pi-2/results", result("pi-1"))  # naming pi-1 on pi-2's topic
+    publish(secure, "pi-2", f"{prefix}/nodes/pi-1/results", result("pi-1"))  # pi-1's topic: the broker's ACL
+    publish(secure, "pi-2", f"{prefix}/results/sleep/long-1", result("pi-1"))  # the users' topic: only the coordinator
+    publish(secure, "alice", f"{prefix}/results/sleep/long-1", result("pi-1"))
+    publish(secure, "alice", f"{prefix}/nodes/pi-1/results", result("pi-1"))
+
+    def refusals() -> list[str]:
+        return [e["reason"] for e in watcher.json("errors") if "long-1" in e.get("reason", "")]
+
+    wait_until(lambda: len(refusals()) >= 2, 10, "the coordinator's two refusals")
+    assert any("from node pi-2, but the job is placed on node pi-1" in r for r in refusals()), refusals()
+    assert any("names node 'pi-1' but arrived on node 'pi-2'" in r for r in refusals()), refusals()
+    assert not any(s["state"] in ("DONE", "FAILED") for s in watcher.states("long-1")), "a forged result finished the job"
+
+    done = watcher.wait_state("long-1", "DONE")
+    assert done["node"] == "pi-1"
+    after_marker(secure, watcher, "coordinator")
+    relayed = [orjson.loads(p) for p in seen(watcher, "results/sleep/long-1")]
+    assert len(relayed) == 1 and relayed[0]["node"] == "pi-1" and "forged" not in relayed[0]["output"], relayed
+    assert seen(watcher, "nodes/pi-1/results") and all(b"forged" not in p for p in seen(watcher, "nodes/pi-1/results"))
+
+
+def test_cameras_sensors_and_people_write_only_their_own_topics(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> None:
+    denied = [
+        ("door", "frames/yard"), ("door", "nodes/door/heartbeat"), ("door", "sensors/door/temperature"),
+        ("t1", "sensors/t2/temperature"), ("t1", "frames/t1"), ("t1", "nodes/t1/status"),
+        ("alice", "nodes/pi-1/heartbeat"), ("alice", "nodes/alice/capabilities"), ("alice", "nodes/pi-1/jobs"),
+        ("alice", "results/sleep/x"), ("alice", "jobs/x/state"), ("alice", "coordinator/status"),
+        ("pi-1", "nodes/pi-1/jobs"), ("pi-1", "results/sleep/x"), ("pi-1", "snapshots/door"), ("pi-1", "frames/door"),
+        ("sink", "nodes/pi-1/heartbeat"), ("sink", "jobs/submit"),
+    ]
+    allowed = [("door", "frames/door"), ("t1", "sensors/t1/temperature"), ("alice", "jobs/submit"),
+               ("pi-1", "nodes/pi-1/heartbeat"), ("pi-1", "nodes/pi-1/snapshots/door")]
+    for user, suffix in denied + allowed:
+        publish(secure, user, f"{prefix}/{suffix}", f"from {user}")
+    after_marker(secure, watcher, "alice")
+    got = {(p.decode().removeprefix("from "), t.removeprefix(prefix + "/")) for t, p, _ in watcher.messages if p.startswith(b"from ")}
+    assert got == set(allowed)
+
+
+def test_the_honest_flow_works_through_the_acl_and_mosquitto_sub_watches_results(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
+    """alice submits with mosquitto_pub, the job is done, and a person's mosquitto_sub (read-only
+    sink account) sees the relayed result on results/#."""
+    start_fleet(secure_fleet, secure, watcher, "pi-1")
+    port = str(secure.port)
+    with MosquittoSub(port, f"{prefix}/results/#", auth=("sink", secure.passwords["sink"]), probe=f"{prefix}/errors") as sub:
+        submit(secure, "alice", prefix, "honest-1", 0.05)
+        topic, payload = sub.next_message(timeout_s=20)
+    assert topic == f"{prefix}/results/sleep/honest-1"
+    assert orjson.loads(payload)["node"] == "pi-1" and orjson.loads(payload)["ok"] is True
+    assert watcher.wait_state("honest-1", "DONE")["node"] == "pi-1"
+
+
+def test_an_agent_whose_user_name_is_not_its_node_id_says_why_nothing_it_sends_arrives(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
+    """MQTT 3.1.1 gives no PUBACK error: the agent notices that its own status never came back."""
+    secure_fleet.agent("pi-3", EDGEHIVE_MQTT_URL=secure.url_for("pi-2"))
+    wait_until(lambda: "did not echo our own status" in secure_fleet.log("pi-3"), 20, "the agent's error")
+    line = next(ln for ln in secure_fleet.log("pi-3").splitlines() if "did not echo" in ln)
+    assert "ERROR" in line and "'pi-2'" in line and f"{prefix}/nodes/pi-3/" in line and "EDGEHIVE_NODE_ID=pi-3" in line
+    assert not seen(watcher, "nodes/pi-3/capabilities")
+
+
+def test_an_account_added_at_run_time_works_at_once_and_after_a_restart(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> None:
+    """broker/account.sh (the image's `edgehive-account`): the new agent account may write its own
+    node topics right after the command (Mosquitto reloads on SIGHUP), and still after a restart."""
+    assert secure.mqtt("mosquitto_pub", "-t", f"{prefix}/errors", "-m", "x", user="pi-7", password="pw-7").returncode != 0
+    assert secure.proc is not None
+    added = subprocess.run(["sh", str(ROOT / "broker" / "account.sh"), "-c", str(secure.config), "-t", str(secure.template),
+                            "-d", str(secure.accounts), "-p", str(secure.proc.pid), "add", "pi-7", "agent", "pw-7"],
+                           env=secure.env, capture_output=True, text=True, timeout=60, check=False)
+    assert added.returncode == 0, added.stderr
+    assert "EDGEHIVE_MQTT_URL=mqtt://pi-7:pw-7@" in added.stdout and "EDGEHIVE_NODE_ID=pi-7" in added.stdout
+
+    def writes(suffix: str) -> bool:
+        marker = uuid.uuid4().hex
+        wait_until(lambda: secure.mqtt("mosquitto_pub", "-q", "1", "-t", f"{prefix}/{suffix}", "-m", marker,
+                                       user="pi-7", password="pw-7").returncode == 0, 10, "pi-7 to log in")
+        after_marker(secure, watcher, "alice")
+        return any(p == marker.encode() for _, p, _ in watcher.messages)
+
+    assert writes("nodes/pi-7/heartbeat")
+    assert not writes("nodes/pi-1/heartbeat")
+    secure.stop()
+    secure.prepare()  # what the entrypoint does at every start
+    secure.start()
+    wait_until(lambda: watcher.bus.connected.is_set(), 20, "the watcher to reconnect")
+    after_marker(secure, watcher, "alice")  # the watcher is subscribed again
+    assert writes("nodes/pi-7/heartbeat")
+    listed = subprocess.run(["sh", str(ROOT / "broker" / "account.sh"), "-d", str(secure.accounts), "list"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert listed.stdout.split() == ["pi-7", "agent"]
