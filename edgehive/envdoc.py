@@ -52,10 +52,6 @@ RAW: tuple[EnvVar, ...] = (
     EnvVar("EDGEHIVE_ROLE", "all", "every image (deploy/role-gate)",
            "Services this device runs: `head` (broker, coordinator, sink, influxdb, grafana, agent), `worker` (agent), "
            "`all` (every service), plus service names, comma-separated, e.g. `worker,camera`"),
-    EnvVar("EDGEHIVE_BROKER_USERS", "`coordinator:… sink:… client:… head:…:agent head-cam:…:camera demo:…:sensor:demo-t1+…` (compose)",
-           "broker image (broker/prepare.sh, broker/healthcheck.sh)",
-           "Broker accounts as `user:password[:role[:id+id…]]`, comma- or space-separated, written to Mosquitto's password file "
-           "and ACL at every start; roles coordinator, sink, agent, camera, sensor, client (broker/acl)"),
     EnvVar("EDGEHIVE_VENV", ".venv", "edgehive.sh", "Where `./edgehive.sh` creates the virtual environment"),
 )
 

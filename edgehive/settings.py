@@ -89,6 +89,14 @@ class CommonSettings(BaseSettings):
         return MqttUrl.parse(self.mqtt_url)
 
 
+class BrokerSettings(CommonSettings):
+    """Settings of `edgehive broker` (the embedded amqtt broker)."""
+
+    broker_users: str = Field("", description="Broker accounts, `user:password[:role[:id+id...]]` comma- or space-separated: "
+                              "Mosquitto's password file and ACL in the broker image (broker/prepare.sh), the accounts of "
+                              "`edgehive broker` (empty: anonymous); roles coordinator, sink, agent, camera, sensor, client (broker/acl)")
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

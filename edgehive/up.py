@@ -17,6 +17,7 @@ import orjson
 from pydantic import Field
 
 from .broker import EmbeddedBroker
+from .broker.accounts import listens_beyond_loopback
 from .bus import MqttBus
 from .fleetview import FleetView
 from .schemas import Topics
@@ -54,6 +55,10 @@ def run_up(settings: UpSettings) -> int:
     url = settings.broker
     if settings.embedded_broker:
         host, port = _listen_address(settings)
+        if listens_beyond_loopback(host):
+            print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
+                  "read and write every topic. `edgehive up` is for one machine; to serve others run `edgehive broker` with "
+                  "EDGEHIVE_BROKER_USERS, or Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
         broker = EmbeddedBroker(host, port).start()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)

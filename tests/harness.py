@@ -177,6 +177,33 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+class AuthAmqtt(Broker):
+    """The embedded broker with the same accounts and roles as AuthMosquitto."""
+
+    kind = "amqtt"
+
+    def __init__(self, users: str, prefix: str) -> None:
+        self.port = free_port()
+        self.users = users
+        self.prefix = prefix
+        self.passwords = {e.split(":")[0]: e.split(":")[1] for e in users.replace(",", " ").split()}
+        self._broker: EmbeddedBroker | None = None
+
+    def start(self) -> None:
+        self._broker = EmbeddedBroker("127.0.0.1", self.port, users=self.users, prefix=self.prefix).start()
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+
+    def close(self) -> None:
+        self.stop()
+
+    url_for = AuthMosquitto.url_for
+    mqtt = AuthMosquitto.mqtt
+
+
 class AmqttBroker(Broker):
     kind = "amqtt"
 

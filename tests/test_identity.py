@@ -12,14 +12,16 @@ MQTT 3.1.1 has no way to tell a publisher that the ACL dropped its message (mosq
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from harness import AuthMosquitto, Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
+from harness import AuthAmqtt, AuthMosquitto, Fleet, MosquittoSub, Recorder, free_port, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +33,17 @@ HEARTBEAT = {"v": 1, "seq": 1, "ts": 1.0, "cpu_pct": 1, "mem_pct": 1, "in_flight
 
 @pytest.fixture
 def secure(prefix: str) -> Iterator[AuthMosquitto]:
+    """Mosquitto with the production config, password file and ACL."""
     broker = AuthMosquitto(USERS, prefix)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def secure_any(request: pytest.FixtureRequest, prefix: str) -> Iterator[AuthMosquitto | AuthAmqtt]:
+    """Either broker with the same accounts: the embedded one enforces the same roles."""
+    broker = AuthMosquitto(USERS, prefix) if request.param == "mosquitto" else AuthAmqtt(USERS, prefix)
     broker.start()
     yield broker
     broker.close()
@@ -150,7 +162,16 @@ def test_forged_results_never_finish_a_job_nor_reach_results(
     assert seen(watcher, "nodes/pi-1/results") and all(b"forged" not in p for p in seen(watcher, "nodes/pi-1/results"))
 
 
-def test_cameras_sensors_and_people_write_only_their_own_topics(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> None:
+def test_cameras_sensors_and_people_write_only_their_own_topics(secure_any: AuthMosquitto, prefix: str) -> None:
+    secure = secure_any
+    watcher = Recorder(secure.url_for("sink"), prefix)
+    try:
+        _only_own_topics(secure, watcher, prefix)
+    finally:
+        watcher.close()
+
+
+def _only_own_topics(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> None:
     denied = [
         ("door", "frames/yard"), ("door", "nodes/door/heartbeat"), ("door", "sensors/door/temperature"),
         ("t1", "sensors/t2/temperature"), ("t1", "frames/t1"), ("t1", "nodes/t1/status"),
@@ -163,9 +184,13 @@ def test_cameras_sensors_and_people_write_only_their_own_topics(secure: AuthMosq
                ("pi-1", "nodes/pi-1/heartbeat"), ("pi-1", "nodes/pi-1/snapshots/door")]
     for user, suffix in denied + allowed:
         publish(secure, user, f"{prefix}/{suffix}", f"from {user}")
+
+    def got() -> set[tuple[str, str]]:
+        return {(p.decode().removeprefix("from "), t.removeprefix(prefix + "/")) for t, p, _ in watcher.messages if p.startswith(b"from ")}
+
+    wait_until(lambda: got() >= set(allowed), 10, "every allowed message")
     after_marker(secure, watcher, "alice")
-    got = {(p.decode().removeprefix("from "), t.removeprefix(prefix + "/")) for t, p, _ in watcher.messages if p.startswith(b"from ")}
-    assert got == set(allowed)
+    assert got() == set(allowed)
 
 
 def test_the_honest_flow_works_through_the_acl_and_mosquitto_sub_watches_results(
@@ -221,3 +246,81 @@ def test_an_account_added_at_run_time_works_at_once_and_after_a_restart(secure: 
     listed = subprocess.run(["sh", str(ROOT / "broker" / "account.sh"), "-d", str(secure.accounts), "list"],
                             capture_output=True, text=True, timeout=30, check=True)
     assert listed.stdout.split() == ["pi-7", "agent"]
+
+
+def test_the_coordinator_counts_a_result_only_from_the_node_the_job_is_placed_on(fleet: Fleet, recorder: Recorder) -> None:
+    """The coordinator's own check, whatever the broker (no ACL here): a result for a job placed on
+    pi-1 that comes from pi-2 is refused and never relayed; pi-1's is relayed once, and a replay of
+    it is a duplicate, not a second result."""
+    fleet.coordinator()
+    fleet.agent("pi-1")
+    fleet.agent("pi-2")
+    wait_nodes_online(recorder, 2)
+    recorder.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "sleep", "id": "placed-1", "params": {"seconds": 2.0},
+                                                  "requires": {"node": "pi-1"}}))
+    assert recorder.wait_state("placed-1", "RUNNING")["node"] == "pi-1"
+    forged = orjson.dumps({"v": 1, "job_id": "placed-1", "kind": "sleep", "node": "pi-2", "source": "placed-1", "attempt": 1,
+                           "ok": True, "output": {"forged": True}, "timings": {}})
+    recorder.publish("nodes/pi-2/results", forged)
+    reason = wait_until(lambda: next((e["reason"] for e in recorder.json("errors") if "placed-1" in e.get("reason", "")), None),
+                        10, "the coordinator's refusal")
+    assert reason == "result for job placed-1 from node pi-2, but the job is placed on node pi-1: refused"
+    assert not any(s["state"] in ("DONE", "FAILED") for s in recorder.states("placed-1"))
+
+    assert recorder.wait_state("placed-1", "DONE")["node"] == "pi-1"
+    real = wait_until(lambda: seen(recorder, "nodes/pi-1/results"), 10, "pi-1's own result")[0]
+    recorder.publish("nodes/pi-1/results", real)  # a replay: the job is finished
+    wait_until(lambda: any(s.get("duplicates") == 1 for s in recorder.json("coordinator/stats")), 10, "the duplicate counted")
+    relayed = seen(recorder, "results/sleep/placed-1")
+    assert relayed == [real], "exactly pi-1's result, byte for byte, once"
+
+
+def run_embedded_broker(listen: str, **env: str) -> tuple[str, subprocess.Popen[str]]:
+    """`edgehive broker --listen LISTEN` as a process, once it says it listens: (that line, the process)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "broker", "--listen", listen], env={**clean, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until it listens (or exits)
+        assert "listening" in line, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        return line, proc
+    except BaseException:
+        proc.kill()
+        raise
+
+
+@pytest.mark.parametrize("users", ["", "coordinator:pw-c pi-1:pw-1:agent"])
+def test_the_embedded_broker_warns_when_it_serves_other_machines_without_credentials(users: str) -> None:
+    port = free_port()
+    line, proc = run_embedded_broker(f"0.0.0.0:{port}", EDGEHIVE_BROKER_USERS=users)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=20)
+    warned = "WARNING: the embedded broker listens on 0.0.0.0" in stderr and "without credentials" in stderr
+    assert warned == (not users), stderr
+    assert ("anonymous" in line) == (not users)
+
+
+def test_the_embedded_broker_on_loopback_does_not_warn() -> None:
+    _, proc = run_embedded_broker(f"127.0.0.1:{free_port()}")
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=20)
+    assert "WARNING" not in stderr
+
+
+def test_the_embedded_broker_takes_its_accounts_and_refuses_others(prefix: str) -> None:
+    port = free_port()
+    _, proc = run_embedded_broker(f"127.0.0.1:{port}", EDGEHIVE_BROKER_USERS="coordinator:pw-c pi-1:pw-1:agent", EDGEHIVE_PREFIX=prefix)
+    try:
+        def pub(*auth: str, topic: str = f"{prefix}/errors") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), *auth, "-q", "1", "-t", topic, "-m", "x"],
+                                  capture_output=True, text=True, timeout=30, check=False)
+
+        assert pub("-u", "pi-1", "-P", "pw-1").returncode == 0
+        wrong = pub("-u", "pi-1", "-P", "nope")
+        assert wrong.returncode != 0 and "not authori" in wrong.stderr.lower()
+        assert pub("-u", "nobody", "-P", "pw-1").returncode != 0
+        assert pub().returncode != 0, "anonymous"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
