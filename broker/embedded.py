@@ -2,7 +2,7 @@
 
 `edgehive up` and `edgehive broker` use it so that a laptop needs no Mosquitto. amqtt
 does not send wills on silent death, queue QoS 1 for offline sessions or redeliver
-unacknowledged messages (DESIGN.md, measured), which is why edgehive's own leases and
+unacknowledged messages (measured), which is why edgehive's own leases and
 heartbeats carry every guarantee; production fleets should run Mosquitto
 (`broker/mosquitto.conf`).
 """

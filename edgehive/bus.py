@@ -158,6 +158,17 @@ class _FastClient(paho.Client):
         super()._sock_close()
         self._rbuf, self._rpos = b"", 0
 
+    on_tls_failure: Callable[[ssl.SSLError], None] | None = None
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        """paho retries a failed TLS handshake forever without saying why; tell `on_tls_failure`."""
+        try:
+            return super()._ssl_wrap_socket(tcp_sock)
+        except ssl.SSLError as error:
+            if self.on_tls_failure is not None:
+                self.on_tls_failure(error)
+            raise
+
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         """MQTT 3.1.1 PUBACK is just a message id; paho builds reason-code and property objects
         for it (23 % of the coordinator's time, measured). Take the short path when nothing
@@ -230,6 +241,29 @@ class _FastClient(paho.Client):
         return super()._packet_write()
 
 
+def tls_failure(url: MqttUrl, error: BaseException) -> str:
+    """A failed TLS handshake in words, with what to change: a broker signed by a private CA is
+    the usual case, and Python's message alone does not name our setting."""
+    text = f"TLS handshake with {url.host}:{url.port} failed: "
+    if isinstance(error, ssl.SSLCertVerificationError):
+        text += f"certificate verify failed: {error.verify_message}"
+        if error.verify_code in (2, 19, 20, 21):  # unknown issuer, self-signed in chain, no local issuer, leaf unverifiable
+            where = f"{url.ca_file} did not sign it" if url.ca_file else "set EDGEHIVE_MQTT_CA_FILE to your broker's CA"
+            return f"{text} (the broker's certificate is not signed by a CA we trust: {where})"
+        if error.verify_code == 62:  # hostname mismatch
+            return f"{text} (the broker's certificate does not name {url.host}: connect by a name or address it lists)"
+        return f"{text} (check the broker's certificate and EDGEHIVE_MQTT_CA_FILE)"
+    text += str(getattr(error, "reason", None) or error)
+    if "certificate required" in str(error).lower() or "alert" in str(error).lower():
+        return f"{text} (the broker may require a client certificate: EDGEHIVE_MQTT_CERT_FILE and EDGEHIVE_MQTT_KEY_FILE)"
+    return text
+
+
+def _log_tls_failure(url: MqttUrl, limit: _RateLimit, error: ssl.SSLError) -> None:
+    if limit.allow():
+        log.warning("%s", tls_failure(url, error))
+
+
 def _matches(pattern: tuple[str, ...], levels: list[str]) -> bool:
     """MQTT filter matching on split levels (`+` one level, `#` the rest, `$` topics only by name)."""
     if levels[0].startswith("$") and pattern[0] in ("+", "#"):
@@ -290,7 +324,12 @@ class MqttBus:
         if url.username:
             client.username_pw_set(url.username, url.password)
         if url.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                client.tls_set(ca_certs=url.ca_file, certfile=url.cert_file, keyfile=url.key_file, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError: a file missing, unreadable or not PEM
+                raise BusError(f"TLS settings for {url.redacted()} cannot be used: {error} "
+                               "(EDGEHIVE_MQTT_CA_FILE, EDGEHIVE_MQTT_CERT_FILE, EDGEHIVE_MQTT_KEY_FILE)") from None
+            client.on_tls_failure = functools.partial(_log_tls_failure, url, _RateLimit(per_s=1 / 60, burst=3))
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_socket_open = self._on_socket_open

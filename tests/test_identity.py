@@ -324,3 +324,108 @@ def test_the_embedded_broker_takes_its_accounts_and_refuses_others(prefix: str) 
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(folder: Path, name: str) -> None:
+    """A CA (`name`.crt/.key), and a server certificate for 127.0.0.1/localhost and a client
+    certificate signed by it (`name`-server.*, `name`-client.*)."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name} test CA",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=folder)
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for leaf, cn in (("server", "127.0.0.1"), ("client", "pi-1")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}-{leaf}.key",
+                "-out", f"{name}-{leaf}.csr", cwd=folder)
+        openssl("x509", "-req", "-in", f"{name}-{leaf}.csr", "-CA", f"{name}.crt", "-CAkey", f"{name}.key", "-CAcreateserial",
+                "-days", "2", *(["-extfile", "san.cnf"] if leaf == "server" else []), "-out", f"{name}-{leaf}.crt", cwd=folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)  # Mosquitto reads them as its own user
+
+
+def tls_listener(port: int, tls: Path, require_certificate: bool) -> str:
+    """broker/mosquitto.conf's documented TLS block, uncommented, on `port` with the test's files."""
+    from edgehive.broker.mosquitto import CONFIG_PATH
+
+    lines = CONFIG_PATH.read_text().splitlines()
+    start = lines.index("#listener 8883")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        if line.startswith("# ") or (line == "#require_certificate true" and not require_certificate):
+            continue
+        block.append(line[1:])
+    text = "\n".join(block).replace("listener 8883", f"listener {port} 127.0.0.1").replace("/mosquitto/data/tls/", f"{tls}/")
+    return text.replace("ca.crt", "good.crt").replace("server.crt", "good-server.crt").replace("server.key", "good-server.key") + "\n"
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, prefix: str) -> Iterator[tuple[AuthMosquitto, Path, int, int]]:
+    """The production config (anonymous here: auth is tested above) plus the documented TLS
+    listener twice: one that takes any client, one that requires a client certificate."""
+    secure = AuthMosquitto(USERS, prefix)
+    tls = secure.dir / "tls"
+    tls.mkdir()
+    tls.chmod(0o755)
+    make_ca(tls, "good")
+    make_ca(tls, "evil")
+    tls_port, cert_port = free_port(), free_port()
+    secure.conf.write_text(secure.conf.read_text() + tls_listener(tls_port, tls, False) + tls_listener(cert_port, tls, True))
+    secure.start()
+    yield secure, tls, tls_port, cert_port
+    secure.close()
+
+
+def test_agents_connect_over_tls_with_a_private_ca_and_say_why_when_the_ca_is_wrong(
+        tls_broker: tuple[AuthMosquitto, Path, int, int], prefix: str, tmp_path: Path) -> None:
+    secure, tls, tls_port, cert_port = tls_broker
+    fleet = Fleet(secure, prefix, tmp_path)
+
+    def caps_over_tls(node: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(tls_port), "--cafile", str(tls / "good.crt"),
+                               "-u", "sink", "-P", secure.passwords["sink"], "-t", f"{prefix}/nodes/{node}/capabilities",
+                               "-C", "1", "-W", "20"], capture_output=True, text=True, timeout=60, check=False)
+
+    try:
+        pi1 = secure.url_for("pi-1").replace("mqtt://", "mqtts://").replace(f":{secure.port}", f":{tls_port}")
+        fleet.agent("pi-1", EDGEHIVE_MQTT_URL=pi1, EDGEHIVE_MQTT_CA_FILE=str(tls / "good.crt"))
+        got = caps_over_tls("pi-1")
+        assert got.returncode == 0 and orjson.loads(got.stdout)["node"] == "pi-1", got.stderr
+
+        # A client certificate for the listener that requires one.
+        pi2 = secure.url_for("pi-2").replace("mqtt://", "mqtts://").replace(f":{secure.port}", f":{cert_port}")
+        fleet.agent("pi-2", EDGEHIVE_MQTT_URL=pi2, EDGEHIVE_MQTT_CA_FILE=str(tls / "good.crt"),
+                    EDGEHIVE_MQTT_CERT_FILE=str(tls / "good-client.crt"), EDGEHIVE_MQTT_KEY_FILE=str(tls / "good-client.key"))
+        got = caps_over_tls("pi-2")
+        assert got.returncode == 0 and orjson.loads(got.stdout)["node"] == "pi-2", got.stderr
+
+        # The wrong CA: no connection, and the log says why and what to set.
+        fleet.agent("pi-x", EDGEHIVE_MQTT_URL=pi1.replace("pi-1:", "pi-x:"), EDGEHIVE_MQTT_CA_FILE=str(tls / "evil.crt"))
+        wait_until(lambda: "TLS handshake with 127.0.0.1" in fleet.log("pi-x"), 20, "the agent's TLS warning")
+        line = next(ln for ln in fleet.log("pi-x").splitlines() if "TLS handshake" in ln)
+        assert "WARNING" in line and "certificate verify failed" in line and "evil.crt did not sign it" in line, line
+        # No CA setting at all (the system's CAs): the hint names the setting.
+        fleet.agent("pi-y", EDGEHIVE_MQTT_URL=pi1.replace("pi-1:", "pi-y:"))
+        wait_until(lambda: "TLS handshake with 127.0.0.1" in fleet.log("pi-y"), 20, "the agent's TLS warning")
+        assert "set EDGEHIVE_MQTT_CA_FILE to your broker's CA" in fleet.log("pi-y")
+        assert fleet.alive("pi-x") and fleet.alive("pi-y"), "it keeps retrying, as after any failed connection"
+    finally:
+        fleet.stop_all()
+
+
+def test_a_tls_file_that_cannot_be_read_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    from edgehive.bus import BusError, MqttBus
+    from edgehive.schemas import Topics
+    from edgehive.settings import CommonSettings
+
+    settings = CommonSettings(mqtt_url="mqtts://127.0.0.1:8883", mqtt_ca_file=str(tmp_path / "missing-ca.crt"))
+    with pytest.raises(BusError, match="TLS settings for mqtts://127.0.0.1:8883 cannot be used.*EDGEHIVE_MQTT_CA_FILE"):
+        MqttBus(settings.broker, Topics(), "x", source="x")
+    plain = CommonSettings(mqtt_url="mqtt://127.0.0.1:1883", mqtt_ca_file=str(tmp_path / "missing-ca.crt"))
+    assert plain.broker.ca_file is None, "TLS files matter only with mqtts://"
