@@ -519,8 +519,9 @@ class Coordinator:
     def _on_declined(self, topic: str, refusal: Result) -> None:
         """The node could not take the job (full, draining): run it elsewhere, without counting an attempt."""
         with self._lock:
-            frame = self.frames.lose(refusal.job_id)
-            if frame is not None:
+            frame = self.frames.in_flight.get(refusal.job_id)
+            if frame is not None and frame.node == refusal.node:  # only the node holding the frame may give it back
+                self.frames.lose(refusal.job_id)
                 self.registry.get(frame.node).jobs.discard(refusal.job_id)
             job = self.active.get(refusal.job_id)
             if job is None or job.node != refusal.node:

@@ -82,7 +82,10 @@ def test_a_late_will_from_an_earlier_boot_never_kills_the_restarted_agent(fleet:
     submit(recorder, "after-will", 0.01)
     result = recorder.wait_result("after-will")
     assert result["node"] == "pi-1" and result["ok"] is True
-    assert recorder.json("coordinator/stats")[-1]["nodes_online"] == 1
+    # The coordinator's first stats after the result (an earlier one may predate the new boot's birth).
+    seen_stats = len(recorder.json("coordinator/stats"))
+    after = wait_until(lambda: recorder.json("coordinator/stats")[seen_stats:], 10, "stats after the result")
+    assert after[0]["nodes_online"] == 1
     assert not any("pi-1 went offline" in (s.get("reason") or "") for s in recorder.states("after-will"))
     assert new_boot != old_boot
     # The old boot may be declared dead (its will can arrive before the new boot's birth), the new one never.
