@@ -209,12 +209,16 @@ def test_the_honest_flow_works_through_the_acl_and_mosquitto_sub_watches_results
 
 def test_an_agent_whose_user_name_is_not_its_node_id_says_why_nothing_it_sends_arrives(
         secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
-    """MQTT 3.1.1 gives no PUBACK error: the agent notices that its own status never came back."""
+    """MQTT 3.1.1 gives no PUBACK error: the agent notices that its own status never came back.
+    An honest agent started first, checked over the same time, says nothing."""
+    secure_fleet.agent("pi-1", EDGEHIVE_MQTT_URL=secure.url_for("pi-1"))
+    wait_until(lambda: seen(watcher, "nodes/pi-1/capabilities"), 20, "the honest agent's birth")
     secure_fleet.agent("pi-3", EDGEHIVE_MQTT_URL=secure.url_for("pi-2"))
     wait_until(lambda: "did not echo our own status" in secure_fleet.log("pi-3"), 20, "the agent's error")
     line = next(ln for ln in secure_fleet.log("pi-3").splitlines() if "did not echo" in ln)
     assert "ERROR" in line and "'pi-2'" in line and f"{prefix}/nodes/pi-3/" in line and "EDGEHIVE_NODE_ID=pi-3" in line
     assert not seen(watcher, "nodes/pi-3/capabilities")
+    assert "connected to" in secure_fleet.log("pi-1") and "did not echo" not in secure_fleet.log("pi-1")
 
 
 def test_an_account_added_at_run_time_works_at_once_and_after_a_restart(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> None:
