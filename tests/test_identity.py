@@ -13,6 +13,7 @@ MQTT 3.1.1 has no way to tell a publisher that the ACL dropped its message (mosq
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,10 +23,14 @@ from pathlib import Path
 import orjson
 import pytest
 from harness import AuthAmqtt, AuthMosquitto, Fleet, MosquittoSub, Recorder, free_port, wait_nodes_online, wait_until
+from vision_fixtures import models_dir  # noqa: F401  (fixture)
+
+from edgehive.schemas import envelope
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "sensors" / "demo" / "01-astronaut.jpg"
 USERS = ("coordinator:pw-coordinator sink:pw-sink pi-1:pw-pi-1:agent pi-2:pw-pi-2:agent door:pw-door:camera "
          "t1:pw-t1:sensor alice:pw-alice")
 HEARTBEAT = {"v": 1, "seq": 1, "ts": 1.0, "cpu_pct": 1, "mem_pct": 1, "in_flight": 0, "queued": 0, "jobs_done": 0, "jobs_failed": 0}
@@ -277,6 +282,30 @@ def test_the_coordinator_counts_a_result_only_from_the_node_the_job_is_placed_on
     wait_until(lambda: any(s.get("duplicates") == 1 for s in recorder.json("coordinator/stats")), 10, "the duplicate counted")
     relayed = seen(recorder, "results/sleep/placed-1")
     assert relayed == [real], "exactly pi-1's result, byte for byte, once"
+
+
+def test_a_frame_result_counts_only_from_the_node_the_frame_was_sent_to(fleet: Fleet, recorder: Recorder, models_dir: Path) -> None:
+    """The frame path's check: while the frame waits on pi-1 (held stopped, well inside its
+    lease), a detection result from pi-2 is refused and not relayed; pi-1's is, once."""
+    fleet.heartbeat_s = 2.0  # dead after 6 s: room to hold pi-1 stopped while its frame waits
+    fleet.coordinator(EDGEHIVE_CAMERA_MODELS="door=face")
+    fleet.agent("pi-1", EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="face", EDGEHIVE_WORKERS="1", EDGEHIVE_SLOTS="1")
+    fleet.agent("pi-2")  # no model: never sent a frame
+    wait_nodes_online(recorder, 2, timeout_s=60)
+    fleet.procs["pi-1"].send_signal(signal.SIGSTOP)
+    try:
+        recorder.publish("frames/door", ASTRONAUT.read_bytes(), qos=1)
+        sent = wait_until(lambda: seen(recorder, "nodes/pi-1/jobs"), 10, "the frame sent to pi-1")[0]
+        job_id = orjson.loads(envelope.unpack(sent)[0])["id"]
+        forged = orjson.dumps({"v": 1, "job_id": job_id, "kind": "detections", "node": "pi-2", "source": "door", "attempt": 1,
+                               "ok": True, "output": {"forged": True}, "timings": {}})
+        recorder.publish("nodes/pi-2/results", forged)
+        wait_until(lambda: any(f"result for job {job_id} from node pi-2, but the job is placed on node pi-1" in e.get("reason", "")
+                               for e in recorder.json("errors")), 5, "the coordinator's refusal")
+    finally:
+        fleet.procs["pi-1"].send_signal(signal.SIGCONT)
+    real = wait_until(lambda: recorder.json("results/detections/door"), 30, "pi-1's detections")
+    assert [r["node"] for r in real] == ["pi-1"] and real[0]["job_id"] == job_id and "forged" not in real[0]["output"]
 
 
 def run_embedded_broker(listen: str, **env: str) -> tuple[str, subprocess.Popen[str]]:
