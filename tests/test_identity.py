@@ -462,3 +462,26 @@ def test_a_tls_file_that_cannot_be_read_is_a_clear_error_at_start(tmp_path: Path
         MqttBus(settings.broker, Topics(), "x", source="x")
     plain = CommonSettings(mqtt_url="mqtt://127.0.0.1:1883", mqtt_ca_file=str(tmp_path / "missing-ca.crt"))
     assert plain.broker.ca_file is None, "TLS files matter only with mqtts://"
+
+
+def test_edgehive_up_warns_when_its_broker_serves_other_machines(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_STATE_DIR=str(tmp_path / "state"))
+    up = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "up", "--listen", f"0.0.0.0:{port}", "--agents", "0", "--demo-camera", "",
+                           "--sink", "false", "--demo-sensors", "false", "--status-every-s", "0"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout is not None
+        wait_until(lambda: "edgehive is up" in up.stdout.readline(), 30, "edgehive up's banner")  # after the warning
+    finally:
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+    assert f"WARNING: the embedded broker listens on 0.0.0.0:{port} without credentials" in err, err
+
+
+def test_the_broker_healthcheck_logs_in_with_a_first_account_that_has_a_role(secure: AuthMosquitto) -> None:
+    users = "pi-1:pw-pi-1:agent " + USERS
+    healthy = subprocess.run(["sh", str(ROOT / "broker" / "healthcheck.sh"), str(secure.port)],
+                             env={**secure.env, "EDGEHIVE_BROKER_USERS": users}, capture_output=True, text=True, timeout=30, check=False)
+    assert healthy.returncode == 0, healthy.stderr
