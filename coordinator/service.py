@@ -462,7 +462,7 @@ class Coordinator:
         with self._lock:
             job = self.active.get(result.job_id)
             if job is None:
-                frame = self.frames.in_flight.get(result.job_id)
+                frame = self.frames.sent_to(result.job_id)
                 if frame is not None:
                     if frame.node != result.node:
                         self._refuse_result(topic, result, frame.node)
