@@ -34,6 +34,9 @@ from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 log = logging.getLogger(__name__)
 
 _JOB_BATCH = TypeAdapter(list[Job])
+# MQTT 3.1.1 cannot tell a client that the broker's ACL dropped its publish; our own retained
+# status coming back to us (we read our own topics) is the proof that the broker took it.
+ECHO_TIMEOUT_S = 5.0
 
 
 def parse_jobs(topic: str, payload: bytes) -> list[tuple[Job, bytes | None]]:
@@ -63,6 +66,7 @@ class Agent:
         self.draining = threading.Event()
         self._stop = threading.Event()
         self._seq = 0
+        self._echoed = threading.Event()
         self.topics.jobs(self.node)  # fails fast on a node id that cannot be a topic level
         self.bus = MqttBus(
             settings.broker, self.topics, f"edgehive-agent-{self.node}", source=self.node,
@@ -106,11 +110,25 @@ class Agent:
     def _birth(self) -> None:
         """On every (re)connect: the retained birth certificate, `online`, and a first heartbeat."""
         self.bus.publish(self.topics.capabilities(self.node), encode(self._caps), qos=1, retain=True)
+        self._echoed.clear()
         self.bus.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
         self._publish_heartbeat()
+        timer = threading.Timer(ECHO_TIMEOUT_S, self._check_echo)
+        timer.daemon = True
+        timer.start()
+
+    def _check_echo(self) -> None:
+        """Our `online` never came back: the broker dropped what we publish, which MQTT 3.1.1
+        reports to nobody; say why it probably did, since nothing else will."""
+        if self._echoed.is_set() or self._stop.is_set() or not self.bus.connected.is_set():
+            return
+        user = self.settings.broker.username
+        log.error("the broker did not echo our own status within %g s, so it drops what this agent publishes: "
+                  "is the ACL letting MQTT user %r write %s/nodes/%s/...? An agent's MQTT user name must equal its node id "
+                  "(EDGEHIVE_NODE_ID=%s; broker/README.md)", ECHO_TIMEOUT_S, user, self.settings.prefix, self.node, self.node)
 
     def _publish_result(self, result: Result) -> None:
-        if not self.bus.publish(self.topics.result(result.kind, result.source), encode(result), qos=1):
+        if not self.bus.publish(self.topics.node_results(self.node), encode(result), qos=1):
             log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
         if not result.ok:  # a failed job is a rejected input too: say so where every reject goes
             self.bus.report_error(self.topics.jobs(self.node), f"job {result.job_id} ({result.kind}) failed: {result.error}")
@@ -143,7 +161,10 @@ class Agent:
         self.bus.publish(self.topics.declined(self.node), encode(refusal), qos=1)
 
     def _on_own_status(self, topic: str, status: NodeStatus) -> None:
-        """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it."""
+        """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it.
+        Our own `online` coming back proves the broker lets us publish (`_check_echo`)."""
+        if status.state == "online" and status.boot_id == self.boot_id:
+            self._echoed.set()
         if status.state == "offline" and status.boot_id == self.boot_id and not self._stop.is_set() and not self.draining.is_set():
             log.warning("status was set offline (%s) while alive; re-announcing", status.reason)
             self.bus.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
@@ -159,7 +180,7 @@ class Agent:
             self.kinds.register(detections_kind(self.detectors, snapshots))
 
     def _publish_snapshot(self, camera: str, jpeg: bytes) -> None:
-        self.bus.publish(self.topics.snapshot(camera), jpeg, qos=0, retain=True)
+        self.bus.publish(self.topics.node_snapshot(self.node, camera), jpeg, qos=0)
 
     def start(self, connect_timeout_s: float | None = None) -> None:
         self._load_models()

@@ -1,6 +1,7 @@
 """Annotated snapshots, like Frigate's: the latest frame of each camera with its boxes drawn,
-published retained on `snapshots/{camera}` at most once per interval, so a dashboard or a
-Home Assistant MQTT camera always shows what the fleet last saw."""
+published at most once per interval on the agent's own `nodes/{node}/snapshots/{camera}`, which
+the coordinator relays retained on `snapshots/{camera}`, so a dashboard or a Home Assistant MQTT
+camera always shows what the fleet last saw."""
 
 from __future__ import annotations
 

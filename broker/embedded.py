@@ -2,7 +2,7 @@
 
 `edgehive up` and `edgehive broker` use it so that a laptop needs no Mosquitto. amqtt
 does not send wills on silent death, queue QoS 1 for offline sessions or redeliver
-unacknowledged messages (DESIGN.md, measured), which is why edgehive's own leases and
+unacknowledged messages (measured), which is why edgehive's own leases and
 heartbeats carry every guarantee; production fleets should run Mosquitto
 (`broker/mosquitto.conf`).
 """
@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
+
+from .accounts import amqtt_plugins, parse_users
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +52,19 @@ def _patched_broker_class() -> type:
 
 
 class EmbeddedBroker:
-    """Start with `start()` (or `with EmbeddedBroker(...) as broker:`); `port=0` picks a free port."""
+    """Start with `start()` (or `with EmbeddedBroker(...) as broker:`); `port=0` picks a free port.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+    `users` (EDGEHIVE_BROKER_USERS's `user:password[:role[:id+id…]]`): every client must log in,
+    and each account writes only what its role in broker/acl allows, as on Mosquitto. Empty:
+    anyone may connect and write anything (fine on loopback; `listens_beyond_loopback` warns).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, users: str = "", prefix: str = "edgehive/v1") -> None:
         self.host = host
         self.port = port
+        self.accounts = parse_users(users)  # AccountError before any thread starts
+        self.prefix = prefix
+        self._secrets: tempfile.TemporaryDirectory[str] | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,10 +72,11 @@ class EmbeddedBroker:
         self._thread: threading.Thread | None = None
 
     def _config(self) -> dict[str, Any]:
-        return {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        }
+        plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        if self.accounts:
+            self._secrets = tempfile.TemporaryDirectory(prefix="edgehive-broker-")
+            plugins = amqtt_plugins(self.accounts, self.prefix, Path(self._secrets.name) / "passwd")
+        return {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}, "plugins": plugins}
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
         self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
@@ -130,6 +143,8 @@ class EmbeddedBroker:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._secrets is not None:
+            self._secrets.cleanup()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -7,6 +7,7 @@ port=${1:-1883}
 first=$(printf '%s' "${EDGEHIVE_BROKER_USERS:-}" | tr ',' ' ' | awk '{ print $1 }')
 user=${first%%:*}
 password=${first#*:}
+password=${password%%:*} # user:password[:role[:ids]]
 # shellcheck disable=SC2016  # $SYS is a topic, not a variable
 exec mosquitto_sub -h 127.0.0.1 -p "$port" -u "$user" -P "$password" -i "healthcheck-$$" \
     -t '$SYS/broker/uptime' -C 1 -W 5

@@ -25,6 +25,7 @@ class JobRecord:
     bounces: int = 0
     queued: bool = False
     avoid: set[str] = field(default_factory=set)  # nodes where its lease lapsed or that handed it back
+    placed_on: set[str] = field(default_factory=set)  # every node it was given to: whose result counts
 
     @property
     def kind(self) -> str:

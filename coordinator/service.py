@@ -107,12 +107,22 @@ class Coordinator:
             raise Rejected(f"message names node {node!r} but arrived on node {topic_node[:80]!r}'s topic")
         return message
 
-    def _parse_result(self, topic: str, payload: bytes) -> Result:
+    def _parse_result(self, topic: str, payload: bytes) -> tuple[Result, bytes]:
+        """A result from `nodes/{node}/results`: the broker's ACL lets only that node's account write
+        there, so the topic names the publisher, and the payload must agree with it. The raw payload
+        is kept so that the relay to `results/{kind}/{source}` is byte for byte."""
         result = decode(Result, payload)
-        _, kind, source = topic.rsplit("/", 2)
-        if (result.kind, result.source) != (kind, source):
-            raise Rejected(f"result for {result.kind}/{result.source} arrived on results/{kind[:80]}/{source[:80]}")
-        return result
+        topic_node = topic.rsplit("/", 2)[-2]
+        if result.node != topic_node:
+            raise Rejected(f"result of job {result.job_id} names node {result.node!r} but arrived on node {topic_node[:80]!r}'s topic")
+        return result, payload
+
+    def _parse_snapshot(self, topic: str, payload: bytes) -> tuple[str, str, bytes]:
+        node, _, camera = topic.rsplit("/", 3)[-3:]
+        for value, what in ((node, "node"), (camera, "camera")):
+            if not IDENT.fullmatch(value):
+                raise Rejected(f"invalid {what} id {value[:80]!r} in the topic")
+        return node, camera, payload
 
     def _parse_frame(self, topic: str, payload: bytes) -> Frame:
         camera = topic.rsplit("/", 1)[-1]  # the subscription fixes the shape; the id is checked here
@@ -351,6 +361,7 @@ class Coordinator:
         assert node.boot_id is not None
         job.attempt += 1
         job.node, job.boot_id = node.id, node.boot_id
+        job.placed_on.add(node.id)
         job.dispatched, job.dispatched_mono = now, now_mono
         job.running_announced = False
         node.sent(job.id, self.settings.lease)
@@ -492,16 +503,24 @@ class Coordinator:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _on_result(self, topic: str, result: Result) -> None:
+    def _on_result(self, topic: str, parsed: tuple[Result, bytes]) -> None:
+        """Accept a result only from the node its job (or frame) is placed on, then relay it, as
+        it came, to `results/{kind}/{source}`: what users read there was checked, once per job."""
+        result, payload = parsed
         with self._lock:
             sender = self.registry.nodes.get(result.node)
             if sender is not None:
                 sender.confirm((result.job_id,))  # it got a job sent while it was suspect
             job = self.active.get(result.job_id)
             if job is None:
-                frame = self.frames.finished(result.job_id)
+                frame = self.frames.sent_to(result.job_id)
                 if frame is not None:
+                    if frame.node != result.node:
+                        self._refuse_result(topic, result, frame.node)
+                        return
+                    self.frames.finished(result.job_id)
                     self.registry.get(frame.node).jobs.discard(result.job_id)
+                    self._relay_result(result, payload)
                     self._pump_wanted = True
                 elif result.job_id in self.finished:
                     self.counters["duplicates"] += 1  # a late or second run: one final state per job
@@ -510,6 +529,9 @@ class Coordinator:
                 return
             if result.retryable:
                 return  # refusals come on nodes/{node}/declined, never as a job's result
+            if not self._placed_on(job, result.node):
+                self._refuse_result(topic, result, job.node)
+                return
             self.orphans.pop(job.id, None)
             if job.node is not None and job.node in self.registry.nodes:
                 self.registry.nodes[job.node].jobs.discard(job.id)
@@ -518,14 +540,40 @@ class Coordinator:
             job.node, job.attempt = result.node, result.attempt
             if not job.running_announced:
                 self._publish_state(job, S.RUNNING, ts=result.timings.started)
+            self._relay_result(result, payload)
             self._finish(job, S.DONE if result.ok else S.FAILED, result.error, result.output)
             self._pump_wanted = True
+
+    def _placed_on(self, job: JobRecord, node: str) -> bool:
+        """`node` was given this job: it holds it now, or held it before a lapsed lease, a death
+        or a hand-back moved it (its late result is as good as the next node's, and comes first),
+        or the job was recovered after a restart and any known node may still be running it."""
+        return node == job.node or node in job.placed_on or (job.id in self.orphans and node in self.registry.nodes)
+
+    def _refuse_result(self, topic: str, result: Result, placed: str | None) -> None:
+        where = f"placed on node {placed}" if placed else "not placed on any node"
+        self.bus.report_error(topic, f"result for job {result.job_id} from node {result.node}, but the job is {where}: refused")
+
+    def _relay_result(self, result: Result, payload: bytes) -> None:
+        self.bus.publish(self.topics.result(result.kind, result.source), payload, qos=1)
+
+    def _on_snapshot(self, topic: str, parsed: tuple[str, str, bytes]) -> None:
+        """A live node's annotated snapshot becomes the camera's retained `snapshots/{camera}`."""
+        node_id, camera, jpeg = parsed
+        with self._lock:
+            node = self.registry.nodes.get(node_id)
+            alive = node is not None and node.alive
+        if not alive:
+            self.bus.report_error(topic, f"snapshot of {camera} from node {node_id}, which is not a live node: refused")
+            return
+        self.bus.publish(self.topics.snapshot(camera), jpeg, qos=0, retain=True)
 
     def _on_declined(self, topic: str, refusal: Result) -> None:
         """The node could not take the job (full, draining): run it elsewhere, without counting an attempt."""
         with self._lock:
-            frame = self.frames.lose(refusal.job_id)
-            if frame is not None:
+            frame = self.frames.in_flight.get(refusal.job_id)
+            if frame is not None and frame.node == refusal.node:  # only the node holding the frame may give it back
+                self.frames.lose(refusal.job_id)
                 self.registry.get(frame.node).jobs.discard(refusal.job_id)
             job = self.active.get(refusal.job_id)
             if job is None or job.node != refusal.node:
@@ -628,7 +676,8 @@ class Coordinator:
         self.bus.subscribe(t.submit, self._on_submit, lambda tp, p: decode(JobRequest, p), max_bytes=node_limit, refuse_retained=(
             "retained submissions are refused (a retained job would run again at every coordinator restart); "
             "publish without -r; the coordinator has cleared the retained copy"))
-        self.bus.subscribe(t.pattern("result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
+        self.bus.subscribe(t.pattern("node_result"), self._on_result, self._parse_result, max_bytes=16 * node_limit)
+        self.bus.subscribe(t.pattern("node_snapshot"), self._on_snapshot, self._parse_snapshot, qos=0, max_bytes=self.settings.max_frame_bytes)
         self.bus.on_connect(self._birth)
         self.bus.after_read_burst(self._after_read_burst)
         self.bus.start(timeout_s=connect_timeout_s)

@@ -283,17 +283,34 @@ class _ConnectFailures:
         return failed
 
 
-def describe_connect_error(error: OSError, tls: bool) -> str:
+def describe_connect_error(error: OSError, url: MqttUrl) -> str:
     """The reason a connect failed, as a person can act on it."""
     if isinstance(error, socket.gaierror):
         return f"unknown host ({error.strerror or error})"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS certificate not accepted ({error.verify_message or error.reason})"
     if isinstance(error, ssl.SSLError):
-        return f"TLS handshake failed ({error.reason or error})" + (" (a plain MQTT port? mqtts:// needs a TLS listener)" if error.reason == "WRONG_VERSION_NUMBER" else "")
-    if tls and isinstance(error, ConnectionResetError):
+        hint = " (a plain MQTT port? mqtts:// needs a TLS listener)" if error.reason == "WRONG_VERSION_NUMBER" else ""
+        return tls_failure(url, error) + hint
+    if url.tls and isinstance(error, ConnectionResetError):
         return f"{error} (a plain MQTT port? mqtts:// needs a TLS listener)"
     return str(error) or type(error).__name__
+
+
+def tls_failure(url: MqttUrl, error: BaseException) -> str:
+    """A failed TLS handshake in words, with what to change: a broker signed by a private CA is
+    the usual case, and Python's message alone does not name our setting."""
+    text = f"TLS handshake with {url.host}:{url.port} failed: "
+    if isinstance(error, ssl.SSLCertVerificationError):
+        text += f"certificate verify failed: {error.verify_message}"
+        if error.verify_code in (2, 19, 20, 21):  # unknown issuer, self-signed in chain, no local issuer, leaf unverifiable
+            where = f"{url.ca_file} did not sign it" if url.ca_file else "set EDGEHIVE_MQTT_CA_FILE to your broker's CA"
+            return f"{text} (the broker's certificate is not signed by a CA we trust: {where})"
+        if error.verify_code == 62:  # hostname mismatch
+            return f"{text} (the broker's certificate does not name {url.host}: connect by a name or address it lists)"
+        return f"{text} (check the broker's certificate and EDGEHIVE_MQTT_CA_FILE)"
+    text += str(getattr(error, "reason", None) or error)
+    if "certificate required" in str(error).lower() or "alert" in str(error).lower():
+        return f"{text} (the broker may require a client certificate: EDGEHIVE_MQTT_CERT_FILE and EDGEHIVE_MQTT_KEY_FILE)"
+    return text
 
 
 def _matches(pattern: tuple[str, ...], levels: list[str]) -> bool:
@@ -360,7 +377,11 @@ class MqttBus:
         if url.username:
             client.username_pw_set(url.username, url.password)
         if url.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                client.tls_set(ca_certs=url.ca_file, certfile=url.cert_file, keyfile=url.key_file, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError: a file missing, unreadable or not PEM
+                raise BusError(f"TLS settings for {url.redacted()} cannot be used: {error} "
+                               "(EDGEHIVE_MQTT_CA_FILE, EDGEHIVE_MQTT_CERT_FILE, EDGEHIVE_MQTT_KEY_FILE)") from None
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_socket_open = self._on_socket_open
@@ -518,7 +539,7 @@ class MqttBus:
                     self._client.next_reconnect_delay(), self._connect_failures.attempts)
 
     def _on_connect_error(self, error: OSError) -> None:
-        self._connect_failed(describe_connect_error(error, self.url.tls))
+        self._connect_failed(describe_connect_error(error, self.url))
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._connack_seen = False

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from . import __version__, logs
-from .settings import CommonSettings, add_settings_options, env_name, load_settings, option_name
+from .settings import BrokerSettings, CommonSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
 
 
@@ -73,14 +73,25 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import EmbeddedBroker
+    from .broker.accounts import AccountError, listens_beyond_loopback
 
-    settings = _settings(CommonSettings, args)
+    settings = _settings(BrokerSettings, args)
     url = settings.broker  # type: ignore[attr-defined]
-    host = args.listen.rpartition(":")[0] if args.listen else url.host
+    host = (args.listen.rpartition(":")[0] if args.listen else url.host) or "0.0.0.0"
     port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
     stop = Stop().install()
-    with EmbeddedBroker(host or "0.0.0.0", port) as broker:
-        print(f"embedded amqtt broker listening on {broker.host}:{broker.port}", flush=True)
+    try:
+        broker = EmbeddedBroker(host, port, users=settings.broker_users, prefix=settings.prefix)  # type: ignore[attr-defined]
+    except AccountError as error:
+        print(f"edgehive broker: {error}", file=sys.stderr)
+        return 2
+    if not broker.accounts and listens_beyond_loopback(host):
+        print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
+              "read and write every topic. Set EDGEHIVE_BROKER_USERS (user:password[:role]) or listen on 127.0.0.1; "
+              "production fleets run Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
+    with broker:
+        auth = f"{len(broker.accounts)} accounts" if broker.accounts else "anonymous"
+        print(f"embedded amqtt broker listening on {broker.host}:{broker.port} ({auth})", flush=True)
         stop.wait()
     return 0
 
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("sensor", cmd_sensor, SensorSettings, "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
-    p = add("broker", cmd_broker, CommonSettings, "Run the embedded amqtt broker alone")
+    p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone")
     p.add_argument("--listen", default="", help="host:port to listen on (default: host and port of the MQTT URL)")
     p = add("status", cmd_status, CommonSettings, "Print the fleet's nodes and job counts, from MQTT alone")
     p.add_argument("--wait", type=float, default=1.5, help="Seconds to listen before printing (default 1.5)")

@@ -52,9 +52,6 @@ RAW: tuple[EnvVar, ...] = (
     EnvVar("EDGEHIVE_ROLE", "all", "every image (deploy/role-gate)",
            "Services this device runs: `head` (broker, coordinator, sink, influxdb, grafana, agent), `worker` (agent), "
            "`all` (every service), plus service names, comma-separated, e.g. `worker,camera`"),
-    EnvVar("EDGEHIVE_BROKER_USERS", "`coordinator:change-me-coordinator sink:change-me-sink device:change-me-device` (compose)",
-           "broker image (broker/prepare.sh, broker/healthcheck.sh)",
-           "Broker accounts as `user:password`, comma- or space-separated, written to Mosquitto's password file at every start"),
     EnvVar("EDGEHIVE_VENV", ".venv", "edgehive.sh", "Where `./edgehive.sh` creates the virtual environment"),
 )
 

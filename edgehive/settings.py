@@ -34,6 +34,11 @@ class MqttUrl(BaseModel):
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    # TLS (mqtts://): the CA that signed the broker's certificate (default: the system's CAs), and
+    # this client's certificate and key for a broker with `require_certificate true`.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> MqttUrl:
@@ -69,6 +74,9 @@ class CommonSettings(BaseSettings):
     log_format: str = Field("text", description="Log format: text (for people) or json (for log shippers)")
     max_payload_bytes: int = Field(65536, ge=256, description="Largest JSON control message accepted; larger ones are refused on the errors topic")
     heartbeat_s: float = Field(1.0, gt=0, description="Seconds between agent heartbeats (the coordinator derives liveness from it)")
+    mqtt_ca_file: str = Field("", description="With mqtts://: PEM file of the CA that signed the broker's certificate (empty: the system's CAs)")
+    mqtt_cert_file: str = Field("", description="With mqtts://: this client's PEM certificate, for a broker that requires client certificates")
+    mqtt_key_file: str = Field("", description="With mqtts://: the private key of mqtt_cert_file (empty: the key is in that file)")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -86,7 +94,19 @@ class CommonSettings(BaseSettings):
 
     @property
     def broker(self) -> MqttUrl:
-        return MqttUrl.parse(self.mqtt_url)
+        url = MqttUrl.parse(self.mqtt_url)
+        if not url.tls:
+            return url
+        return url.model_copy(update={"ca_file": self.mqtt_ca_file or None, "cert_file": self.mqtt_cert_file or None,
+                                      "key_file": self.mqtt_key_file or None})
+
+
+class BrokerSettings(CommonSettings):
+    """Settings of `edgehive broker` (the embedded amqtt broker)."""
+
+    broker_users: str = Field("", description="Broker accounts, `user:password[:role[:id+id...]]` comma- or space-separated: "
+                              "Mosquitto's password file and ACL in the broker image (broker/prepare.sh), the accounts of "
+                              "`edgehive broker` (empty: anonymous); roles coordinator, sink, agent, camera, sensor, client (broker/acl)")
 
 
 S = TypeVar("S", bound=BaseSettings)

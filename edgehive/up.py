@@ -19,6 +19,7 @@ from pydantic import Field
 
 from .agents.settings import AgentSettings
 from .broker import EmbeddedBroker
+from .broker.accounts import listens_beyond_loopback
 from .bus import MqttBus
 from .fleetview import FleetView
 from .schemas import Topics
@@ -95,6 +96,10 @@ def run_up(settings: UpSettings) -> int:
     url = settings.broker
     if settings.embedded_broker:
         host, port = _listen_address(settings)
+        if listens_beyond_loopback(host):
+            print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
+                  "read and write every topic. `edgehive up` is for one machine; to serve others run `edgehive broker` with "
+                  "EDGEHIVE_BROKER_USERS, or Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
         broker = EmbeddedBroker(host, port).start()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)
@@ -124,7 +129,7 @@ def run_up(settings: UpSettings) -> int:
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
           f"{settings.agents} agent(s), prefix {settings.prefix}")
     print(f"  watch:  mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/#' "
-          f"-T '{settings.prefix}/frames/+' -T '{settings.prefix}/snapshots/+' -v")
+          f"-T '{settings.prefix}/frames/+' -T '{settings.prefix}/snapshots/+' -T '{settings.prefix}/nodes/+/snapshots/+' -v")
     print(f"  submit: mosquitto_pub -h {url.host} -p {url.port} -t '{topics.submit}' "
           "-m '{\"v\":1,\"kind\":\"sleep\",\"params\":{\"seconds\":0.05}}'")
     if settings.demo_camera:

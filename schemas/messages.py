@@ -138,7 +138,7 @@ class Timings(Part):
 
 
 class Result(Message):
-    """What an agent publishes on `results/{kind}/{source}`."""
+    """What an agent publishes on `nodes/{node}/results`; the coordinator relays it, once checked, on `results/{kind}/{source}`."""
 
     job_id: Ident
     kind: Ident

@@ -38,6 +38,8 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "heartbeat": ("nodes", "{node}", "heartbeat"),
     "jobs": ("nodes", "{node}", "jobs"),
     "declined": ("nodes", "{node}", "declined"),
+    "node_result": ("nodes", "{node}", "results"),
+    "node_snapshot": ("nodes", "{node}", "snapshots", "{camera}"),
     "result": ("results", "{result_kind}", "{source}"),
     "frames": ("frames", "{camera}"),
     "snapshot": ("snapshots", "{camera}"),
@@ -81,6 +83,15 @@ class Topics:
 
     def declined(self, node: str) -> str:
         return self._join("nodes", _check_ident(node, "node id"), "declined")
+
+    def node_results(self, node: str) -> str:
+        """Where an agent publishes its results: under its own node, so the broker's ACL vouches
+        for the publisher; the coordinator checks each and relays it on `result(kind, source)`."""
+        return self._join("nodes", _check_ident(node, "node id"), "results")
+
+    def node_snapshot(self, node: str, camera: str) -> str:
+        """An agent's annotated snapshot, relayed by the coordinator to `snapshot(camera)`."""
+        return self._join("nodes", _check_ident(node, "node id"), "snapshots", _check_ident(camera, "camera"))
 
     def result(self, kind: str, source: str) -> str:
         return self._join("results", _check_ident(kind, "job kind"), _check_ident(source, "source"))

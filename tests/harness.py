@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -104,6 +105,103 @@ class MosquittoBroker(Broker):
     def resume(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+
+
+class AuthMosquitto(Broker):
+    """Debian's mosquitto with the production config and auth, as the broker container runs it:
+    broker/prepare.sh writes the password file and ACL from `users` (EDGEHIVE_BROKER_USERS's
+    `user:password[:role[:id+id]]` entries) and `prefix`, render_config rewrites only the [site] lines."""
+
+    kind = "mosquitto"
+
+    def __init__(self, users: str, prefix: str, root: Path = Path(__file__).resolve().parents[1]) -> None:
+        # Mosquitto started as root drops to its own user before it reads its files: a folder it can reach.
+        self.dir = Path(tempfile.mkdtemp(prefix="edgehive-auth-broker-"))
+        self.dir.chmod(0o755)
+        self.port = free_port()
+        self.users = users
+        self.passwords = {e.split(":")[0]: e.split(":")[1] for e in users.replace(",", " ").split()}
+        self.template = root / "broker" / "acl"
+        self.prepare_script = root / "broker" / "prepare.sh"
+        self.config = self.dir / "config"
+        self.accounts = self.dir / "accounts"
+        self.env = {**os.environ, "EDGEHIVE_BROKER_USERS": users, "EDGEHIVE_PREFIX": prefix}
+        self.prepare()
+        self.data = self.dir / "data"
+        self.data.mkdir()
+        if os.geteuid() == 0 and _user_exists("mosquitto"):
+            shutil.chown(self.data, "mosquitto")
+            shutil.chown(self.dir, "mosquitto")
+        self.log = self.dir / "mosquitto.log"
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(render_config(self.port, self.data, password_file=self.config / "passwd",
+                                           acl_file=self.config / "acl", log_file=self.log))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        subprocess.run(["sh", str(self.prepare_script), str(self.config), str(self.template), str(self.accounts)], env=self.env,
+                       check=True, capture_output=True, timeout=60)
+        self.config.chmod(0o755)
+
+    def url_for(self, user: str, password: str | None = None) -> str:
+        return f"mqtt://{user}:{password or self.passwords[user]}@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_answers(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else "mosquitto exited"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def mqtt(self, tool: str, *args: str, user: str | None, password: str | None = None) -> subprocess.CompletedProcess[str]:
+        """mosquitto_pub or mosquitto_sub logged in as `user` (None: anonymous)."""
+        auth = ["-u", user, "-P", password or self.passwords.get(user, "")] if user else []
+        return subprocess.run([tool, "-h", "127.0.0.1", "-p", str(self.port), *auth, *args], capture_output=True, text=True,
+                              timeout=30, check=False)
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+class AuthAmqtt(Broker):
+    """The embedded broker with the same accounts and roles as AuthMosquitto."""
+
+    kind = "amqtt"
+
+    def __init__(self, users: str, prefix: str) -> None:
+        self.port = free_port()
+        self.users = users
+        self.prefix = prefix
+        self.passwords = {e.split(":")[0]: e.split(":")[1] for e in users.replace(",", " ").split()}
+        self._broker: EmbeddedBroker | None = None
+
+    def start(self) -> None:
+        self._broker = EmbeddedBroker("127.0.0.1", self.port, users=self.users, prefix=self.prefix).start()
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+
+    def close(self) -> None:
+        self.stop()
+
+    url_for = AuthMosquitto.url_for
+    mqtt = AuthMosquitto.mqtt
 
 
 class AmqttBroker(Broker):
@@ -270,10 +368,13 @@ class MosquittoSub:
     prints it, which proves the subscription is in place (no fixed sleep).
     """
 
-    def __init__(self, port: str, *filters: str) -> None:
+    def __init__(self, port: str, *filters: str, auth: tuple[str, str] | None = None, probe: str | None = None) -> None:
+        """`auth`: (user, password); `probe`: a topic that account may write (default: a fresh one)."""
         self.port = port
-        self.probe = f"probe/{uuid.uuid4().hex[:8]}"
-        args = ["mosquitto_sub", "-p", port, "-v", "-W", "60", "-t", self.probe]
+        self.auth = ["-u", auth[0], "-P", auth[1]] if auth else []
+        self.probe = probe or f"probe/{uuid.uuid4().hex[:8]}"
+        self.token = uuid.uuid4().hex
+        args = ["mosquitto_sub", "-p", port, *self.auth, "-v", "-W", "60", "-t", self.probe]
         for f in filters:
             args += ["-t", f]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -288,9 +389,9 @@ class MosquittoSub:
     def __enter__(self) -> MosquittoSub:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            subprocess.run(["mosquitto_pub", "-p", self.port, "-t", self.probe, "-m", "ping"], check=True)
+            subprocess.run(["mosquitto_pub", "-p", self.port, *self.auth, "-t", self.probe, "-m", self.token], check=True)
             try:
-                if self.lines.get(timeout=0.2).startswith(self.probe):
+                if self.lines.get(timeout=0.2) == f"{self.probe} {self.token}":
                     return self
             except queue.Empty:
                 continue

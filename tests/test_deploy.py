@@ -543,16 +543,19 @@ def test_grafana_gets_its_provisioning_where_the_provider_looks(compose: dict[st
 
 def broker_accounts(compose: dict[str, Any]) -> dict[str, str]:
     users = env_of(services(compose)["broker"])["EDGEHIVE_BROKER_USERS"].replace(",", " ").split()
-    return dict(entry.split(":", 1) for entry in users)
+    return {entry.split(":")[0]: entry.split(":")[1] for entry in users}  # user:password[:role[:ids]]
 
 
 def test_every_service_logs_in_with_an_account_the_broker_creates(compose: dict[str, Any]) -> None:
     accounts = broker_accounts(compose)
-    expected_user = {"coordinator": "coordinator", "sink": "sink", "agent": "device", "camera": "device", "sensor": "device"}
+    # Each device service logs in as its own id: what the broker's ACL lets it write depends on it.
+    expected_user = {"coordinator": "coordinator", "sink": "sink", "agent": "head", "camera": "head-cam", "sensor": "demo"}
     for name, user in expected_user.items():
         url = MqttUrl.parse(env_of(services(compose)[name])["EDGEHIVE_MQTT_URL"])
         assert (url.host, url.port) == ("broker", 1883)
         assert url.username == user and accounts[user] == url.password, name
+    env = {name: env_of(services(compose)[name]) for name in ("agent", "camera")}
+    assert env["agent"]["EDGEHIVE_NODE_ID"] == "head" and env["camera"]["EDGEHIVE_CAMERA"] == "head-cam"
     assert services(compose)["broker"]["ports"] == ["1883:1883"]
 
 
@@ -652,7 +655,7 @@ def test_the_container_broker_takes_the_documented_credentials_and_refuses_other
         url = MqttUrl.parse(env_of(services(compose)[name])["EDGEHIVE_MQTT_URL"])
         ok = mqtt("mosquitto_pub", "-q", "1", "-t", f"{prefix}/errors", "-m", name, user=url.username, password=url.password, port=port)
         assert ok.returncode == 0, f"{name}: {ok.stderr}"
-    wrong = mqtt("mosquitto_pub", "-t", f"{prefix}/errors", "-m", "x", user="device", password="not-the-password", port=port)
+    wrong = mqtt("mosquitto_pub", "-t", f"{prefix}/errors", "-m", "x", user="head", password="not-the-password", port=port)
     assert wrong.returncode != 0 and "not authori" in wrong.stderr.lower()
     anonymous = mqtt("mosquitto_pub", "-t", f"{prefix}/errors", "-m", "x", user=None, password=None, port=port)
     assert anonymous.returncode != 0
@@ -661,7 +664,7 @@ def test_the_container_broker_takes_the_documented_credentials_and_refuses_other
                              capture_output=True, text=True, timeout=30, check=False)
     assert healthy.returncode == 0, healthy.stderr
     broken = subprocess.run(["sh", str(ROOT / "broker" / "healthcheck.sh"), str(port)],
-                            env={**container_broker.env, "EDGEHIVE_BROKER_USERS": "device:wrong"}, capture_output=True, text=True, timeout=30, check=False)
+                            env={**container_broker.env, "EDGEHIVE_BROKER_USERS": "coordinator:wrong"}, capture_output=True, text=True, timeout=30, check=False)
     assert broken.returncode != 0
 
 
@@ -669,13 +672,13 @@ def test_the_container_broker_takes_the_documented_credentials_and_refuses_other
 def test_the_container_broker_keeps_retained_messages_across_a_restart(
         compose: dict[str, Any], container_broker: ContainerBroker) -> None:
     prefix = container_broker.env["EDGEHIVE_PREFIX"]
-    password = broker_accounts(compose)["device"]
-    topic = f"{prefix}/nodes/pi-1/status"
-    sent = mqtt("mosquitto_pub", "-q", "1", "-r", "-t", topic, "-m", "online", user="device", password=password, port=container_broker.port)
+    password = broker_accounts(compose)["head"]
+    topic = f"{prefix}/nodes/head/status"
+    sent = mqtt("mosquitto_pub", "-q", "1", "-r", "-t", topic, "-m", "online", user="head", password=password, port=container_broker.port)
     assert sent.returncode == 0, sent.stderr
     container_broker.stop()
     container_broker.start()
-    got = mqtt("mosquitto_sub", "-t", topic, "-C", "1", "-W", "10", user="device", password=password, port=container_broker.port)
+    got = mqtt("mosquitto_sub", "-t", topic, "-C", "1", "-W", "10", user="head", password=password, port=container_broker.port)
     assert got.returncode == 0 and got.stdout.strip() == "online", got.stderr
 
 
@@ -685,8 +688,8 @@ def test_the_acl_keeps_devices_from_handing_out_jobs(compose: dict[str, Any], co
     accounts = broker_accounts(compose)
     recorder = Recorder(container_broker.service_url(env_of(services(compose)["coordinator"])["EDGEHIVE_MQTT_URL"]), prefix)
     try:
-        topic = f"{prefix}/nodes/pi-1/jobs"
-        forged = mqtt("mosquitto_pub", "-q", "1", "-t", topic, "-m", "forged", user="device", password=accounts["device"],
+        topic = f"{prefix}/nodes/head/jobs"
+        forged = mqtt("mosquitto_pub", "-q", "1", "-t", topic, "-m", "forged", user="head", password=accounts["head"],
                       port=container_broker.port)
         assert forged.returncode == 0  # MQTT 3.1.1 has no way to say no: the broker drops it
         real = mqtt("mosquitto_pub", "-q", "1", "-t", topic, "-m", "real", user="coordinator", password=accounts["coordinator"],
@@ -702,7 +705,7 @@ def test_the_acl_keeps_devices_from_handing_out_jobs(compose: dict[str, Any], co
 def test_the_compose_services_run_on_the_container_broker_and_their_healthchecks_see_them(
         compose: dict[str, Any], container_broker: ContainerBroker, tmp_path: Path) -> None:
     """The real coordinator, agent, camera and sensor, each with its compose environment and
-    credentials, through the ACL: a job submitted with the device account is done, the demo
+    credentials, through the ACL: a job submitted with the client account is done, the demo
     sensors are fused in the coordinator's configured groups, and `edgehive healthcheck` passes in
     each service's environment and fails where the evidence is missing."""
     prefix = container_broker.env["EDGEHIVE_PREFIX"]
@@ -717,21 +720,22 @@ def test_the_compose_services_run_on_the_container_broker_and_their_healthchecks
         return subprocess.run([str(EDGEHIVE_BIN), "healthcheck", kind, *args], env={**env, **extra}, capture_output=True, text=True,
                               timeout=60, check=False)
 
-    envs = {"coordinator": service_env("coordinator"), "agent": service_env("agent", EDGEHIVE_NODE_ID="pi-1"),
-            "camera": service_env("camera", EDGEHIVE_NODE_ID="pi-1", EDGEHIVE_FPS="5"),
-            "sensor": service_env("sensor", EDGEHIVE_NODE_ID="pi-1")}
+    envs = {"coordinator": service_env("coordinator"), "agent": service_env("agent"),
+            "camera": service_env("camera", EDGEHIVE_FPS="5"), "sensor": service_env("sensor")}
+    client = {**envs["agent"], "EDGEHIVE_MQTT_URL": container_broker.service_url(
+        f"mqtt://client:{broker_accounts(compose)['client']}@broker:1883")}
     recorder = Recorder(envs["coordinator"]["EDGEHIVE_MQTT_URL"], prefix)
     try:
         for name, env in envs.items():
             fleet._spawn(name, [name], env)
         wait_nodes_online(recorder, 1)
         done = subprocess.run([str(EDGEHIVE_BIN), "submit", "sleep", "--params", '{"seconds": 0.05}', "--timeout", "30"],
-                              env=envs["agent"], capture_output=True, text=True, timeout=60, check=False)
+                              env=client, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        assert orjson.loads(done.stdout)["node"] == "pi-1"
+        assert orjson.loads(done.stdout)["node"] == "head"
         fused = wait_until(lambda: next((r for r in recorder.json("results/fusion/room") if r.get("ok")), None), 30,
                            "a fused estimate of the demo thermometers")
-        assert fused["node"] == "pi-1"
+        assert fused["node"] == "head"
 
         for kind, env in envs.items():
             check = healthcheck(kind, env)
@@ -739,7 +743,7 @@ def test_the_compose_services_run_on_the_container_broker_and_their_healthchecks
         assert healthcheck("mqtt", envs["agent"]).returncode == 0
         missing = healthcheck("agent", envs["agent"], "--timeout", "1", EDGEHIVE_NODE_ID="pi-absent")
         assert missing.returncode == 1 and "pi-absent" in missing.stderr
-        refused = healthcheck("mqtt", envs["agent"], EDGEHIVE_MQTT_URL=envs["agent"]["EDGEHIVE_MQTT_URL"].replace("change-me-device", "wrong"))
+        refused = healthcheck("mqtt", envs["agent"], EDGEHIVE_MQTT_URL=envs["agent"]["EDGEHIVE_MQTT_URL"].replace("change-me-head", "wrong"))
         assert refused.returncode == 1
         sink_env = service_env("sink")
         assert healthcheck("sink", sink_env, EDGEHIVE_INFLUX_URL="").returncode == 0, "no InfluxDB configured: the broker is enough"

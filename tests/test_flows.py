@@ -137,10 +137,11 @@ GARBAGE = [
     ("nodes/pi-1/jobs", b"{broken"),
     ("nodes/pi-1/jobs", b'{"v": 1, "id": "j", "kind": "sleep"}'),
     ("nodes/pi-1/jobs", b"z" * 2_000_000),
-    ("results/sleep/x", b'{"v": 1, "job_id": "x"}'),
+    ("nodes/pi-1/results", b'{"v": 1, "job_id": "x"}'),
     ("nodes/bad node!/heartbeat", b"{}"),
     ("nodes/pi-2/heartbeat", b'{"v":1,"node":"pi-1","boot_id":"b","seq":1,"ts":1,"cpu_pct":1,"mem_pct":1,"in_flight":0,"queued":0,"jobs_done":0,"jobs_failed":0}'),
-    ("results/noop/x", b'{"v":1,"job_id":"j","kind":"sleep","node":"n","source":"y","ok":true,"timings":{}}'),
+    ("nodes/pi-2/results", b'{"v":1,"job_id":"j","kind":"sleep","node":"n","source":"y","ok":true,"timings":{}}'),
+    ("nodes/pi-2/snapshots/door", b"\xff\xd8 from a node nobody knows"),
 ]
 
 
