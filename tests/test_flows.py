@@ -1,4 +1,4 @@
-"""The core flows of DESIGN.md, end to end, on real Mosquitto and real amqtt."""
+"""The core flows (birth, placement, death, restart, bad input), end to end, on real Mosquitto and real amqtt."""
 
 from __future__ import annotations
 
