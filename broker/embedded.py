@@ -137,6 +137,15 @@ class EmbeddedBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # A connection accepted while we stopped may never have reached amqtt's handler (its task
+        # was cancelled before it ran), so nothing above closed it. The selector loop keeps every
+        # transport it serves; close those too, then let their close callbacks run before the
+        # loop itself is closed (otherwise the sockets leak and warn when collected).
+        for transport in list(getattr(asyncio.get_running_loop(), "_transports", {}).values()):
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import AmqttBroker, Broker, Fleet, MosquittoBroker, Recorder
+from harness import AmqttBroker, Broker, Fleet, MosquittoBroker, Recorder, call_failed, run_fleet
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
@@ -44,13 +44,7 @@ def recorder(broker: Broker, prefix: str) -> Iterator[Recorder]:
 
 @pytest.fixture
 def fleet(broker: Broker, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    instance = Fleet(broker, prefix, tmp_path)
-    yield instance
-    instance.stop_all()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for name in instance.procs:
-            print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+    yield from run_fleet(broker, prefix, tmp_path, lambda: call_failed(request))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

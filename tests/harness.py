@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,25 @@ class MosquittoBroker(Broker):
         self.proc.send_signal(signal.SIGCONT)
 
 
-class AuthMosquitto(Broker):
+class MosquittoProcess(Broker):
+    """Debian's mosquitto run from a config file the subclass wrote (`conf`, logging to `log`)."""
+
+    conf: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_answers(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else "mosquitto exited"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class AuthMosquitto(MosquittoProcess):
     """Debian's mosquitto with the production config and auth, as the broker container runs it:
     broker/prepare.sh writes the password file and ACL from `users` (EDGEHIVE_BROKER_USERS's
     `user:password[:role[:id+id]]` entries) and `prefix`, render_config rewrites only the [site] lines."""
@@ -129,7 +147,7 @@ class AuthMosquitto(Broker):
         self.prepare()
         self.data = self.dir / "data"
         self.data.mkdir()
-        if os.geteuid() == 0 and _user_exists("mosquitto"):
+        if os.geteuid() == 0 and user_exists("mosquitto"):
             shutil.chown(self.data, "mosquitto")
             shutil.chown(self.dir, "mosquitto")
         self.log = self.dir / "mosquitto.log"
@@ -146,15 +164,6 @@ class AuthMosquitto(Broker):
     def url_for(self, user: str, password: str | None = None) -> str:
         return f"mqtt://{user}:{password or self.passwords[user]}@127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_answers(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")  # type: ignore[union-attr]
-        assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else "mosquitto exited"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
     def close(self) -> None:
         self.stop()
@@ -167,7 +176,7 @@ class AuthMosquitto(Broker):
                               timeout=30, check=False)
 
 
-def _user_exists(name: str) -> bool:
+def user_exists(name: str) -> bool:
     import pwd
 
     try:
@@ -415,3 +424,20 @@ class MosquittoSub:
         self.proc.wait(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def run_fleet(broker: Broker, prefix: str, workdir: Path, failed: Callable[[], bool]) -> Iterator[Fleet]:
+    """A Fleet for a fixture: stopped afterwards, and its processes' logs printed when the test
+    failed (`failed` is asked after the test body ran)."""
+    instance = Fleet(broker, prefix, workdir)
+    yield instance
+    instance.stop_all()
+    if failed():
+        for name in instance.procs:
+            print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+
+
+def call_failed(request: Any) -> bool:
+    """Whether the test body failed (conftest's report hook records it on the item)."""
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and report.failed

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import jsonschema
 import orjson
 import pytest
 import yaml
-from harness import MOSQUITTO, Fleet, Recorder, free_port, port_answers, wait_nodes_online, wait_until
+from harness import Fleet, MosquittoProcess, Recorder, free_port, user_exists, wait_nodes_online, wait_until
 
 from edgehive.broker.mosquitto import CONFIG_PATH, render_config
 from edgehive.cli import build_parser, command_settings
@@ -574,17 +573,7 @@ def test_the_container_config_is_the_shipped_file_with_auth_and_persistence(comp
     assert conf["password_file"] == f"{config_dir.group(1)}/passwd" and conf["acl_file"] == f"{config_dir.group(1)}/acl"
 
 
-def _user_exists(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-class ContainerBroker:
+class ContainerBroker(MosquittoProcess):
     """Debian's mosquitto started the way the broker container starts it: broker/prepare.sh writes
     the password file and ACL from the compose file's environment, and broker/mosquitto.conf runs
     with only its [site] lines (port, paths) rewritten by render_config."""
@@ -601,7 +590,7 @@ class ContainerBroker:
         (self.dir / "config").chmod(0o755)
         self.data = self.dir / "data"
         self.data.mkdir()
-        if os.geteuid() == 0 and _user_exists("mosquitto"):  # as the container's entrypoint does
+        if os.geteuid() == 0 and user_exists("mosquitto"):  # as the container's entrypoint does
             shutil.chown(self.data, "mosquitto")
             shutil.chown(self.dir, "mosquitto")
         self.log = self.dir / "mosquitto.log"
@@ -610,19 +599,6 @@ class ContainerBroker:
                                            acl_file=self.dir / "config" / "acl", log_file=self.log))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_answers(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")  # type: ignore[union-attr]
-        assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else "mosquitto exited"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
     def service_url(self, compose_url: str) -> str:
         """A compose service's MQTT URL, pointed at this broker instead of `broker:1883`."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import AuthAmqtt, AuthMosquitto, Fleet, MosquittoSub, Recorder, free_port, wait_nodes_online, wait_until
+from harness import AuthAmqtt, AuthMosquitto, Fleet, MosquittoSub, Recorder, call_failed, free_port, run_fleet, wait_nodes_online, wait_until
 from vision_fixtures import models_dir  # noqa: F401  (fixture)
 
 from edgehive.schemas import envelope
@@ -64,13 +64,7 @@ def watcher(secure: AuthMosquitto, prefix: str) -> Iterator[Recorder]:
 
 @pytest.fixture
 def secure_fleet(secure: AuthMosquitto, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    instance = Fleet(secure, prefix, tmp_path)
-    yield instance
-    instance.stop_all()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for name in instance.procs:
-            print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+    yield from run_fleet(secure, prefix, tmp_path, lambda: call_failed(request))
 
 
 def start_fleet(fleet: Fleet, secure: AuthMosquitto, watcher: Recorder, *nodes: str) -> None:
