@@ -52,6 +52,7 @@ S = JobStateName
 IDENT = re.compile(IDENT_PATTERN)
 DETECT_KIND = "detections"
 _BATCH_BYTES = 256 * 1024
+HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
 
 
 class Coordinator:
@@ -443,6 +444,11 @@ class Coordinator:
     def _on_status(self, topic: str, status: NodeStatus) -> None:
         node_id = self.topics.parse(topic).node
         assert node_id is not None
+        if status.state == "offline" and status.reason == HEARTBEAT_TIMEOUT:
+            # Our own verdict coming back (retained, or queued while the broker was away): we acted
+            # on it when we published it, and a late echo must not kill a node that has since
+            # heartbeated again. A node that is really gone stays silent and is found again.
+            return
         with self._lock:
             why = "went offline" + (f" ({status.reason})" if status.reason else "")
             self._apply(self.registry.on_status(node_id, status, time.monotonic()), why if status.state == "offline" else "restarted")
@@ -595,9 +601,11 @@ class Coordinator:
     def tick(self) -> None:
         now_mono = time.monotonic()
         with self._lock:
-            for change in self.registry.expire(now_mono, self.settings.dead_after):
+            # While we are cut off from the broker we hear nobody: silence then proves nothing.
+            expired = self.registry.expire(now_mono, self.settings.dead_after) if self.bus.connected.is_set() else []
+            for change in expired:
                 self._apply(change, f"sent no heartbeat for {self.settings.dead_after:g} s")
-                status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=time.time(), reason="heartbeat timeout")
+                status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=time.time(), reason=HEARTBEAT_TIMEOUT)
                 self.bus.publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
             if self.orphans and now_mono > self._recovery_until:
                 for job in list(self.orphans.values()):
@@ -651,6 +659,10 @@ class Coordinator:
             log.warning("recovered %d open jobs from the journal", len(self.orphans))
 
     def _birth(self) -> None:
+        with self._lock:  # (re)connected: give every live node a full dead_after to be heard again
+            now_mono = time.monotonic()
+            for node in self.registry.alive():
+                node.last_seen = max(node.last_seen, now_mono)
         self.bus.publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
         if self.journal.problem:  # found before we were connected (at recovery): say it now
             self._report_journal_problem(self.journal.problem)
