@@ -93,6 +93,7 @@ class EmbeddedBroker:
         try:
             loop.run_until_complete(self._serve())
         finally:
+            loop.run_until_complete(self._close_transports())  # what cancelled accepts created last
             loop.close()
 
     async def _serve(self) -> None:
@@ -137,10 +138,14 @@ class EmbeddedBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # A connection accepted while we stopped may never have reached amqtt's handler (its task
-        # was cancelled before it ran), so nothing above closed it. The selector loop keeps every
-        # transport it serves; close those too, then let their close callbacks run before the
-        # loop itself is closed (otherwise the sockets leak and warn when collected).
+        await EmbeddedBroker._close_transports()
+
+    @staticmethod
+    async def _close_transports() -> None:
+        """A connection accepted while we stopped may never have reached amqtt's handler (its task
+        was cancelled before or while it ran), so nothing above closed it. The selector loop keeps
+        every transport it serves; close those too, then let their close callbacks run before the
+        loop itself is closed (otherwise the sockets leak and warn when collected)."""
         for transport in list(getattr(asyncio.get_running_loop(), "_transports", {}).values()):
             if transport is not None and not transport.is_closing():
                 transport.close()
