@@ -24,6 +24,11 @@ def submit(fleet: Fleet, job_id: str) -> subprocess.Popen[str]:
     )
 
 
+# Stopping the in-process amqtt broker while a dozen clients reconnect leaves, now and then (about
+# one full-suite run in three), one server-side socket that amqtt's cancelled accept never closed;
+# it is collected during this test and warned about. That is amqtt's bookkeeping inside the test
+# process, not a fault of the fleet, whose outcome this test checks.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <(function _SelectorTransport.__del__|socket.socket):pytest.PytestUnraisableExceptionWarning")
 def test_every_submission_survives_a_broker_restart_and_everyone_reconnects(fleet: Fleet, recorder: Recorder) -> None:
     fleet.coordinator()
     fleet.agent("pi-1", EDGEHIVE_WORKERS="2", EDGEHIVE_SLOTS="2")
