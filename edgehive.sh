@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
 #   ./edgehive.sh up [options]     install what edgehive needs, fetch the models, run `edgehive up`
-#   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients,
+#   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients, iproute2, openssl,
 #                                  influxdb, victoria-metrics from Debian), then run the whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
 set -euo pipefail
@@ -47,7 +47,7 @@ case "$command" in
     exec "$VENV/bin/edgehive" up "$@"
     ;;
   test)
-    apt_install mosquitto mosquitto-clients influxdb victoria-metrics
+    apt_install mosquitto mosquitto-clients influxdb victoria-metrics iproute2 openssl
     python_env "[test]"
     "$VENV/bin/edgehive" models --models-dir models
     exec "$VENV/bin/python" -m pytest "$@"
