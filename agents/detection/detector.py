@@ -43,10 +43,10 @@ class Detector:
         return self.spec.input_size
 
     def process(self, image_bgr: np.ndarray) -> DetectionOutput:
-        """Letterbox, infer, decode, and map back: the full result with the inference time."""
+        """Letterbox (or stretch), infer, decode, and map back: the full result with the inference time."""
         image = as_bgr(image_bgr)
         height, width = image.shape[:2]
-        rgb, box = letterbox(image, self.spec.input_size)
+        rgb, box = letterbox(image, self.spec.input_size, keep_aspect=self.spec.resize == "letterbox")
         tensor = to_tensor(rgb, self.model.input_dtype, self.spec.input_range)
         start = time.perf_counter()
         try:

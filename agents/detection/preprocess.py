@@ -2,7 +2,9 @@
 
 Frames are letterboxed like MediaPipe's ImageToTensorCalculator (keep_aspect_ratio, centred,
 zero border): stretching a 640x480 frame into a square would squash every face and person.
-The Letterbox record is what undoes that mapping for the boxes that come back.
+Models trained on stretched images (TF's SSDs: fixed-shape resizer; MediaPipe's object
+graphs scale with STRETCH too) say `resize: stretch` in the manifest and get the whole frame
+scaled to the input. The Letterbox record undoes either mapping for the boxes that come back.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class Letterbox:
         ch = min(dh, max(1, round(sh * scale)))
         return cls(src_size, dst_size, (cw, ch), ((dw - cw) // 2, (dh - ch) // 2))
 
+    @classmethod
+    def stretch(cls, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Letterbox:
+        """The whole input is content: each axis scaled on its own, no border."""
+        return cls(src_size, dst_size, dst_size, (0, 0))
+
     def to_source(self, points: np.ndarray) -> np.ndarray:
         """Map (..., 2k) interleaved x, y values normalized to the input into source pixels (unclipped)."""
         (sw, sh), (dw, dh), (cw, ch), (ox, oy) = self.src_size, self.dst_size, self.content_size, self.offset
@@ -57,10 +64,13 @@ def as_bgr(image: Any) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def letterbox(image_bgr: np.ndarray, dst_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """The frame scaled to fit `dst_size` (w, h), centred on black, as RGB; and the mapping back."""
+def letterbox(image_bgr: np.ndarray, dst_size: tuple[int, int], keep_aspect: bool = True) -> tuple[np.ndarray, Letterbox]:
+    """The frame scaled to fit `dst_size` (w, h), centred on black, as RGB; and the mapping back.
+
+    With `keep_aspect` False the frame is stretched to fill `dst_size` instead.
+    """
     h, w = image_bgr.shape[:2]
-    box = Letterbox.fit((w, h), dst_size)
+    box = Letterbox.fit((w, h), dst_size) if keep_aspect else Letterbox.stretch((w, h), dst_size)
     cw, ch = box.content_size
     # Area averaging when shrinking: a 1080p frame sampled straight down to 128 px aliases badly.
     interpolation = cv2.INTER_AREA if cw < w or ch < h else cv2.INTER_LINEAR

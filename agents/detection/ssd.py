@@ -55,7 +55,10 @@ class SsdPostprocessedDecoder:
         classes = np.asarray(outputs[self._at["classes"]]).reshape(-1)
         scores = np.asarray(outputs[self._at["scores"]], np.float32).reshape(-1)
         count = min(int(np.asarray(outputs[self._at["count"]]).reshape(-1)[0]), len(scores))
-        keep = np.flatnonzero(scores[:count] >= self.spec.score_threshold)
+        wanted = scores[:count] >= self.spec.score_threshold
+        if self.spec.ignore_classes:
+            wanted &= ~np.isin(np.rint(classes[:count]), self.spec.ignore_classes)
+        keep = np.flatnonzero(wanted)
         ymin, xmin, ymax, xmax = np.clip(boxes[keep], 0.0, 1.0).T
         candidates = Candidates(
             np.stack([xmin, ymin, xmax, ymax], axis=1).reshape(-1, 4),
