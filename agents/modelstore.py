@@ -199,7 +199,7 @@ class ModelSpec(_Strict):
     decoder: DecoderType
     labels: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1, description="Class id -> name")
     ignore_classes: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=list, description="Class ids never reported, e.g. [0] for an SSD's background class"
+        default_factory=list, description="SSD decoders: class ids never reported, e.g. [0] for the background class"
     )
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Non-maximum suppression overlap limit")
@@ -231,6 +231,8 @@ class ModelSpec(_Strict):
             raise ValueError(f"anchors and box_scale apply to the decoders {', '.join(ANCHOR_DECODERS)} only")
         if self.decoder == "ssd_anchors" and self.box_scale is None:
             raise ValueError("decoder 'ssd_anchors' needs box_scale [x, y, w, h] (TF's SSD box coder: [10, 10, 5, 5])")
+        if self.ignore_classes and self.decoder not in ("ssd_anchors", "ssd_postprocessed"):
+            raise ValueError("ignore_classes applies to the SSD decoders only (Blaze models have one class)")
         unknown = sorted(c for c in set(self.ignore_classes) if c >= len(self.labels))
         if unknown:
             raise ValueError(f"ignore_classes {unknown} are not class ids (there are {len(self.labels)} labels)")

@@ -81,3 +81,13 @@ def face_detector(manifest: Manifest) -> Iterator[Detector]:
 @pytest.fixture(scope="session")
 def person_detector(manifest: Manifest) -> Iterator[Detector]:
     yield from _detector(manifest, "person")
+
+
+@pytest.fixture(scope="session")
+def face_far_detector(manifest: Manifest) -> Iterator[Detector]:
+    yield from _detector(manifest, "face-far")
+
+
+@pytest.fixture(scope="session")
+def objects_detector(manifest: Manifest) -> Iterator[Detector]:
+    yield from _detector(manifest, "objects")

@@ -34,7 +34,6 @@ class BlazeDecoder:
         self.anchors = ssd_anchors(spec.anchors, spec.input_size)
         scale = four_scales(spec)
         self.scale, self.size_scale = scale[:2], scale[2:]
-        self._ignored = sorted(set(spec.ignore_classes))
         self._boxes_at, self._scores_at = self._locate(spec, model.output_shapes, len(self.anchors))
         self.num_keypoints = (model.output_shapes[self._boxes_at][-1] - 4) // 2
 
@@ -57,8 +56,6 @@ class BlazeDecoder:
     def decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
         raw = outputs[self._boxes_at][0]
         logits = np.clip(outputs[self._scores_at][0].astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
-        if self._ignored:
-            logits[:, self._ignored] = -np.inf
         classes = logits.argmax(axis=1)
         scores = 1.0 / (1.0 + np.exp(-logits[np.arange(len(logits)), classes]))
         keep = scores >= self.spec.score_threshold
