@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -159,7 +159,7 @@ def _source_kind(value: Any) -> str | None:
 
 
 Source = Annotated[
-    Union[Annotated[WheelSource, Tag("pypi")], Annotated[NpmSource, Tag("npm")]],
+    Annotated[WheelSource, Tag("pypi")] | Annotated[NpmSource, Tag("npm")],
     Discriminator(
         _source_kind,
         custom_error_type="source_kind",

