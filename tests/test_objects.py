@@ -104,6 +104,9 @@ def test_face_far_finds_one_face_in_the_portrait_and_none_without_people(face_fa
     assert box_iou(found[0].box, REFERENCE_FACE) >= 0.5, found[0].box
     for name in ("coffee", "rocket", "chelsea", "hubble_deep_field"):
         assert face_far_detector.detect(photo(name)) == [], name
+    noise = np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert face_far_detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
+    assert face_far_detector.detect(noise) == []
 
 
 def test_inference_time_with_one_thread(
