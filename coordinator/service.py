@@ -189,7 +189,8 @@ class Coordinator:
 
     def _announce_camera(self, camera: str) -> None:
         """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""
-        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera):
+        labels = self._cameras.resolve(camera).labels or ()
+        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera, labels):
             self.bus.publish(topic, config, qos=1, retain=True)
 
     # -- state publishing --------------------------------------------------------------------
