@@ -12,15 +12,17 @@ import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgehive.schemas import Ident
-from edgehive.schemas.vision import DetectionOutput
+from edgehive.schemas.vision import MAX_LABELS, DetectionOutput, Label
 
 from .detection import DetectionError, Detector, load_detector
+from .detection.filters import keep_wanted
 from .inference import available_backends, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
@@ -38,6 +40,8 @@ class DetectParams(BaseModel):
     model: str = Field(max_length=128)
     camera: Ident
     captured: float | None = None
+    labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep (None: all)")
+    min_score: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict, max_length=MAX_LABELS)
 
 
 class DetectorPool:
@@ -118,6 +122,7 @@ def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = No
                 output: DetectionOutput = detector.process(image)
             except DetectionError as error:
                 raise JobFailed(str(error)) from None
+        output = keep_wanted(output, params.labels, params.min_score)
         if snapshots is not None:
             snapshots.offer(params.camera, image, output)
         return output.model_dump(mode="json")

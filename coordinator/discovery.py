@@ -12,6 +12,7 @@ follows the coordinator's retained `coordinator/status`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -33,8 +34,10 @@ def _device(topics: Topics) -> dict[str, Any]:
     return {"identifiers": [f"edgehive_{_slug(topics.prefix)}"], "name": f"edgehive {topics.prefix}", "manufacturer": "edgehive", "model": "edge AI fleet"}
 
 
-def camera_messages(ha_prefix: str, topics: Topics, camera: str) -> list[tuple[str, bytes]]:
-    """A camera's annotated snapshot (`snapshots/{camera}`, a JPEG) and its objects per frame."""
+def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequence[str] = ()) -> list[tuple[str, bytes]]:
+    """A camera's annotated snapshot (`snapshots/{camera}`, a JPEG), its objects per frame, and,
+    for each label its settings keep, how many of that label the last frame held (what a
+    Frigate user automates on: "a person in the driveway")."""
     uid = f"edgehive_{_slug(topics.prefix)}_{_slug(camera)}"
     common = {"availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline",
               "device": _device(topics)}
@@ -47,7 +50,16 @@ def camera_messages(ha_prefix: str, topics: Topics, camera: str) -> list[tuple[s
                "json_attributes_template": "{% if value_json.ok %}{{ {'labels': value_json.output.detections | map(attribute='label') | list, "
                                            "'model': value_json.output.model, 'node': value_json.node} | tojson }}{% else %}{}{% endif %}",
                **common}
-    return [(f"{ha_prefix}/camera/{uid}_snapshot/config", orjson.dumps(snapshot)), (f"{ha_prefix}/sensor/{uid}_objects/config", orjson.dumps(objects))]
+    messages = [(f"{ha_prefix}/camera/{uid}_snapshot/config", orjson.dumps(snapshot)), (f"{ha_prefix}/sensor/{uid}_objects/config", orjson.dumps(objects))]
+    for label in labels:
+        object_id = f"{uid}_{_slug(label)}"
+        count = {"name": f"{camera} {label}", "unique_id": object_id, "object_id": object_id,
+                 "state_topic": topics.result("detections", camera), "state_class": "measurement", "unit_of_measurement": "objects",
+                 "value_template": "{% if value_json.ok %}{{ value_json.output.detections | selectattr('label', 'equalto', "
+                                   + orjson.dumps(label).decode() + ") | list | length }}{% else %}{{ this.state }}{% endif %}",
+                 **common}
+        messages.append((f"{ha_prefix}/sensor/{object_id}/config", orjson.dumps(count)))
+    return messages
 
 
 def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupConfig]) -> list[tuple[str, bytes]]:

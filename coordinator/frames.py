@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from edgehive.schemas.vision import CameraConfig
+
 _GIVEN_UP_KEPT = 1024  # lost frames remembered, so that a late result still finds its node
 
 
@@ -23,6 +25,7 @@ class Frame:
     model: str
     arrived: float
     captured: float | None = None
+    config: CameraConfig = field(default_factory=CameraConfig)
 
 
 @dataclass

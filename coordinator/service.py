@@ -38,6 +38,7 @@ from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 from edgehive.signals import Stop
 
 from . import scheduler
+from .cameras import detect_params
 from .discovery import camera_messages, discovery_messages
 from .frames import Frame, FrameRouter
 from .fusion import FUSION_KIND, FusionWindows
@@ -68,7 +69,7 @@ class Coordinator:
         self._outbox: dict[str, list[bytes]] = {}
         self.frames = FrameRouter()
         self._model_requirements: dict[str, Requirements] = {}
-        self._camera_models = settings.camera_model_map
+        self._cameras = settings.camera_policy
         self._frame_warned: dict[str, float] = {}
         self._run_id = uuid.uuid4().hex[:8]
         self._frame_seq = 0
@@ -135,8 +136,9 @@ class Coordinator:
             header, jpeg = envelope.unpack(payload)
             meta = decode(FrameMeta, header)
         envelope.check_jpeg(jpeg)
-        model = meta.model or self._camera_models.get(camera) or self.settings.default_model
-        return Frame(camera, jpeg, model, arrived=time.time(), captured=meta.captured)
+        config = self._cameras.resolve(camera, meta.model)
+        assert config.model is not None  # the policy's base always names the default model
+        return Frame(camera, jpeg, config.model, arrived=time.time(), captured=meta.captured, config=config)
 
     def _parse_readings(self, topic: str, payload: bytes) -> tuple[str, str, list[tuple[SensorReading | ImuReading, float]]]:
         """Readings, checked at the door: finite, in their quantity's unit, stamped within the clock limits."""
@@ -187,7 +189,8 @@ class Coordinator:
 
     def _announce_camera(self, camera: str) -> None:
         """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""
-        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera):
+        labels = self._cameras.resolve(camera).labels or ()
+        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera, labels):
             self.bus.publish(topic, config, qos=1, retain=True)
 
     # -- state publishing --------------------------------------------------------------------
@@ -301,7 +304,7 @@ class Coordinator:
             assert node.boot_id is not None
             self._frame_seq += 1
             job_id = f"f{self._run_id}-{self._frame_seq}"  # unique per coordinator run, cheaper than uuid4
-            params = {"model": frame.model, "camera": frame.camera, "captured": frame.captured}
+            params = detect_params(frame.config, frame.camera, frame.captured)
             header = job_json(job_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now)
             self.bus.publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
             node.sent(job_id, self.settings.lease)

@@ -6,6 +6,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from edgehive.settings import CommonSettings
 
+from .cameras import CameraConfigError, CameraPolicy, parse_cameras
 from .fusion import GroupConfig, parse_groups, validate_groups
 
 
@@ -17,8 +18,9 @@ class CoordinatorSettings(CommonSettings):
     finished_max: int = Field(10000, ge=100, le=10_000_000, description="Finished jobs whose final state is kept (about 250 bytes each) to answer a resubmitted id and ignore a late result; the oldest go first")
     stats_interval_s: float = Field(2.0, gt=0, description="Seconds between coordinator/stats messages")
     state_dir: str = Field(".edgehive", description="Folder for the job journal that survives a coordinator restart ('' to disable)")
-    default_model: str = Field("person", description="Model run on frames of cameras that name none")
-    camera_models: str = Field("", description="Per-camera models, e.g. 'door=face,yard=person' (a camera's envelope may also name one)")
+    default_model: str = Field("objects", description="Model run on frames of cameras that name none (objects: people, vehicles, animals and more)")
+    camera_models: str = Field("", description="Per-camera models, e.g. 'door=face,yard=person' (shorthand; EDGEHIVE_CAMERAS says more)")
+    cameras: str = Field("", description="Per-camera detection: JSON {camera: {model, labels, min_score}} ('*' for every camera) or a path to a JSON file")
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame accepted; larger ones are refused on the errors topic")
     fusion_groups: str = Field("", description="Sensor groups to fuse: JSON {group: {quantity, sensors, window_s | window_count, method, config}} or a path to a JSON file")
     fusion_queue_max: int = Field(1000, ge=1, description="Closed fusion windows waiting across all groups; beyond it a window is refused on errors and counted")
@@ -32,6 +34,19 @@ class CoordinatorSettings(CommonSettings):
     def camera_model_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.camera_models.split(",") if "=" in item)
         return {camera.strip(): model.strip() for camera, model in pairs}
+
+    @field_validator("cameras")
+    @classmethod
+    def _valid_cameras(cls, value: str) -> str:
+        try:
+            parse_cameras(value)
+        except CameraConfigError as error:
+            raise ValueError(f"cameras: {error}") from None
+        return value
+
+    @property
+    def camera_policy(self) -> CameraPolicy:
+        return CameraPolicy(parse_cameras(self.cameras), self.camera_model_map, self.default_model)
 
     @field_validator("fusion_groups")
     @classmethod

@@ -14,18 +14,34 @@ from pydantic import BaseModel
 
 from .messages import MODELS
 from .sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading
-from .vision import DetectionOutput
+from .vision import CamerasConfig, DetectionOutput
 
 # Readings, and parts that are not messages of their own but that clients parse: results' `output`.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "sensor_reading": SensorReading,
     "imu_reading": ImuReading,
     "detection_output": DetectionOutput,
+    "cameras": CamerasConfig,
     "fusion_estimate": FusionEstimate,
     "fusion_orientation": FusionOrientation,
 }
 
 JSON_DIR = Path(__file__).with_name("json")
+MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
+
+
+def shipped_labels(manifest: Path = MANIFEST) -> dict[str, list[str]]:
+    """Each shipped model's labels, so that the detection schema can say what `label` may be."""
+    models = json.loads(manifest.read_text())["models"]
+    return {model["name"]: [label for label in model["labels"] if label not in model.get("ignore_labels", [])] for model in models}
+
+
+def _with_labels(schema: dict, labels: dict[str, list[str]]) -> dict:  # type: ignore[type-arg]
+    """The Detection's `label` lists the shipped models' labels (a user's own model may add more)."""
+    label = schema["$defs"]["Detection"]["properties"]["label"]
+    label["x-labels-by-model"] = labels
+    label["examples"] = sorted({name for names in labels.values() for name in names})
+    return schema
 
 
 def render_all() -> dict[str, str]:
@@ -33,6 +49,8 @@ def render_all() -> dict[str, str]:
     files = {}
     for name, model in {**MODELS, **EXTRA_MODELS}.items():
         schema = model.model_json_schema()
+        if model is DetectionOutput:
+            schema = _with_labels(schema, shipped_labels())
         schema["$id"] = f"https://edgehive.dev/schemas/v1/{name}.schema.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, RootModel, StringConstraints, model_validator
 
-from .base import Part
+from .base import IDENT_PATTERN, Part
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128, to_lower=True, strip_whitespace=True)]
+MAX_LABELS = 256
 
 
 class Detection(Part):
@@ -44,3 +46,33 @@ class DetectionOutput(Part):
     height: int = Field(gt=0, le=1 << 16, description="Height of the original frame in pixels")
     detections: list[Detection] = Field(default_factory=list, description="Best score first")
     inference_ms: float = Field(ge=0.0, description="Time spent in the interpreter (set, invoke, read back)")
+
+
+class CameraConfig(Part):
+    """What one camera's frames are run through and which detections come back.
+
+    The coordinator's `EDGEHIVE_CAMERAS` maps camera ids (and `*`, every camera) to one of
+    these. Filtering happens on the node, before the result and the snapshot are made, so a
+    label nobody asked for never travels. Labels compare in lower case.
+    """
+
+    model: Annotated[str, StringConstraints(pattern=IDENT_PATTERN)] | None = Field(
+        None, description="Model from the manifest run on this camera's frames (default: the coordinator's default_model)"
+    )
+    labels: list[Label] | None = Field(
+        None, max_length=MAX_LABELS,
+        description="Labels to keep, e.g. [\"person\", \"car\"]; others are dropped (default: every label of the model)",
+    )
+    min_score: dict[Label, Unit] = Field(
+        default_factory=dict, max_length=MAX_LABELS,
+        description="Lowest score kept per label; the key \"*\" applies to labels not named (default: the model's own score_threshold)",
+    )
+
+    def over(self, base: CameraConfig) -> CameraConfig:
+        """This camera's settings, with what it leaves unset taken from `base` (the `*` entry)."""
+        update = {name: getattr(self, name) for name in self.model_fields_set}
+        return base.model_copy(update=update)
+
+
+class CamerasConfig(RootModel[dict[str, CameraConfig]]):
+    """`EDGEHIVE_CAMERAS`: camera id (or `*`, every camera) → that camera's settings."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def recorder(broker: Broker, prefix: str) -> Iterator[Recorder]:
 
 @pytest.fixture
 def fleet(broker: Broker, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    yield from run_fleet(broker, prefix, tmp_path, lambda: call_failed(request))
+    yield from run_fleet(broker, prefix, tmp_path, lambda: call_failed(request), bool(request.node.get_closest_marker("swallows_exceptions")))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -53,3 +54,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     setattr(item, f"rep_{report.when}", report)
     return report
 
+
+
+class _SwallowedExceptions(logging.Handler):
+    """Records logged with a traceback by our own code: a handler, hook or tick that raised and
+    was caught so that the process lives on. Each is a bug a test body would never see."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.name.startswith("edgehive"):
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_exceptions(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test when code running in the test's own process caught and logged an exception
+    (fleets started as processes are checked by `run_fleet` from their logs)."""
+    handler = _SwallowedExceptions()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield
+    root.removeHandler(handler)
+    if handler.records and not call_failed(request) and not request.node.get_closest_marker("swallows_exceptions"):
+        first = handler.records[0]
+        trace = logging.Formatter().formatException(first.exc_info) if first.exc_info else ""
+        pytest.fail(f"{len(handler.records)} exception(s) caught and logged by {first.name}: {first.getMessage()}\n{trace}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from edgehive.broker import EmbeddedBroker
 from edgehive.broker.mosquitto import render_config
@@ -426,15 +427,26 @@ class MosquittoSub:
             self.proc.stdout.close()
 
 
-def run_fleet(broker: Broker, prefix: str, workdir: Path, failed: Callable[[], bool]) -> Iterator[Fleet]:
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def run_fleet(broker: Broker, prefix: str, workdir: Path, failed: Callable[[], bool], tracebacks_ok: bool = False) -> Iterator[Fleet]:
     """A Fleet for a fixture: stopped afterwards, and its processes' logs printed when the test
-    failed (`failed` is asked after the test body ran)."""
+    failed (`failed` is asked after the test body ran). A traceback in a process's log fails the
+    test too (an exception caught so the process lived on is still a bug), unless `tracebacks_ok`."""
     instance = Fleet(broker, prefix, workdir)
     yield instance
     instance.stop_all()
     if failed():
         for name in instance.procs:
             print(f"----- {name}.log -----\n{instance.log(name)[-4000:]}")
+        return
+    swallowed = {} if tracebacks_ok else {name: log for name in instance.procs if TRACEBACK in (log := instance.log(name))}
+    for name, log in swallowed.items():
+        start = log.index(TRACEBACK)
+        print(f"----- {name}.log (from its first traceback) -----\n{log[max(0, start - 300):start + 4000]}")
+    if swallowed:
+        pytest.fail(f"an exception was caught and logged inside {', '.join(sorted(swallowed))} (a bug the test body did not see; log above)")
 
 
 def call_failed(request: Any) -> bool:

@@ -106,3 +106,13 @@ def test_bad_settings_are_one_line_each_naming_the_variable_and_the_option() -> 
         "edgehive agent: EDGEHIVE_WORKERS / --workers: Input should be greater than or equal to 1 (got '0')",
         "edgehive agent: EDGEHIVE_SLOTS / --slots: Input should be a valid integer, unable to parse string as an integer (got 'lots')",
     ]
+
+
+def test_a_cameras_setting_that_does_not_parse_is_one_clear_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    bad = run_cli("coordinator", env=dict(env, EDGEHIVE_CAMERAS='{"door": {"labels": "person"}}'), timeout=30)
+    assert bad.returncode == 2
+    [line] = bad.stderr.strip().splitlines()
+    assert line.startswith("edgehive coordinator: EDGEHIVE_CAMERAS / --cameras:") and "door.labels" in line
+    missing = run_cli("coordinator", env=dict(env, EDGEHIVE_CAMERAS=str(tmp_path / "cameras.json")), timeout=30)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr

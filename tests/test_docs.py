@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from edgehive.cli import command_settings
+from edgehive.schemas import Topics
+from edgehive.schemas.topics import TopicError
 from edgehive.settings import env_name
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -22,3 +24,42 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert "./edgehive.sh test" in README.read_text()
     assert "./edgehive.sh test" in ci
+
+
+GUIDES = [README.parent / "CONTRIBUTING.md", README.parent / "docs" / "DESIGN.md"]
+_TOP = {p.name for p in README.parent.iterdir()} - {".git", ".venv"}
+
+
+def _is_topic(token: str) -> bool:
+    """`coordinator/stats` is a topic, not the folder `coordinator/`'s file."""
+    try:
+        Topics("p").parse(f"p/{token}")
+    except TopicError:
+        return False
+    return True
+
+
+def _named_paths(doc: Path) -> set[Path]:
+    """Repository paths a guide names: in backticks (`agents/kinds.py`) or as link targets."""
+    text = doc.read_text()
+    named = set()
+    for token in re.findall(r"`([^`\s]+)`", text):
+        if re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?", token) and token.split("/")[0] in _TOP and not _is_topic(token):
+            named.add(README.parent / token)  # topics with ids (`nodes/{node}/jobs`) and globs never match
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            named.add((doc.parent / target).resolve())
+    return named
+
+
+def test_paths_and_modules_named_in_the_guides_exist() -> None:
+    import importlib.util
+
+    for doc in GUIDES:
+        paths = _named_paths(doc)
+        assert len(paths) > 10, f"{doc.name}: the path pattern found almost nothing"
+        assert [str(p) for p in sorted(paths) if not p.exists()] == [], f"{doc.name} names paths that do not exist"
+        for module in re.findall(r"python -m ([a-z_.]+)", doc.read_text()):
+            if module != "pytest":
+                assert importlib.util.find_spec(module) is not None, f"{doc.name}: no module {module}"
+    assert "docs/DESIGN.md" in README.read_text() and "docs/DESIGN.md" in GUIDES[0].read_text()

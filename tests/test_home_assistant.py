@@ -51,3 +51,15 @@ def test_a_camera_appears_in_home_assistant_when_its_first_frame_arrives(fleet: 
     assert camera["topic"] == f"{prefix}/snapshots/door" and camera["name"] == "door detections"
     assert objects["state_topic"] == f"{prefix}/results/detections/door" and "detections | length" in objects["value_template"]
     assert camera["device"] == objects["device"] and camera["availability_topic"] == f"{prefix}/coordinator/status"
+
+
+def test_a_camera_that_keeps_labels_gets_a_count_per_label(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    fleet.coordinator(EDGEHIVE_CAMERAS='{"driveway": {"labels": ["person", "Coffee cup"]}}')
+    coordinator_online(recorder)
+    subprocess.run(["mosquitto_pub", "-p", str(fleet.broker.port), "-t", f"{prefix}/frames/driveway", "-f", str(DEMO_JPEG)], check=True)
+    configs = retained(fleet.broker.port, 4)
+    by_name = {c["name"]: c for c in configs.values()}
+    assert set(by_name) == {"driveway detections", "driveway objects", "driveway person", "driveway coffee cup"}
+    person, cup = by_name["driveway person"], by_name["driveway coffee cup"]
+    assert person["state_topic"] == f"{prefix}/results/detections/driveway" and "'equalto', \"person\"" in person["value_template"]
+    assert cup["unique_id"].endswith("_coffee_cup") and f"homeassistant/sensor/{cup['unique_id']}/config" in configs

@@ -152,3 +152,30 @@ def test_an_annotated_snapshot_with_the_box_drawn_is_retained_per_camera(fleet: 
         wait_until(lambda: any(t.endswith("/snapshots/door") for t, _, _ in late.messages), 10, "the retained snapshot")
     finally:
         late.close()
+
+
+def test_each_camera_gets_its_model_labels_and_scores_from_one_cameras_file(fleet: Fleet, recorder: Recorder, models_dir: Path, tmp_path: Path) -> None:
+    cameras = tmp_path / "cameras.json"
+    cameras.write_bytes(orjson.dumps({
+        "*": {"model": "person"},
+        "porch": {"model": "face"},
+        "door": {"model": "face", "min_score": {"face": 0.999}},
+        "yard": {"labels": ["car", "dog"]},
+        "gate": {"labels": ["Person"], "min_score": {"*": 0.2}},
+    }))
+    start(fleet, recorder, models_dir, {"pi-1": "face,person"}, EDGEHIVE_CAMERAS=str(cameras))
+    jpeg = ASTRONAUT.read_bytes()
+    for camera in ("porch", "door", "yard", "gate"):
+        recorder.publish(f"frames/{camera}", jpeg, qos=1)
+    results = {camera: wait_until(lambda c=camera: next(iter(detections(recorder, c)), None), 30, f"a result for {camera}")
+               for camera in ("porch", "door", "yard", "gate")}
+    assert all(r["ok"] for r in results.values()), results
+    outputs = {camera: r["output"] for camera, r in results.items()}
+    assert [d["label"] for d in outputs["porch"]["detections"]] == ["face"] and outputs["porch"]["model"] == "face"
+    # The same face, scored below the door's own floor: the door's result says so by its empty list.
+    assert outputs["door"]["model"] == "face" and outputs["door"]["detections"] == []
+    assert outputs["porch"]["detections"][0]["score"] < 0.999
+    # `*` gives yard the person model, but yard keeps only cars and dogs: nothing here is either.
+    assert outputs["yard"]["model"] == "person" and outputs["yard"]["detections"] == []
+    assert [d["label"] for d in outputs["gate"]["detections"]] == ["person"]
+
