@@ -31,9 +31,13 @@ MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 
 
 def shipped_labels(manifest: Path = MANIFEST) -> dict[str, list[str]]:
-    """Each shipped model's labels, so that the detection schema can say what `label` may be."""
+    """Each shipped model's labels, so that the detection schema can say what `label` may be
+    (without the classes its decoder never reports, such as an SSD's background)."""
     models = json.loads(manifest.read_text())["models"]
-    return {model["name"]: [label for label in model["labels"] if label not in model.get("ignore_labels", [])] for model in models}
+    return {
+        model["name"]: [label for cls, label in enumerate(model["labels"]) if cls not in model.get("ignore_classes", [])]
+        for model in models
+    }
 
 
 def _with_labels(schema: dict, labels: dict[str, list[str]]) -> dict:  # type: ignore[type-arg]
