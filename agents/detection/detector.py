@@ -100,7 +100,7 @@ def load_detector(spec: ModelSpec, backend: InferenceBackend, *, verify: bool = 
     manifest says `reshape_input` is loaded at the manifest's input size."""
     if spec.model_format not in backend.formats:
         raise DetectionError(
-            f"model {spec.name}: a {spec.model_format} model cannot run on the {backend.type_key} backend "
+            f"model {spec.name}: the {backend.type_key} backend does not run {spec.model_format} models "
             f"(it runs {', '.join(sorted(backend.formats))})"
         )
     path = Path(spec.file)

@@ -228,6 +228,11 @@ class OnnxModel(ModelHandle):
                 f"{path}: input {inputs[0].shape} has no fixed size and channels; give the manifest entry "
                 "an input_size and `reshape_input: true`"
             )
+        if shape[0] not in (1, -1):
+            raise ModelLoadError(
+                f"{path}: its input takes a batch of {shape[0]}; give the manifest entry `reshape_input: true` "
+                "to run it on one frame"
+            )
         self.input_layout = layout
         self.input_shape = (1, *shape[1:])
         self.input_size = (shape[3], shape[2]) if layout == "NCHW" else (shape[2], shape[1])
