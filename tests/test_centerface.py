@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from vision_fixtures import REFERENCE_FACE, box_iou, manifest, models_dir, photo  # noqa: F401 - fixtures
 
-from edgehive.agents.detection import DetectionError, Detector, load_detector, make_decoder
+from edgehive.agents.detection import Decoder, DetectionError, Detector, load_detector, make_decoder
 from edgehive.agents.inference import create_backend
 from edgehive.agents.modelstore import Manifest
 
@@ -94,7 +94,7 @@ def hand_made_outputs(peaks: list[tuple[int, int, float]]) -> list[np.ndarray]:
     return [heatmap, scale, offset, landmarks]
 
 
-def small_decoder(manifest: Manifest, **overrides: object):  # type: ignore[no-untyped-def]
+def small_decoder(manifest: Manifest, **overrides: object) -> Decoder:
     spec = manifest.get("centerface").model_copy(update={"input_size": (64, 64), **overrides})
     model = create_backend("onnx").load(spec.path, input_size=(64, 64))
     return make_decoder(spec, model)
