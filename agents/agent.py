@@ -23,13 +23,13 @@ from edgehive.signals import Stop
 
 from .fusion.job import FUSION_KIND, fusion_kind
 from .health import HealthReader
-from .inference import available_backends
+from .inference import BackendChoice, available_backends
 from .kinds import KindRegistry, builtin_kinds
 from .probe import probe_device
 from .runner import JobRunner
 from .settings import AgentSettings
 from .snapshots import SnapshotPublisher
-from .vision import DETECT_KIND, BackendChoice, DetectorPool, detections_kind, load_pool
+from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
 
 log = logging.getLogger(__name__)
 

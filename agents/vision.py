@@ -15,7 +15,6 @@ import logging
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,7 +25,7 @@ from edgehive.schemas import Ident, ModelRuntime
 from edgehive.schemas.vision import DetectionOutput
 
 from .detection import DetectionError, Detector, load_detector
-from .inference import BACKENDS, BackendConfigBase, BackendError, create_backend, parse_backend_config
+from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
 from .snapshots import SnapshotPublisher
@@ -73,56 +72,6 @@ class DetectorPool:
             yield detector
         finally:
             free.put(detector)
-
-
-# For each model file format, the backends that run it, best first: what `auto` tries.
-AUTO_BACKENDS: dict[str, tuple[str, ...]] = {"tflite": ("edgetpu", "litert"), "onnx": ("onnx",)}
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    """How models are matched to backends: the agent's backend setting and each backend's config."""
-
-    setting: str = "auto"
-    threads: int = 1
-    onnx_providers: str = "auto"
-    tensorrt_cache_dir: str = ""
-
-    def config(self, key: str) -> BackendConfigBase:
-        data: dict[str, object] = {"type": key, "num_threads": self.threads}
-        if key == "onnx":
-            providers = [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
-            data["providers"] = "auto" if providers in ([], ["auto"]) else providers
-            data["tensorrt_cache_dir"] = self.tensorrt_cache_dir or None
-        return parse_backend_config(data)
-
-    def candidates(self, model_format: str) -> tuple[str, ...]:
-        """The setting when it names a backend for this format; else every backend for it, best first."""
-        if self.setting != "auto" and model_format in BACKENDS[self.setting].formats:
-            return (self.setting,)
-        return AUTO_BACKENDS.get(model_format, ())
-
-    def choose(self, model_format: str) -> tuple[BackendConfigBase | None, str]:
-        """The config of the first usable backend for `model_format`, or None and why none is."""
-        reasons = []
-        for key in self.candidates(model_format):
-            try:
-                config = self.config(key)
-            except BackendError as error:
-                reasons.append(f"{key}: {error}")
-                continue
-            verdict = BACKENDS[key].available(config)
-            if verdict:
-                return config, verdict.reason
-            reasons.append(f"{key}: {verdict.reason}")
-        return None, "; ".join(reasons) or f"no backend runs {model_format} models"
-
-
-def choose_backend(name: str, model_format: str = "tflite") -> str | None:
-    """The backend key a model of `model_format` gets under the setting `name` (None: none can run it).
-    `auto`: the Coral EdgeTPU when its delegate loads, else LiteRT, for TFLite; ONNX Runtime for ONNX."""
-    config, _ = BackendChoice(setting=name).choose(model_format)
-    return config.type if config is not None else None
 
 
 def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice, threads: int, workers: int) -> DetectorPool:

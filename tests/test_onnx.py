@@ -27,7 +27,8 @@ from edgehive.agents.inference import (
 )
 from edgehive.agents.inference.onnx_graph import OnnxGraphError, read_graph_io, set_io_dims
 from edgehive.agents.modelstore import Manifest, ModelSpec
-from edgehive.agents.vision import BackendChoice, choose_backend, load_pool
+from edgehive.agents.inference import BackendChoice, choose_backend
+from edgehive.agents.vision import load_pool
 
 CUDA_REFUSAL = "CUDA execution provider not available"
 

@@ -19,6 +19,7 @@ from .base import (
     ModelHandle,
     ModelLoadError,
 )
+from .choice import AUTO_BACKENDS, BackendChoice, choose_backend
 from .edgetpu import EdgeTPUBackend, EdgeTPUConfig
 from .litert import LiteRTBackend, LiteRTConfig
 from .onnx import OnnxBackend, OnnxConfig, OnnxModel, offered_providers
@@ -32,8 +33,10 @@ from .registry import (
 )
 
 __all__ = [
+    "AUTO_BACKENDS",
     "BACKENDS",
     "Availability",
+    "BackendChoice",
     "BackendConfig",
     "BackendConfigBase",
     "BackendError",
@@ -52,6 +55,7 @@ __all__ = [
     "OnnxModel",
     "available_backends",
     "backend_availability",
+    "choose_backend",
     "create_backend",
     "offered_providers",
     "parse_backend_config",

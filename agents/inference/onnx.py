@@ -137,7 +137,10 @@ class OnnxBackend(InferenceBackend):
             return {}
         options: dict[str, Any] = {"trt_fp16_enable": self.config.tensorrt_fp16}
         if self.config.tensorrt_cache_dir:
-            Path(self.config.tensorrt_cache_dir).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.config.tensorrt_cache_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ModelLoadError(f"TensorRT engine cache {self.config.tensorrt_cache_dir}: {exc.strerror or exc}") from None
             options.update(trt_engine_cache_enable=True, trt_engine_cache_path=self.config.tensorrt_cache_dir)
         return options
 
