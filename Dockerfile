@@ -19,6 +19,8 @@ FROM python:3.11-slim-bookworm AS debian-python
 # (libcuda, the Tegra libraries, tegrastats) from NVIDIA's apt repository. The host's L4T
 # release (balenaOS for Orin ships L4T 36.x) must match L4T_RELEASE's major version. The L4T
 # packages' install scripts check for Jetson hardware unless the marker file below exists.
+# The same repository carries JetPack's CUDA, cuDNN and TensorRT runtimes, which the GPU build
+# of onnxruntime below loads to run ONNX models (centerface) on the GPU.
 FROM ubuntu:22.04 AS jetson-l4t
 ARG L4T_RELEASE=r36.4
 ARG L4T_SOC=t234
@@ -34,12 +36,25 @@ RUN apt-get update \
         && mkdir -p /opt/nvidia/l4t-packages \
         && touch /opt/nvidia/l4t-packages/.nv-l4t-disable-boot-fw-update-in-preinstall \
         && apt-get update \
-        && apt-get install -y --no-install-recommends nvidia-l4t-core nvidia-l4t-cuda nvidia-l4t-tools; \
+        && apt-get install -y --no-install-recommends nvidia-l4t-core nvidia-l4t-cuda nvidia-l4t-tools \
+            nvidia-cuda nvidia-cudnn nvidia-tensorrt; \
     fi \
     && apt-get purge -y curl gnupg \
     && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
-ENV LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu/tegra:/usr/lib/aarch64-linux-gnu/nvidia
+ENV LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu/tegra:/usr/lib/aarch64-linux-gnu/nvidia:/usr/local/cuda/lib64
+# onnxruntime with the CUDA and TensorRT execution providers, built for JetPack 6 (CUDA 12.6,
+# CPython 3.10), into the venv the edgehive stage installs into; that stage then leaves out the
+# CPU-only `onnx` extra, whose `onnxruntime` wheel would overwrite this build's module. PyPI has
+# no such build for Jetsons: NVIDIA publishes them on its Jetson package index, so pip is pointed
+# there for this one package (without its dependencies, which come from the usual index next).
+# Override JETSON_PIP_INDEX for another JetPack / CUDA, or a mirror.
+ARG JETSON_PIP_INDEX=https://pypi.jetson-ai-lab.io/jp6/cu126
+RUN if [ "$(dpkg --print-architecture)" = arm64 ]; then \
+        python3 -m venv /opt/edgehive/venv \
+        && /opt/edgehive/venv/bin/pip install --no-cache-dir --no-deps --index-url "$JETSON_PIP_INDEX" onnxruntime-gpu \
+        && /opt/edgehive/venv/bin/pip install --no-cache-dir onnxruntime-gpu; \
+    fi
 
 # --- one stage per device type (balena.yml's supportedDeviceTypes, plus `generic`) ----------
 # A device type missing here fails the build with "base name ... does not exist": add a line.
@@ -63,11 +78,15 @@ ENV PYTHONUNBUFFERED=1 \
     EDGEHIVE_MODELS_DIR=/opt/edgehive/models \
     EDGEHIVE_STATE_DIR=/var/lib/edgehive/state \
     EDGEHIVE_SPOOL_DIR=/var/lib/edgehive/spool \
-    EDGEHIVE_TELEMETRY_FILE=/var/lib/edgehive/spool/telemetry.lp
+    EDGEHIVE_TELEMETRY_FILE=/var/lib/edgehive/spool/telemetry.lp \
+    EDGEHIVE_TENSORRT_CACHE_DIR=/var/lib/edgehive/tensorrt
 
+# With the `onnx` extra (onnxruntime's CPU wheel) for the onnx backend, except where the base
+# stage already put a GPU build of onnxruntime into the venv (Jetson).
 COPY --from=wheel /wheels /tmp/wheels
 RUN python3 -m venv /opt/edgehive/venv \
-    && pip install /tmp/wheels/edgehive-*.whl \
+    && wheel="$(ls /tmp/wheels/edgehive-*.whl)" \
+    && if pip show --quiet onnxruntime-gpu 2>/dev/null; then pip install "$wheel"; else pip install "$wheel[onnx]"; fi \
     && rm -rf /tmp/wheels
 
 # The models are fetched and their SHA-256 checked against the manifest now, at build time:
@@ -82,7 +101,7 @@ RUN edgehive models --models-dir /opt/edgehive/models
 # the services that need hardware (agent, sensor) root, and the camera the video group.
 RUN useradd --uid 1000 --user-group --groups video --home-dir /var/lib/edgehive \
         --no-create-home --shell /usr/sbin/nologin edgehive \
-    && mkdir -p /var/lib/edgehive/state /var/lib/edgehive/spool \
+    && mkdir -p /var/lib/edgehive/state /var/lib/edgehive/spool /var/lib/edgehive/tensorrt \
     && chown -R edgehive:edgehive /var/lib/edgehive
 COPY deploy/role-gate /usr/local/bin/role-gate
 RUN chmod 0755 /usr/local/bin/role-gate

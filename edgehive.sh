@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
-#   ./edgehive.sh up [options]     install what edgehive needs, fetch the models, run `edgehive up`
+#   ./edgehive.sh up [options]     install what edgehive needs (with the onnx backend's CPU runtime),
+#                                  fetch the models, run `edgehive up`
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients, iproute2, openssl,
 #                                  influxdb, victoria-metrics from Debian), then run the whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
@@ -44,7 +45,7 @@ command="${1:-}"
 shift || true
 case "$command" in
   up)
-    python_env ""
+    python_env "[onnx]"
     "$VENV/bin/edgehive" models --models-dir "${EDGEHIVE_MODELS_DIR:-models}"
     exec "$VENV/bin/edgehive" up "$@"
     ;;

@@ -23,7 +23,7 @@ from edgehive.signals import Stop
 
 from .fusion.job import FUSION_KIND, fusion_kind
 from .health import HealthReader
-from .inference import available_backends
+from .inference import BackendChoice, available_backends
 from .kinds import KindRegistry, builtin_kinds
 from .probe import probe_device
 from .runner import JobRunner
@@ -88,6 +88,7 @@ class Agent:
             arch=device.arch, board=device.board, os=device.os, python=platform.python_version(),
             cores=device.cores, ram_mb=device.ram_mb, accelerators=device.accelerators,
             backends=available_backends(), models=self.detectors.models() if self.detectors else [],
+            model_runtimes=self.detectors.runtimes() if self.detectors else {},
             kinds=self.kinds.names(), workers=self.settings.workers, slots=self.settings.effective_slots,
             tags=self.settings.tag_list,
         )
@@ -101,6 +102,7 @@ class Agent:
             throttled=self.health.throttled(), gpu_pct=self.health.gpu_pct(),
             in_flight=running, queued=waiting, jobs_done=self.runner.done, jobs_failed=self.runner.failed,
             service_s=self.runner.mean_service_s(), service_by_kind=dict(self.runner.service_by_kind),
+            service_by_model=dict(self.runner.service_by_model),
             held=self.runner.held_ids(), running=self.runner.running_ids(), draining=self.draining.is_set(),
         )
 
@@ -174,7 +176,8 @@ class Agent:
     def _load_models(self) -> None:
         """Before the birth certificate: a model is advertised only once it is warm."""
         s = self.settings
-        self.detectors = load_pool(Path(s.models_dir), s.model_list, s.backend, s.inference_threads, s.workers)
+        choice = BackendChoice(s.backend, s.inference_threads, s.onnx_providers, s.tensorrt_cache_dir)
+        self.detectors = load_pool(Path(s.models_dir), s.model_list, choice, s.inference_threads, s.workers)
         if self.detectors.models() and self.kinds.get(DETECT_KIND) is None:
             snapshots = SnapshotPublisher(s.snapshot_interval_s, self._publish_snapshot)
             self.kinds.register(detections_kind(self.detectors, snapshots))

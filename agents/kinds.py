@@ -29,7 +29,9 @@ class JobKind:
     `takes_frame` kinds get the frame's JPEG bytes as a second argument (see
     schemas/envelope.py): images never travel inside JSON params. `cancellable` kinds get
     a keyword `cancel` (a threading.Event) and return, or raise JobFailed, soon after it is
-    set; `max_runtime_s` is a deadline the agent applies to every job of the kind."""
+    set; `max_runtime_s` is a deadline the agent applies to every job of the kind.
+    `model_param` names the params field that says which model a job runs: the agent then
+    measures service time per model too, which is what the scheduler weighs for such jobs."""
 
     name: str
     params: type[BaseModel]
@@ -38,6 +40,7 @@ class JobKind:
     takes_frame: bool = False
     cancellable: bool = False
     max_runtime_s: float | None = None
+    model_param: str | None = None
 
 
 class KindRegistry:

@@ -50,6 +50,7 @@ __all__ = [
     "AnchorSpec",
     "DecoderType",
     "Manifest",
+    "ModelFormat",
     "ModelSpec",
     "ModelStoreError",
     "NpmSource",
@@ -67,9 +68,11 @@ DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "models" / MANIFEST_
 PIP_TIMEOUT_S = 600.0
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-DecoderType = Literal["blazeface", "blazepose_detector", "ssd_anchors", "ssd_postprocessed"]
+DecoderType = Literal["blazeface", "blazepose_detector", "centerface", "ssd_anchors", "ssd_postprocessed"]
 # Decoders that turn raw per-anchor outputs into boxes, and so need the anchor grid.
 ANCHOR_DECODERS = ("blazeface", "blazepose_detector", "ssd_anchors")
+# The file formats backends run: TFLite on litert / edgetpu, ONNX on onnx.
+ModelFormat = Literal["tflite", "onnx"]
 SsdRole = Literal["boxes", "classes", "scores", "count"]
 
 
@@ -216,6 +219,11 @@ class ModelSpec(_Strict):
     )
     output_order: list[SsdRole] | None = Field(None, description="ssd_postprocessed only: role of each output")
     edgetpu_file: str | None = Field(None, description="EdgeTPU-compiled variant, used by the edgetpu backend")
+    format: ModelFormat | None = Field(None, description="tflite or onnx; default from the file name (.onnx: onnx, else tflite)")
+    reshape_input: bool = Field(
+        False, description="onnx only: the file's declared input dims are an export artifact; run it at input_size, batch 1"
+    )
+    heavy: bool = Field(False, description="Too slow for a CPU at frame rate: the scheduler prefers accelerated nodes for it")
     description: str = ""
 
     @model_validator(mode="after")
@@ -243,7 +251,18 @@ class ModelSpec(_Strict):
                 raise ValueError("output_order applies to ssd_postprocessed only")
             if sorted(self.output_order) != sorted(("boxes", "classes", "scores", "count")):
                 raise ValueError("output_order must name boxes, classes, scores and count once each")
+        if self.reshape_input and self.model_format != "onnx":
+            raise ValueError("reshape_input applies to onnx models only (a TFLite model's input size is fixed)")
+        if self.edgetpu_file is not None and self.model_format != "tflite":
+            raise ValueError("edgetpu_file applies to tflite models only")
         return self
+
+    @property
+    def model_format(self) -> ModelFormat:
+        """The runtime format the file needs: `format`, or what its name ends in."""
+        if self.format is not None:
+            return self.format
+        return "onnx" if self.file.lower().endswith(".onnx") else "tflite"
 
     @property
     def path(self) -> Path:

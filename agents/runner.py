@@ -1,4 +1,4 @@
-"""Runs jobs in a bounded worker pool and measures how long each kind takes.
+"""Runs jobs in a bounded worker pool and measures how long each kind (and each model) takes.
 
 The measured service time goes into every heartbeat; the coordinator's scheduler
 weighs nodes by it, so a slow Pi naturally gets fewer frames than a Jetson.
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _EWMA_ALPHA = 0.2
 _MAX_ERROR = 2000  # Result.error's max_length
+_MAX_MODELS = 256  # the heartbeat's bound on service_by_model
 _HANDED_BACK_MAX = 4096  # ids remembered so that a job is handed back at most once
 
 
@@ -46,6 +47,11 @@ class _Held:
     started: bool = False
     cancel_reason: str | None = None
     hand_back: bool = False
+
+
+def _ewma(table: dict[str, float], key: str, seconds: float) -> None:
+    previous = table.get(key)
+    table[key] = seconds if previous is None else previous + _EWMA_ALPHA * (seconds - previous)
 
 
 class JobRunner:
@@ -76,6 +82,7 @@ class JobRunner:
         self.done = 0
         self.failed = 0
         self.service_by_kind: dict[str, float] = {}
+        self.service_by_model: dict[str, float] = {}
 
     # -- accounting --------------------------------------------------------------------------
 
@@ -162,7 +169,7 @@ class JobRunner:
             finally:
                 self._release(job.id)
             return
-        self._record(job.kind, ok, finished - started)
+        self._record(job.kind, ok, finished - started, self._model_of(job))
         try:
             self._publish(job, received, started, ok, output, error, finished, frame is not None)
         finally:
@@ -254,14 +261,23 @@ class JobRunner:
             log.exception("job %s (%s) raised", job.id, job.kind)
             return False, None, f"{type(error).__name__}: {error}"
 
-    def _record(self, kind: str, ok: bool, seconds: float) -> None:
+    def _model_of(self, job: Job) -> str | None:
+        """The model a job names, for kinds that declare which params field says it."""
+        kind = self.kinds.get(job.kind)
+        model = job.params.get(kind.model_param) if kind is not None and kind.model_param else None
+        return model if isinstance(model, str) else None
+
+    def _record(self, kind: str, ok: bool, seconds: float, model: str | None = None) -> None:
         with self._lock:
             if not ok:  # a failure is usually instant; counting it would make a failing node look fast
                 self.failed += 1
                 return
             self.done += 1
-            previous = self.service_by_kind.get(kind)
-            self.service_by_kind[kind] = seconds if previous is None else previous + _EWMA_ALPHA * (seconds - previous)
+            _ewma(self.service_by_kind, kind, seconds)
+            # Only a successful job names a model this node has, so the models are bounded by
+            # what it loaded; the cap is the heartbeat's bound all the same.
+            if model is not None and (model in self.service_by_model or len(self.service_by_model) < _MAX_MODELS):
+                _ewma(self.service_by_model, model, seconds)
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until every held job has finished (used when draining)."""

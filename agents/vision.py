@@ -3,6 +3,10 @@
 Detectors are loaded and warmed up before the agent advertises their models, so the
 coordinator never routes a frame to a node that would first spend a second loading. An
 interpreter runs one inference at a time, so each model gets one detector per worker.
+
+Each model runs on a backend for its file format (TFLite: the EdgeTPU or LiteRT; ONNX: ONNX
+Runtime), so one agent can serve a TFLite model on the CPU next to an ONNX model on the GPU. A
+model that no usable backend runs is not loaded, and so not advertised.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgehive.schemas import Ident
+from edgehive.schemas import Ident, ModelRuntime
 from edgehive.schemas.vision import MAX_LABELS, DetectionOutput, Label
 
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
-from .inference import available_backends, create_backend
+from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
 from .snapshots import SnapshotPublisher
@@ -47,8 +51,9 @@ class DetectParams(BaseModel):
 class DetectorPool:
     """`workers` warmed-up detectors per model, lent out one job at a time."""
 
-    def __init__(self, detectors: dict[str, list[Detector]]) -> None:
+    def __init__(self, detectors: dict[str, list[Detector]], runtimes: dict[str, ModelRuntime] | None = None) -> None:
         self._free: dict[str, queue.SimpleQueue[Detector]] = {}
+        self._runtimes = dict(runtimes or {})
         for name, instances in detectors.items():
             self._free[name] = queue.SimpleQueue()
             for detector in instances:
@@ -56,6 +61,10 @@ class DetectorPool:
 
     def models(self) -> list[str]:
         return sorted(self._free)
+
+    def runtimes(self) -> dict[str, ModelRuntime]:
+        """Per model: the backend that loaded it, what runs it, whether the manifest marks it heavy."""
+        return {name: self._runtimes[name] for name in self.models() if name in self._runtimes}
 
     @contextmanager
     def borrow(self, model: str) -> Iterator[Detector]:
@@ -69,42 +78,47 @@ class DetectorPool:
             free.put(detector)
 
 
-def choose_backend(name: str) -> str:
-    """`auto`: the Coral EdgeTPU when its delegate loads, else LiteRT on the CPU."""
-    if name != "auto":
-        return name
-    return "edgetpu" if "edgetpu" in available_backends() else "litert"
-
-
-def load_pool(models_dir: Path, wanted: list[str], backend: str, threads: int, workers: int) -> DetectorPool:
-    """Load and warm every wanted model whose file is here; a model that fails is logged and skipped."""
+def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice, threads: int, workers: int) -> DetectorPool:
+    """Load and warm every wanted model whose file is here, each on a backend that runs its format;
+    a model that fails, or that no usable backend runs, is logged with the reason and skipped."""
+    choice = backend if isinstance(backend, BackendChoice) else BackendChoice(setting=backend, threads=threads)
+    if choice.setting != "auto" and choice.setting not in BACKENDS:
+        log.error("no models: unknown backend %r (known: auto, %s)", choice.setting, ", ".join(sorted(BACKENDS)))
+        return DetectorPool({})
     try:
         manifest = load_manifest(models_dir)
     except ModelStoreError as error:
         log.error("no models: %s", error)
         return DetectorPool({})
-    backend_key = choose_backend(backend)
     # OpenCV's own thread pool (decode, resize) would fight the workers and the other agents
     # for the same few cores; give it the interpreter's thread budget.
     cv2.setNumThreads(threads)
     loaded: dict[str, list[Detector]] = {}
+    runtimes: dict[str, ModelRuntime] = {}
     for spec in manifest.models:
         if wanted and spec.name not in wanted:
             continue
         if not spec.path.is_file():
             log.info("model %s not present at %s (fetch with: python -m edgehive.agents.modelstore)", spec.name, spec.path)
             continue
+        config, reason = choice.choose(spec.model_format)
+        if config is None:
+            log.error("model %s not loaded: no usable backend for %s models (%s)", spec.name, spec.model_format, reason)
+            continue
         try:
             instances = []
             for _ in range(workers):
-                detector = load_detector(spec, create_backend({"type": backend_key, "num_threads": threads}))
+                detector = load_detector(spec, create_backend(config))
                 detector.warm_up()
                 instances.append(detector)
-            loaded[spec.name] = instances
         except (DetectionError, ModelStoreError) as error:
             log.error("model %s not loaded: %s", spec.name, error)
-    log.info("models ready on %s: %s", backend_key, ", ".join(loaded) or "none")
-    return DetectorPool(loaded)
+            continue
+        loaded[spec.name] = instances
+        runtimes[spec.name] = ModelRuntime(backend=config.type, device=instances[0].model.device, heavy=spec.heavy)
+        log.info("model %s ready on %s (%s)", spec.name, config.type, runtimes[spec.name].device)
+    log.info("models ready: %s", ", ".join(f"{n} ({r.backend}, {r.device})" for n, r in runtimes.items()) or "none")
+    return DetectorPool(loaded, runtimes)
 
 
 def decode_jpeg(jpeg: bytes) -> np.ndarray:
@@ -127,4 +141,4 @@ def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = No
             snapshots.offer(params.camera, image, output)
         return output.model_dump(mode="json")
 
-    return JobKind(DETECT_KIND, DetectParams, run, takes_frame=True)
+    return JobKind(DETECT_KIND, DetectParams, run, takes_frame=True, model_param="model")

@@ -2,19 +2,30 @@
 
 First filter by what the job requires (kind, model, accelerator, memory, arch, tags,
 a pinned node), then pick the smallest expected completion time: the node's measured
-service time for this kind, stretched by the jobs it already holds per worker, by
+service time for this job, stretched by the jobs it already holds per worker, by
 high CPU load and by heat. A throttling Pi therefore gets less work than a cool one.
+
+A job that names a model (every frame does) is weighed by the node's time for that model,
+else its time for the kind. A node that has not run the job yet is guessed at the fleet's
+median. For a model the manifest marks heavy (agents say so in `model_runtimes`), a node's
+time for other models says nothing, and an unmeasured node is guessed from nodes like it:
+those that run the model on a GPU, or those that run it on a CPU; with no such measurement,
+a GPU node is guessed ACCELERATED_SPEEDUP times faster than a CPU node. So the first heavy
+frames go to an accelerated node, and from then on measured times decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from edgehive.schemas import Capabilities, Requirements
 
 from .registry import Node
 
 DEFAULT_SERVICE_S = 0.05
+# A heavy model on a GPU against the same model on a CPU, before anyone has measured both
+# (CenterFace at 960x544: about 0.2 s on one Pi-class core; a Jetson's GPU runs it in ~10 ms).
+ACCELERATED_SPEEDUP = 10.0
 
 
 def unmet(caps: Capabilities, kind: str, req: Requirements | None) -> str | None:
@@ -51,11 +62,63 @@ def never_runnable(nodes: Iterable[Node], kind: str, req: Requirements | None) -
     return f"no node can run this job ({sample})"
 
 
-def expected_completion_s(node: Node, kind: str, fallback_s: float) -> float:
+def accelerated_for(caps: Capabilities, model: str) -> bool:
+    """The node has an accelerator and runs `model` on it (not on its CPU)."""
+    runtime = caps.model_runtimes.get(model)
+    return bool(caps.accelerators) and runtime is not None and runtime.device != "cpu"
+
+
+def heavy_model(nodes: Iterable[Node], model: str) -> bool:
+    """Some node that loaded `model` says its manifest marks it heavy."""
+    for n in nodes:
+        runtime = n.caps.model_runtimes.get(model) if n.caps is not None else None
+        if runtime is not None and runtime.heavy:
+            return True
+    return False
+
+
+def _median(values: Sequence[float]) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+def guess_service_s(nodes: Iterable[Node], kind: str, model: str | None, accelerated: bool = False) -> float:
+    """What a node that has not measured this job yet is assumed to take (see the module's doc)."""
+    nodes = list(nodes)
+    kind_guess = fleet_service_s(nodes, kind)
+    if model is None:
+        return kind_guess
+    measured = [
+        (n.caps is not None and accelerated_for(n.caps, model), n.heartbeat.service_by_model[model])
+        for n in nodes if n.heartbeat is not None and model in n.heartbeat.service_by_model
+    ]
+    if not heavy_model(nodes, model):
+        fleet = _median([s for _, s in measured])
+        return fleet if fleet is not None else kind_guess
+    alike = _median([s for acc, s in measured if acc == accelerated])
+    if alike is not None:
+        return alike
+    other = _median([s for acc, s in measured if acc != accelerated])
+    base, scaled_from_other = (other, True) if other is not None else (kind_guess, False)
+    if accelerated:
+        return base / ACCELERATED_SPEEDUP
+    return base * ACCELERATED_SPEEDUP if scaled_from_other else base
+
+
+def expected_completion_s(
+    node: Node, kind: str, fallback_s: float, model: str | None = None, kind_time_counts: bool = True
+) -> float:
+    """`fallback_s`: the guess for a node that has not measured this job. A job naming `model`
+    is weighed by the node's time for that model, else (when `kind_time_counts`) for the kind."""
     caps, beat = node.caps, node.heartbeat
     assert caps is not None
-    measured = beat.service_by_kind.get(kind) if beat is not None else None
-    service = measured if measured is not None else fallback_s  # the fleet's median for a node new to this kind
+    measured = None
+    if beat is not None:
+        if model is not None:
+            measured = beat.service_by_model.get(model)
+        if measured is None and (model is None or kind_time_counts):
+            measured = beat.service_by_kind.get(kind)
+    service = measured if measured is not None else fallback_s
     eta = service * (1.0 + len(node.jobs) / caps.workers)
     if beat is not None:
         if beat.cpu_pct > 80.0:
@@ -84,5 +147,15 @@ def choose(nodes: list[Node], kind: str, req: Requirements | None, avoid: Collec
     candidates = [n for n in capable if n.free_slots > 0]
     if not candidates:
         return None
-    fallback = fleet_service_s(nodes, kind)
-    return min(candidates, key=lambda n: (expected_completion_s(n, kind, fallback), len(n.jobs), n.dispatched))
+    model = req.model if req is not None else None
+    if model is None:
+        fallback = fleet_service_s(nodes, kind)
+        return min(candidates, key=lambda n: (expected_completion_s(n, kind, fallback), len(n.jobs), n.dispatched))
+    heavy = heavy_model(nodes, model)
+    guesses = {acc: guess_service_s(nodes, kind, model, acc) for acc in (False, True)}
+
+    def key(n: Node) -> tuple[float, int, int]:
+        guess = guesses[n.caps is not None and accelerated_for(n.caps, model)]
+        return (expected_completion_s(n, kind, guess, model, kind_time_counts=not heavy), len(n.jobs), n.dispatched)
+
+    return min(candidates, key=key)

@@ -23,6 +23,14 @@ MAX_RAM_MB = 1 << 24  # 16 TiB
 MAX_LIST = 256  # accelerators, backends, models, kinds, tags
 
 
+class ModelRuntime(Part):
+    """How one loaded model runs on a node: what the scheduler needs to send heavy models to a GPU."""
+
+    backend: str = Field(max_length=64, description="The inference backend that loaded it: litert, edgetpu, onnx")
+    device: str = Field(max_length=64, description="What actually runs it: cpu, edgetpu, cuda, tensorrt")
+    heavy: bool = Field(False, description="The manifest marks it too slow for a CPU at frame rate")
+
+
 class Capabilities(Message):
     """A node's birth certificate, published retained on `nodes/{node}/capabilities`."""
 
@@ -36,9 +44,12 @@ class Capabilities(Message):
     python: str
     cores: int = Field(ge=1, le=MAX_CORES)
     ram_mb: int = Field(ge=0, le=MAX_RAM_MB)
-    accelerators: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="cuda, edgetpu, hailo, …")
-    backends: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="Importable inference runtimes: litert, tflite_runtime, …")
+    accelerators: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="cuda, tensorrt (a GPU and an onnxruntime that can use it), edgetpu, hailo")
+    backends: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=MAX_LIST, description="Inference backends usable here: litert, edgetpu, onnx")
     models: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_LIST, description="Models loaded and warmed up")
+    model_runtimes: dict[Annotated[str, Field(max_length=128)], ModelRuntime] = Field(
+        default_factory=dict, max_length=MAX_LIST, description="Per loaded model: its backend, the device running it, whether it is heavy"
+    )
     kinds: list[Ident] = Field(max_length=MAX_LIST, description="Job kinds this agent runs")
     workers: int = Field(ge=1, le=MAX_WORKERS, description="Jobs run at the same time")
     slots: int = Field(ge=1, le=MAX_SLOTS, description="Jobs accepted at once (running plus prefetched)")
@@ -80,6 +91,9 @@ class Heartbeat(Message):
     jobs_failed: int = Field(ge=0, le=MAX_COUNT)
     service_s: float | None = Field(None, ge=0, le=86400, description="Mean service time over recent jobs")
     service_by_kind: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(default_factory=dict, max_length=MAX_LIST)
+    service_by_model: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(
+        default_factory=dict, max_length=MAX_LIST, description="Service time per model, of the jobs that name one (detections)"
+    )
     held: list[Ident] = Field(default_factory=list, max_length=MAX_HELD_IDS, description="Ids of every job on this node; renews their leases")
     running: list[Ident] | None = Field(None, max_length=MAX_HELD_IDS, description="Ids of the held jobs that have started (the rest wait for a worker); absent from older agents")
     draining: bool = Field(False, description="True once the agent stopped taking new jobs")

@@ -181,8 +181,8 @@ def test_fallback_to_tflite_runtime_when_litert_is_missing(manifest: Manifest, m
 
 def test_importing_the_packages_imports_no_runtime() -> None:
     code = (
-        "import sys, edgehive.agents.inference, edgehive.agents.detection, edgehive.agents.modelstore\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ai_edge_litert', 'tflite_runtime')))"
+        "import sys, edgehive.agents.inference, edgehive.agents.detection, edgehive.agents.modelstore, edgehive.agents.probe\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ai_edge_litert', 'tflite_runtime', 'onnxruntime')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[]"
@@ -212,7 +212,7 @@ def test_edgetpu_reports_why_it_is_unavailable(manifest: Manifest) -> None:
 
 
 def test_unknown_backend_type_is_refused() -> None:
-    with pytest.raises(Exception, match="known types are \\['edgetpu', 'litert'\\]"):
+    with pytest.raises(Exception, match="known types are \\['edgetpu', 'litert', 'onnx'\\]"):
         create_backend({"type": "cuda"})
     with pytest.raises(Exception, match="Extra inputs"):
         create_backend({"type": "litert", "threads": 2})

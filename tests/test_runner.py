@@ -279,6 +279,40 @@ def test_service_by_kind(make_runner: Callable[..., JobRunner], results: Results
     assert mean == pytest.approx((runner.service_by_kind["sleep"] + runner.service_by_kind["noop"]) / 2)
 
 
+class ModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    seconds: float = 0.0
+
+
+def test_service_by_model(kinds: KindRegistry, results: Results) -> None:
+    """A kind that says which params field names its model gets service times per model as
+    well (the heartbeat's service_by_model); failures and other kinds' params do not count."""
+
+    def infer(params: ModelParams) -> str:
+        if params.model == "ghost":
+            raise JobFailed("this node has no model 'ghost'")
+        time.sleep(params.seconds)
+        return params.model
+
+    kinds.register(JobKind("infer", ModelParams, infer, model_param="model"))
+    runner = JobRunner(kinds, "n1", 2, 8, results.publish)
+    try:
+        now = time.time()
+        assert runner.try_accept(job("a", "infer", {"model": "centerface", "seconds": 0.01}), now)
+        assert runner.try_accept(job("b", "infer", {"model": "face"}), now)
+        assert runner.try_accept(job("c", "infer", {"model": "ghost"}), now)
+        assert runner.try_accept(job("d", "noop", {"echo": 1, "model": "not-a-model-job"}), now)
+        outcome = results.by_id(4)
+        assert [outcome[i].ok for i in "abcd"] == [True, True, False, True]
+        assert runner.wait_idle(WAIT_S)
+        assert set(runner.service_by_model) == {"centerface", "face"}
+        assert runner.service_by_model["centerface"] > 0  # slept 10 ms
+        assert set(runner.service_by_kind) == {"infer", "noop"}
+    finally:
+        runner.shutdown()
+
+
 def test_wait_idle(make_runner: Callable[..., JobRunner], gate: threading.Event) -> None:
     """Draining waits for held jobs: False while one is stuck, True once it finished."""
     runner = make_runner()

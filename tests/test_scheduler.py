@@ -1,4 +1,5 @@
-"""Placement: requirement filtering, slot limits, and weighing load, heat and measured speed."""
+"""Placement: requirement filtering, slot limits, and weighing load, heat and measured speed (per kind,
+per model, and for heavy models the accelerated nodes first)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,21 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from edgehive.coordinator.registry import Node
-from edgehive.coordinator.scheduler import DEFAULT_SERVICE_S, choose, expected_completion_s, fleet_service_s, never_runnable, unmet
-from edgehive.schemas import Capabilities, Heartbeat, Requirements
+from edgehive.coordinator.scheduler import (
+    ACCELERATED_SPEEDUP,
+    DEFAULT_SERVICE_S,
+    accelerated_for,
+    choose,
+    expected_completion_s,
+    fleet_service_s,
+    guess_service_s,
+    never_runnable,
+    unmet,
+)
+from edgehive.schemas import Capabilities, Heartbeat, ModelRuntime, Requirements
 
 
 def caps(node: str = "n1", **overrides: Any) -> Capabilities:
@@ -234,3 +246,118 @@ def test_avoided_node_left_for_another_capable_one() -> None:
 def test_avoided_node_used_when_no_other_could_run_the_job() -> None:
     plain, tpu = node("plain"), node("tpu", accelerators=["edgetpu"])
     assert choose([plain, tpu], "detect", Requirements(accelerator="edgetpu"), avoid={"tpu"}) is tpu
+
+
+# -- per-model service times and heavy models ---------------------------------------------------
+
+HEAVY = "centerface"
+
+
+def runtimes(device: str = "cpu", *, heavy: bool = True, backend: str = "onnx") -> dict[str, ModelRuntime]:
+    """What an agent advertises for its models: face on LiteRT, centerface on `device`."""
+    return {"face": ModelRuntime(backend="litert", device="cpu"), HEAVY: ModelRuntime(backend=backend, device=device, heavy=heavy)}
+
+
+def cpu_node(node_id: str, **kw: Any) -> Node:
+    return node(node_id, models=["face", HEAVY], model_runtimes=runtimes("cpu"), **kw)
+
+
+def gpu_node(node_id: str, **kw: Any) -> Node:
+    return node(node_id, models=["face", HEAVY], accelerators=["cuda", "tensorrt"], model_runtimes=runtimes("tensorrt"), **kw)
+
+
+def test_per_model_time_beats_per_kind_time() -> None:
+    """A job naming a model is weighed by each node's time for that model, not its kind average."""
+    a = node("a", models=["face", "person"], heartbeat={"service_by_kind": {"detect": 0.01}, "service_by_model": {"person": 0.9}})
+    b = node("b", models=["face", "person"], heartbeat={"service_by_kind": {"detect": 0.05}, "service_by_model": {"person": 0.1}})
+    assert choose([a, b], "detect", Requirements(model="person")) is b
+    assert choose([a, b], "detect", None) is a  # no model named: the kind's time
+
+
+def test_unmeasured_model_falls_back_to_the_kind_time() -> None:
+    """A light model no node has run yet: each node's time for the kind decides."""
+    slow = node("slow", models=["face", "person"], heartbeat={"service_by_kind": {"detect": 0.5}})
+    fast = node("fast", models=["face", "person"], heartbeat={"service_by_kind": {"detect": 0.05}})
+    assert choose([slow, fast], "detect", Requirements(model="person")) is fast
+
+
+def test_unmeasured_light_model_guessed_at_the_fleet_median_for_it() -> None:
+    measured = [node(f"m{i}", heartbeat={"service_by_model": {"face": s}}) for i, s in enumerate((0.1, 0.3, 0.2))]
+    assert guess_service_s(measured, "detect", "face") == 0.2
+    assert guess_service_s(measured, "detect", "person") == DEFAULT_SERVICE_S
+
+
+def test_heavy_model_goes_to_the_accelerated_node_before_anything_is_measured() -> None:
+    """The CPU node is measured fast at light models; that says nothing about the heavy one."""
+    cpu = cpu_node("pi", heartbeat={"service_by_kind": {"detect": 0.005}})
+    gpu = gpu_node("jetson", heartbeat={"service_by_kind": {"detect": 0.03}})
+    assert choose([cpu, gpu], "detect", Requirements(model=HEAVY)) is gpu
+    assert choose([cpu, gpu], "detect", Requirements(model="face")) is cpu  # light: measured kind time decides
+
+
+def test_an_accelerator_the_heavy_model_does_not_run_on_counts_for_nothing() -> None:
+    """A Coral node runs centerface on its CPU (the EdgeTPU runs TFLite only): no preference."""
+    coral = node("coral", models=["face", HEAVY], accelerators=["edgetpu"], model_runtimes=runtimes("cpu"),
+                 heartbeat={"service_by_kind": {"detect": 0.001}})
+    gpu = gpu_node("jetson")
+    assert not accelerated_for(coral.caps, HEAVY)  # type: ignore[arg-type]
+    assert accelerated_for(gpu.caps, HEAVY)  # type: ignore[arg-type]
+    assert choose([coral, gpu], "detect", Requirements(model=HEAVY)) is gpu
+
+
+def test_a_gpu_model_on_a_node_that_fell_back_to_the_cpu_is_not_accelerated() -> None:
+    """The agent reports what really runs the model: device cpu, whatever the node's accelerators."""
+    fallen = node("fallen", models=[HEAVY], accelerators=["cuda"], model_runtimes=runtimes("cpu"))
+    assert not accelerated_for(fallen.caps, HEAVY)  # type: ignore[arg-type]
+
+
+def test_measured_times_decide_once_known() -> None:
+    """A GPU node measured slower than a CPU node (a throttled GPU, a fallback) loses: measurements beat guesses."""
+    cpu = cpu_node("pc", heartbeat={"service_by_model": {HEAVY: 0.3}})
+    gpu = gpu_node("jetson", heartbeat={"service_by_model": {HEAVY: 2.0}})
+    assert choose([cpu, gpu], "detect", Requirements(model=HEAVY)) is cpu
+
+
+def test_heavy_frames_stay_on_the_gpu_until_its_slots_are_full() -> None:
+    """Measured 30 ms against 900 ms: the GPU node takes every frame it has room for, the CPU the rest."""
+    cpu = cpu_node("pi", slots=4, heartbeat={"service_by_model": {HEAVY: 0.9}})
+    gpu = gpu_node("jetson", slots=4, workers=1, heartbeat={"service_by_model": {HEAVY: 0.03}})
+    placed = []
+    for i in range(6):
+        chosen = choose([cpu, gpu], "detect", Requirements(model=HEAVY))
+        assert chosen is not None
+        chosen.jobs.add(f"f{i}")
+        placed.append(chosen.id)
+    assert placed == ["jetson"] * 4 + ["pi"] * 2
+
+
+def test_unmeasured_nodes_are_guessed_from_nodes_like_them() -> None:
+    """Heavy model: a new GPU node is guessed at the GPU nodes' median, a new CPU node at the CPU
+    nodes'; with only the other class measured, ACCELERATED_SPEEDUP converts between them."""
+    gpus = [gpu_node(f"g{i}", heartbeat={"service_by_model": {HEAVY: s}}) for i, s in enumerate((0.02, 0.04, 0.03))]
+    cpus = [cpu_node(f"c{i}", heartbeat={"service_by_model": {HEAVY: s}}) for i, s in enumerate((0.8, 1.0))]
+    assert guess_service_s(gpus + cpus, "detect", HEAVY, accelerated=True) == 0.03
+    assert guess_service_s(gpus + cpus, "detect", HEAVY, accelerated=False) == 1.0
+    assert guess_service_s(gpus, "detect", HEAVY, accelerated=False) == pytest.approx(0.03 * ACCELERATED_SPEEDUP)
+    assert guess_service_s(cpus, "detect", HEAVY, accelerated=True) == pytest.approx(1.0 / ACCELERATED_SPEEDUP)
+    fresh = [cpu_node("c"), gpu_node("g")]
+    assert guess_service_s(fresh, "detect", HEAVY, accelerated=True) == pytest.approx(DEFAULT_SERVICE_S / ACCELERATED_SPEEDUP)
+    assert guess_service_s(fresh, "detect", HEAVY, accelerated=False) == DEFAULT_SERVICE_S
+
+
+def test_a_new_cpu_node_does_not_steal_heavy_frames_from_a_measured_gpu() -> None:
+    """The GPU measured 30 ms; a CPU node that joins is guessed at 300 ms, so it is not tried first."""
+    gpu = gpu_node("jetson", heartbeat={"service_by_model": {HEAVY: 0.03}})
+    newcomer = cpu_node("new-pi")
+    assert choose([gpu, newcomer], "detect", Requirements(model=HEAVY)) is gpu
+
+
+def test_heartbeat_bounds_service_by_model() -> None:
+    """Like service_by_kind: at most 256 models, names that are identifiers, times within a day."""
+    beat(service_by_model={f"m{i}": 0.1 for i in range(256)})
+    with pytest.raises(ValidationError):
+        beat(service_by_model={f"m{i}": 0.1 for i in range(257)})
+    with pytest.raises(ValidationError):
+        beat(service_by_model={"bad name/with slash": 0.1})
+    with pytest.raises(ValidationError):
+        beat(service_by_model={"m": -1.0})

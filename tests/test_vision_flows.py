@@ -179,3 +179,42 @@ def test_each_camera_gets_its_model_labels_and_scores_from_one_cameras_file(flee
     assert outputs["yard"]["model"] == "person" and outputs["yard"]["detections"] == []
     assert [d["label"] for d in outputs["gate"]["detections"]] == ["person"]
 
+
+def test_centerface_on_onnx_next_to_a_tflite_model_and_a_cuda_agent_that_cannot_load_it(
+    fleet: Fleet, recorder: Recorder, models_dir: Path
+) -> None:
+    """One agent serves BlazeFace on LiteRT and CenterFace on ONNX Runtime; another, told to run
+    ONNX models on CUDA on this GPU-less machine, says why it cannot and advertises only BlazeFace.
+    A 1080p frame with a face 46 px tall, sent for centerface, comes back with that face, and the
+    agent's heartbeats then carry the model's measured service time."""
+    fleet.coordinator()
+    common = {"EDGEHIVE_MODELS_DIR": str(models_dir), "EDGEHIVE_MODELS": "face,centerface", "EDGEHIVE_WORKERS": "1",
+              "EDGEHIVE_SLOTS": "1", "EDGEHIVE_LOG_LEVEL": "INFO"}
+    fleet.agent("cpu-node", **common)
+    fleet.agent("cuda-node", EDGEHIVE_ONNX_PROVIDERS="cuda", **common)
+    wait_nodes_online(recorder, 2, timeout_s=90)
+    caps = {n: recorder.json(f"nodes/{n}/capabilities")[-1] for n in ("cpu-node", "cuda-node")}
+    assert caps["cpu-node"]["models"] == ["centerface", "face"]
+    assert caps["cpu-node"]["model_runtimes"]["centerface"] == {"backend": "onnx", "device": "cpu", "heavy": True}
+    assert caps["cpu-node"]["model_runtimes"]["face"] == {"backend": "litert", "device": "cpu", "heavy": False}
+    assert "onnx" in caps["cpu-node"]["backends"] and caps["cpu-node"]["accelerators"] == []
+    assert caps["cuda-node"]["models"] == ["face"]
+    assert "CUDA execution provider not available" in fleet.log("cuda-node")
+
+    scale = 46 / (REFERENCE_FACE[3] - REFERENCE_FACE[1])
+    side = round(512 * scale)
+    frame = cv2.resize(photo("coffee"), (1920, 1080))
+    frame[600 : 600 + side, 1300 : 1300 + side] = cv2.resize(photo("astronaut"), (side, side), interpolation=cv2.INTER_AREA)
+    truth = [1300 + v * scale if i % 2 == 0 else 600 + v * scale for i, v in enumerate(REFERENCE_FACE)]
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    recorder.publish("frames/far", envelope.pack(b'{"v":1,"model":"centerface"}', jpeg.tobytes()), qos=1)
+    [result] = wait_until(lambda: detections(recorder, "far"), 60, "the centerface result")
+    assert result["ok"] is True and result["node"] == "cpu-node"
+    output = result["output"]
+    assert output["model"] == "centerface" and (output["width"], output["height"]) == (1920, 1080)
+    [face] = output["detections"]
+    assert face["label"] == "face" and box_iou(face["box"], truth) >= 0.5, (face["box"], truth)
+    beat = wait_until(lambda: next((b for b in reversed(recorder.json("nodes/cpu-node/heartbeat"))
+                                    if "centerface" in b.get("service_by_model", {})), None), 30, "service_by_model in a heartbeat")
+    assert beat["service_by_model"]["centerface"] > 0

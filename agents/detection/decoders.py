@@ -12,6 +12,7 @@ from edgehive.agents.modelstore import ModelSpec
 
 from .blaze import BlazeDecoder, BlazePoseDecoder
 from .candidates import Candidates
+from .centerface import CenterFaceDecoder
 from .errors import DetectionError
 from .ssd import SsdPostprocessedDecoder
 from .ssd_raw import SsdAnchorsDecoder
@@ -26,6 +27,7 @@ class Decoder(Protocol):
 DECODERS: Mapping[str, Callable[[ModelSpec, ModelHandle], Decoder]] = {
     "blazeface": BlazeDecoder,
     "blazepose_detector": BlazePoseDecoder,
+    "centerface": CenterFaceDecoder,
     "ssd_anchors": SsdAnchorsDecoder,
     "ssd_postprocessed": SsdPostprocessedDecoder,
 }

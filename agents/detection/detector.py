@@ -47,7 +47,7 @@ class Detector:
         image = as_bgr(image_bgr)
         height, width = image.shape[:2]
         rgb, box = letterbox(image, self.spec.input_size, keep_aspect=self.spec.resize == "letterbox")
-        tensor = to_tensor(rgb, self.model.input_dtype, self.spec.input_range)
+        tensor = to_tensor(rgb, self.model.input_dtype, self.spec.input_range, self.model.input_layout)
         start = time.perf_counter()
         try:
             outputs = self.model.infer(tensor)
@@ -96,7 +96,13 @@ class Detector:
 
 def load_detector(spec: ModelSpec, backend: InferenceBackend, *, verify: bool = True) -> Detector:
     """Load `spec`'s file on `backend` (its EdgeTPU variant on the edgetpu backend, when the
-    manifest names one), after checking its SHA-256 when the manifest pins one."""
+    manifest names one), after checking its SHA-256 when the manifest pins one. A model whose
+    manifest says `reshape_input` is loaded at the manifest's input size."""
+    if spec.model_format not in backend.formats:
+        raise DetectionError(
+            f"model {spec.name}: the {backend.type_key} backend does not run {spec.model_format} models "
+            f"(it runs {', '.join(sorted(backend.formats))})"
+        )
     path = Path(spec.file)
     if backend.type_key == "edgetpu" and spec.edgetpu_file:
         path = Path(spec.edgetpu_file)
@@ -107,7 +113,7 @@ def load_detector(spec: ModelSpec, backend: InferenceBackend, *, verify: bool = 
     if not path.is_file():
         raise DetectionError(f"model {spec.name}: {path} is missing (run: python -m edgehive.agents.modelstore)")
     try:
-        model = backend.load(path)
+        model = backend.load(path, input_size=spec.input_size if spec.reshape_input else None)
     except BackendError as exc:
         raise DetectionError(f"model {spec.name}: {exc}") from None
     return Detector(spec, model)

@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgehive.agents.inference import Layout
+
 from .errors import DetectionError
 
 
@@ -81,8 +83,10 @@ def letterbox(image_bgr: np.ndarray, dst_size: tuple[int, int], keep_aspect: boo
     return canvas, box
 
 
-def to_tensor(rgb: np.ndarray, dtype: np.dtype[Any], input_range: tuple[float, float]) -> np.ndarray:
-    """A (1, H, W, 3) tensor of the model's input type.
+def to_tensor(
+    rgb: np.ndarray, dtype: np.dtype[Any], input_range: tuple[float, float], layout: Layout = "NHWC"
+) -> np.ndarray:
+    """A (1, H, W, 3) tensor of the model's input type, or (1, 3, H, W) for an NCHW model.
 
     Float inputs map pixel 0..255 linearly onto `input_range`; uint8 inputs (quantized models,
     whose quantization already expects raw pixels) take the pixels as they are; int8 inputs
@@ -98,4 +102,6 @@ def to_tensor(rgb: np.ndarray, dtype: np.dtype[Any], input_range: tuple[float, f
         tensor = tensor.astype(dtype, copy=False)
     else:
         raise DetectionError(f"unsupported model input type {dtype}")
+    if layout == "NCHW":
+        return np.ascontiguousarray(tensor.transpose(2, 0, 1))[None, ...]
     return tensor[None, ...]

@@ -1,4 +1,5 @@
-"""Inference backends, chosen by a `type` key: `litert` (CPU) and `edgetpu` (Coral).
+"""Inference backends, chosen by a `type` key: `litert` (CPU), `edgetpu` (Coral) and `onnx`
+(ONNX Runtime: CPU, or CUDA / TensorRT on an NVIDIA GPU).
 
     backend = create_backend({"type": "litert", "num_threads": 2})
     model = backend.load(Path("models/pose_detection.tflite"))
@@ -14,11 +15,14 @@ from .base import (
     BackendUnavailable,
     InferenceBackend,
     InferenceError,
+    Layout,
     ModelHandle,
     ModelLoadError,
 )
+from .choice import AUTO_BACKENDS, BackendChoice, choose_backend
 from .edgetpu import EdgeTPUBackend, EdgeTPUConfig
 from .litert import LiteRTBackend, LiteRTConfig
+from .onnx import OnnxBackend, OnnxConfig, OnnxModel, offered_providers
 from .registry import (
     BACKENDS,
     BackendConfig,
@@ -29,8 +33,10 @@ from .registry import (
 )
 
 __all__ = [
+    "AUTO_BACKENDS",
     "BACKENDS",
     "Availability",
+    "BackendChoice",
     "BackendConfig",
     "BackendConfigBase",
     "BackendError",
@@ -41,10 +47,16 @@ __all__ = [
     "InferenceError",
     "LiteRTBackend",
     "LiteRTConfig",
+    "Layout",
     "ModelHandle",
     "ModelLoadError",
+    "OnnxBackend",
+    "OnnxConfig",
+    "OnnxModel",
     "available_backends",
     "backend_availability",
+    "choose_backend",
     "create_backend",
+    "offered_providers",
     "parse_backend_config",
 ]

@@ -11,13 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "Availability",
+    "Layout",
     "BackendConfigBase",
     "BackendError",
     "BackendUnavailable",
@@ -26,6 +27,9 @@ __all__ = [
     "ModelHandle",
     "ModelLoadError",
 ]
+
+
+Layout = Literal["NHWC", "NCHW"]  # where the colour channels are in a (1, ...) image input
 
 
 class BackendError(Exception):
@@ -64,15 +68,23 @@ class BackendConfigBase(BaseModel):
 
 
 class ModelHandle(ABC):
-    """A model ready to run. `input_size` is (width, height) of its image input."""
+    """A model ready to run. `input_size` is (width, height) of its image input.
+
+    `input_layout` says where the channels are, so the caller builds the tensor the model
+    takes (TFLite models are NHWC, most ONNX exports NCHW). `device` names what actually runs
+    the model once loaded ("cpu", "edgetpu", "cuda", "tensorrt"): a backend asked for a GPU
+    may have fallen back, and capabilities and logs must say what really happens.
+    """
 
     path: Path
     input_size: tuple[int, int]
     input_shape: tuple[int, ...]
     input_dtype: np.dtype[Any]
     input_quantization: tuple[float, int]  # (scale, zero point) of a quantized input; (0.0, 0) when float
+    input_layout: Layout = "NHWC"
     output_names: list[str]
-    output_shapes: list[tuple[int, ...]]
+    output_shapes: list[tuple[int, ...]]  # -1 where the model leaves a dim open
+    device: str = "cpu"
 
     @abstractmethod
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
@@ -84,6 +96,7 @@ class InferenceBackend(ABC):
 
     type_key: ClassVar[str]
     config_class: ClassVar[type[BackendConfigBase]]
+    formats: ClassVar[frozenset[str]]  # the model file formats it runs
 
     def __init__(self, config: BackendConfigBase) -> None:
         if not isinstance(config, self.config_class):
@@ -96,8 +109,12 @@ class InferenceBackend(ABC):
         """Can this backend run here? Cheap enough for a capability probe; never raises."""
 
     @abstractmethod
-    def load(self, model_path: Path) -> ModelHandle:
-        """Load and allocate a model; raises BackendUnavailable or ModelLoadError."""
+    def load(self, model_path: Path, input_size: tuple[int, int] | None = None) -> ModelHandle:
+        """Load and allocate a model; raises BackendUnavailable or ModelLoadError.
+
+        `input_size` (width, height) sets the image input of a fully convolutional model whose
+        file declares other dims (batch 1); a backend that cannot do that raises ModelLoadError.
+        """
 
     def describe(self) -> str:
         return self.config.model_dump_json()

@@ -37,6 +37,7 @@ def _delegate_options(config: EdgeTPUConfig) -> dict[str, str] | None:
 class EdgeTPUBackend(InferenceBackend):
     type_key = BACKEND_KEY
     config_class = EdgeTPUConfig
+    formats = frozenset({"tflite"})
     config: EdgeTPUConfig
 
     def __init__(self, config: EdgeTPUConfig | None = None) -> None:
@@ -65,8 +66,11 @@ class EdgeTPUBackend(InferenceBackend):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendUnavailable(f"EdgeTPU delegate failed (is a Coral TPU attached?): {exc}") from None
 
-    def load(self, model_path: Path) -> ModelHandle:
+    def load(self, model_path: Path, input_size: tuple[int, int] | None = None) -> ModelHandle:
         delegate = self._delegate(self.config)
-        model = TfliteModel(Path(model_path), interpreter_api(self.config.runtime), self.config.num_threads, [delegate])
+        model = TfliteModel(
+            Path(model_path), interpreter_api(self.config.runtime), self.config.num_threads, [delegate],
+            input_size=input_size, device="edgetpu",
+        )
         log.info("loaded %s on the EdgeTPU (%s)", model_path, self.config.device or "first found")
         return model

@@ -25,6 +25,7 @@ class LiteRTConfig(BackendConfigBase):
 class LiteRTBackend(InferenceBackend):
     type_key = BACKEND_KEY
     config_class = LiteRTConfig
+    formats = frozenset({"tflite"})
     config: LiteRTConfig
 
     def __init__(self, config: LiteRTConfig | None = None) -> None:
@@ -39,8 +40,8 @@ class LiteRTBackend(InferenceBackend):
             return Availability(False, str(exc))
         return Availability(True, f"runtime {api.runtime}")
 
-    def load(self, model_path: Path) -> ModelHandle:
+    def load(self, model_path: Path, input_size: tuple[int, int] | None = None) -> ModelHandle:
         api = interpreter_api(self.config.runtime)
-        model = TfliteModel(Path(model_path), api, self.config.num_threads)
+        model = TfliteModel(Path(model_path), api, self.config.num_threads, input_size=input_size)
         log.info("loaded %s with %s (%d thread(s))", model_path, api.runtime, self.config.num_threads)
         return model

@@ -15,15 +15,17 @@ from pydantic import Field, TypeAdapter, ValidationError
 from .base import Availability, BackendConfigBase, BackendError, InferenceBackend
 from .edgetpu import EdgeTPUBackend, EdgeTPUConfig
 from .litert import LiteRTBackend, LiteRTConfig
+from .onnx import OnnxBackend, OnnxConfig
 
 log = logging.getLogger(__name__)
 
 BACKENDS: Mapping[str, type[InferenceBackend]] = {
     LiteRTBackend.type_key: LiteRTBackend,
     EdgeTPUBackend.type_key: EdgeTPUBackend,
+    OnnxBackend.type_key: OnnxBackend,
 }
 
-BackendConfig = Annotated[Union[LiteRTConfig, EdgeTPUConfig], Field(discriminator="type")]  # noqa: UP007
+BackendConfig = Annotated[Union[LiteRTConfig, EdgeTPUConfig, OnnxConfig], Field(discriminator="type")]  # noqa: UP007
 _CONFIG = TypeAdapter(BackendConfig)
 
 

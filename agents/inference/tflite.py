@@ -54,9 +54,18 @@ def interpreter_api(runtime: Runtime = "auto") -> InterpreterApi:
 class TfliteModel(ModelHandle):
     """One allocated interpreter. A lock serializes calls: interpreters are not thread-safe."""
 
-    def __init__(self, path: Path, api: InterpreterApi, num_threads: int, delegates: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        api: InterpreterApi,
+        num_threads: int,
+        delegates: Sequence[Any] = (),
+        input_size: tuple[int, int] | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.path = path
         self.runtime = api.runtime
+        self.device = device
         try:
             self._interpreter = api.interpreter(
                 model_path=str(path), num_threads=num_threads, experimental_delegates=list(delegates) or None
@@ -71,6 +80,11 @@ class TfliteModel(ModelHandle):
         self._outputs = self._interpreter.get_output_details()
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.input_size = (self.input_shape[2], self.input_shape[1])
+        if input_size is not None and tuple(input_size) != self.input_size:
+            raise ModelLoadError(
+                f"{path}: takes {self.input_size[0]}x{self.input_size[1]}; a TFLite model's input size is fixed "
+                f"(asked for {input_size[0]}x{input_size[1]})"
+            )
         self.input_dtype = np.dtype(self._input["dtype"])
         scale, zero_point = self._input.get("quantization", (0.0, 0))
         self.input_quantization = (float(scale), int(zero_point))
