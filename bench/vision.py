@@ -150,10 +150,14 @@ def _raw_worker(conn, model: str, models_dir: str, threads: int) -> None:  # typ
     import numpy as np
 
     from edgehive.agents.detection import load_detector
-    from edgehive.agents.inference import create_backend
+    from edgehive.agents.inference import BackendChoice, create_backend
     from edgehive.agents.modelstore import load_manifest
 
-    detector = load_detector(load_manifest(Path(models_dir)).get(model), create_backend({"type": "litert", "num_threads": threads}))
+    spec = load_manifest(Path(models_dir)).get(model)
+    config, why = BackendChoice("litert", threads).choose(spec.model_format)  # what the agents get: LiteRT for TFLite, ONNX Runtime for ONNX
+    if config is None:
+        raise SystemExit(f"raw {model}: {why}")
+    detector = load_detector(spec, create_backend(config))
     detector.warm_up()
     conn.send(("ready", os.getpid()))
     while True:
