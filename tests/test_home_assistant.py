@@ -16,9 +16,23 @@ DEMO_JPEG = Path(__file__).resolve().parent.parent / "sensors" / "demo" / "01-as
 
 
 def retained(port: int, count: int) -> dict[str, dict]:
-    out = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", "homeassistant/#", "-v", "-C", str(count), "-W", "15"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return {topic: orjson.loads(payload) for topic, payload in (line.split(" ", 1) for line in out.splitlines())}
+    """The configs of `count` distinct topics, read with the real mosquitto_sub. Counted by topic,
+    not by message: a config published while mosquitto_sub subscribes may arrive twice (once
+    retained, once live), as it does on amqtt."""
+    configs: dict[str, dict] = {}
+    with subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t", "homeassistant/#", "-v", "-W", "20"],
+                          stdout=subprocess.PIPE, text=True) as sub:
+        assert sub.stdout is not None
+        try:
+            for line in sub.stdout:
+                topic, payload = line.rstrip("\n").split(" ", 1)
+                configs[topic] = orjson.loads(payload)
+                if len(configs) >= count:
+                    break
+        finally:
+            sub.kill()
+    assert len(configs) >= count, f"only {sorted(configs)} within 20 s"
+    return configs
 
 
 def coordinator_online(recorder: Recorder) -> None:
