@@ -720,14 +720,14 @@ def report(rows: list[Row], info: dict[str, object], args: argparse.Namespace, i
         (f"latency: open loop at {'--latency-rate' if args.latency_rate else f'{args.latency_fraction:g} x system frames/s'} for "
          f"{args.latency_seconds:g} s, cameras in turn; raw paced at the same total rate; added = e2e − raw p50"),
         "",
-        (f"  {'model':<10}{'image':<10}{'raw f/s':>9}{'sys f/s':>9}{'effic.':>8}{'target':>10}"
+        (f"  {'model':<11}{'image':<10}{'raw f/s':>9}{'sys f/s':>9}{'effic.':>8}{'target':>10}"
          f"{'raw p50':>9}{'e2e p50':>9}{'e2e p99':>9}{'+p50':>8}{'+p99':>8}{'@ f/s':>7}"),
     ]
     for r in rows:
         target = TARGET_EFFICIENCY.get(r.model)
         tgt = f">={target:.2f} {verdict(r)}" if target else "report"
         lines.append(
-            f"  {r.model:<10}{r.image:<10}{r.raw_fps:>9.1f}{r.system_fps:>9.1f}{r.efficiency:>8.3f}{tgt:>10}"
+            f"  {r.model:<11}{r.image:<10}{r.raw_fps:>9.1f}{r.system_fps:>9.1f}{r.efficiency:>8.3f}{tgt:>10}"
             f"{r.raw_p50_ms:>9.2f}{r.e2e_p50_ms:>9.2f}{r.e2e_p99_ms:>9.2f}{r.added_p50_ms:>+8.2f}{r.added_p99_ms:>+8.2f}{r.latency_rate:>7.1f}"
         )
     lines.append("  (ms; raw p50 = decode + Detector.process per frame; +p50 / +p99 = e2e p50 / p99 minus raw p50)")
