@@ -27,12 +27,15 @@ from edgehive.schemas.vision import MAX_LABELS, DetectionOutput, Label
 
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
+from .detection.tiles import crop, to_frame
 from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
 from .snapshots import SnapshotPublisher
 
 log = logging.getLogger(__name__)
+
+NonNegative = Annotated[int, Field(ge=0, le=1 << 16)]
 
 DETECT_KIND = "detections"
 
@@ -46,6 +49,9 @@ class DetectParams(BaseModel):
     captured: float | None = None
     labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep (None: all)")
     min_score: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict, max_length=MAX_LABELS)
+    tile: tuple[NonNegative, NonNegative, NonNegative, NonNegative] | None = Field(
+        None, description="Run the model on this rectangle of the frame only (x0, y0, x1, y1 pixels); boxes still come back in the frame's"
+    )
 
 
 class DetectorPool:
@@ -133,11 +139,15 @@ def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = No
         image = decode_jpeg(jpeg)
         with pool.borrow(params.model) as detector:
             try:
-                output: DetectionOutput = detector.process(image)
+                if params.tile is None:
+                    output: DetectionOutput = detector.process(image)
+                else:
+                    frame_size = (image.shape[1], image.shape[0])
+                    output = to_frame(detector.process(crop(image, params.tile)), params.tile, frame_size)
             except DetectionError as error:
                 raise JobFailed(str(error)) from None
         output = keep_wanted(output, params.labels, params.min_score)
-        if snapshots is not None:
+        if snapshots is not None and params.tile is None:  # a tile's boxes are a part of the frame's: no snapshot of them alone
             snapshots.offer(params.camera, image, output)
         return output.model_dump(mode="json")
 
