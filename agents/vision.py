@@ -121,7 +121,8 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
             log.error("model %s not loaded: %s", spec.name, error)
             continue
         loaded[spec.name] = instances
-        runtimes[spec.name] = ModelRuntime(backend=config.type, device=instances[0].model.device, heavy=spec.heavy)
+        runtimes[spec.name] = ModelRuntime(backend=config.type, device=instances[0].model.device, heavy=spec.heavy,
+                                          input_size=spec.input_size)
         log.info("model %s ready on %s (%s)", spec.name, config.type, runtimes[spec.name].device)
     log.info("models ready: %s", ", ".join(f"{n} ({r.backend}, {r.device})" for n, r in runtimes.items()) or "none")
     return DetectorPool(loaded, runtimes)

@@ -29,6 +29,9 @@ class ModelRuntime(Part):
     backend: str = Field(max_length=64, description="The inference backend that loaded it: litert, edgetpu, onnx")
     device: str = Field(max_length=64, description="What actually runs it: cpu, edgetpu, cuda, tensorrt")
     heavy: bool = Field(False, description="The manifest marks it too slow for a CPU at frame rate")
+    input_size: tuple[Annotated[int, Field(gt=0, le=1 << 16)], Annotated[int, Field(gt=0, le=1 << 16)]] | None = Field(
+        None, description="Width, height of the model's input: how the coordinator sizes a camera's tiles"
+    )
 
 
 class Capabilities(Message):

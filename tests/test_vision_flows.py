@@ -195,8 +195,8 @@ def test_centerface_on_onnx_next_to_a_tflite_model_and_a_cuda_agent_that_cannot_
     wait_nodes_online(recorder, 2, timeout_s=90)
     caps = {n: recorder.json(f"nodes/{n}/capabilities")[-1] for n in ("cpu-node", "cuda-node")}
     assert caps["cpu-node"]["models"] == ["centerface", "face"]
-    assert caps["cpu-node"]["model_runtimes"]["centerface"] == {"backend": "onnx", "device": "cpu", "heavy": True}
-    assert caps["cpu-node"]["model_runtimes"]["face"] == {"backend": "litert", "device": "cpu", "heavy": False}
+    assert caps["cpu-node"]["model_runtimes"]["centerface"] == {"backend": "onnx", "device": "cpu", "heavy": True, "input_size": [960, 544]}
+    assert caps["cpu-node"]["model_runtimes"]["face"] == {"backend": "litert", "device": "cpu", "heavy": False, "input_size": [128, 128]}
     assert "onnx" in caps["cpu-node"]["backends"] and caps["cpu-node"]["accelerators"] == []
     assert caps["cuda-node"]["models"] == ["face"]
     assert "CUDA execution provider not available" in fleet.log("cuda-node")
