@@ -8,10 +8,13 @@ path) and feed it the options from the manifest. A decoder computes its anchors 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from edgehive.agents.modelstore import AnchorSpec, ModelSpec
+
+from .errors import DetectionError
 
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
@@ -70,3 +73,15 @@ def four_scales(spec: ModelSpec) -> np.ndarray:
     """The manifest's box_scale as x, y, w, h (two values mean w = x, h = y; none: the input size)."""
     scale = spec.box_scale or spec.input_size
     return np.asarray(tuple(scale) * 2 if len(scale) == 2 else scale, np.float32)
+
+
+def per_anchor_outputs(spec: ModelSpec, shapes: Sequence[tuple[int, ...]], num_anchors: int) -> tuple[int, int]:
+    """The two outputs of shape [1, anchors, C] (boxes and scores, in some order): a model whose
+    outputs do not match its manifest's anchor grid is refused with what it has."""
+    per_anchor = [i for i, s in enumerate(shapes) if len(s) == 3 and s[0] == 1 and s[1] == num_anchors]
+    if len(per_anchor) != 2:
+        raise DetectionError(
+            f"model {spec.name}: expected two outputs of shape [1, {num_anchors}, C] to match its anchors, "
+            f"got {[list(s) for s in shapes]} (check the manifest's anchors and input_size)"
+        )
+    return per_anchor[0], per_anchor[1]

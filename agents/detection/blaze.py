@@ -16,7 +16,7 @@ import numpy as np
 from edgehive.agents.inference import ModelHandle
 from edgehive.agents.modelstore import ModelSpec
 
-from .anchors import four_scales, ssd_anchors
+from .anchors import four_scales, per_anchor_outputs, ssd_anchors
 from .candidates import Candidates
 from .errors import DetectionError
 from .nms import weighted_nms
@@ -40,13 +40,7 @@ class BlazeDecoder:
     @staticmethod
     def _locate(spec: ModelSpec, shapes: Sequence[tuple[int, ...]], num_anchors: int) -> tuple[int, int]:
         """Which output holds the raw boxes and which the scores: chosen by shape, not by position."""
-        per_anchor = [i for i, s in enumerate(shapes) if len(s) == 3 and s[0] == 1 and s[1] == num_anchors]
-        if len(per_anchor) != 2:
-            raise DetectionError(
-                f"model {spec.name}: expected two outputs of shape [1, {num_anchors}, C] to match its anchors, "
-                f"got {[list(s) for s in shapes]} (check the manifest's anchors and input_size)"
-            )
-        a, b = per_anchor
+        a, b = per_anchor_outputs(spec, shapes, num_anchors)
         boxes_at, scores_at = (a, b) if shapes[a][2] > shapes[b][2] else (b, a)
         coords = shapes[boxes_at][2]
         if coords < 4 or coords % 2:

@@ -18,7 +18,7 @@ import numpy as np
 from edgehive.agents.inference import ModelHandle
 from edgehive.agents.modelstore import ModelSpec
 
-from .anchors import four_scales, ssd_anchors
+from .anchors import four_scales, per_anchor_outputs, ssd_anchors
 from .candidates import Candidates
 from .errors import DetectionError
 from .nms import hard_nms
@@ -31,13 +31,7 @@ MAX_LOG_SIZE = 10.0
 def locate_outputs(spec: ModelSpec, model: ModelHandle, num_anchors: int) -> tuple[int, int]:
     """Which output holds the box encodings [1, N, 4] and which the class scores [1, N, labels]."""
     shapes = model.output_shapes
-    per_anchor = [i for i, s in enumerate(shapes) if len(s) == 3 and s[0] == 1 and s[1] == num_anchors]
-    if len(per_anchor) != 2:
-        raise DetectionError(
-            f"model {spec.name}: expected two outputs of shape [1, {num_anchors}, C] to match its anchors, "
-            f"got {[list(s) for s in shapes]} (check the manifest's anchors and input_size)"
-        )
-    a, b = per_anchor
+    a, b = per_anchor_outputs(spec, shapes, num_anchors)
     if shapes[a][2] == shapes[b][2]:  # as many classes as box values: the names decide, else TF's order
         boxes_at = b if "box" in model.output_names[b].lower() and "box" not in model.output_names[a].lower() else a
     else:
