@@ -64,7 +64,7 @@ class CameraPolicy:
     default_model: str
 
     def resolve(self, camera: str, envelope_model: str | None = None) -> CameraConfig:
-        base = CameraConfig(model=self.default_model, tiles="auto")
+        base = CameraConfig(model=self.default_model)
         every = self.cameras.get(EVERY_CAMERA)
         if every is not None:
             base = every.over(base)

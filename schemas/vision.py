@@ -68,12 +68,6 @@ class CameraConfig(Part):
         description="Lowest score kept per label; the key \"*\" applies to labels not named (default: the model's own score_threshold)",
     )
 
-    tiles: Annotated[str, StringConstraints(pattern=r"^(auto|off|[1-9]x[1-9])$")] | None = Field(
-        None,
-        description="Cut big frames into overlapping tiles, each a job of its own, merged into one result: "
-        "auto (frames over about four model inputs a side), a grid such as 3x2, or off (default: auto)",
-    )
-
     def over(self, base: CameraConfig) -> CameraConfig:
         """This camera's settings, with what it leaves unset taken from `base` (the `*` entry)."""
         update = {name: getattr(self, name) for name in self.model_fields_set}
