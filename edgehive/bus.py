@@ -356,6 +356,7 @@ class MqttBus:
         self._subs: list[_Subscription[Any]] = []
         self._routes: dict[str, tuple[_Subscription[Any], ...]] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
+        self._on_disconnect_hooks: list[Callable[[], None]] = []
         self._error_limit = _RateLimit(per_s=50, burst=200)
         self._stopping = False
         self._clearing: dict[str, int] = {}  # retained commands we cleared, whose echo to ignore
@@ -396,6 +397,10 @@ class MqttBus:
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Run `hook` after every (re)connect, once subscriptions are restored (birth messages)."""
         self._on_connect_hooks.append(hook)
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        """Run `hook` (on the network thread) when an established connection drops, not at `stop`."""
+        self._on_disconnect_hooks.append(hook)
 
     def after_read_burst(self, hook: Callable[[], None]) -> None:
         """Run `hook` on the network thread after each burst of incoming messages is handled,
@@ -573,6 +578,11 @@ class MqttBus:
             return
         if was_connected:
             log.warning("disconnected from %s (%s); reconnecting with backoff", self.url.redacted(), reason)
+            for hook in self._on_disconnect_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("on-disconnect hook failed")
         elif not self._connack_seen:  # the socket opened but no MQTT answer came: not an MQTT port, or a TLS one
             hint = "" if self.url.tls else " (a TLS port? use mqtts://)"
             self._connect_failed(f"the connection closed before the broker answered{hint}")
