@@ -88,6 +88,7 @@ class CoordinatorCore:
         self.connected = False
         self._cameras = cameras or settings.camera_policy
         self._requirements = ModelRequirements()
+        self._kind_verdicts: dict[str, str | None] = {}  # kind → why no known node runs it (cleared by capabilities)
         self._new_job_id = new_job_id
         self._run_id = run_id or uuid.uuid4().hex[:8]
         self._frame_seq = 0
@@ -172,7 +173,9 @@ class CoordinatorCore:
     def _publish_state(self, lease: Lease, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
         lease.state = state
         payload = job_state_json(lease.id, state, ts or self._now.wall, lease.kind, lease.attempt, lease.node, reason)
-        self._out.publish.append(Publish(self.topics.job_state(lease.id), payload, 1, False))
+        if not lease.state_topic:
+            lease.state_topic = self.topics.job_state(lease.id)
+        self._out.publish.append(Publish(lease.state_topic, payload, 1, False))
 
     # -- submissions -------------------------------------------------------------------------
 
@@ -235,10 +238,16 @@ class CoordinatorCore:
         self._finish(lease, S.FAILED, reason)
 
     def _unrunnable(self, kind: str, request: JobRequest | None) -> str | None:
-        """Why no known node could ever run it; judged only once the registry is rebuilt."""
+        """Why no known node could ever run it; judged only once the registry is rebuilt. The
+        verdict on a kind alone (no `requires`) changes only with capabilities: it is kept."""
         if self._now.mono - self._started <= self.settings.dead_after:
             return None
-        return scheduler.never_runnable(self.registry.nodes.values(), kind, request.requires if request is not None else None)
+        requires = request.requires if request is not None else None
+        if requires is not None:
+            return scheduler.never_runnable(self.registry.nodes.values(), kind, requires)
+        if kind not in self._kind_verdicts:
+            self._kind_verdicts[kind] = scheduler.never_runnable(self.registry.nodes.values(), kind, None)
+        return self._kind_verdicts[kind]
 
     # -- ends --------------------------------------------------------------------------------
 
@@ -358,6 +367,7 @@ class CoordinatorCore:
             log.info("node %s is online", change.node.id)
 
     def _on_capabilities(self, event: CapabilitiesIn) -> None:
+        self._kind_verdicts.clear()
         self._apply(self.registry.on_capabilities(event.caps, self._now.mono), "restarted")
         self._pump_wanted = True
 

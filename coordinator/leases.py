@@ -73,6 +73,7 @@ class Lease:
     lost: bool = False  # given up on (not retried); a late result from its node still counts
     avoid: set[str] = field(default_factory=set)  # nodes where its lease lapsed or that handed it back
     placed_on: set[str] = field(default_factory=set)  # every node it was given to: whose result counts
+    state_topic: str = ""  # jobs/{id}/state, built once
 
     def __post_init__(self) -> None:
         if self.request is not None:

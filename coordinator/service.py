@@ -1,15 +1,19 @@
 """The coordinator process: the broker connection, the job journal, and one thread that owns the core.
 
 The MQTT client's network thread only reads: each message is parsed and checked at the door
-(coordinator/ingest.py) and queued as an event. One service thread takes the queued events, has
-the core (coordinator/core.py) handle them, and carries out what it returns: publishing, journal
-writes, error reports. It is the only thread that touches the coordinator's state, so there is
-no lock, and it also does the periodic work (a tick every half heartbeat, at most 0.5 s).
+(coordinator/ingest.py) and queued as an event; at the end of each read burst it queues a
+marker and goes back to the socket. One service thread takes what is queued, has the core
+(coordinator/core.py) handle it in one step, and carries out what it returns: publishing,
+journal writes, error reports. It is the only thread that touches the coordinator's state, so
+there is no lock, and it also does the periodic work (a tick every half heartbeat, at most 0.5 s).
 
 Durability: a submission the broker saw acknowledged is in the journal, flushed to the OS. The
-network thread sends a burst's acknowledgements only after the service thread has handled that
-burst and flushed the journal; it waits for that at the end of each burst that carried
-messages (`fsync` per job would cost more than the job; a power cut can lose the last second).
+bus holds back the acknowledgements of each burst (`defer_acks`); the service thread sends them
+after the step that handled the burst has flushed the journal (`fsync` per job would cost more
+than the job; a power cut can lose the last second). So the disk never stalls the network
+thread, and the broker's limit on unacknowledged messages bounds what waits in the queue. When
+the queue is long anyway (QoS 0 floods), the network thread waits at the end of a burst until
+the service thread has caught up.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from edgehive.bus import MqttBus, Outgoing
+from edgehive.bus import MqttBus, Outgoing, PendingAcks
 from edgehive.schemas import Topics
 from edgehive.signals import Stop
 
@@ -34,9 +38,17 @@ from .settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 
-_LockType = type(threading.Lock())
-_BURST_WAIT_S = 30.0  # a service thread that never answers must not wedge the network thread
+_BACKLOG_MAX = 1000  # queued events beyond which the network thread waits for the service thread
+_BACKLOG_WAIT_S = 30.0  # a service thread that never answers must not wedge the network thread
 _TICK = Tick()
+
+
+class _BurstEnd(NamedTuple):
+    """Queued after each read burst: the acknowledgements it owes, and a lock to release when the
+    network thread waits for it (a long backlog)."""
+
+    acks: PendingAcks
+    waiter: Any = None  # a held threading.Lock, or None
 
 
 class Coordinator:
@@ -57,32 +69,38 @@ class Coordinator:
             will=Outgoing(self.topics.coordinator_status, b"offline", qos=1, retain=True),
             clean_session=False,  # on Mosquitto, submissions made while we restart are queued for us
             max_payload_bytes=settings.max_payload_bytes,
+            defer_acks=True,
         )
-        self._inbox: deque[Any] = deque()  # events, and a lock per burst the network thread waits on
+        self._inbox: deque[Any] = deque()  # events, and a _BurstEnd after each read burst
         self._wake = threading.Event()
         self._burst_pending = False  # network thread only: this read burst queued something
         self._reconnected = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="coordinator", daemon=True)
 
-    # -- the network thread: parse (the bus calls ingest), queue, wait at the end of a burst --
+    # -- the network thread: parse (the bus calls ingest) and queue ------------------------
 
     def _enqueue(self, topic: str, event: Event) -> None:
         self._inbox.append(event)
         self._burst_pending = True
 
     def _end_burst(self) -> None:
-        """After a read burst: wait until the service thread has handled it and flushed the journal,
-        so that the burst's acknowledgements (written next) never promise what is not on disk."""
-        if not self._burst_pending:
+        """After a read burst: hand the service thread the burst's acknowledgements, to send once
+        it has handled the burst and flushed the journal; wake it."""
+        acks = self.bus.take_acks()
+        if not self._burst_pending and not acks.mids:
             return
         self._burst_pending = False
-        done = threading.Lock()
-        done.acquire()
-        self._inbox.append(done)
+        if len(self._inbox) < _BACKLOG_MAX:
+            self._inbox.append(_BurstEnd(acks))
+            self._wake.set()
+            return
+        waiter = threading.Lock()
+        waiter.acquire()
+        self._inbox.append(_BurstEnd(acks, waiter))
         self._wake.set()
-        if not done.acquire(timeout=_BURST_WAIT_S):
-            log.error("the coordinator's service thread did not handle a burst within %g s", _BURST_WAIT_S)
+        if not waiter.acquire(timeout=_BACKLOG_WAIT_S):
+            log.error("the coordinator's service thread did not catch up within %g s", _BACKLOG_WAIT_S)
 
     def _connected(self) -> None:
         self._reconnected = True
@@ -106,10 +124,10 @@ class Coordinator:
                     wake.wait(timeout)
             wake.clear()
             events: list[Event] = []
-            bursts: list[Any] = []
+            bursts: list[_BurstEnd] = []
             while inbox:
                 item = inbox.popleft()
-                (bursts if type(item) is _LockType else events).append(item)
+                (bursts if type(item) is _BurstEnd else events).append(item)
             now = Now(time.time(), time.monotonic())
             if now.mono >= next_tick:
                 events.append(_TICK)
@@ -128,8 +146,10 @@ class Coordinator:
             except Exception:  # the service thread must outlive a bug
                 log.exception("coordinator step failed")
             finally:
-                for done in bursts:
-                    done.release()
+                for burst in bursts:  # what they asked for is on disk now
+                    self.bus.ack(burst.acks)
+                    if burst.waiter is not None:
+                        burst.waiter.release()
             if self._stopping and not inbox:
                 return
 
@@ -143,8 +163,8 @@ class Coordinator:
         for topic, reason in actions.errors:
             self.bus.report_error(topic, reason)
         publish = self.bus.publish
-        for message in actions.publish:
-            publish(message.topic, message.payload, message.qos, message.retain)
+        for topic, payload, qos, retain in actions.publish:
+            publish(topic, payload, qos, retain)
 
     def _report_journal_problem(self, problem: str) -> None:
         self.bus.report_error(self.topics.submit, problem)
@@ -184,7 +204,7 @@ class Coordinator:
             self._thread.join(10)
 
     def stop(self) -> None:
-        # The service thread runs on while the bus stops: the network thread may be waiting on it.
+        # The service thread runs on while the bus stops: the network thread may be waiting for it.
         self.bus.stop([Outgoing(self.topics.coordinator_status, b"offline", qos=1, retain=True)])
         self._stop_thread()
         self.journal.close()
