@@ -1,21 +1,21 @@
-"""Frames in flight: the newest frame per camera, and per-camera counters.
+"""Frames waiting for a node: the newest one per camera, and the per-camera counters.
 
-Frames are real time: when every slot is busy only the newest frame of each camera is
-kept, and each frame it replaces is counted as dropped. A frame on a node that dies is
-not retried (a newer one is already waiting); it is counted as lost, until its result comes
-after all from the node it was sent to (then it is done, and the result is relayed). Frames never enter
-the job journal or the job-state stream: at 5–30 frames per second per camera that
-would cost more than the detections.
+Frames are real time: when every slot is busy only the newest frame of each camera is kept,
+and each frame it replaces is counted as dropped. A frame placed on a node is a lease with the
+`FRAME` policy (coordinator/leases.py): on a node that dies, or whose lease lapses, it is not
+retried (a newer one is already waiting) but counted as lost, until its result comes after
+all from the node it was sent to (then it is done, and the result is relayed). So per camera,
+frames in = done + dropped + lost + the one waiting + those on nodes. Frames never enter the
+job journal or the job-state stream: at 5–30 frames per second per camera that would cost more
+than the detections.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from edgehive.schemas.vision import CameraConfig
-
-_GIVEN_UP_KEPT = 1024  # lost frames remembered, so that a late result still finds its node
 
 
 @dataclass
@@ -29,21 +29,12 @@ class Frame:
 
 
 @dataclass
-class FrameJob:
-    camera: str
-    node: str
-    dispatched_mono: float
-
-
-@dataclass
 class FrameRouter:
     pending: dict[str, Frame] = field(default_factory=dict)
-    in_flight: dict[str, FrameJob] = field(default_factory=dict)
     received: Counter[str] = field(default_factory=Counter)
     done: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     lost: Counter[str] = field(default_factory=Counter)
-    given_up: OrderedDict[str, FrameJob] = field(default_factory=OrderedDict)
     _turn: int = 0
 
     def offer(self, frame: Frame) -> None:
@@ -61,29 +52,14 @@ class FrameRouter:
         self._turn = (self._turn + 1) % len(frames)
         return frames[self._turn:] + frames[:self._turn]
 
-    def sent(self, job_id: str, frame: Frame, node: str, now_mono: float) -> None:
+    def sent(self, frame: Frame) -> None:
+        """Placed on a node: from now on a lease."""
         del self.pending[frame.camera]
-        self.in_flight[job_id] = FrameJob(frame.camera, node, now_mono)
 
-    def sent_to(self, job_id: str) -> FrameJob | None:
-        """The frame job in flight, or given up on but still remembered."""
-        return self.in_flight.get(job_id) or self.given_up.get(job_id)
+    def count_done(self, camera: str, was_lost: bool) -> None:
+        if was_lost:
+            self.lost[camera] -= 1  # its result came after all
+        self.done[camera] += 1
 
-    def finished(self, job_id: str) -> FrameJob | None:
-        job = self.in_flight.pop(job_id, None)
-        if job is None:
-            job = self.given_up.pop(job_id, None)
-            if job is not None:
-                self.lost[job.camera] -= 1  # its result came after all
-        if job is not None:
-            self.done[job.camera] += 1
-        return job
-
-    def lose(self, job_id: str) -> FrameJob | None:
-        job = self.in_flight.pop(job_id, None)
-        if job is not None:
-            self.lost[job.camera] += 1
-            self.given_up[job_id] = job
-            if len(self.given_up) > _GIVEN_UP_KEPT:
-                self.given_up.popitem(last=False)
-        return job
+    def count_lost(self, camera: str) -> None:
+        self.lost[camera] += 1

@@ -4,7 +4,7 @@ Two kinds of line: a group snapshot (`windows` closed so far, `done` = the last 
 ended, fused or failed, and the `prior` for the next) and a closed window (`closed`: number,
 bounds and readings) accepted into the queue. On start, a group's windows closed after `done`
 come back as waiting, so a coordinator killed with windows queued loses none of them; those the
-job journal also holds are adopted as jobs instead (coordinator/service.py `_recover`).
+job journal also holds are adopted as jobs instead (coordinator/core.py `restore`).
 
 Lines are flushed to the OS after every read burst, before the job journal (a crash between
 the two then re-runs a window, with the same prior and the same result, rather than losing

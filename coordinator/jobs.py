@@ -1,46 +1,24 @@
-"""Job records and the priority queue of jobs waiting for a node."""
+"""The priority queue of jobs waiting for a node, and the final states of finished jobs.
+
+Both hold leases (coordinator/leases.py) of the policies that are retried: jobs and fusion
+windows. Frames wait elsewhere (coordinator/frames.py: only the newest per camera).
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
-from edgehive.schemas import JobRequest, JobStateName
+from edgehive.schemas import JobStateName
 
-
-@dataclass
-class JobRecord:
-    id: str
-    request: JobRequest
-    submitted: float
-    deadline: float | None
-    state: JobStateName = JobStateName.REQUESTED
-    attempt: int = 0
-    node: str | None = None
-    boot_id: str | None = None
-    dispatched_mono: float = 0.0
-    dispatched: float = 0.0
-    running_announced: bool = False
-    bounces: int = 0
-    queued: bool = False
-    avoid: set[str] = field(default_factory=set)  # nodes where its lease lapsed or that handed it back
-    placed_on: set[str] = field(default_factory=set)  # every node it was given to: whose result counts
-
-    @property
-    def kind(self) -> str:
-        return self.request.kind
-
-    @property
-    def source(self) -> str:
-        return self.request.source or self.id
+from .leases import Lease
 
 
 class JobQueue:
     """FIFO within a priority, higher priorities first; re-queued jobs go to the front."""
 
     def __init__(self) -> None:
-        self._lanes: dict[int, deque[JobRecord]] = {}
+        self._lanes: dict[int, deque[Lease]] = {}
         self._order: list[int] = []
 
     def __len__(self) -> int:
@@ -49,31 +27,31 @@ class JobQueue:
     def __bool__(self) -> bool:
         return any(self._lanes.values())
 
-    def _lane(self, priority: int) -> deque[JobRecord]:
+    def _lane(self, priority: int) -> deque[Lease]:
         lane = self._lanes.get(priority)
         if lane is None:
             lane = self._lanes[priority] = deque()
             self._order = sorted(self._lanes, reverse=True)
         return lane
 
-    def push(self, job: JobRecord, front: bool = False) -> None:
-        lane = self._lane(job.request.priority)
+    def push(self, job: Lease, front: bool = False) -> None:
+        lane = self._lane(job.priority)
         job.queued = True
         if front:
             lane.appendleft(job)
         else:
             lane.append(job)
 
-    def __iter__(self) -> Iterator[JobRecord]:
+    def __iter__(self) -> Iterator[Lease]:
         for priority in self._order:
             yield from list(self._lanes[priority])
 
-    def take(self, try_place: Callable[[JobRecord], bool | None]) -> None:
+    def take(self, try_place: Callable[[Lease], bool | None]) -> None:
         """Offer queued jobs in order to `try_place`: True takes the job out of the queue,
         False keeps it in place, None stops. Costs what it offers, never a copy of the queue."""
         for priority in self._order:
             lane = self._lanes[priority]
-            kept: list[JobRecord] = []
+            kept: list[Lease] = []
             try:
                 while lane:
                     job = lane.popleft()
@@ -87,8 +65,8 @@ class JobQueue:
             finally:
                 lane.extendleft(reversed(kept))
 
-    def remove(self, job: JobRecord) -> None:
-        self._lanes[job.request.priority].remove(job)
+    def remove(self, job: Lease) -> None:
+        self._lanes[job.priority].remove(job)
         job.queued = False
 
     def count_by_kind(self) -> dict[str, int]:
@@ -106,7 +84,7 @@ class FinishedJobs:
         self.capacity = capacity
         self._states: OrderedDict[str, tuple[JobStateName, str, str | None, int, str | None]] = OrderedDict()
 
-    def add(self, job: JobRecord, reason: str | None) -> None:
+    def add(self, job: Lease, reason: str | None) -> None:
         self._states[job.id] = (job.state, job.kind, job.node, job.attempt, reason)
         if len(self._states) > self.capacity:
             self._states.popitem(last=False)

@@ -48,6 +48,15 @@ class BusError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class PendingAcks:
+    """Acknowledgements a `defer_acks` bus holds back: the ids of one burst's QoS 1 messages, in
+    the order they came, and the connection they came on (a later connection never gets them)."""
+
+    connection: int
+    mids: list[tuple[int, int]]  # (message id, QoS)
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """A message to publish at a lifecycle point (birth on connect, will, last word)."""
 
@@ -343,7 +352,11 @@ class MqttBus:
         keepalive_s: int = 30,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
+        defer_acks: bool = False,
     ) -> None:
+        """`defer_acks`: QoS 1 messages are acknowledged only when the owner calls `ack` with what its
+        after-read hook took (`take_acks`), e.g. once what they asked for is on disk; without a
+        hook that takes them, at the end of each read burst."""
         self.url = url
         self.topics = topics
         self.source = source
@@ -356,11 +369,16 @@ class MqttBus:
         self._subs: list[_Subscription[Any]] = []
         self._routes: dict[str, tuple[_Subscription[Any], ...]] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
+        self._on_disconnect_hooks: list[Callable[[], None]] = []
         self._error_limit = _RateLimit(per_s=50, burst=200)
         self._stopping = False
         self._clearing: dict[str, int] = {}  # retained commands we cleared, whose echo to ignore
         self._connect_failures = _ConnectFailures()
         self._connack_seen = False  # in this connection attempt
+        self._defer_acks = defer_acks
+        self._acks: list[tuple[int, int]] = []  # this burst's QoS 1 message ids, with defer_acks
+        self._connection = 0  # changes at every connect and disconnect: message ids are per connection
+        self._after_read_hook: Callable[[], None] | None = None
         self.log_connect_failures = True  # tools (status, submit) say it once in their own words
 
         client = _FastClient(
@@ -368,6 +386,7 @@ class MqttBus:
             client_id=client_id,
             clean_session=clean_session,
             protocol=paho.MQTTv311,
+            manual_ack=defer_acks,
         )
         # 0 = no client-side cap: with a cap, paho rescans every unacknowledged message on each
         # PUBACK (29 % of the coordinator's time, measured). The broker caps what it sends us.
@@ -389,6 +408,7 @@ class MqttBus:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._route
+        client.after_read = self._after_read
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -397,10 +417,34 @@ class MqttBus:
         """Run `hook` after every (re)connect, once subscriptions are restored (birth messages)."""
         self._on_connect_hooks.append(hook)
 
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        """Run `hook` (on the network thread) when an established connection drops, not at `stop`."""
+        self._on_disconnect_hooks.append(hook)
+
     def after_read_burst(self, hook: Callable[[], None]) -> None:
         """Run `hook` on the network thread after each burst of incoming messages is handled,
         so that work triggered by many messages (placing jobs) is done once per burst."""
-        self._client.after_read = hook
+        self._after_read_hook = hook
+
+    def _after_read(self) -> None:
+        if self._after_read_hook is not None:
+            self._after_read_hook()
+        if self._acks:  # a defer_acks bus whose owner did not take them
+            self.ack(self.take_acks())
+
+    def take_acks(self) -> PendingAcks:
+        """(Network thread, in the after-read hook) the acknowledgements this burst owes, to `ack` later."""
+        acks, self._acks = self._acks, []
+        return PendingAcks(self._connection, acks)
+
+    def ack(self, pending: PendingAcks) -> None:
+        """Send the acknowledgements `take_acks` returned, from any thread. Those of a connection
+        that has since dropped are not sent: the broker delivers those messages again."""
+        if pending.connection != self._connection:
+            return
+        ack = self._client.ack
+        for mid, qos in pending.mids:
+            ack(mid, qos)
 
     def start(self, timeout_s: float | None = 10.0) -> None:
         """Connect in the background; with a timeout, wait for the first connection."""
@@ -459,6 +503,8 @@ class MqttBus:
         """Every message to the subscriptions its topic matches. Matching is cached per topic:
         sensors, cameras and nodes repeat their topics, and paho's own per-message trie walk
         was a fifth of the coordinator's time at 20,000 readings/s."""
+        if msg.qos and self._defer_acks:
+            self._acks.append((msg.mid, msg.qos))  # every one, refused or not: acknowledgements go in order
         topic = msg.topic
         subs = self._routes.get(topic)
         if subs is None:
@@ -553,6 +599,8 @@ class MqttBus:
         if reason.is_failure:
             self._connect_failed(f"the broker refused the connection: {reason}")
             return
+        self._connection += 1
+        self._acks.clear()
         failed = self._connect_failures.connected()
         if failed and self.log_connect_failures:
             log.warning("connected to %s after %d failed attempt%s", self.url.redacted(), failed, "s" * (failed != 1))
@@ -567,12 +615,18 @@ class MqttBus:
                 log.exception("on-connect hook failed")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connection += 1  # acknowledgements still held back are for a connection that is gone
         was_connected = self.connected.is_set()
         self.connected.clear()
         if self._stopping:
             return
         if was_connected:
             log.warning("disconnected from %s (%s); reconnecting with backoff", self.url.redacted(), reason)
+            for hook in self._on_disconnect_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("on-disconnect hook failed")
         elif not self._connack_seen:  # the socket opened but no MQTT answer came: not an MQTT port, or a TLS one
             hint = "" if self.url.tls else " (a TLS port? use mqtts://)"
             self._connect_failed(f"the connection closed before the broker answered{hint}")

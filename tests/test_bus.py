@@ -10,7 +10,7 @@ import pytest
 from harness import MosquittoBroker, Recorder, free_port, wait_until
 from pydantic import BaseModel
 
-from edgehive.bus import MqttBus
+from edgehive.bus import MqttBus, PendingAcks
 from edgehive.schemas import Topics
 from edgehive.settings import MqttUrl
 
@@ -107,3 +107,39 @@ def test_bad_payloads_are_reported_and_handlers_only_see_valid_values(mosquitto:
     finally:
         watcher.close()
         bus.stop()
+
+
+def test_deferred_acknowledgements_leave_only_when_the_owner_sends_them(mosquitto: MosquittoBroker, prefix: str) -> None:
+    """`defer_acks` (the coordinator acknowledges a burst once it is journaled): a message whose
+    acknowledgement was held back comes again after a reconnect (Mosquitto keeps the session);
+    one that was acknowledged does not."""
+    client_id = f"bus-test-{free_port()}"
+    got: list[bytes] = []
+
+    def connect() -> tuple[MqttBus, list[PendingAcks]]:
+        held: list[PendingAcks] = []
+        bus = MqttBus(MqttUrl(host="127.0.0.1", port=mosquitto.port), Topics(prefix), client_id, source="bus-test",
+                      clean_session=False, defer_acks=True)
+        bus.subscribe(f"{prefix}/in", lambda t, p: got.append(p), qos=1)
+        bus.after_read_burst(lambda: held.append(bus.take_acks()))
+        bus.start()
+        return bus, held
+
+    sender = Recorder(mosquitto.url, prefix)
+    try:
+        first, _ = connect()
+        sender.publish("in", b"one")
+        wait_until(lambda: b"one" in got, 10, "the message")
+        first.stop()  # never acknowledged
+        second, held = connect()
+        wait_until(lambda: got.count(b"one") == 2, 10, "the unacknowledged message delivered again")
+        for pending in held:
+            second.ack(pending)
+        second.stop()
+        third, _ = connect()
+        sender.publish("in", b"two")
+        wait_until(lambda: b"two" in got, 10, "the next message")
+        assert got == [b"one", b"one", b"two"]
+        third.stop()
+    finally:
+        sender.close()

@@ -1,0 +1,610 @@
+"""The coordinator's core: accept, place, lease, re-queue and finish, as a state machine.
+
+It takes events (coordinator/events.py) with the time they are handled at and returns actions:
+messages to publish, journal records to write, inputs to report on `errors`. It does no I/O and
+reads no clock, so the service (coordinator/service.py) decides threads, the broker and the
+disk, and the tests drive it directly.
+
+Guarantees come from our own bookkeeping, never from the broker: a lease is held by exactly one
+node at a time (coordinator/leases.py), the node's heartbeats renew it, and work whose node
+dies, whose lease lapses or that the node hands back is treated by its policy: a job goes back
+to the queue until `max_attempts` (a lapsed lease or a hand-back uses no attempt, and the node
+is avoided for it), a frame is counted lost. Jobs are journaled, so a coordinator restart loses
+none: recovered jobs are orphans until a heartbeat shows who runs them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Topics, encode, envelope
+from edgehive.schemas.messages import job_json, job_state_json
+
+from . import scheduler
+from .cameras import CameraPolicy, detect_params
+from .discovery import camera_messages, discovery_messages
+from .events import (
+    Actions,
+    CapabilitiesIn,
+    ConnectionLost,
+    ConnectionRestored,
+    Declined,
+    Event,
+    FrameIn,
+    HeartbeatIn,
+    JournalAccepted,
+    JournalEnded,
+    Now,
+    Publish,
+    ReadingsIn,
+    ReportError,
+    ResultIn,
+    SnapshotIn,
+    StatusIn,
+    Submitted,
+    Tick,
+)
+from .frames import Frame, FrameRouter
+from .fusion import FusionWindows
+from .jobs import FinishedJobs, JobQueue
+from .leases import FRAME, Lease, LeaseBook, policy_for
+from .placement import DETECT_KIND, ModelRequirements, place
+from .registry import Change, Node, NodeRegistry
+from .settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+
+S = JobStateName
+_BATCH_BYTES = 256 * 1024
+HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
+OpenJob = tuple[JobRequest, float, int]  # (request with id, submitted epoch, attempts so far): a journal entry
+
+
+def _new_job_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+class CoordinatorCore:
+    """All of the coordinator's state, changed only by `step`."""
+
+    def __init__(self, settings: CoordinatorSettings, fusion: FusionWindows, started: float, run_id: str = "",
+                 new_job_id: Callable[[], str] = _new_job_id, cameras: CameraPolicy | None = None) -> None:
+        """`started`: the monotonic time the coordinator started (nodes are judged unable to run a
+        job only once a full `dead_after` has passed since, when the registry is rebuilt)."""
+        self.settings = settings
+        self.topics = Topics(settings.prefix)
+        self.registry = NodeRegistry()
+        self.book = LeaseBook(self.registry)
+        self.queue = JobQueue()
+        self.frames = FrameRouter()
+        self.finished = FinishedJobs(settings.finished_max)
+        self.orphans: dict[str, Lease] = {}
+        self.fusion = fusion
+        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
+        self.connected = False
+        self._cameras = cameras or settings.camera_policy
+        self._requirements = ModelRequirements()
+        self._kind_verdicts: dict[str, str | None] = {}  # kind → why no known node runs it (cleared by capabilities)
+        self._new_job_id = new_job_id
+        self._run_id = run_id or uuid.uuid4().hex[:8]
+        self._frame_seq = 0
+        self._deadlines: list[tuple[float, str]] = []  # (deadline, lease id), a heap; finished ones drop out when due
+        self._outbox: dict[str, list[bytes]] = {}
+        self._frame_warned: dict[str, float] = {}
+        self._started = started
+        self._recovery_until = started
+        self._last_stats = (started, 0)
+        self._pump_wanted = False
+        self._now = Now(0.0, started)
+        self._out = Actions()
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def step(self, events: Iterable[Event], now: Now) -> Actions:
+        """Handle `events` in order, then place what waits; return what to do about it all."""
+        self._at(now)
+        handlers = self._handlers
+        for event in events:
+            try:
+                handlers[type(event)](self, event)
+            except Exception:  # a bug must cost one message, never the coordinator
+                log.exception("handling %s failed", type(event).__name__)
+                topic = getattr(event, "topic", self.topics.submit)
+                self._error(topic, "internal error while handling this message (see the log)")
+        if self._pump_wanted:
+            self._pump_wanted = False
+            self._place()
+        out, self._out = self._out, Actions()
+        return out
+
+    def restore(self, open_jobs: Iterable[OpenJob], now: Now) -> None:
+        """Journaled open jobs (after a restart) become orphans until a heartbeat shows who runs them."""
+        self._at(now)
+        for request, submitted, attempt in open_jobs:
+            assert request.id is not None
+            lease = Lease(request.id, request, submitted=submitted, policy=policy_for(request),
+                          deadline=submitted + request.deadline_s if request.deadline_s else None, attempt=max(attempt, 1))
+            self.book.add(lease)
+            self.orphans[lease.id] = lease
+            if lease.deadline is not None:
+                heapq.heappush(self._deadlines, (lease.deadline, lease.id))
+            if lease.policy.carries_prior:
+                self.fusion.adopt(lease.id, request.params)
+        self._recovery_until = now.mono + self.settings.dead_after + self.settings.heartbeat_s
+        if self.orphans:
+            log.warning("recovered %d open jobs from the journal", len(self.orphans))
+
+    def open_jobs(self) -> list[OpenJob]:
+        """The journaled leases still open, as the journal writes them (for its compaction)."""
+        return [(lease.request, lease.submitted, lease.attempt) for lease in self.book.open.values()
+                if lease.policy.journaled and lease.request is not None]
+
+    def stats(self, now: Now) -> CoordinatorStats:
+        last_mono, last_done = self._last_stats
+        done = self.counters["done"] + self.counters["failed"]
+        rate = (done - last_done) / max(1e-6, now.mono - last_mono)
+        self._last_stats = (now.mono, done)
+        frames = self.frames
+        return CoordinatorStats(
+            ts=now.wall, uptime_s=now.mono - self._started,
+            nodes_online=len(self.registry.alive()), nodes_known=len(self.registry.nodes),
+            queued=len(self.queue), in_flight=sum(len(n.jobs) for n in self.registry.nodes.values()),
+            queued_by_kind=self.queue.count_by_kind(), jobs_per_s=round(rate, 2), **self.counters,
+            frames_in=dict(frames.received), frames_done=dict(frames.done),
+            frames_dropped=dict(frames.dropped), frames_lost=dict(frames.lost), **self.fusion.stats(),
+        )
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _at(self, now: Now) -> None:
+        self._now = now
+        self.registry.clock.now = now.mono
+
+    def _publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self._out.publish.append(Publish(topic, payload, qos, retain))
+
+    def _error(self, topic: str, reason: str) -> None:
+        self._out.errors.append(ReportError(topic, reason))
+
+    def _publish_state(self, lease: Lease, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
+        lease.state = state
+        payload = job_state_json(lease.id, state, ts or self._now.wall, lease.kind, lease.attempt, lease.node, reason)
+        if not lease.state_topic:
+            lease.state_topic = self.topics.job_state(lease.id)
+        self._out.publish.append(Publish(lease.state_topic, payload, 1, False))
+
+    # -- submissions -------------------------------------------------------------------------
+
+    def _on_submit(self, event: Submitted) -> None:
+        request = event.request
+        if request.id is not None and self._answer_resubmission(request.id, event.topic):
+            return
+        self._accept(request, event.topic)
+
+    def _answer_resubmission(self, job_id: str, topic: str) -> bool:
+        """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
+        lease = self.book.get(job_id)
+        if lease is not None:
+            if lease.policy.announced:
+                self._publish_state(lease, lease.state)
+            else:
+                self._error(topic, f"job {job_id} refused: the id is in use")
+            return True
+        final = self.finished.get(job_id)
+        if final is not None:
+            state, kind, node, attempt, reason = final
+            self._publish(self.topics.job_state(job_id), job_state_json(job_id, state, self._now.wall, kind, attempt, node, reason), qos=1)
+            return True
+        return False
+
+    def _accept(self, request: JobRequest, topic: str, bounded: bool = True) -> None:
+        """Queue a new job or fail it with a reason. Fusion windows are not `bounded` by queue_max:
+        they have their own bound, and at most one per group is ever queued."""
+        if request.id is None:
+            request = request.model_copy(update={"id": self._new_job_id()})
+        job_id = request.id
+        assert job_id is not None
+        now = self._now.wall
+        lease = Lease(job_id, request, submitted=now, policy=policy_for(request),
+                      deadline=now + request.deadline_s if request.deadline_s else None)
+        self.counters["submitted"] += 1
+        if bounded and len(self.queue) >= self.settings.queue_max:
+            self.counters["rejected"] += 1
+            reason = f"queue full ({self.settings.queue_max} jobs waiting)"
+            self._error(topic, f"job {job_id} refused: {reason}")
+            self._publish_state(lease, S.FAILED, reason)
+            self.finished.add(lease, reason)
+            return
+        self.book.add(lease)
+        if lease.deadline is not None:
+            heapq.heappush(self._deadlines, (lease.deadline, job_id))
+        self._out.journal.append(JournalAccepted(request, now))
+        self._publish_state(lease, S.REQUESTED)
+        reason = self._unrunnable(lease.kind, request)
+        if reason is not None:
+            self._fail_unrunnable(lease, reason)
+            return
+        self.queue.push(lease)
+        self._pump_wanted = True
+
+    def _fail_unrunnable(self, lease: Lease, reason: str) -> None:
+        """A job no node could ever run (an unknown kind, a tag nobody has) is a refused input as
+        much as a failed job: FAILED on its state topic and reported on `errors` too."""
+        self._error(self.topics.submit, f"job {lease.id} ({lease.kind}) refused: {reason}")
+        self._finish(lease, S.FAILED, reason)
+
+    def _unrunnable(self, kind: str, request: JobRequest | None) -> str | None:
+        """Why no known node could ever run it; judged only once the registry is rebuilt. The
+        verdict on a kind alone (no `requires`) changes only with capabilities: it is kept."""
+        if self._now.mono - self._started <= self.settings.dead_after:
+            return None
+        requires = request.requires if request is not None else None
+        if requires is not None:
+            return scheduler.never_runnable(self.registry.nodes.values(), kind, requires)
+        if kind not in self._kind_verdicts:
+            self._kind_verdicts[kind] = scheduler.never_runnable(self.registry.nodes.values(), kind, None)
+        return self._kind_verdicts[kind]
+
+    # -- ends --------------------------------------------------------------------------------
+
+    def _finish(self, lease: Lease, state: JobStateName, reason: str | None = None, output: object = None) -> None:
+        """The one final state of a journaled, announced lease (a job or a window)."""
+        self._publish_state(lease, state, reason)
+        if lease.policy.carries_prior:
+            assert lease.request is not None
+            self.fusion.finished(lease.id, lease.request.params, output if state is S.DONE else None)
+            self._pump_wanted = True
+        self.book.close(lease)
+        self.orphans.pop(lease.id, None)
+        self.finished.add(lease, reason)
+        self.counters["done" if state is S.DONE else "failed"] += 1
+        self._out.journal.append(JournalEnded(lease.id))
+
+    def _lost(self, lease: Lease, reason: str, count_attempt: bool = True, avoid: str | None = None) -> None:
+        """Its node died, its lease lapsed, or the node handed it back: what its policy says."""
+        if lease.policy.retried:
+            self._requeue(lease, reason, count_attempt, avoid)
+        else:
+            self.book.give_up(lease)
+            self.frames.count_lost(lease.source)
+
+    def _requeue(self, lease: Lease, reason: str, count_attempt: bool = True, avoid: str | None = None) -> None:
+        """Back to the front of the queue; `avoid`: a node this job should go to only if no other can run it."""
+        if avoid is not None:
+            lease.avoid.add(avoid)
+        self.book.release(lease)
+        if not count_attempt:
+            lease.attempt -= 1
+            lease.bounces += 1
+        if lease.attempt >= self.settings.max_attempts or lease.bounces > 10 * self.settings.max_attempts:
+            self._finish(lease, S.FAILED, f"{reason}; gave up after {lease.attempt} attempts")
+            return
+        lease.node = None
+        self.counters["retried"] += 1
+        self._publish_state(lease, S.REQUESTED, f"re-queued: {reason}")
+        self.queue.push(lease, front=True)
+        self._pump_wanted = True
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _on_result(self, event: ResultIn) -> None:
+        """Accept a result only from a node its lease was placed on, then relay it, as it came,
+        to `results/{kind}/{source}`: what users read there was checked, once per lease."""
+        result = event.result
+        sender = self.registry.nodes.get(result.node)
+        if sender is not None:
+            sender.confirm((result.job_id,))  # it got work sent while it was suspect
+        lease = self.book.find(result.job_id)
+        if lease is None:
+            if result.job_id in self.finished:
+                self.counters["duplicates"] += 1  # a late or second run: one final state per job
+                if sender is not None:
+                    self.book.let_go(sender, result.job_id)
+            return
+        if result.retryable and lease.policy.retried:
+            return  # refusals come on nodes/{node}/declined, never as a job's result
+        if not self._placed_on(lease, result.node):
+            where = f"placed on node {lease.node}" if lease.node else "not placed on any node"
+            self._error(event.topic, f"result for job {result.job_id} from node {result.node}, but the job is {where}: refused")
+            return
+        self._complete(lease, result, event.payload)
+
+    def _placed_on(self, lease: Lease, node: str) -> bool:
+        """`node` was given this lease: it holds it now, or held it before a lapsed lease, a death
+        or a hand-back moved it (its late result is as good as the next node's, and comes first),
+        or the job was recovered after a restart and any known node may still be running it."""
+        return node == lease.node or node in lease.placed_on or (lease.id in self.orphans and node in self.registry.nodes)
+
+    def _complete(self, lease: Lease, result: Result, payload: bytes) -> None:
+        """A checked result ends the lease: relayed, then counted as its policy says."""
+        self.book.release(lease)
+        if lease.queued:
+            self.queue.remove(lease)
+        self.orphans.pop(lease.id, None)
+        lease.node, lease.attempt = result.node, result.attempt
+        if lease.policy.announced and not lease.running_announced:
+            self._publish_state(lease, S.RUNNING, ts=result.timings.started)
+        self._publish(self.topics.result(result.kind, result.source), payload, qos=1)
+        if lease.policy.retried:
+            self._finish(lease, S.DONE if result.ok else S.FAILED, result.error, result.output)
+        else:
+            self.book.close(lease)
+            self.frames.count_done(lease.source, was_lost=lease.lost)
+        self._pump_wanted = True
+
+    def _on_declined(self, event: Declined) -> None:
+        """The node could not take it (full, draining): elsewhere, without counting an attempt;
+        the node gets nothing new until its next heartbeat."""
+        refusal = event.refusal
+        lease = self.book.get(refusal.job_id)
+        if lease is None or lease.node != refusal.node:  # only the node holding it may give it back
+            return
+        self.registry.get(refusal.node).paused_until = self._now.mono + self.settings.heartbeat_s
+        self._lost(lease, f"node {refusal.node} declined: {refusal.error}", count_attempt=False, avoid=refusal.node)
+        self._pump_wanted = True
+
+    def _on_snapshot(self, event: SnapshotIn) -> None:
+        """A live node's annotated snapshot becomes the camera's retained `snapshots/{camera}`."""
+        node = self.registry.nodes.get(event.node)
+        if node is None or not node.alive:
+            self._error(event.topic, f"snapshot of {event.camera} from node {event.node}, which is not a live node: refused")
+            return
+        self._publish(self.topics.snapshot(event.camera), event.jpeg, qos=0, retain=True)
+
+    # -- node events -------------------------------------------------------------------------
+
+    def _apply(self, change: Change, why: str) -> None:
+        lost = self.book.vacate(change.node) if change.vacated else []
+        for lease in lost:
+            self._lost(lease, f"node {change.node.id} {why}")
+        if change.died:
+            log.warning("node %s (boot %s) is dead (%s); %d jobs re-queued", change.node.id, change.node.boot_id, why, len(lost))
+        elif change.revived:
+            log.info("node %s is online", change.node.id)
+
+    def _on_capabilities(self, event: CapabilitiesIn) -> None:
+        self._kind_verdicts.clear()
+        self._apply(self.registry.on_capabilities(event.caps, self._now.mono), "restarted")
+        self._pump_wanted = True
+
+    def _on_status(self, event: StatusIn) -> None:
+        status = event.status
+        if status.state == "offline" and status.reason == HEARTBEAT_TIMEOUT:
+            # Our own verdict coming back (retained, or queued while the broker was away): we acted
+            # on it when we published it, and a late echo must not kill a node that has since
+            # heartbeated again. A node that is really gone stays silent and is found again.
+            return
+        why = "went offline" + (f" ({status.reason})" if status.reason else "")
+        self._apply(self.registry.on_status(event.node, status, self._now.mono), why if status.state == "offline" else "restarted")
+        self._pump_wanted = True
+
+    def _on_heartbeat(self, event: HeartbeatIn) -> None:
+        change = self.registry.on_heartbeat(event.beat, self._now.mono)
+        self._apply(change, "restarted")
+        self._reconcile(change.node, event.beat.held, event.beat.running)
+        self._pump_wanted = True
+
+    def _reconcile(self, node: Node, held_ids: list[str], running_ids: list[str] | None) -> None:
+        """The heartbeat lists what the node holds: confirm those, re-queue what it never got.
+        A lapsed lease is no failure of the job (the way to the node stalled, e.g. after a
+        partition): the job moves to another node without using up an attempt, and the node
+        is suspect until it confirms a job sent to it."""
+        held = set(held_ids)
+        running = held if running_ids is None else set(running_ids)  # an agent that does not say: held means running
+        if node.confirm(held):
+            log.info("node %s confirmed a job sent while suspect; it gets work again", node.id)
+        for lease_id in held - node.jobs:
+            self._adopt(node, lease_id)
+        lease_s, now_mono = self.settings.lease, self._now.mono
+        for lease_id in list(node.jobs):
+            lease = self.book.get(lease_id)
+            if lease is None:
+                if lease_id not in held:  # ended (failed at its deadline) but kept its slot until the node let go
+                    self.book.let_go(node, lease_id)
+            elif lease_id in held:
+                if lease.policy.announced and not lease.running_announced and lease_id in running:
+                    lease.running_announced = True
+                    self._publish_state(lease, S.RUNNING)
+            elif now_mono - lease.dispatched_mono > lease_s:
+                if not node.suspect:
+                    log.warning("node %s did not confirm job %s within the lease; no new work for it until it confirms one", node.id, lease_id)
+                node.mark_suspect(lease_id, now_mono + lease_s)
+                self._lost(lease, f"node {node.id} never confirmed it within the {lease_s:g} s lease", count_attempt=False, avoid=node.id)
+        node.foreign = len(held - node.jobs)
+
+    def _adopt(self, node: Node, lease_id: str) -> None:
+        """After a restart, a journaled job that a live node is still running stays there."""
+        lease = self.orphans.pop(lease_id, None)
+        if lease is None:
+            return
+        self.book.hold(lease, node, self._now)
+        lease.running_announced = True
+        self._publish_state(lease, S.RUNNING, "adopted after coordinator restart")
+
+    # -- frames and readings -----------------------------------------------------------------
+
+    def _on_frame(self, event: FrameIn) -> None:
+        camera = event.frame.camera
+        new_camera = camera not in self.frames.received
+        self.frames.offer(event.frame)
+        self._pump_wanted = True
+        if new_camera and self.settings.ha_discovery_prefix:
+            self._announce_camera(camera)
+
+    def _announce_camera(self, camera: str) -> None:
+        """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""
+        labels = self._cameras.resolve(camera).labels or ()
+        for topic, config in camera_messages(self.settings.ha_discovery_prefix, self.topics, camera, labels):
+            self._publish(topic, config, qos=1, retain=True)
+
+    def _on_readings(self, event: ReadingsIn) -> None:
+        problems: list[str] = []
+        for reading, ts in event.stamped:
+            problems += self.fusion.add(event.sensor, event.quantity, reading, ts)
+        self._report_refused_windows()
+        if self.fusion.waiting_count():
+            self._pump_wanted = True
+        for problem in problems[:3]:  # a batch refused by a full window says so once or twice, not a thousand times
+            self._error(event.topic, f"reading from {event.sensor} not fused: {problem}")
+
+    def _report_refused_windows(self) -> None:
+        for group, number, count in self.fusion.take_refused():
+            self._error(self.topics.pattern("sensor"), f"fusion window {number} of group {group} ({count} readings) refused: "
+                        f"{self.settings.fusion_queue_max} windows already wait (fusion_queue_max)")
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def _place(self) -> None:
+        """Closed fusion windows become jobs like any submitted one; then place what waits, and
+        send each node everything placed on it in one message."""
+        for request in self.fusion.ready_jobs():
+            self._accept(request, self.topics.pattern("sensor"), bounded=False)
+        place(self.registry.alive(), self.frames, self.queue, self._requirements, self._send_frame, self._send_job)
+        if self._outbox:
+            self._flush_outbox()
+
+    def _send_frame(self, frame: Frame, node: Node) -> None:
+        """A frame goes in the envelope, the job in its header; from now on it is a lease."""
+        assert node.boot_id is not None
+        now = self._now
+        self._frame_seq += 1
+        lease_id = f"f{self._run_id}-{self._frame_seq}"  # unique per coordinator run, cheaper than uuid4
+        params = detect_params(frame.config, frame.camera, frame.captured)
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
+        self.frames.sent(frame)
+        lease = Lease(lease_id, None, submitted=frame.arrived, policy=FRAME, kind=DETECT_KIND, source=frame.camera, attempt=1)
+        self.book.add(lease)
+        self.book.hold(lease, node, now)
+        node.sent(lease_id, self.settings.lease)
+
+    def _send_job(self, lease: Lease, node: Node) -> None:
+        assert node.boot_id is not None and lease.request is not None
+        lease.attempt += 1
+        lease.running_announced = False
+        self.book.hold(lease, node, self._now)
+        node.sent(lease.id, self.settings.lease)
+        self._outbox.setdefault(node.id, []).append(job_json(
+            lease.id, lease.kind, lease.request.params, lease.source, lease.attempt, node.boot_id, lease.submitted,
+            self._now.wall, lease.deadline,
+        ))
+        self._publish_state(lease, S.SCHEDULED)
+
+    def _flush_outbox(self) -> None:
+        """One message per node for everything placed in this pass: a job, or an array of jobs."""
+        for node_id, jobs in self._outbox.items():
+            topic = self.topics.jobs(node_id)
+            if len(jobs) == 1:
+                self._publish(topic, jobs[0], qos=1)
+                continue
+            chunk: list[bytes] = []
+            size = 0
+            for job in jobs:  # arrays stay well under the agent's size limit
+                chunk.append(job)
+                size += len(job)
+                if size >= _BATCH_BYTES:
+                    self._publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
+                    chunk, size = [], 0
+            if chunk:
+                self._publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
+        self._outbox.clear()
+
+    # -- periodic work -----------------------------------------------------------------------
+
+    def _on_tick(self, event: Tick) -> None:
+        now = self._now
+        # While we are cut off from the broker we hear nobody: silence then proves nothing.
+        expired = self.registry.expire(now.mono, self.settings.dead_after) if self.connected else []
+        for change in expired:
+            self._apply(change, f"sent no heartbeat for {self.settings.dead_after:g} s")
+            status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=now.wall, reason=HEARTBEAT_TIMEOUT)
+            self._publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
+        if self.orphans and now.mono > self._recovery_until:
+            for lease in list(self.orphans.values()):
+                del self.orphans[lease.id]
+                self._requeue(lease, "not running anywhere after coordinator restart", count_attempt=False)
+        self.fusion.close_due(now.wall)
+        self._report_refused_windows()
+        self._sweep_queue()
+        self._expire_placed()
+        self._warn_unplaceable_frames()
+        self._pump_wanted = False
+        self._place()  # before the stats, which then count what this tick placed
+        if now.mono - self._last_stats[0] >= self.settings.stats_interval_s:
+            self._publish(self.topics.coordinator_stats, encode(self.stats(now)), qos=0)
+
+    def _sweep_queue(self) -> None:
+        """Fail queued jobs whose deadline passed or that no node can run."""
+        now = self._now.wall
+        for lease in self.queue:
+            reason = self._unrunnable(lease.kind, lease.request)
+            if reason is not None:
+                self.queue.remove(lease)
+                self._fail_unrunnable(lease, reason)
+            elif lease.deadline is not None and now > lease.deadline:
+                assert lease.request is not None
+                self.queue.remove(lease)
+                self._finish(lease, S.FAILED, f"deadline of {lease.request.deadline_s:g} s passed while queued")
+
+    def _expire_placed(self) -> None:
+        """Fail placed jobs whose deadline passed. The node keeps the slot in our books while its
+        heartbeats list the job (it may still be running it); a result that comes later is ignored."""
+        now = self._now.wall
+        while self._deadlines and self._deadlines[0][0] < now:
+            _, lease_id = heapq.heappop(self._deadlines)
+            lease = self.book.get(lease_id)
+            if lease is None or lease.queued or lease.node is None:
+                continue  # finished, or queued (_sweep_queue fails it), or an orphan not yet adopted
+            assert lease.request is not None
+            where = "running" if lease.running_announced else "waiting for a worker"
+            self._finish(lease, S.FAILED, f"deadline of {lease.request.deadline_s:g} s passed while {where} on node {lease.node}")
+
+    def _warn_unplaceable_frames(self) -> None:
+        """A camera whose model no known node has: say so on `errors`, once a minute."""
+        now = self._now.mono
+        for frame in list(self.frames.pending.values()):
+            if now - self._frame_warned.get(frame.camera, -1e9) <= 60:
+                continue
+            if self._now.mono - self._started <= self.settings.dead_after:
+                return
+            reason = scheduler.never_runnable(self.registry.nodes.values(), DETECT_KIND, self._requirements(frame.model))
+            if reason is not None:
+                self._frame_warned[frame.camera] = now
+                self._error(self.topics.frames(frame.camera), f"frames of {frame.camera} want model {frame.model!r}: {reason}")
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def _on_connected(self, event: ConnectionRestored) -> None:
+        """(Re)connected: every live node gets a full dead_after to be heard again; birth messages."""
+        self.connected = True
+        for node in self.registry.alive():
+            node.last_seen = max(node.last_seen, self._now.mono)
+        self._publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
+        prefix = self.settings.ha_discovery_prefix
+        if prefix:
+            for topic, config in discovery_messages(prefix, self.topics, {name: group.config for name, group in self.fusion.groups.items()}):
+                self._publish(topic, config, qos=1, retain=True)
+            for camera in list(self.frames.received):  # after a reconnect, in case the broker lost its retained messages
+                self._announce_camera(camera)
+
+    def _on_disconnected(self, event: ConnectionLost) -> None:
+        self.connected = False
+
+    _handlers: dict[type, Callable[[CoordinatorCore, Any], None]] = {
+        Submitted: _on_submit,
+        ResultIn: _on_result,
+        Declined: _on_declined,
+        HeartbeatIn: _on_heartbeat,
+        CapabilitiesIn: _on_capabilities,
+        StatusIn: _on_status,
+        FrameIn: _on_frame,
+        ReadingsIn: _on_readings,
+        SnapshotIn: _on_snapshot,
+        Tick: _on_tick,
+        ConnectionRestored: _on_connected,
+        ConnectionLost: _on_disconnected,
+    }

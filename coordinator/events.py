@@ -1,0 +1,153 @@
+"""What goes into the coordinator's core and what comes out of it.
+
+The core (coordinator/core.py) is a state machine without I/O: the service hands it events
+(parsed at the door by coordinator/ingest.py) with the time they are handled at, and carries
+out the actions it returns: messages to publish, job journal records to write, rejected inputs
+to report on `errors`. So every rule about jobs, frames and nodes can be tested by feeding
+events and reading actions, with no broker, no thread and no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from edgehive.schemas import Capabilities, Heartbeat, JobRequest, NodeStatus, Result
+from edgehive.schemas.sensors import ImuReading, SensorReading
+
+from .frames import Frame
+
+
+class Now(NamedTuple):
+    """One reading of both clocks, taken by the service for each step of the core."""
+
+    wall: float  # epoch seconds: job states, deadlines, the journal, fusion windows
+    mono: float  # monotonic seconds: liveness, leases, pauses
+
+
+# -- events: what happened -------------------------------------------------------------------
+# Each message-borne event keeps the topic it came on, to name it in an error report. Events and
+# actions are named tuples: thousands are made per second, and a tuple is the cheapest record.
+
+
+class Submitted(NamedTuple):
+    """A job request on `jobs/submit`."""
+
+    topic: str
+    request: JobRequest
+
+
+class ResultIn(NamedTuple):
+    """A result on `nodes/{node}/results`; `payload` as it came, for a byte-for-byte relay."""
+
+    topic: str
+    result: Result
+    payload: bytes
+
+
+class Declined(NamedTuple):
+    """A node handed back work it could not take (full, draining), on `nodes/{node}/declined`."""
+
+    topic: str
+    refusal: Result
+
+
+class HeartbeatIn(NamedTuple):
+    topic: str
+    beat: Heartbeat
+
+
+class CapabilitiesIn(NamedTuple):
+    """A node's birth certificate (retained)."""
+
+    topic: str
+    caps: Capabilities
+
+
+class StatusIn(NamedTuple):
+    """`online` / `offline` (retained; also the will) for `node`, named by the topic."""
+
+    topic: str
+    node: str
+    status: NodeStatus
+
+
+class FrameIn(NamedTuple):
+    topic: str
+    frame: Frame
+
+
+class ReadingsIn(NamedTuple):
+    """Sensor readings checked at the door, each with the time it stands for."""
+
+    topic: str
+    sensor: str
+    quantity: str
+    stamped: list[tuple[SensorReading | ImuReading, float]]
+
+
+class SnapshotIn(NamedTuple):
+    """A node's annotated snapshot of a camera, to relay while the node is alive."""
+
+    topic: str
+    node: str
+    camera: str
+    jpeg: bytes
+
+
+class Tick(NamedTuple):
+    """Periodic work: silent nodes, leases of orphans, deadlines, fusion windows due, stats."""
+
+
+class ConnectionRestored(NamedTuple):
+    """The coordinator is (again) connected to the broker: birth messages, fresh liveness."""
+
+
+class ConnectionLost(NamedTuple):
+    """The coordinator's own connection dropped: silence proves nothing until it is back."""
+
+
+Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
+         | Tick | ConnectionRestored | ConnectionLost)
+
+
+# -- actions: what to do ---------------------------------------------------------------------
+
+
+class Publish(NamedTuple):
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+class ReportError(NamedTuple):
+    """A rejected input or refused job, for `errors` and the log."""
+
+    topic: str
+    reason: str
+
+
+class JournalAccepted(NamedTuple):
+    request: JobRequest  # with its id
+    ts: float
+    attempt: int = 0
+
+
+class JournalEnded(NamedTuple):
+    job_id: str
+
+
+JournalRecord = JournalAccepted | JournalEnded
+
+
+@dataclass
+class Actions:
+    """Everything one step of the core asks for, each list in the order it was decided."""
+
+    publish: list[Publish] = field(default_factory=list)
+    journal: list[JournalRecord] = field(default_factory=list)
+    errors: list[ReportError] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.publish or self.journal or self.errors)

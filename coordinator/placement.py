@@ -1,0 +1,61 @@
+"""Placement: which node gets each waiting frame and queued job, asked of the scheduler.
+
+One pass places what it can while any live node has a free slot: frames first (they are real
+time), each to a node that has its camera's model, then queued jobs in priority order, each
+to `scheduler.choose`'s node. The caller's `send_*` turns a choice into a lease on that node
+before the next choice, so free slots and load are always current. A pass runs once per batch
+of events (a burst of messages, a tick), not per message: that lets one message carry several
+jobs to a node under load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgehive.schemas import Requirements
+
+from . import scheduler
+from .frames import Frame, FrameRouter
+from .jobs import JobQueue
+from .leases import Lease
+from .registry import Node
+
+DETECT_KIND = "detections"  # the kind a frame runs as
+
+
+class ModelRequirements:
+    """`Requirements(model=...)` per model, built once: a camera's envelope names the model,
+    so the cache is bounded."""
+
+    def __init__(self, bound: int = 256) -> None:
+        self._cache: dict[str, Requirements] = {}
+        self._bound = bound
+
+    def __call__(self, model: str) -> Requirements:
+        requires = self._cache.get(model)
+        if requires is None:
+            if len(self._cache) >= self._bound:
+                self._cache.clear()
+            requires = self._cache[model] = Requirements(model=model)
+        return requires
+
+
+def place(nodes: list[Node], frames: FrameRouter, queue: JobQueue, requirements: ModelRequirements,
+          send_frame: Callable[[Frame, Node], None], send_job: Callable[[Lease, Node], None]) -> None:
+    """Place waiting frames, then queued jobs, on `nodes` (the live ones) while slots are free."""
+    if not (queue or frames.pending) or not any(n.free_slots for n in nodes):
+        return
+    for frame in frames.waiting():
+        node = scheduler.choose(nodes, DETECT_KIND, requirements(frame.model))
+        if node is not None:
+            send_frame(frame, node)
+
+    def try_place(job: Lease) -> bool | None:
+        assert job.request is not None
+        node = scheduler.choose(nodes, job.kind, job.request.requires, job.avoid)
+        if node is not None:
+            send_job(job, node)
+            return True
+        return None if not any(n.free_slots for n in nodes) else False
+
+    queue.take(try_place)
