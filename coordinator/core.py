@@ -138,11 +138,6 @@ class CoordinatorCore:
         if self.orphans:
             log.warning("recovered %d open jobs from the journal", len(self.orphans))
 
-    def open_jobs(self) -> list[OpenJob]:
-        """The journaled leases still open, as the journal writes them (for its compaction)."""
-        return [(lease.request, lease.submitted, lease.attempt) for lease in self.book.open.values()
-                if lease.policy.journaled and lease.request is not None]
-
     def stats(self, now: Now) -> CoordinatorStats:
         last_mono, last_done = self._last_stats
         done = self.counters["done"] + self.counters["failed"]

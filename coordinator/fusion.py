@@ -28,7 +28,7 @@ from edgehive.schemas import JobRequest, Requirements
 from edgehive.schemas.base import Ident
 from edgehive.schemas.sensors import FUSION_KIND, IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
 
-from .fusion_log import FusionLog, Snapshot
+from .fusion_log import COMPACT_AFTER, FusionLog, FusionWrite, Snapshot, closed_line, snapshot_line
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,10 @@ class FusionWindows:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._refused: list[tuple[str, int, int]] = []
         self._waiting = 0  # windows waiting across all groups (checked on every reading)
-        self._log = FusionLog(state_path) if state_path is not None else None
+        self.log = FusionLog(state_path) if state_path is not None else None
         self._changed: set[str] = set()
+        self._lines: list[bytes] = []  # closed windows accepted, for the log
+        self._logged = -1  # lines in the log since it was last rewritten; -1: rewrite first
         self._load_state()
 
     # -- readings ---------------------------------------------------------------------------
@@ -208,8 +210,8 @@ class FusionWindows:
             return
         group.waiting.append(window)
         self._waiting += 1
-        if self._log is not None:
-            self._log.closed(group.name, _window_entry(window))
+        if self.log is not None:
+            self._lines.append(closed_line(group.name, _window_entry(window)))
 
     def take_refused(self) -> list[tuple[str, int, int]]:
         """(group, window, readings) of windows refused since the last call, to report on `errors`."""
@@ -271,31 +273,42 @@ class FusionWindows:
 
     # -- restart survival (coordinator/fusion_log.py) ----------------------------------------
 
-    def flush_state(self) -> None:
-        """Write what changed since the last call: snapshots of groups and windows accepted."""
-        if self._log is None:
-            return
-        if self._log.needs_compaction():  # on the first call, and when the log grew long
-            self._compact()
-        else:
-            for name in self._changed:
-                self._log.snapshot(name, self._snapshot(self.groups[name]))
-            self._log.flush()
+    def take_state(self) -> FusionWrite | None:
+        """What changed since the last call, as lines for the log: snapshots of the groups that
+        changed and windows accepted; on the first call, and when the log grew long, all of it
+        (a snapshot per group and the windows still pending) to replace the log."""
+        if self.log is None:
+            return None
+        if self._logged < 0 or self._logged >= COMPACT_AFTER:
+            lines: list[bytes] = []
+            for name, g in self.groups.items():
+                lines.append(snapshot_line(name, self._snapshot(g)))
+                lines += [closed_line(name, _window_entry(w)) for w in ([g.in_flight_window] if g.in_flight_window else []) + list(g.waiting)]
+            self._lines.clear()
+            self._changed.clear()
+            self._logged = len(lines)
+            return FusionWrite(lines, rewrite=True)
+        if not self._lines and not self._changed:
+            return None
+        lines, self._lines = self._lines, []
+        lines += [snapshot_line(name, self._snapshot(self.groups[name])) for name in self._changed]
         self._changed.clear()
+        self._logged += len(lines)
+        return FusionWrite(lines)
+
+    def flush_state(self) -> None:
+        """Write what changed since the last call (`take_state`) to the log, from this thread."""
+        change = self.take_state()
+        if change is not None and self.log is not None:
+            self.log.write(change)
 
     def _snapshot(self, group: Group) -> Snapshot:
         return Snapshot(windows=group.windows, done=group.done, prior=group.prior)
 
-    def _compact(self) -> None:
-        assert self._log is not None
-        pending = {name: [_window_entry(w) for w in ([g.in_flight_window] if g.in_flight_window else []) + list(g.waiting)]
-                   for name, g in self.groups.items()}
-        self._log.compact({name: self._snapshot(g) for name, g in self.groups.items()}, pending)
-
     def _load_state(self) -> None:
-        if self._log is None:
+        if self.log is None:
             return
-        for name, saved in self._log.load().items():
+        for name, saved in self.log.load().items():
             group = self.groups.get(name)
             if group is None:
                 continue
@@ -308,8 +321,8 @@ class FusionWindows:
                 self._waiting += 1
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
+        if self.log is not None:
+            self.log.close()
 
     def stats(self) -> dict[str, Any]:
         return {

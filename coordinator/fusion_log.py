@@ -9,7 +9,8 @@ job journal also holds are adopted as jobs instead (coordinator/core.py `restore
 Lines are flushed to the OS after every read burst, before the job journal (a crash between
 the two then re-runs a window, with the same prior and the same result, rather than losing
 one). Now and then, and on start, the log is compacted to a snapshot per group plus the
-windows still pending.
+windows still pending. The lines are made where the groups live (coordinator/fusion.py) and
+written here, by whichever thread does the coordinator's disk I/O.
 """
 
 from __future__ import annotations
@@ -42,12 +43,29 @@ class Saved:
     closed: dict[int, dict[str, Any]] = field(default_factory=dict)  # number → {number, start, end, readings}
 
 
+@dataclass
+class FusionWrite:
+    """Lines for the log: appended, or (`rewrite`) the whole log, replacing what is there."""
+
+    lines: list[bytes]
+    rewrite: bool = False
+
+
+def snapshot_line(group: str, snapshot: Snapshot) -> bytes:
+    return orjson.dumps({"group": group, "windows": snapshot.windows, "done": snapshot.done, "prior": snapshot.prior})
+
+
+def closed_line(group: str, window: dict[str, Any]) -> bytes:
+    return orjson.dumps({"group": group, "closed": window})
+
+
 class FusionLog:
+    """The file. The coordinator renders lines where its state lives (coordinator/fusion.py
+    `take_state`) and writes them here from the thread that does its disk I/O."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
-        self._lines = 0
-        self._pending: list[bytes] = []
 
     def load(self) -> dict[str, Saved]:
         saved: dict[str, Saved] = {}
@@ -66,39 +84,24 @@ class FusionLog:
                 log.warning("fusion state %s line %d is unreadable (torn write?); skipped", self.path, number)
         return saved
 
-    def snapshot(self, group: str, snapshot: Snapshot) -> None:
-        self._pending.append(orjson.dumps({"group": group, "windows": snapshot.windows, "done": snapshot.done, "prior": snapshot.prior}))
-
-    def closed(self, group: str, window: dict[str, Any]) -> None:
-        self._pending.append(orjson.dumps({"group": group, "closed": window}))
-
-    def needs_compaction(self) -> bool:
-        return self._file is None or self._lines >= COMPACT_AFTER
-
-    def flush(self) -> None:
-        if not self._pending or self._file is None:
+    def write(self, change: FusionWrite) -> None:
+        """Append the lines and hand them to the OS, or rewrite the log as them."""
+        if change.rewrite:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(line + b"\n" for line in change.lines))
+            os.replace(tmp, self.path)
+            self._file = self.path.open("ab")
             return
-        self._file.write(b"\n".join(self._pending) + b"\n")
-        self._lines += len(self._pending)
-        self._pending.clear()
+        if not change.lines:
+            return
+        if self._file is None:
+            self._file = self.path.open("ab")
+        self._file.write(b"\n".join(change.lines) + b"\n")
         self._file.flush()
-
-    def compact(self, snapshots: dict[str, Snapshot], pending: dict[str, list[dict[str, Any]]]) -> None:
-        """Rewrite the log as one snapshot per group and its windows still pending."""
-        self._pending.clear()
-        for name, snap in snapshots.items():
-            self.snapshot(name, snap)
-            for window in pending.get(name, []):
-                self.closed(name, window)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._file is not None:
-            self._file.close()
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(b"".join(line + b"\n" for line in self._pending))
-        os.replace(tmp, self.path)
-        self._lines = len(self._pending)
-        self._pending.clear()
-        self._file = self.path.open("ab")
 
     def close(self) -> None:
         if self._file is not None:

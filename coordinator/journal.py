@@ -43,12 +43,15 @@ class JobJournal:
     def __init__(
         self,
         path: Path | None,
-        open_jobs: Callable[[], Iterable[OpenJob]] = list,
+        open_jobs: Callable[[], Iterable[OpenJob]] | None = None,
         on_error: Callable[[str], None] = _ignore,
         compact_after: int = _COMPACT_AFTER,
     ) -> None:
+        """`open_jobs`: what a compaction or a heal writes; by default the journal's own account of
+        the jobs accepted and not ended (so it needs nothing from the thread that owns the jobs)."""
         self.path = path
-        self._open_jobs = open_jobs
+        self._open: dict[str, OpenJob] = {}
+        self._open_jobs = open_jobs or (lambda: list(self._open.values()))
         self._on_error = on_error
         self.compact_after = compact_after
         self._file: BinaryIO | None = None
@@ -81,6 +84,7 @@ class JobJournal:
             except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError, AssertionError):
                 log.warning("journal %s line %d is unreadable (torn write?); skipped", self.path, number)
         jobs = list(open_jobs.values())
+        self._open = dict(open_jobs)
         self._try_rewrite(jobs)
         return jobs
 
@@ -127,10 +131,13 @@ class JobJournal:
             self._fail("write failed", error)
 
     def accepted(self, request: JobRequest, ts: float, attempt: int = 0) -> None:
+        assert request.id is not None
+        self._open[request.id] = (request, ts, attempt)
         self._write(lambda: self._accept_line(request, ts, attempt))
 
     def ended(self, job_id: str) -> None:
         """Record an end; now and then compact the file down to the open jobs."""
+        self._open.pop(job_id, None)
         self._write(lambda: orjson.dumps({"end": job_id}) + b"\n")
         if self._file is None or self.broken is not None:
             return

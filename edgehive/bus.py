@@ -136,6 +136,9 @@ class _FastClient(paho.Client):
         self._rpos = 0
         self.after_read: Callable[[], None] | None = None
         self.on_connect_error: Callable[[OSError], None] | None = None
+        self.hold_wakeups = False  # set by the one thread acknowledging a batch: it wakes the loop once, at the end
+        self.loop_timeout = 1.0  # the longest the loop sleeps in select
+        self.periodic: Callable[[], None] | None = None  # run after each turn of the loop
 
     # -- failed connects: paho keeps the reason to itself -----------------------------------
 
@@ -159,6 +162,20 @@ class _FastClient(paho.Client):
         with self._reconnect_delay_mutex:
             delay = self._reconnect_delay
             return float(self._reconnect_min_delay if delay is None else min(delay * 2, self._reconnect_max_delay))
+
+    # -- the loop: periodic work on the network thread ---------------------------------------
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
+        return super().loop_forever(min(timeout, self.loop_timeout), retry_first_connection)
+
+    def loop_misc(self) -> MQTTErrorCode:
+        rc = super().loop_misc()
+        if self.periodic is not None and self._sock is not None:
+            try:
+                self.periodic()
+            except Exception:
+                log.exception("periodic hook failed")
+        return rc
 
     # -- reads: one recv for many packets --------------------------------------------------
 
@@ -217,12 +234,17 @@ class _FastClient(paho.Client):
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(packet), "packet": packet, "info": info})
         # The loop selects for writing whenever the queue is non-empty, so it needs a wake-up
         # only for the first packet, and never from its own thread.
-        if was_empty and threading.get_ident() != thread.ident:
+        if was_empty and not self.hold_wakeups and threading.get_ident() != thread.ident:
+            self.wake()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def wake(self) -> None:
+        """Wake the network loop from another thread (it may sleep in select with packets to write)."""
+        if self._sockpairW is not None:
             try:
                 self._sockpairW.send(paho.sockpair_data)
             except BlockingIOError:
                 pass
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _packet_write(self) -> MQTTErrorCode:
         out = self._out_packet
@@ -421,6 +443,21 @@ class MqttBus:
         """Run `hook` (on the network thread) when an established connection drops, not at `stop`."""
         self._on_disconnect_hooks.append(hook)
 
+    def every(self, period_s: float, hook: Callable[[], None]) -> None:
+        """Run `hook` on the network thread about every `period_s` while connected (not while it
+        waits to reconnect), between reads: the owner's periodic work needs no thread of its own."""
+        client = self._client
+        client.loop_timeout = min(client.loop_timeout, period_s)
+        due = [time.monotonic() + period_s]
+
+        def maybe() -> None:
+            now = time.monotonic()
+            if now >= due[0]:
+                due[0] = now + period_s
+                hook()
+
+        client.periodic = maybe
+
     def after_read_burst(self, hook: Callable[[], None]) -> None:
         """Run `hook` on the network thread after each burst of incoming messages is handled,
         so that work triggered by many messages (placing jobs) is done once per burst."""
@@ -440,11 +477,18 @@ class MqttBus:
     def ack(self, pending: PendingAcks) -> None:
         """Send the acknowledgements `take_acks` returned, from any thread. Those of a connection
         that has since dropped are not sent: the broker delivers those messages again."""
-        if pending.connection != self._connection:
+        if pending.connection != self._connection or not pending.mids:
             return
-        ack = self._client.ack
-        for mid, qos in pending.mids:
-            ack(mid, qos)
+        client = self._client
+        elsewhere = client._thread is not None and threading.get_ident() != client._thread.ident
+        client.hold_wakeups = elsewhere  # one wake-up for them all, not one per message the loop drains meanwhile
+        try:
+            for mid, qos in pending.mids:
+                client.ack(mid, qos)
+        finally:
+            client.hold_wakeups = False
+            if elsewhere and client._out_packet:
+                client.wake()
 
     def start(self, timeout_s: float | None = 10.0) -> None:
         """Connect in the background; with a timeout, wait for the first connection."""
