@@ -238,24 +238,3 @@ def test_a_manifest_that_does_not_fit_the_model_is_refused(manifest: Manifest) -
     person_anchors = manifest.get("person").anchors
     with pytest.raises(DetectionError, match="anchors"):
         load_detector(face.model_copy(update={"anchors": person_anchors}), create_backend("litert"))
-
-
-def test_inference_time_with_one_thread(
-    face_detector: Detector, person_detector: Detector, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Measured and printed, never asserted: timings belong to BENCHMARKS.md, not to a test."""
-    frame = photo("astronaut")
-    lines = []
-    for detector in (face_detector, person_detector):
-        infer, total = [], []
-        for _ in range(50):
-            start = time.perf_counter()
-            out = detector.process(frame)
-            total.append((time.perf_counter() - start) * 1000)
-            infer.append(out.inference_ms)
-        lines.append(
-            f"{detector.name}: inference median {statistics.median(infer):.2f} ms, "
-            f"with letterbox+decode {statistics.median(total):.2f} ms (LiteRT, 1 thread, 512x512 frame)"
-        )
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))

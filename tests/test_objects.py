@@ -107,24 +107,3 @@ def test_face_far_finds_one_face_in_the_portrait_and_none_without_people(face_fa
     noise = np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     assert face_far_detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
     assert face_far_detector.detect(noise) == []
-
-
-def test_inference_time_with_one_thread(
-    objects_detector: Detector, face_far_detector: Detector, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Measured and printed, never asserted: timings belong to BENCHMARKS.md, not to a test."""
-    lines = []
-    for detector, frame in ((face_far_detector, astronaut_pair()), (objects_detector, photo("astronaut"))):
-        infer, total = [], []
-        for _ in range(30):
-            start = time.perf_counter()
-            out = detector.process(frame)
-            total.append((time.perf_counter() - start) * 1000)
-            infer.append(out.inference_ms)
-        height, width = frame.shape[:2]
-        lines.append(
-            f"{detector.name}: inference median {statistics.median(infer):.2f} ms, with resize+decode "
-            f"{statistics.median(total):.2f} ms (LiteRT, 1 thread, {width}x{height} frame)"
-        )
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
