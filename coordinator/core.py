@@ -1,9 +1,9 @@
 """The coordinator's core: accept, place, lease, re-queue and finish, as a state machine.
 
 It takes events (coordinator/events.py) with the time they are handled at and returns actions:
-messages to publish, journal records to write, inputs to report on `errors`. It does no I/O and
-reads no clock, so the service (coordinator/service.py) decides threads, the broker and the
-disk, and the tests drive it directly.
+messages to publish, journal records to write, inputs to report on `errors`. It does no I/O,
+reads no clock and takes no lock: the service (coordinator/service.py) calls it from one thread
+and decides about the broker and the disk, and the tests drive it directly (tests/test_core.py).
 
 Guarantees come from our own bookkeeping, never from the broker: a lease is held by exactly one
 node at a time (coordinator/leases.py), the node's heartbeats renew it, and work whose node
@@ -51,6 +51,7 @@ from .events import (
 from .frames import Frame, FrameRouter
 from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
+from .journal import OpenJob
 from .leases import FRAME, Lease, LeaseBook, policy_for
 from .placement import DETECT_KIND, ModelRequirements, place
 from .registry import Change, Node, NodeRegistry
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 S = JobStateName
 _BATCH_BYTES = 256 * 1024
 HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
-OpenJob = tuple[JobRequest, float, int]  # (request with id, submitted epoch, attempts so far): a journal entry
 
 
 def _new_job_id() -> str:
