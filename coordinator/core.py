@@ -1,9 +1,9 @@
 """The coordinator's core: accept, place, lease, re-queue and finish, as a state machine.
 
 It takes events (coordinator/events.py) with the time they are handled at and returns actions:
-messages to publish, journal records to write, inputs to report on `errors`. It does no I/O and
-reads no clock, so the service (coordinator/service.py) decides threads, the broker and the
-disk, and the tests drive it directly.
+messages to publish, journal records to write, inputs to report on `errors`. It does no I/O,
+reads no clock and takes no lock: the service (coordinator/service.py) calls it from one thread
+and decides about the broker and the disk, and the tests drive it directly (tests/test_core.py).
 
 Guarantees come from our own bookkeeping, never from the broker: a lease is held by exactly one
 node at a time (coordinator/leases.py), the node's heartbeats renew it, and work whose node
@@ -51,17 +51,16 @@ from .events import (
 from .frames import Frame, FrameRouter
 from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
+from .journal import OpenJob
 from .leases import FRAME, Lease, LeaseBook, policy_for
-from .placement import DETECT_KIND, ModelRequirements, place
+from .placement import DETECT_KIND, ModelRequirements, Outbox, place
 from .registry import Change, Node, NodeRegistry
 from .settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 
 S = JobStateName
-_BATCH_BYTES = 256 * 1024
 HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
-OpenJob = tuple[JobRequest, float, int]  # (request with id, submitted epoch, attempts so far): a journal entry
 
 
 def _new_job_id() -> str:
@@ -93,7 +92,7 @@ class CoordinatorCore:
         self._run_id = run_id or uuid.uuid4().hex[:8]
         self._frame_seq = 0
         self._deadlines: list[tuple[float, str]] = []  # (deadline, lease id), a heap; finished ones drop out when due
-        self._outbox: dict[str, list[bytes]] = {}
+        self._outbox = Outbox()
         self._frame_warned: dict[str, float] = {}
         self._started = started
         self._recovery_until = started
@@ -483,30 +482,15 @@ class CoordinatorCore:
         lease.running_announced = False
         self.book.hold(lease, node, self._now)
         node.sent(lease.id, self.settings.lease)
-        self._outbox.setdefault(node.id, []).append(job_json(
+        self._outbox.add(node.id, job_json(
             lease.id, lease.kind, lease.request.params, lease.source, lease.attempt, node.boot_id, lease.submitted,
             self._now.wall, lease.deadline,
         ))
         self._publish_state(lease, S.SCHEDULED)
 
     def _flush_outbox(self) -> None:
-        """One message per node for everything placed in this pass: a job, or an array of jobs."""
-        for node_id, jobs in self._outbox.items():
-            topic = self.topics.jobs(node_id)
-            if len(jobs) == 1:
-                self._publish(topic, jobs[0], qos=1)
-                continue
-            chunk: list[bytes] = []
-            size = 0
-            for job in jobs:  # arrays stay well under the agent's size limit
-                chunk.append(job)
-                size += len(job)
-                if size >= _BATCH_BYTES:
-                    self._publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
-                    chunk, size = [], 0
-            if chunk:
-                self._publish(topic, b"[" + b",".join(chunk) + b"]", qos=1)
-        self._outbox.clear()
+        for node_id, payload in self._outbox.drain():
+            self._publish(self.topics.jobs(node_id), payload, qos=1)
 
     # -- periodic work -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ jobs to a node under load.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from edgehive.schemas import Requirements
 
@@ -21,6 +21,7 @@ from .leases import Lease
 from .registry import Node
 
 DETECT_KIND = "detections"  # the kind a frame runs as
+_BATCH_BYTES = 256 * 1024  # job arrays stay well under the agent's size limit
 
 
 class ModelRequirements:
@@ -59,3 +60,35 @@ def place(nodes: list[Node], frames: FrameRouter, queue: JobQueue, requirements:
         return None if not any(n.free_slots for n in nodes) else False
 
     queue.take(try_place)
+
+
+class Outbox:
+    """The job messages of one pass, per node: a node gets one message for everything placed on
+    it, a job or a JSON array of jobs (the agent takes both)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, list[bytes]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+    def add(self, node_id: str, job: bytes) -> None:
+        self._jobs.setdefault(node_id, []).append(job)
+
+    def drain(self) -> Iterator[tuple[str, bytes]]:
+        """(node, payload) for each message to send; empties the outbox."""
+        jobs_by_node, self._jobs = self._jobs, {}
+        for node_id, jobs in jobs_by_node.items():
+            if len(jobs) == 1:
+                yield node_id, jobs[0]
+                continue
+            chunk: list[bytes] = []
+            size = 0
+            for job in jobs:
+                chunk.append(job)
+                size += len(job)
+                if size >= _BATCH_BYTES:
+                    yield node_id, b"[" + b",".join(chunk) + b"]"
+                    chunk, size = [], 0
+            if chunk:
+                yield node_id, b"[" + b",".join(chunk) + b"]"

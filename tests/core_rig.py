@@ -21,6 +21,7 @@ from edgehive.coordinator.events import (
     Event,
     FrameIn,
     HeartbeatIn,
+    ReadingsIn,
     JournalAccepted,
     JournalEnded,
     Now,
@@ -30,9 +31,10 @@ from edgehive.coordinator.events import (
     Tick,
 )
 from edgehive.coordinator.frames import Frame
-from edgehive.coordinator.fusion import FusionWindows
+from edgehive.coordinator.fusion import FusionWindows, GroupConfig
 from edgehive.coordinator.settings import CoordinatorSettings
 from edgehive.schemas import Capabilities, Heartbeat, JobRequest, NodeStatus, Result, Topics, envelope
+from edgehive.schemas.sensors import SensorReading
 
 PREFIX = "rig/v1"
 
@@ -42,6 +44,7 @@ class Rig:
     heartbeat_s: float = 1.0
     max_attempts: int = 3
     queue_max: int = 10_000
+    fusion_groups: dict[str, GroupConfig] = field(default_factory=dict)
     now: Now = Now(1_000_000.0, 100.0)  # well past dead_after since the start: no grace for the registry
     log: Actions = field(default_factory=Actions)  # everything the core asked for so far
 
@@ -49,7 +52,7 @@ class Rig:
         self.settings = CoordinatorSettings(state_dir="", heartbeat_s=self.heartbeat_s, max_attempts=self.max_attempts,
                                             queue_max=self.queue_max, ha_discovery_prefix="", prefix=PREFIX)
         self.topics = Topics(PREFIX)
-        self.core = CoordinatorCore(self.settings, FusionWindows({}, 10, 100, 0.25, None), started=0.0, run_id="run")
+        self.core = CoordinatorCore(self.settings, FusionWindows(self.fusion_groups, 10, 100, 0.25, None), started=0.0, run_id="run")
         self.seq = 0
         self.step(ConnectionRestored())
 
@@ -98,6 +101,10 @@ class Rig:
     def decline(self, node: str, job_id: str, kind: str = "sleep") -> Actions:
         refusal = Result(job_id=job_id, kind=kind, node=node, source=job_id, ok=False, error="full", retryable=True, timings={})
         return self.step(Declined(self.topics.declined(node), refusal))
+
+    def readings(self, sensor: str, quantity: str, *values: float) -> Actions:
+        stamped = [(SensorReading(value=v), self.now.wall) for v in values]
+        return self.step(ReadingsIn(self.topics.sensor(sensor, quantity), sensor, quantity, stamped))
 
     def frame(self, camera: str, model: str = "face") -> Actions:
         return self.step(FrameIn(self.topics.frames(camera), Frame(camera, b"\xff\xd8jpeg", model, arrived=self.now.wall)))

@@ -11,6 +11,7 @@ from core_rig import Rig
 
 from edgehive.coordinator.core import HEARTBEAT_TIMEOUT
 from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, Submitted
+from edgehive.coordinator.fusion import GroupConfig
 from edgehive.schemas import JobRequest
 
 
@@ -264,3 +265,29 @@ def test_recovered_jobs_are_adopted_by_the_node_that_runs_them_or_requeued() -> 
     rig.tick()
     assert "re-queued: not running anywhere after coordinator restart" in [s.get("reason") for s in rig.states("gone")]
     assert rig.sent("pi-1")[-1]["id"] == "gone" and rig.sent("pi-1")[-1]["attempt"] == 1
+
+
+def test_fusion_windows_are_journaled_jobs_that_carry_the_prior_and_survive_a_dead_node() -> None:
+    rig = Rig(fusion_groups={"room": GroupConfig(quantity="temperature", window_count=2)})
+    rig.node("pi-1", kinds=("fusion",))
+    rig.node("pi-2", kinds=("fusion",))
+    rig.readings("t1", "temperature", 20.0, 21.0)  # closes window 1
+    rig.readings("t1", "temperature", 22.0, 23.0)  # window 2 waits: one window per group at a time
+    first = rig.core.book.get("fusion-room-1")
+    assert first is not None and first.node is not None and rig.core.book.get("fusion-room-2") is None
+    assert ("accepted", "fusion-room-1") in rig.journal()
+    [job] = [j for j in rig.sent(first.node) if j["id"] == "fusion-room-1"]
+    assert job["params"]["prior"] is None and [r[1] for r in job["params"]["readings"]] == [20.0, 21.0]
+
+    dead = first.node
+    rig.offline(dead, reason="crash")  # the window runs again elsewhere, with the same prior
+    other = "pi-2" if dead == "pi-1" else "pi-1"
+    assert rig.holder("fusion-room-1") == other
+    [again] = [j for j in rig.sent(other) if j["id"] == "fusion-room-1"]
+    assert again["params"]["prior"] is None and again["params"]["readings"] == job["params"]["readings"] and again["attempt"] == 2
+    rig.result(other, "fusion-room-1", kind="fusion", source="room", attempt=2, output={"state": {"x": 20.5}})
+    second = rig.core.book.get("fusion-room-2")
+    assert second is not None and second.node is not None
+    [job] = [j for j in rig.sent(second.node) if j["id"] == "fusion-room-2"]
+    assert job["params"]["prior"] == {"x": 20.5}  # the posterior of window 1
+    assert rig.stats()["fusion_fused"] == {"room": 1}

@@ -177,3 +177,18 @@ def test_a_failed_compaction_leaves_the_journal_writable_after_it_heals(tmp_path
     journal.close()
     assert sorted(r.id for r, _, _ in recover_once(path)) == ["j2", "j9"]
     assert len(problems) == 1
+
+
+def test_a_compaction_writes_the_journals_own_account_of_open_jobs(tmp_path: Path) -> None:
+    """The writer thread owns the journal, not the jobs: what it compacts to is what it was told
+    (accepted and not ended), with nothing asked of the thread that owns the jobs."""
+    path = tmp_path / "jobs.jsonl"
+    journal = JobJournal(path, compact_after=3)
+    journal.recover()
+    for i in range(5):
+        journal.accepted(request(f"j{i}"), float(i))
+    for i in (0, 2, 4):
+        journal.ended(f"j{i}")  # the third end compacts
+    journal.close()
+    assert path.read_bytes().count(b"\n") == 2  # compacted: the two open jobs, no end lines
+    assert [r.id for r, _, _ in recover_once(path)] == ["j1", "j3"]
