@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.schemas.vision import CameraConfig
+from edgehive.schemas.vision import CameraConfig, StageConfig
 
 EVERY_CAMERA = "*"
 _CAMERAS = TypeAdapter(dict[str, CameraConfig])
@@ -85,4 +85,14 @@ def detect_params(config: CameraConfig, camera: str, captured: float | None) -> 
         params["labels"] = list(config.labels)
     if config.min_score:
         params["min_score"] = dict(config.min_score)
+    return params
+
+
+def stage_params(stage: StageConfig, camera: str, captured: float | None) -> dict[str, Any]:
+    """A pipeline stage's `detections` params: its own model and filters; each crop adds its `tile`."""
+    params: dict[str, Any] = {"model": stage.model, "camera": camera, "captured": captured}
+    if stage.labels is not None:
+        params["labels"] = list(stage.labels)
+    if stage.min_score:
+        params["min_score"] = dict(stage.min_score)
     return params

@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Topics, encode, envelope
+from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Timings, Topics, encode, envelope
 from edgehive.schemas.messages import job_json, job_state_json
 
 from . import scheduler
-from .cameras import CameraPolicy, detect_params
+from .cameras import CameraPolicy, detect_params, stage_params
 from .discovery import camera_messages, discovery_messages
 from .events import (
     Actions,
@@ -48,14 +48,16 @@ from .events import (
     Submitted,
     Tick,
 )
+from .framegroups import FrameGroup, FrameGroups, Stage
 from .frames import Frame, FrameRouter
 from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
-from .leases import FRAME, Lease, LeaseBook, policy_for
+from .leases import FRAME, PART, Lease, LeaseBook, policy_for
 from .placement import DETECT_KIND, ModelRequirements, Outbox, place
 from .registry import Change, Node, NodeRegistry
 from .settings import CoordinatorSettings
+from .tiles import jpeg_size, plan_tiles
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class CoordinatorCore:
         self.book = LeaseBook(self.registry)
         self.queue = JobQueue()
         self.frames = FrameRouter()
+        self.groups = FrameGroups()
         self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, Lease] = {}
         self.fusion = fusion
@@ -88,6 +91,7 @@ class CoordinatorCore:
         self._cameras = cameras or settings.camera_policy
         self._requirements = ModelRequirements()
         self._kind_verdicts: dict[str, str | None] = {}  # kind → why no known node runs it (cleared by capabilities)
+        self._model_inputs: dict[str, tuple[int, int] | None] = {}  # model → its input size (cleared by capabilities)
         self._new_job_id = new_job_id
         self._run_id = run_id or uuid.uuid4().hex[:8]
         self._frame_seq = 0
@@ -262,9 +266,19 @@ class CoordinatorCore:
         """Its node died, its lease lapsed, or the node handed it back: what its policy says."""
         if lease.policy.retried:
             self._requeue(lease, reason, count_attempt, avoid)
+        elif lease.policy is PART:
+            self.book.give_up(lease)
+            found = self.groups.pop_part(lease.id)
+            if found is not None and not found[0].ended:
+                self._lose_group(found[0])
         else:
             self.book.give_up(lease)
             self.frames.count_lost(lease.source)
+
+    def _lose_group(self, group: FrameGroup) -> None:
+        """One part of the frame is lost: so is the frame, counted once; its other parts are let go."""
+        self.groups.end(group)
+        self.frames.count_lost(group.frame.camera)
 
     def _requeue(self, lease: Lease, reason: str, count_attempt: bool = True, avoid: str | None = None) -> None:
         """Back to the front of the queue; `avoid`: a node this job should go to only if no other can run it."""
@@ -316,6 +330,11 @@ class CoordinatorCore:
     def _complete(self, lease: Lease, result: Result, payload: bytes) -> None:
         """A checked result ends the lease: relayed, then counted as its policy says."""
         self.book.release(lease)
+        if lease.policy is PART:
+            self.book.close(lease)
+            self._part_done(lease, result)
+            self._pump_wanted = True
+            return
         if lease.queued:
             self.queue.remove(lease)
         self.orphans.pop(lease.id, None)
@@ -362,6 +381,7 @@ class CoordinatorCore:
 
     def _on_capabilities(self, event: CapabilitiesIn) -> None:
         self._kind_verdicts.clear()
+        self._model_inputs.clear()
         self._apply(self.registry.on_capabilities(event.caps, self._now.mono), "restarted")
         self._pump_wanted = True
 
@@ -457,7 +477,8 @@ class CoordinatorCore:
         send each node everything placed on it in one message."""
         for request in self.fusion.ready_jobs():
             self._accept(request, self.topics.pattern("sensor"), bounded=False)
-        place(self.registry.alive(), self.frames, self.queue, self._requirements, self._send_frame, self._send_job)
+        place(self.registry.alive(), self.frames, self.groups, self.queue, self._requirements, self._send_frame,
+              self._send_part, self._send_job)
         if self._outbox:
             self._flush_outbox()
 
@@ -467,6 +488,11 @@ class CoordinatorCore:
         now = self._now
         self._frame_seq += 1
         lease_id = f"f{self._run_id}-{self._frame_seq}"  # unique per coordinator run, cheaper than uuid4
+        size, rects = self._plan(frame)
+        if len(rects) > 1 or frame.config.stages:
+            self.frames.sent(frame)
+            self._begin_group(frame, node, lease_id, size, rects)
+            return
         params = detect_params(frame.config, frame.camera, frame.captured)
         header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
         self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
@@ -487,6 +513,99 @@ class CoordinatorCore:
             self._now.wall, lease.deadline,
         ))
         self._publish_state(lease, S.SCHEDULED)
+
+    def _plan(self, frame: Frame) -> tuple[tuple[int, int], list[tuple[int, int, int, int] | None]]:
+        """The frame's size and its parts: [None] (the whole frame, one job) unless it is tiled."""
+        setting = frame.config.tiles or "auto"
+        if setting == "off" and not frame.config.stages:
+            return (0, 0), [None]
+        size = jpeg_size(frame.jpeg)
+        model_input = self._model_input(frame.model)
+        if size is None or model_input is None:
+            return size or (0, 0), [None]
+        return size, plan_tiles(setting, size, model_input)
+
+    def _model_input(self, model: str) -> tuple[int, int] | None:
+        """The model's input size as the nodes that run it report it (kept until capabilities change)."""
+        if model not in self._model_inputs:
+            sizes = (n.caps.model_runtimes[model].input_size for n in self.registry.nodes.values()
+                     if n.caps is not None and model in n.caps.model_runtimes)
+            self._model_inputs[model] = next((size for size in sizes if size is not None), None)
+        return self._model_inputs[model]
+
+    def _begin_group(self, frame: Frame, node: Node, lease_id: str, size: tuple[int, int],
+                     rects: list[tuple[int, int, int, int] | None]) -> None:
+        """A tiled frame, or one whose camera has a pipeline: a group of parts, the first on `node`."""
+        params = detect_params(frame.config, frame.camera, frame.captured)
+        first = Stage(frame.model, params, rects, [None] * len(rects))
+        group = FrameGroup(lease_id, frame, size, [first], list(frame.config.stages or ()), first_node=node.id)
+        self.groups.add(group)
+        self._send_part(group, node)
+
+    def _send_part(self, group: FrameGroup, node: Node) -> None:
+        """One part of a frame (a tile, a crop for a later stage): the frame's JPEG with the part's rectangle."""
+        assert node.boot_id is not None
+        now = self._now
+        frame = group.frame
+        lease_id, params = group.take_part()
+        stage = group.stage
+        if stage.placed == 1:
+            stage.sent_at = now.wall
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
+        lease = Lease(lease_id, None, submitted=frame.arrived, policy=PART, kind=DETECT_KIND, source=frame.camera, attempt=1)
+        self.book.add(lease)
+        self.book.hold(lease, node, now)
+        node.sent(lease_id, self.settings.lease)
+        self.groups.placed(lease_id, group)
+        group.last_progress = now.mono
+
+    def _part_done(self, lease: Lease, result: Result) -> None:
+        """A part's result: kept; when its stage is complete, the next stage begins or the frame's result goes out."""
+        found = self.groups.pop_part(lease.id)
+        if found is None or found[0].ended:
+            return  # its frame was lost already: let go
+        group, stage_index, part = found
+        group.last_progress = self._now.mono
+        timings = result.timings
+        group.record(stage_index, part, result.node, result.output, timings.started, timings.inferred or timings.finished,
+                     None if result.ok else result.error)
+        stage = group.stages[stage_index]
+        if not stage.complete or stage_index != len(group.stages) - 1:
+            return
+        stage.ended_at = self._now.wall
+        frame = group.frame
+        while group.failed is None and group.stage.complete:
+            if not group.next_stage(lambda config: stage_params(config, frame.camera, frame.captured)):
+                break
+            group.stage.sent_at = group.stage.ended_at = self._now.wall  # a stage with no crops is over at once
+        if group.failed is None and not group.stage.complete:
+            return  # the next stage's parts wait for placement
+        self._publish_group(group)
+
+    def _publish_group(self, group: FrameGroup) -> None:
+        """The frame's one result on `results/detections/{camera}`, counted done like an untiled frame's."""
+        frame = group.frame
+        now = self._now.wall
+        ok = group.failed is None
+        result = Result(
+            job_id=group.id, kind=DETECT_KIND, node=group.first_node, source=frame.camera, attempt=1, ok=ok,
+            output=group.output(now) if ok else None, error=group.failed,
+            timings=Timings(captured=frame.captured, queued=frame.arrived, dispatched=group.stages[0].sent_at,
+                            started=group.started, inferred=group.finished, published=now),
+        )
+        self._publish(self.topics.result(DETECT_KIND, frame.camera), encode(result), qos=1)
+        self.groups.end(group)
+        self.frames.count_done(frame.camera, was_lost=False)
+
+    def _expire_groups(self) -> None:
+        """A frame whose next part found no node for a whole lease (its model left the fleet) is lost."""
+        limit = self._now.mono - self.settings.lease
+        for group in list(self.groups.waiting()):
+            if group.last_progress < limit:
+                log.info("frame %s of %s: part of stage %d found no node within the lease; the frame is lost",
+                         group.id, group.frame.camera, len(group.stages) - 1)
+                self._lose_group(group)
 
     def _flush_outbox(self) -> None:
         for node_id, payload in self._outbox.drain():
@@ -510,6 +629,7 @@ class CoordinatorCore:
         self._report_refused_windows()
         self._sweep_queue()
         self._expire_placed()
+        self._expire_groups()
         self._warn_unplaceable_frames()
         self._pump_wanted = False
         self._place()  # before the stats, which then count what this tick placed

@@ -10,8 +10,9 @@ what the coordinator owes the work when that happens, and that is the lease's `P
 | `JOB` | yes: survives a coordinator restart | REQUESTED … DONE/FAILED | back to the queue until `max_attempts` | a queued job |
 | `WINDOW` (fusion) | yes | yes | back to the queue | a queued job; its output is the next window's prior |
 | `FRAME` | no (5–30 a second per camera) | no | counted lost per camera (a newer frame waits) | its camera's newest frame |
+| `PART` (a tile, a pipeline stage's crop) | no | no | its frame is counted lost, once | its frame's group (coordinator/framegroups.py) |
 
-New kinds of work (image tiles, pipeline stages) are new policies, not new dispatch paths.
+New kinds of work are new policies, not new dispatch paths.
 
 `LeaseBook` is the only code that changes a node's holdings (`Node.jobs`, which the scheduler
 reads for free slots and load): a holding is added when a lease is placed, dropped when the
@@ -44,6 +45,7 @@ class Policy:
 JOB = Policy("job", journaled=True, announced=True, retried=True)
 WINDOW = Policy("window", journaled=True, announced=True, retried=True, carries_prior=True)
 FRAME = Policy("frame", journaled=False, announced=False, retried=False)
+PART = Policy("part", journaled=False, announced=False, retried=False)
 
 
 def policy_for(request: JobRequest) -> Policy:
@@ -55,7 +57,7 @@ class Lease:
     """Work the coordinator answers for, from acceptance until its one final outcome."""
 
     id: str
-    request: JobRequest | None  # what was submitted (journaled); None for a frame
+    request: JobRequest | None  # what was submitted (journaled); None for a frame or a part of one
     submitted: float  # epoch: accepted (a frame: arrived)
     deadline: float | None = None  # epoch
     policy: Policy = JOB

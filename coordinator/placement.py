@@ -1,8 +1,9 @@
 """Placement: which node gets each waiting frame and queued job, asked of the scheduler.
 
 One pass places what it can while any live node has a free slot: frames first (they are real
-time), each to a node that has its camera's model, then queued jobs in priority order, each
-to `scheduler.choose`'s node. The caller's `send_*` turns a choice into a lease on that node
+time), each to a node that has its camera's model — the remaining parts of frames already
+begun (tiles, pipeline stages) before any new frame, so a frame begun is finished first —
+then queued jobs in priority order, each to `scheduler.choose`'s node. The caller's `send_*` turns a choice into a lease on that node
 before the next choice, so free slots and load are always current. A pass runs once per batch
 of events (a burst of messages, a tick), not per message: that lets one message carry several
 jobs to a node under load.
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from edgehive.schemas import Requirements
 
 from . import scheduler
+from .framegroups import FrameGroup, FrameGroups
 from .frames import Frame, FrameRouter
 from .jobs import JobQueue
 from .leases import Lease
@@ -41,15 +43,21 @@ class ModelRequirements:
         return requires
 
 
-def place(nodes: list[Node], frames: FrameRouter, queue: JobQueue, requirements: ModelRequirements,
-          send_frame: Callable[[Frame, Node], None], send_job: Callable[[Lease, Node], None]) -> None:
-    """Place waiting frames, then queued jobs, on `nodes` (the live ones) while slots are free."""
-    if not (queue or frames.pending) or not any(n.free_slots for n in nodes):
+def place(nodes: list[Node], frames: FrameRouter, groups: FrameGroups, queue: JobQueue, requirements: ModelRequirements,
+          send_frame: Callable[[Frame, Node], None], send_part: Callable[[FrameGroup, Node], None],
+          send_job: Callable[[Lease, Node], None]) -> None:
+    """Place the parts of frames begun, waiting frames, then queued jobs, on `nodes` (the live
+    ones) while slots are free. A frame that `send_frame` turns into a group places its first
+    part there; its other parts follow in the same pass, on whichever nodes are free."""
+    if not (queue or frames.pending or groups) or not any(n.free_slots for n in nodes):
         return
-    for frame in frames.waiting():
-        node = scheduler.choose(nodes, DETECT_KIND, requirements(frame.model))
-        if node is not None:
-            send_frame(frame, node)
+    place_parts(nodes, groups, requirements, send_part)
+    if frames.pending:
+        for frame in frames.waiting():
+            node = scheduler.choose(nodes, DETECT_KIND, requirements(frame.model))
+            if node is not None:
+                send_frame(frame, node)
+        place_parts(nodes, groups, requirements, send_part)
 
     def try_place(job: Lease) -> bool | None:
         assert job.request is not None
@@ -60,6 +68,17 @@ def place(nodes: list[Node], frames: FrameRouter, queue: JobQueue, requirements:
         return None if not any(n.free_slots for n in nodes) else False
 
     queue.take(try_place)
+
+
+def place_parts(nodes: list[Node], groups: FrameGroups, requirements: ModelRequirements,
+                send_part: Callable[[FrameGroup, Node], None]) -> None:
+    for group in groups.waiting():
+        requires = requirements(group.stage.model)
+        while group.has_unplaced():
+            node = scheduler.choose(nodes, DETECT_KIND, requires)
+            if node is None:
+                break
+            send_part(group, node)
 
 
 class Outbox:

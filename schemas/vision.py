@@ -38,14 +38,67 @@ class Detection(Part):
         return self
 
 
+Rect = Annotated[list[Annotated[int, Field(ge=0, le=1 << 16)]], Field(min_length=4, max_length=4)]
+
+
+class PartRun(Part):
+    """One part of a frame run on its own: a tile, or a crop for a later stage of a pipeline."""
+
+    node: str = Field(min_length=1, max_length=128, description="The node that ran it")
+    rect: Rect | None = Field(None, description="x0, y0, x1, y1 in frame pixels; null: the whole frame")
+    of: int | None = Field(
+        None, ge=0, description="Later stages: the index, in the previous stage's detections, of the object this crop shows"
+    )
+    found: int = Field(ge=0, description="Detections this part returned, before the merge")
+    inference_ms: float = Field(ge=0.0, description="Time this part spent in the interpreter")
+
+
+class StageOutput(Part):
+    """A later stage of a camera's pipeline: a second model run on crops of what the first found."""
+
+    model: str = Field(min_length=1, max_length=128, description="Model name from the manifest")
+    on: list[str] = Field(description="Labels of the previous stage whose boxes were cropped for this stage")
+    detections: list[Detection] = Field(default_factory=list, description="Boxes in the whole frame's pixels, best score first")
+    inference_ms: float = Field(ge=0.0, description="Summed over this stage's parts")
+    elapsed_ms: float = Field(ge=0.0, description="From this stage's first part sent to its last result in, at the coordinator")
+    parts: list[PartRun] = Field(default_factory=list, description="One per crop (none when the previous stage found nothing to crop)")
+
+
 class DetectionOutput(Part):
-    """The `output` of a detection result: which model looked at which frame, what it found."""
+    """The `output` of a detection result: which model looked at which frame, what it found.
+
+    A frame run as one job carries the first five fields. A frame cut into tiles also says
+    which node ran each tile (`parts`); a camera with a pipeline adds each later stage
+    (`stages`). The coordinator merges the parts: there is always one result per frame."""
 
     model: str = Field(min_length=1, max_length=128, description="Model name from the manifest")
     width: int = Field(gt=0, le=1 << 16, description="Width of the original frame in pixels")
     height: int = Field(gt=0, le=1 << 16, description="Height of the original frame in pixels")
     detections: list[Detection] = Field(default_factory=list, description="Best score first")
-    inference_ms: float = Field(ge=0.0, description="Time spent in the interpreter (set, invoke, read back)")
+    inference_ms: float = Field(ge=0.0, description="Time spent in the interpreter (set, invoke, read back); summed over parts")
+    parts: list[PartRun] | None = Field(
+        None, description="A tiled frame: the whole frame and each tile, with the node that ran it (absent: one job, untiled)"
+    )
+    elapsed_ms: float | None = Field(
+        None, ge=0.0, description="Parts or stages: from the first part sent to the last result in, at the coordinator (this stage)"
+    )
+    stages: list[StageOutput] | None = Field(None, description="A pipeline's later stages, in order (absent: no pipeline)")
+
+
+TILES_PATTERN = r"^(auto|off|[1-9]x[1-9])$"
+MAX_STAGES = 3
+
+
+class StageConfig(Part):
+    """A later stage of a pipeline: `model` run on a crop of each box of the previous stage
+    whose label is in `on`; `labels` and `min_score` filter this stage's detections."""
+
+    model: Annotated[str, StringConstraints(pattern=IDENT_PATTERN)] = Field(description="Model from the manifest, e.g. \"face-far\"")
+    on: list[Label] = Field(min_length=1, max_length=MAX_LABELS, description="Labels of the previous stage to crop, e.g. [\"person\"]")
+    labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep from this stage (default: all)")
+    min_score: dict[Label, Unit] = Field(
+        default_factory=dict, max_length=MAX_LABELS, description="Lowest score kept per label of this stage; \"*\" for the rest",
+    )
 
 
 class CameraConfig(Part):
@@ -66,6 +119,18 @@ class CameraConfig(Part):
     min_score: dict[Label, Unit] = Field(
         default_factory=dict, max_length=MAX_LABELS,
         description="Lowest score kept per label; the key \"*\" applies to labels not named (default: the model's own score_threshold)",
+    )
+
+    tiles: Annotated[str, StringConstraints(pattern=TILES_PATTERN)] | None = Field(
+        None, description=(
+            "Cut big frames into overlapping tiles, each a job of its own, merged into one result: \"auto\" "
+            "(tiles about twice the model's input, plus the whole frame, when the frame is over four times "
+            "that), a grid \"CxR\" such as \"3x2\" (plus the whole frame), or \"off\" (default: auto)"
+        ),
+    )
+    stages: list[StageConfig] | None = Field(
+        None, max_length=MAX_STAGES,
+        description="A pipeline: models run after the first on crops of what it found, in order (default: none)",
     )
 
     def over(self, base: CameraConfig) -> CameraConfig:

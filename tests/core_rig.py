@@ -33,8 +33,9 @@ from edgehive.coordinator.events import (
 from edgehive.coordinator.frames import Frame
 from edgehive.coordinator.fusion import FusionWindows, GroupConfig
 from edgehive.coordinator.settings import CoordinatorSettings
-from edgehive.schemas import Capabilities, Heartbeat, JobRequest, NodeStatus, Result, Topics, envelope
+from edgehive.schemas import Capabilities, Heartbeat, JobRequest, ModelRuntime, NodeStatus, Result, Topics, envelope
 from edgehive.schemas.sensors import SensorReading
+from edgehive.schemas.vision import CameraConfig
 
 PREFIX = "rig/v1"
 
@@ -71,10 +72,12 @@ class Rig:
     def tick(self) -> Actions:
         return self.step(Tick())
 
-    def node(self, name: str, slots: int = 1, kinds: tuple[str, ...] = ("sleep",), models: tuple[str, ...] = (), boot: str = "b1") -> None:
-        """A node's birth: capabilities, `online`, a first heartbeat."""
+    def node(self, name: str, slots: int = 1, kinds: tuple[str, ...] = ("sleep",), models: tuple[str, ...] = (), boot: str = "b1",
+             inputs: dict[str, tuple[int, int]] | None = None) -> None:
+        """A node's birth: capabilities, `online`, a first heartbeat. `inputs`: model → input size it reports."""
+        runtimes = {m: ModelRuntime(backend="litert", device="cpu", input_size=size) for m, size in (inputs or {}).items()}
         caps = Capabilities(node=name, boot_id=boot, ts=0, version="0", arch="x", board="b", os="l", python="3", cores=2,
-                            ram_mb=100, kinds=list(kinds), workers=slots, slots=slots, models=list(models))
+                            ram_mb=100, kinds=list(kinds), workers=slots, slots=slots, models=list(models), model_runtimes=runtimes)
         self.step(CapabilitiesIn(self.topics.capabilities(name), caps),
                   StatusIn(self.topics.status(name), name, NodeStatus(state="online", boot_id=boot)))
         self.beat(name, boot=boot)
@@ -94,7 +97,8 @@ class Rig:
     def result(self, node: str, job_id: str, ok: bool = True, attempt: int = 1, kind: str = "sleep", source: str | None = None,
                output: Any = None) -> tuple[Actions, bytes]:
         result = Result(job_id=job_id, kind=kind, node=node, source=source or job_id, attempt=attempt, ok=ok,
-                        output=output if ok else None, error=None if ok else "it broke", timings={"started": self.now.wall})
+                        output=output if ok else None, error=None if ok else "it broke",
+                        timings={"started": self.now.wall, "inferred": self.now.wall})
         payload = orjson.dumps(result.model_dump(exclude_none=True))
         return self.step(ResultIn(self.topics.node_results(node), result, payload)), payload
 
@@ -106,8 +110,9 @@ class Rig:
         stamped = [(SensorReading(value=v), self.now.wall) for v in values]
         return self.step(ReadingsIn(self.topics.sensor(sensor, quantity), sensor, quantity, stamped))
 
-    def frame(self, camera: str, model: str = "face") -> Actions:
-        return self.step(FrameIn(self.topics.frames(camera), Frame(camera, b"\xff\xd8jpeg", model, arrived=self.now.wall)))
+    def frame(self, camera: str, model: str = "face", jpeg: bytes = b"\xff\xd8jpeg", config: CameraConfig | None = None) -> Actions:
+        frame = Frame(camera, jpeg, model, arrived=self.now.wall, config=config or CameraConfig(model=model))
+        return self.step(FrameIn(self.topics.frames(camera), frame))
 
     # -- reading -----------------------------------------------------------------------------
 
