@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,9 +137,36 @@ def decode_jpeg(jpeg: bytes) -> np.ndarray:
     return image
 
 
-def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = None) -> JobKind:
-    def run(params: DetectParams, jpeg: bytes) -> dict[str, object]:
+class DecodedTiles:
+    """The last few frames decoded for tiles: every tile of a frame comes with the same JPEG, and
+    the tiles placed on one node mostly arrive back to back, so the frame is decoded once per
+    node instead of once per tile (a 1080p decode costs about as much as a 300x300 inference).
+    Keyed by the JPEG's bytes; the images are never written to (tiles are read-only views)."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self._images: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def get(self, jpeg: bytes) -> np.ndarray:
+        with self._lock:
+            image = self._images.get(jpeg)
+            if image is not None:
+                self._images.move_to_end(jpeg)
+                return image
         image = decode_jpeg(jpeg)
+        with self._lock:
+            self._images[jpeg] = image
+            while len(self._images) > self._keep:
+                self._images.popitem(last=False)
+        return image
+
+
+def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = None) -> JobKind:
+    tiles = DecodedTiles()
+
+    def run(params: DetectParams, jpeg: bytes) -> dict[str, object]:
+        image = decode_jpeg(jpeg) if params.tile is None else tiles.get(jpeg)
         with pool.borrow(params.model) as detector:
             try:
                 if params.tile is None:
@@ -150,6 +179,6 @@ def detections_kind(pool: DetectorPool, snapshots: SnapshotPublisher | None = No
         output = keep_wanted(output, params.labels, params.min_score)
         if snapshots is not None and params.tile is None:  # a tile's boxes are a part of the frame's: no snapshot of them alone
             snapshots.offer(params.camera, image, output)
-        return output.model_dump(mode="json")
+        return output.model_dump(mode="json", exclude_none=True)  # parts and stages are the coordinator's to add
 
     return JobKind(DETECT_KIND, DetectParams, run, takes_frame=True, model_param="model")

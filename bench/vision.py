@@ -6,7 +6,8 @@
 What runs, for each model (a fresh fleet each):
 
 * **System.** Debian's `mosquitto` from the project's config (`render_config`), one
-  `edgehive coordinator` (`EDGEHIVE_DEFAULT_MODEL=<model>`) and K `edgehive agent`
+  `edgehive coordinator` (`EDGEHIVE_DEFAULT_MODEL=<model>`, tiles off: one job per frame,
+  as the raw path runs it; bench/tiles.py measures tiles) and K `edgehive agent`
   processes (`EDGEHIVE_MODELS=<model>`, `EDGEHIVE_WORKERS=1`, `EDGEHIVE_SLOTS=2`,
   `EDGEHIVE_INFERENCE_THREADS=1`, `EDGEHIVE_BACKEND=litert`). This process is the cameras:
   it publishes the JPEG in the frame envelope (`captured` = publish time, `model`) on
@@ -264,7 +265,8 @@ def running_fleet(workdir: Path, args: argparse.Namespace, model: str) -> Iterat
         exe = edgehive_command(args.edgehive)
         state = workdir / "state"
         processes.start("coordinator", [exe, "coordinator"], component_env(
-            url, prefix, state, settings, EDGEHIVE_NODE_ID="coordinator", EDGEHIVE_DEFAULT_MODEL=model))  # type: ignore[arg-type]
+            url, prefix, state, settings, EDGEHIVE_NODE_ID="coordinator", EDGEHIVE_DEFAULT_MODEL=model,  # type: ignore[arg-type]
+            EDGEHIVE_CAMERAS='{"*": {"tiles": "off"}}'))  # one job per frame, as the raw path does; tiles: bench/tiles.py
         agents = [f"agent-{i + 1}" for i in range(args.k)]
         for node in agents:
             processes.start(node, [exe, "agent"], component_env(

@@ -6,24 +6,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from vision_fixtures import REFERENCE_FACE, box_iou, face_far_detector, manifest, models_dir, objects_detector, photo  # noqa: F401
+from vision_fixtures import (  # noqa: F401
+    QUARTER,
+    REFERENCE_FACE,
+    box_iou,
+    canvas_with_astronauts,
+    face_far_detector,
+    manifest,
+    models_dir,
+    objects_detector,
+    photo,
+)
 
 from edgehive.agents.detection import Detector
 from edgehive.agents.detection.errors import DetectionError
 from edgehive.agents.detection.tiles import crop, to_frame
 from edgehive.coordinator.tiles import grid_for, jpeg_size, merge_detections, plan_tiles
-
-QUARTER = 128  # the astronaut photo (512 px) pasted at a quarter of its size
-
-
-def canvas_with_astronauts(*corners: tuple[int, int], size: int = QUARTER, frame: tuple[int, int] = (1920, 1080)) -> np.ndarray:
-    canvas = cv2.resize(photo("coffee"), frame)  # a real background, with nothing of the astronaut in it
-    canvas[:] = cv2.GaussianBlur(canvas, (0, 0), 25)  # its cup blurred away: only the pasted people remain
-    small = cv2.resize(photo("astronaut"), (size, size), interpolation=cv2.INTER_AREA)
-    for x, y in corners:
-        canvas[y:y + size, x:x + size] = small
-    return canvas
-
 
 def run_tiled(detector: Detector, image: np.ndarray, setting: str) -> list[dict]:  # type: ignore[type-arg]
     """What the fleet does with a frame: each part run on its own (as a node does), then merged (as the coordinator does)."""
@@ -103,3 +101,16 @@ def test_a_distant_face_in_a_1080p_frame_is_found_by_face_far_with_tiles_only(fa
 def test_nothing_is_found_in_the_hubble_deep_field_even_tiled(objects_detector: Detector) -> None:
     image = cv2.resize(photo("hubble_deep_field"), (1920, 1080))
     assert run_tiled(objects_detector, image, "auto") == []
+
+
+def test_a_node_decodes_a_frame_once_for_all_its_tiles() -> None:
+    """Every tile of a frame carries the same JPEG: the node keeps the last frames decoded."""
+    from edgehive.agents.vision import DecodedTiles
+
+    frames = [cv2.imencode(".jpg", canvas_with_astronauts((100 * i, 100)))[1].tobytes() for i in range(3)]
+    tiles = DecodedTiles(keep=2)
+    first = tiles.get(frames[0])
+    assert tiles.get(bytes(frames[0])) is first  # the same bytes in another message: not decoded again
+    assert first.shape == (1080, 1920, 3) and tiles.get(frames[1]) is not first
+    tiles.get(frames[2])  # a third frame pushes out the oldest
+    assert tiles.get(frames[0]) is not first and np.array_equal(tiles.get(frames[0]), first)

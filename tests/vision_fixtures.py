@@ -91,3 +91,17 @@ def face_far_detector(manifest: Manifest) -> Iterator[Detector]:
 @pytest.fixture(scope="session")
 def objects_detector(manifest: Manifest) -> Iterator[Detector]:
     yield from _detector(manifest, "objects")
+
+
+QUARTER = 128  # the astronaut photo (512 px) pasted at a quarter of its size
+
+
+def canvas_with_astronauts(*corners: tuple[int, int], size: int = QUARTER, frame: tuple[int, int] = (1920, 1080)) -> np.ndarray:
+    """A 1080p frame with the astronaut pasted small at each corner: people too small for a model
+    that sees the whole frame squeezed into its input."""
+    canvas = cv2.resize(photo("coffee"), frame)  # a real background, with nothing of the astronaut in it
+    canvas[:] = cv2.GaussianBlur(canvas, (0, 0), 25)  # its cup blurred away: only the pasted people remain
+    small = cv2.resize(photo("astronaut"), (size, size), interpolation=cv2.INTER_AREA)
+    for x, y in corners:
+        canvas[y:y + size, x:x + size] = small
+    return canvas
