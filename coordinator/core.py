@@ -603,9 +603,16 @@ class CoordinatorCore:
         limit = self._now.mono - self.settings.lease
         for group in list(self.groups.waiting()):
             if group.last_progress < limit:
-                log.info("frame %s of %s: part of stage %d found no node within the lease; the frame is lost",
-                         group.id, group.frame.camera, len(group.stages) - 1)
+                camera, model = group.frame.camera, group.stage.model
+                log.info("frame %s of %s: a part of stage %d (%s) found no node within the lease; the frame is lost",
+                         group.id, camera, len(group.stages) - 1, model)
                 self._lose_group(group)
+                if self._now.mono - self._frame_warned.get(camera, -1e9) > 60:
+                    self._frame_warned[camera] = self._now.mono
+                    reason = scheduler.never_runnable(self.registry.nodes.values(), DETECT_KIND, self._requirements(model))
+                    self._error(self.topics.frames(camera), f"frames of {camera}: stage {len(group.stages) - 1} wants model {model!r}, "
+                                f"which no live node with a free slot took within the {self.settings.lease:g} s lease"
+                                + (f" ({reason})" if reason else "") + "; those frames are counted lost")
 
     def _flush_outbox(self) -> None:
         for node_id, payload in self._outbox.drain():

@@ -233,6 +233,7 @@ def test_a_stage_no_live_node_can_run_loses_its_frame_after_a_lease() -> None:
     rig.beat("pi-1")
     rig.tick()
     assert frame_results(rig) == [] and rig.stats()["frames_lost"] == {"drive": 1}
+    assert any("stage 1 wants model 'face-far'" in e and "counted lost" in e for e in rig.errors()), rig.errors()
     rig.frame("drive", "objects", WIDE, config)  # the camera is not held up by it
     assert len(rig.sent_ids("pi-1")) == 2
 
