@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import random
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,7 +55,7 @@ from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
 from .leases import FRAME, PART, Lease, LeaseBook, policy_for
-from .placement import DETECT_KIND, ModelRequirements, Outbox, place
+from .placement import DETECT_KIND, ModelRequirements, Outbox, Placer, place, requirement_key
 from .registry import Change, Node, NodeRegistry
 from .settings import CoordinatorSettings
 from .tiles import jpeg_size, plan_tiles
@@ -90,7 +91,7 @@ class CoordinatorCore:
         self.connected = False
         self._cameras = cameras or settings.camera_policy
         self._requirements = ModelRequirements()
-        self._kind_verdicts: dict[str, str | None] = {}  # kind → why no known node runs it (cleared by capabilities)
+        self._kind_verdicts: dict[tuple[str, object], str | None] = {}  # (kind, requirement) → why no known node runs it (cleared by capabilities)
         self._model_inputs: dict[str, tuple[int, int] | None] = {}  # model → its input size (cleared by capabilities)
         self._new_job_id = new_job_id
         self._run_id = run_id or uuid.uuid4().hex[:8]
@@ -104,12 +105,20 @@ class CoordinatorCore:
         self._pump_wanted = False
         self._now = Now(0.0, started)
         self._out = Actions()
+        self._behind = False  # this step's input may be stale: see step()
+        self._rng = random.Random()  # samples nodes in large fleets (coordinator/scheduler.py)
 
     # -- the interface -----------------------------------------------------------------------
 
-    def step(self, events: Iterable[Event], now: Now) -> Actions:
-        """Handle `events` in order, then place what waits; return what to do about it all."""
+    def step(self, events: Iterable[Event], now: Now, behind: bool = False) -> Actions:
+        """Handle `events` in order, then place what waits; return what to do about it all.
+
+        `behind`: the service is behind its input (the last step was long, or much is left
+        unread): a heartbeat read now was sent a while ago, so one that does not list a job
+        sent since proves nothing, and silence does not make a node dead until we caught up.
+        Liveness must never be starved by our own work: a node is dead when IT went silent."""
         self._at(now)
+        self._behind = behind
         handlers = self._handlers
         for event in events:
             try:
@@ -237,15 +246,18 @@ class CoordinatorCore:
 
     def _unrunnable(self, kind: str, request: JobRequest | None) -> str | None:
         """Why no known node could ever run it; judged only once the registry is rebuilt. The
-        verdict on a kind alone (no `requires`) changes only with capabilities: it is kept."""
+        verdict depends only on the nodes' capabilities, so it is kept per kind and requirement
+        until capabilities change: a queue of thousands of alike jobs costs one pass over the
+        nodes, not one per job per tick."""
         if self._now.mono - self._started <= self.settings.dead_after:
             return None
         requires = request.requires if request is not None else None
-        if requires is not None:
-            return scheduler.never_runnable(self.registry.nodes.values(), kind, requires)
-        if kind not in self._kind_verdicts:
-            self._kind_verdicts[kind] = scheduler.never_runnable(self.registry.nodes.values(), kind, None)
-        return self._kind_verdicts[kind]
+        key = (kind, requirement_key(requires))
+        if key not in self._kind_verdicts:
+            if len(self._kind_verdicts) >= 4096:  # distinct requirements are few; bound them anyway
+                self._kind_verdicts.clear()
+            self._kind_verdicts[key] = scheduler.never_runnable(self.registry.nodes.values(), kind, requires)
+        return self._kind_verdicts[key]
 
     # -- ends --------------------------------------------------------------------------------
 
@@ -423,7 +435,7 @@ class CoordinatorCore:
                 if lease.policy.announced and not lease.running_announced and lease_id in running:
                     lease.running_announced = True
                     self._publish_state(lease, S.RUNNING)
-            elif now_mono - lease.dispatched_mono > lease_s:
+            elif now_mono - lease.dispatched_mono > lease_s and not self._behind:
                 if not node.suspect:
                     log.warning("node %s did not confirm job %s within the lease; no new work for it until it confirms one", node.id, lease_id)
                 node.mark_suspect(lease_id, now_mono + lease_s)
@@ -477,8 +489,8 @@ class CoordinatorCore:
         send each node everything placed on it in one message."""
         for request in self.fusion.ready_jobs():
             self._accept(request, self.topics.pattern("sensor"), bounded=False)
-        place(self.registry.alive(), self.frames, self.groups, self.queue, self._requirements, self._send_frame,
-              self._send_part, self._send_job)
+        place(Placer(self.registry.alive(), self._rng), self.frames, self.groups, self.queue, self._requirements,
+              self._send_frame, self._send_part, self._send_job)
         if self._outbox:
             self._flush_outbox()
 
@@ -622,8 +634,9 @@ class CoordinatorCore:
 
     def _on_tick(self, event: Tick) -> None:
         now = self._now
-        # While we are cut off from the broker we hear nobody: silence then proves nothing.
-        expired = self.registry.expire(now.mono, self.settings.dead_after) if self.connected else []
+        # While we are cut off from the broker, or behind what it delivered, we hear nobody: silence then proves nothing.
+        listening = self.connected and not self._behind
+        expired = self.registry.expire(now.mono, self.settings.dead_after) if listening else []
         for change in expired:
             self._apply(change, f"sent no heartbeat for {self.settings.dead_after:g} s")
             status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=now.wall, reason=HEARTBEAT_TIMEOUT)

@@ -11,7 +11,8 @@ jobs to a node under load.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Callable, Collection, Iterator
 
 from edgehive.schemas import Requirements
 
@@ -24,6 +25,34 @@ from .registry import Node
 
 DETECT_KIND = "detections"  # the kind a frame runs as
 _BATCH_BYTES = 256 * 1024  # job arrays stay well under the agent's size limit
+
+
+def requirement_key(req: Requirements | None) -> tuple[object, ...] | None:
+    """A hashable stand-in for a job's requirements: jobs alike share one answer per pass."""
+    if req is None:
+        return None
+    return (req.node, req.model, req.accelerator, req.min_ram_mb, req.arch, tuple(req.tags))
+
+
+class Placer:
+    """One placement pass over the live nodes: which nodes could run each distinct requirement,
+    and the fleet-wide estimates, are worked out once per pass, not once per job."""
+
+    def __init__(self, nodes: list[Node], rng: random.Random) -> None:
+        self.nodes = nodes
+        self._rng = rng
+        self._capable: dict[tuple[str, tuple[object, ...] | None], list[Node]] = {}
+        self._estimates = scheduler.Estimates(nodes)
+
+    def choose(self, kind: str, req: Requirements | None, avoid: Collection[str] = ()) -> Node | None:
+        key = (kind, requirement_key(req))
+        capable = self._capable.get(key)
+        if capable is None:
+            capable = self._capable[key] = scheduler.capable_nodes(self.nodes, kind, req)
+        return scheduler.choose_among(self.nodes, capable, kind, req, avoid, self._rng, self._estimates)
+
+    def any_free(self) -> bool:
+        return any(n.free_slots for n in self.nodes)
 
 
 class ModelRequirements:
@@ -43,39 +72,39 @@ class ModelRequirements:
         return requires
 
 
-def place(nodes: list[Node], frames: FrameRouter, groups: FrameGroups, queue: JobQueue, requirements: ModelRequirements,
+def place(placer: Placer, frames: FrameRouter, groups: FrameGroups, queue: JobQueue, requirements: ModelRequirements,
           send_frame: Callable[[Frame, Node], None], send_part: Callable[[FrameGroup, Node], None],
           send_job: Callable[[Lease, Node], None]) -> None:
-    """Place the parts of frames begun, waiting frames, then queued jobs, on `nodes` (the live
-    ones) while slots are free. A frame that `send_frame` turns into a group places its first
-    part there; its other parts follow in the same pass, on whichever nodes are free."""
-    if not (queue or frames.pending or groups) or not any(n.free_slots for n in nodes):
+    """Place the parts of frames begun, waiting frames, then queued jobs, on the live nodes
+    while slots are free. A frame that `send_frame` turns into a group places its first part
+    there; its other parts follow in the same pass, on whichever nodes are free."""
+    if not (queue or frames.pending or groups) or not placer.any_free():
         return
-    place_parts(nodes, groups, requirements, send_part)
+    place_parts(placer, groups, requirements, send_part)
     if frames.pending:
         for frame in frames.waiting():
-            node = scheduler.choose(nodes, DETECT_KIND, requirements(frame.model))
+            node = placer.choose(DETECT_KIND, requirements(frame.model))
             if node is not None:
                 send_frame(frame, node)
-        place_parts(nodes, groups, requirements, send_part)
+        place_parts(placer, groups, requirements, send_part)
 
     def try_place(job: Lease) -> bool | None:
         assert job.request is not None
-        node = scheduler.choose(nodes, job.kind, job.request.requires, job.avoid)
+        node = placer.choose(job.kind, job.request.requires, job.avoid)
         if node is not None:
             send_job(job, node)
             return True
-        return None if not any(n.free_slots for n in nodes) else False
+        return None if not placer.any_free() else False
 
     queue.take(try_place)
 
 
-def place_parts(nodes: list[Node], groups: FrameGroups, requirements: ModelRequirements,
+def place_parts(placer: Placer, groups: FrameGroups, requirements: ModelRequirements,
                 send_part: Callable[[FrameGroup, Node], None]) -> None:
     for group in groups.waiting():
         requires = requirements(group.stage.model)
         while group.has_unplaced():
-            node = scheduler.choose(nodes, DETECT_KIND, requires)
+            node = placer.choose(DETECT_KIND, requires)
             if node is None:
                 break
             send_part(group, node)

@@ -12,10 +12,18 @@ time for other models says nothing, and an unmeasured node is guessed from nodes
 those that run the model on a GPU, or those that run it on a CPU; with no such measurement,
 a GPU node is guessed ACCELERATED_SPEEDUP times faster than a CPU node. So the first heavy
 frames go to an accelerated node, and from then on measured times decide.
+
+In a large fleet, weighing every node for every job costs jobs × nodes: 2,000 jobs over
+2,000 nodes is four million weighings, seconds of a core during which nothing else is read.
+So beyond SAMPLE_ABOVE eligible nodes a job goes to the best of SAMPLE nodes with a free slot,
+taken from a random place in the list (the "power of d choices" of Sparrow and Mitzenmacher:
+nearly as balanced as the full scan, at a constant cost), and the fleet-wide guesses are
+computed once per placement pass (`Estimates`), not once per job.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Collection, Iterable, Sequence
 
 from edgehive.schemas import Capabilities, Requirements
@@ -23,6 +31,8 @@ from edgehive.schemas import Capabilities, Requirements
 from .registry import Node
 
 DEFAULT_SERVICE_S = 0.05
+SAMPLE_ABOVE = 64  # eligible nodes beyond which a job is weighed against a sample of them
+SAMPLE = 16  # nodes with a free slot weighed per job in a large fleet
 # A heavy model on a GPU against the same model on a CPU, before anyone has measured both
 # (CenterFace at 960x544: about 0.2 s on one Pi-class core; a Jetson's GPU runs it in ~10 ms).
 ACCELERATED_SPEEDUP = 10.0
@@ -136,23 +146,79 @@ def fleet_service_s(nodes: Iterable[Node], kind: str) -> float:
     return values[len(values) // 2] if values else DEFAULT_SERVICE_S
 
 
+class Estimates:
+    """The fleet-wide guesses `choose` needs, computed once per placement pass: each is a pass
+    over every node, and they change only with heartbeats, not with each job placed."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes = nodes
+        self._fleet: dict[str, float] = {}
+        self._heavy: dict[str, bool] = {}
+        self._guesses: dict[tuple[str, str, bool], float] = {}
+
+    def fleet_service_s(self, kind: str) -> float:
+        if kind not in self._fleet:
+            self._fleet[kind] = fleet_service_s(self.nodes, kind)
+        return self._fleet[kind]
+
+    def heavy(self, model: str) -> bool:
+        if model not in self._heavy:
+            self._heavy[model] = heavy_model(self.nodes, model)
+        return self._heavy[model]
+
+    def guess(self, kind: str, model: str, accelerated: bool) -> float:
+        key = (kind, model, accelerated)
+        if key not in self._guesses:
+            self._guesses[key] = guess_service_s(self.nodes, kind, model, accelerated)
+        return self._guesses[key]
+
+
+def capable_nodes(nodes: Iterable[Node], kind: str, req: Requirements | None) -> list[Node]:
+    """The nodes that could run the job at all (free slots aside)."""
+    return [n for n in nodes if n.caps is not None and unmet(n.caps, kind, req) is None]
+
+
+def with_free_slots(capable: Sequence[Node], rng: random.Random | None = None) -> list[Node]:
+    """Every capable node with a free slot; in a large fleet (and given `rng`), SAMPLE of them
+    found from a random starting place, so that the cost does not grow with the fleet."""
+    if rng is None or len(capable) <= SAMPLE_ABOVE:
+        return [n for n in capable if n.free_slots > 0]
+    size = len(capable)
+    start = rng.randrange(size)
+    found: list[Node] = []
+    for i in range(size):
+        node = capable[(start + i) % size]
+        if node.free_slots > 0:
+            found.append(node)
+            if len(found) == SAMPLE:
+                break
+    return found
+
+
 def choose(nodes: list[Node], kind: str, req: Requirements | None, avoid: Collection[str] = ()) -> Node | None:
     """The eligible node with a free slot and the earliest expected completion. Nodes in `avoid`
     (where this job's lease lapsed or that handed it back) are used only when no other of
     `nodes` could ever run the job; otherwise the job waits for one of those."""
-    capable = [n for n in nodes if unmet(n.caps, kind, req) is None]  # type: ignore[arg-type]
+    return choose_among(nodes, capable_nodes(nodes, kind, req), kind, req, avoid)
+
+
+def choose_among(nodes: Sequence[Node], capable: Sequence[Node], kind: str, req: Requirements | None,
+                 avoid: Collection[str] = (), rng: random.Random | None = None, estimates: Estimates | None = None) -> Node | None:
+    """`choose`, given the capable nodes (a placement pass keeps them per requirement), a random
+    source for sampling large fleets, and the pass's estimates."""
     if avoid:
         others = [n for n in capable if n.id not in avoid]
         capable = others or capable
-    candidates = [n for n in capable if n.free_slots > 0]
+    candidates = with_free_slots(capable, rng)
     if not candidates:
         return None
+    estimates = estimates or Estimates(nodes)
     model = req.model if req is not None else None
     if model is None:
-        fallback = fleet_service_s(nodes, kind)
+        fallback = estimates.fleet_service_s(kind)
         return min(candidates, key=lambda n: (expected_completion_s(n, kind, fallback), len(n.jobs), n.dispatched))
-    heavy = heavy_model(nodes, model)
-    guesses = {acc: guess_service_s(nodes, kind, model, acc) for acc in (False, True)}
+    heavy = estimates.heavy(model)
+    guesses = {acc: estimates.guess(kind, model, acc) for acc in (False, True)}
 
     def key(n: Node) -> tuple[float, int, int]:
         guess = guesses[n.caps is not None and accelerated_for(n.caps, model)]

@@ -40,6 +40,11 @@ from .writer import StateWriter, WriteBatch
 log = logging.getLogger(__name__)
 
 _TICK = Tick()
+# The coordinator is behind its input when more than this is left unread (our buffer and the
+# socket's): four reads' worth, ~40 ms of heartbeats from 5,000 nodes, never a healthy loop's
+# leftover; or when its last step took longer than SLOW_STEP of a heartbeat period.
+BEHIND_BYTES = 256 * 1024
+SLOW_STEP = 0.25
 
 
 class Coordinator:
@@ -63,6 +68,7 @@ class Coordinator:
         )
         self.writer = StateWriter(JobJournal(journal_path, on_error=self._report_journal_problem), self.fusion.log, self.bus)
         self._events: list[Event] = []  # queued by the door, taken by the next step (network thread only)
+        self._slow_step = False
 
     # -- the network thread ------------------------------------------------------------------
 
@@ -90,7 +96,10 @@ class Coordinator:
         events, self._events = self._events, []
         journal, fusion = (), None
         if events:
-            actions = self.core.step(events, Now(time.time(), time.monotonic()))
+            started = time.monotonic()
+            behind = self._slow_step or self.bus.unread_bytes() > BEHIND_BYTES
+            actions = self.core.step(events, Now(time.time(), started), behind)
+            self._slow_step = time.monotonic() - started > SLOW_STEP * self.settings.heartbeat_s
             for topic, reason in actions.errors:
                 self.bus.report_error(topic, reason)
             publish = self.bus.publish

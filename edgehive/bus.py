@@ -11,11 +11,14 @@ every rejected payload is reported on the `errors` topic and in the log.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -498,6 +501,21 @@ class MqttBus:
             self._after_read_hook()
         if self._acks:  # a defer_acks bus whose owner did not take them
             self.ack(self.take_acks())
+
+    def unread_bytes(self) -> int:
+        """(Network thread) bytes received but not handled yet: left in our read buffer and
+        waiting in the socket. A large figure means this process is behind its input (a long
+        step, a stalled machine): what it has not read may be the heartbeats it is waiting for."""
+        client = self._client
+        sock = client._sock
+        if sock is None:
+            return 0
+        buffered = len(getattr(client, "_rbuf", b"")) - getattr(client, "_rpos", 0)
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):  # a TLS socket's pending bytes are not the kernel's alone; count ours
+            waiting = 0
+        return max(0, buffered) + max(0, waiting)
 
     def take_acks(self) -> PendingAcks:
         """(Network thread, in the after-read hook) the acknowledgements this burst owes, to `ack` later."""

@@ -1,0 +1,304 @@
+"""Fleet simulator: one process plays N agents over a few MQTT connections, to measure the coordinator at scale.
+
+    .venv/bin/python bench/fleetsim.py [--nodes 1000,5000] [--jobs 2000] [--connections 4] [--json PATH]
+
+Each simulated node speaks only the documented topics and schemas: a retained birth
+(`nodes/{node}/capabilities`, `nodes/{node}/status` online), a heartbeat every second on
+`nodes/{node}/heartbeat` (spread evenly over the second), and an immediate `ok` result on
+`nodes/{node}/results` for every job it is sent on `nodes/{node}/jobs` (a job or an array).
+It lists no held jobs in its heartbeats: it answers before its next one.
+
+For each fleet size, on a fresh Mosquitto (the project's config) and a fresh
+`edgehive coordinator` (`EDGEHIVE_HEARTBEAT_S=1`, so a node is dead after 3 s of silence):
+
+1. births: every node online in `coordinator/stats`; the coordinator's RSS before and after
+   (memory per known node);
+2. steady: heartbeats alone for `--steady-s` seconds; the coordinator's CPU as % of one core;
+3. burst: `--jobs` noop jobs published at once on `jobs/submit` (QoS 1); time until every
+   result is on `results/noop/+`, jobs/s, the coordinator's CPU, and whether any live node was
+   declared dead meanwhile (the coordinator's own `offline` with reason "heartbeat timeout")
+   or the stats stopped;
+4. mass death: half the nodes stop heartbeating without a will; time until the stats show
+   them gone (the liveness bound is 3 s plus one tick).
+
+A two-node row runs first as the reference: the same burst through the same coordinator
+code with two (simulated) nodes, so "dispatch across N nodes ÷ across two" is a ratio from
+one run. Nothing is judged here; the figures go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dispatch import Processes, component_env, edgehive_command, machine, start_mosquitto, wait_until  # noqa: E402
+
+from edgehive.schemas import Topics  # noqa: E402
+
+
+def connect(port: int, client_id: str) -> paho.Client:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+    client.max_inflight_messages_set(0)  # unlimited: the simulator must not be the bottleneck
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    return client
+
+
+@dataclass
+class SimNode:
+    id: str
+    boot_id: str
+    seq: int = 0
+    done: int = 0
+    silent: bool = False
+
+
+@dataclass
+class Simulator:
+    """N nodes over `connections` paho clients; each client owns a slice of the nodes."""
+
+    port: int
+    prefix: str
+    n: int
+    connections: int
+    slots: int = 4
+    topics: Topics = field(init=False)
+    nodes: list[SimNode] = field(default_factory=list)
+    clients: list[paho.Client] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.prefix)
+        run = uuid.uuid4().hex[:6]
+        self.nodes = [SimNode(f"sim-{run}-{i:05d}", uuid.uuid4().hex[:12]) for i in range(self.n)]
+
+    def slice(self, c: int) -> list[SimNode]:
+        return self.nodes[c::self.connections]
+
+    def start(self) -> None:
+        for c in range(self.connections):
+            client = connect(self.port, f"fleetsim-{c}-{uuid.uuid4().hex[:6]}")
+            mine = {node.id: node for node in self.slice(c)}
+            client.on_message = lambda cl, ud, msg, mine=mine: self._on_job(cl, mine, msg)
+            topics = [(self.topics.jobs(node_id), 1) for node_id in mine]
+            for chunk in range(0, len(topics), 200):
+                client.subscribe(topics[chunk:chunk + 200])
+            self.clients.append(client)
+        time.sleep(0.5)  # the subscriptions are in place before any job can be placed
+        for c, client in enumerate(self.clients):
+            for node in self.slice(c):
+                client.publish(self.topics.capabilities(node.id), self._caps(node), qos=1, retain=True)
+                client.publish(self.topics.status(node.id), orjson.dumps({"v": 1, "state": "online", "boot_id": node.boot_id, "ts": time.time()}), qos=1, retain=True)
+            thread = threading.Thread(target=self._beat, args=(c, client), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _caps(self, node: SimNode) -> bytes:
+        return orjson.dumps({"v": 1, "node": node.id, "boot_id": node.boot_id, "ts": time.time(), "version": "sim", "arch": "x86_64",
+                             "board": "fleetsim", "os": "Linux", "python": "3", "cores": 4, "ram_mb": 4096, "kinds": ["noop"],
+                             "workers": self.slots, "slots": self.slots})
+
+    def _beat(self, c: int, client: paho.Client) -> None:
+        """Every node of the slice once a second, spread evenly."""
+        nodes = self.slice(c)
+        gap = 1.0 / max(1, len(nodes))
+        next_at = time.monotonic()
+        for node in itertools.cycle(nodes):
+            if self._stop.is_set():
+                return
+            next_at += gap
+            if not node.silent:
+                node.seq += 1
+                client.publish(self.topics.heartbeat(node.id), orjson.dumps({
+                    "v": 1, "node": node.id, "boot_id": node.boot_id, "seq": node.seq, "ts": time.time(), "cpu_pct": 10.0,
+                    "mem_pct": 20.0, "in_flight": 0, "queued": 0, "jobs_done": node.done, "jobs_failed": 0,
+                    "service_by_kind": {"noop": 0.001}, "held": [], "running": []}), qos=0)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _on_job(self, client: paho.Client, mine: dict[str, SimNode], msg: paho.MQTTMessage) -> None:
+        node = mine.get(msg.topic.rsplit("/", 2)[-2])
+        if node is None or node.silent:
+            return
+        body = orjson.loads(msg.payload)
+        now = time.time()
+        for job in body if isinstance(body, list) else [body]:
+            node.done += 1
+            client.publish(self.topics.node_results(node.id), orjson.dumps({
+                "v": 1, "job_id": job["id"], "kind": job["kind"], "node": node.id, "source": job["source"],
+                "attempt": job["attempt"], "ok": True, "output": None,
+                "timings": {"queued": job["submitted"], "dispatched": job["dispatched"], "started": now, "finished": now}}), qos=1)
+
+    def silence(self, fraction: float) -> list[str]:
+        """Stop the heartbeats (and answers) of the first `fraction` of every slice: a death without a will."""
+        gone = []
+        for c in range(self.connections):
+            nodes = self.slice(c)
+            for node in nodes[:int(len(nodes) * fraction)]:
+                node.silent = True
+                gone.append(node.id)
+        return gone
+
+    def stop(self) -> None:
+        self._stop.set()
+        for client in self.clients:
+            client.loop_stop()
+            client.disconnect()
+
+
+class Watcher:
+    """Stats, results and the coordinator's verdicts, on one client."""
+
+    def __init__(self, port: int, topics: Topics) -> None:
+        self.topics = topics
+        self.stats: dict[str, Any] = {}
+        self.stats_at: list[float] = []
+        self.results = 0
+        self.declared_dead: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self.client = connect(port, f"fleetsim-watch-{uuid.uuid4().hex[:6]}")
+        self.client.on_message = self._on_message
+        self.client.subscribe([(topics.coordinator_stats, 0), (f"{topics.prefix}/results/noop/+", 1), (topics.pattern("status"), 1)])
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        if msg.topic == self.topics.coordinator_stats:
+            self.stats = orjson.loads(msg.payload)
+            self.stats_at.append(now)
+        elif msg.topic.endswith("/status"):
+            body = orjson.loads(msg.payload) if msg.payload.startswith(b"{") else {}
+            if body.get("state") == "offline" and body.get("reason") == "heartbeat timeout":
+                with self._lock:
+                    self.declared_dead.append((now, msg.topic.rsplit("/", 2)[-2]))
+        else:
+            with self._lock:
+                self.results += 1
+
+    def longest_stats_gap(self, since: float) -> float:
+        times = [t for t in self.stats_at if t >= since]
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+@contextlib.contextmanager
+def coordinator_on_broker(workdir: Path) -> Iterator[tuple[int, str, psutil.Process, Processes]]:
+    processes = Processes(workdir)
+    try:
+        port, _ = start_mosquitto(workdir, processes)
+        prefix = f"sim-{uuid.uuid4().hex[:8]}/v1"
+        settings = SimpleNamespace(heartbeat_s=1.0, workers=1, slots=1)
+        proc = processes.start("coordinator", [edgehive_command(None), "coordinator"], component_env(
+            f"mqtt://127.0.0.1:{port}", prefix, workdir / "state", settings,  # type: ignore[arg-type]
+            EDGEHIVE_NODE_ID="coordinator", EDGEHIVE_STATS_INTERVAL_S="1", EDGEHIVE_QUEUE_MAX="100000"))
+        yield port, prefix, psutil.Process(proc.pid), processes
+    finally:
+        processes.stop_all()
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"nodes": n}
+    with tempfile.TemporaryDirectory(prefix="edgehive-fleetsim-") as tmp, coordinator_on_broker(Path(tmp)) as (port, prefix, coord, processes):
+        topics = Topics(prefix)
+        watcher = Watcher(port, topics)
+        wait_until(lambda: bool(watcher.stats), 30, "coordinator stats", processes.check_alive)
+        rss_before = coord.memory_info().rss
+        sim = Simulator(port, prefix, n, min(args.connections, n))
+        started = time.monotonic()
+        sim.start()
+        wait_until(lambda: watcher.stats.get("nodes_online", 0) >= n, 120, f"{n} nodes online", processes.check_alive)
+        row["births_s"] = round(time.monotonic() - started, 2)
+        time.sleep(2.0)
+        row["rss_per_node_kb"] = round((coord.memory_info().rss - rss_before) / n / 1024, 2)
+        # steady heartbeats
+        t0, c0 = time.monotonic(), cpu_s(coord)
+        time.sleep(args.steady_s)
+        row["steady_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / (time.monotonic() - t0), 1)
+        # burst
+        submitter = connect(port, f"fleetsim-submit-{uuid.uuid4().hex[:6]}")
+        before_dead = len(watcher.declared_dead)
+        t0, c0 = time.monotonic(), cpu_s(coord)
+        for i in range(args.jobs):
+            submitter.publish(topics.submit, orjson.dumps({"v": 1, "kind": "noop", "id": f"b{i}-{uuid.uuid4().hex[:6]}"}), qos=1)
+        try:
+            wait_until(lambda: watcher.results >= args.jobs, args.burst_timeout_s, f"{args.jobs} results", processes.check_alive)
+            row["burst_s"] = round(time.monotonic() - t0, 2)
+        except TimeoutError:
+            row["burst_s"] = None
+        elapsed = time.monotonic() - t0
+        row["burst_results"] = watcher.results
+        row["burst_jobs_per_s"] = round(watcher.results / elapsed, 1)
+        row["burst_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / elapsed, 1)
+        row["burst_stats_gap_s"] = round(watcher.longest_stats_gap(t0), 2)
+        row["live_nodes_declared_dead"] = len(watcher.declared_dead) - before_dead
+        time.sleep(1.0)
+        row["failed"], row["retried"], row["duplicates"] = (watcher.stats.get(k, 0) for k in ("failed", "retried", "duplicates"))
+        submitter.loop_stop()
+        # mass death (the two-node reference skips it)
+        if n > 2:
+            gone = sim.silence(0.5)
+            t0 = time.monotonic()
+            try:
+                wait_until(lambda: watcher.stats.get("nodes_online", n) <= n - len(gone), 60, "half the fleet noticed dead", processes.check_alive)
+                row["mass_death_noticed_s"] = round(time.monotonic() - t0, 2)
+            except TimeoutError:
+                row["mass_death_noticed_s"] = None
+        sim.stop()
+        watcher.close()
+    print(f"  {n:>6} nodes: births {row['births_s']} s, {row['rss_per_node_kb']} KB/node, steady CPU {row['steady_cpu_pct']} %, "
+          f"burst of {args.jobs}: {row['burst_s']} s ({row['burst_jobs_per_s']} jobs/s, CPU {row['burst_cpu_pct']} %, "
+          f"longest stats gap {row['burst_stats_gap_s']} s, live nodes declared dead {row['live_nodes_declared_dead']}, "
+          f"failed {row['failed']}, retried {row['retried']}, duplicates {row['duplicates']})"
+          + (f", half the fleet noticed dead in {row['mass_death_noticed_s']} s" if n > 2 else ""), flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", default="1000,5000", help="fleet sizes, comma-separated (a two-node reference runs first)")
+    parser.add_argument("--jobs", type=int, default=2000, help="noop jobs in the burst")
+    parser.add_argument("--connections", type=int, default=4, help="MQTT connections the simulated nodes share")
+    parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of heartbeats alone")
+    parser.add_argument("--burst-timeout-s", type=float, default=120.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    print(f"fleet simulator on {machine()}; heartbeats every 1 s per node, {args.connections} connections", flush=True)
+    rows = [run_size(2, args)] + [run_size(int(n), args) for n in args.nodes.split(",")]
+    reference = rows[0]["burst_jobs_per_s"] or float("nan")
+    for row in rows[1:]:
+        row["dispatch_vs_two_nodes"] = round(row["burst_jobs_per_s"] / reference, 2)
+        print(f"  dispatch at {row['nodes']} nodes / at 2 nodes: {row['dispatch_vs_two_nodes']}", flush=True)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
