@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgehive.schemas import Ident, ModelRuntime
+from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.vision import MAX_LABELS, DetectionOutput, Label
 
 from .detection import DetectionError, Detector, load_detector
@@ -36,8 +37,6 @@ from .snapshots import SnapshotPublisher
 log = logging.getLogger(__name__)
 
 NonNegative = Annotated[int, Field(ge=0, le=1 << 16)]
-
-DETECT_KIND = "detections"
 
 
 class DetectParams(BaseModel):

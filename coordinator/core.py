@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Topics, encode, envelope
+from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.messages import job_json, job_state_json
 
 from . import scheduler
@@ -53,7 +54,7 @@ from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
 from .leases import FRAME, Lease, LeaseBook, policy_for
-from .placement import DETECT_KIND, ModelRequirements, Outbox, place
+from .placement import ModelRequirements, Outbox, place
 from .registry import Change, Node, NodeRegistry
 from .settings import CoordinatorSettings
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from edgehive.schemas import Requirements
+from edgehive.schemas.kinds import DETECT_KIND
 
 from . import scheduler
 from .frames import Frame, FrameRouter
@@ -20,7 +21,6 @@ from .jobs import JobQueue
 from .leases import Lease
 from .registry import Node
 
-DETECT_KIND = "detections"  # the kind a frame runs as
 _BATCH_BYTES = 256 * 1024  # job arrays stay well under the agent's size limit
 
 

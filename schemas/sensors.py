@@ -20,7 +20,6 @@ from pydantic import Field, ValidationError
 from .base import MAX_COUNT, Ident, Message, Part, decode
 
 IMU_QUANTITY = "imu"
-FUSION_KIND = "fusion"  # results on results/fusion/{group}
 
 # quantity → (canonical unit, accepted spellings). Unknown quantities take any unit as given.
 UNITS: dict[str, tuple[str, frozenset[str]]] = {

@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgehive.schemas import Ident
-from edgehive.schemas.sensors import FUSION_KIND, FusionEstimate, FusionOrientation, FusionRejection
+from edgehive.schemas.kinds import FUSION_KIND
+from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, FusionRejection
 
 from ..kinds import JobFailed, JobKind
 from .imu import ImuConfig, ImuSample, ImuState, fuse_imu
