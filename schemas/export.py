@@ -13,15 +13,18 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .messages import MODELS
-from .sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading
+from .fusion import FusionEstimate, FusionOrientation, FusionParams
+from .sensors import ImuReading, SensorReading
 from .vision import CamerasConfig, DetectionOutput
 
-# Readings, and parts that are not messages of their own but that clients parse: results' `output`.
+# Readings, and parts that are not messages of their own but that clients parse: jobs' `params`
+# and results' `output`.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "sensor_reading": SensorReading,
     "imu_reading": ImuReading,
     "detection_output": DetectionOutput,
     "cameras": CamerasConfig,
+    "fusion_params": FusionParams,
     "fusion_estimate": FusionEstimate,
     "fusion_orientation": FusionOrientation,
 }
