@@ -15,13 +15,16 @@ from pydantic import BaseModel
 from .messages import MODELS
 from .fusion import FusionEstimate, FusionOrientation, FusionParams
 from .sensors import ImuReading, SensorReading
-from .vision import CamerasConfig, DetectionOutput
+from .kinds import SleepParams
+from .vision import CamerasConfig, DetectionOutput, DetectParams
 
 # Readings, and parts that are not messages of their own but that clients parse: jobs' `params`
 # and results' `output`.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "sensor_reading": SensorReading,
     "imu_reading": ImuReading,
+    "sleep_params": SleepParams,
+    "detect_params": DetectParams,
     "detection_output": DetectionOutput,
     "cameras": CamerasConfig,
     "fusion_params": FusionParams,
