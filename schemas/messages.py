@@ -6,10 +6,11 @@ Timestamps are UTC epoch seconds (float). Durations end in `_s`.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal
 
 import orjson
 from pydantic import Field, model_validator
+from typing_extensions import TypeVar
 
 from .base import MAX_COUNT, Count, Ident, JsonObject, JsonValue, Message, Part, decode
 
@@ -154,7 +155,13 @@ class Timings(Part):
     published: float | None = None
 
 
-class Result(Message):
+# A result's `output`: any JSON value for plain `Result`, which is all the coordinator needs (it
+# relays results byte for byte); the kind's model for `Result[DetectionOutput]`, what a reader of
+# one kind parses (schemas/results.py) to get the output typed and checked.
+OutputT = TypeVar("OutputT", default=JsonValue)
+
+
+class Result(Message, Generic[OutputT]):
     """What an agent publishes on `nodes/{node}/results`; the coordinator relays it, once checked, on `results/{kind}/{source}`."""
 
     job_id: Ident
@@ -163,13 +170,13 @@ class Result(Message):
     source: Ident
     attempt: int = Field(1, ge=1, le=MAX_COUNT)
     ok: bool
-    output: JsonValue = None
+    output: OutputT | None = Field(None, description="The kind's output (detections: detection_output; fusion: fusion_estimate or fusion_orientation; sleep: {slept_s}); absent when the job failed or has none")
     error: str | None = Field(None, max_length=2000)
     retryable: bool = Field(False, description="The node could not take the job (busy, draining); run it elsewhere")
     timings: Timings
 
     @model_validator(mode="after")
-    def _error_iff_failed(self) -> Result:
+    def _error_iff_failed(self) -> Result[OutputT]:
         if self.ok and self.error is not None:
             raise ValueError("a successful result carries no error")
         if not self.ok and not self.error:

@@ -334,6 +334,43 @@ def test_a_result_output_must_round_trip_too() -> None:
         decode(Result, payload)
 
 
+def test_a_typed_result_parses_its_kinds_output_and_refuses_another_kinds() -> None:
+    """`Result[DetectionOutput]`: the label on a detection is an attribute, not a dict lookup,
+    and a result whose output is not a detection is refused at the door, naming the field."""
+    from edgehive.schemas.fusion import FusionEstimate, FusionOutput
+    from edgehive.schemas.results import kind_output, output_as, parse_result
+    from edgehive.schemas.vision import DetectionOutput
+
+    body = orjson.loads(encode(samples()["result"]))
+    body.update(kind="detections", output={"model": "objects", "width": 640, "height": 480, "inference_ms": 4.5, "detections": [
+        {"label": "person", "score": 0.9, "box": [10, 20, 110, 220], "box_norm": [0.016, 0.042, 0.172, 0.458]}]})
+    typed = parse_result(orjson.dumps(body), DetectionOutput)
+    assert isinstance(typed.output, DetectionOutput) and typed.output.detections[0].label == "person"
+    plain = decode(Result, orjson.dumps(body))
+    assert plain.output == body["output"]  # the coordinator's view: JSON, untouched
+    assert output_as(plain, DetectionOutput) == typed.output == kind_output(plain)
+    with pytest.raises(ValidationError, match="output.width"):
+        parse_result(orjson.dumps({**body, "output": {"model": "objects", "height": 480, "inference_ms": 1.0}}), DetectionOutput)
+    failed = {**body, "ok": False, "error": "no model"}
+    del failed["output"]
+    assert parse_result(orjson.dumps(failed), DetectionOutput).output is None
+
+    fused = {**body, "kind": "fusion", "output": {"method": "kalman", "group": "room", "quantity": "temperature", "window": 3,
+             "estimate": 21.2, "variance": 0.02, "used": ["t1"], "rejected": [], "readings": 5, "window_start": 1.0, "window_end": 2.0,
+             "state": {"estimate": 21.2, "variance": 0.02, "timestamp": 2.0}}}
+    estimate = parse_result(orjson.dumps(fused), FusionOutput).output  # type: ignore[arg-type]
+    assert isinstance(estimate, FusionEstimate) and estimate.state.variance == 0.02
+    assert kind_output(decode(Result, orjson.dumps(fused))) == estimate
+
+
+def test_builtin_kinds_have_one_name_each_and_a_model_per_output() -> None:
+    from edgehive.schemas.kinds import BUILTIN_KINDS, NOOP_KIND
+    from edgehive.schemas.results import OUTPUT_MODELS
+
+    assert len(set(BUILTIN_KINDS)) == len(BUILTIN_KINDS) == 4
+    assert set(OUTPUT_MODELS) == set(BUILTIN_KINDS) - {NOOP_KIND}  # noop echoes anything
+
+
 def test_counters_and_sequence_numbers_stay_within_what_json_readers_keep_exact() -> None:
     """A reading numbered 2**70 would be carried into a fusion job that no encoder can write."""
     from edgehive.schemas.sensors import SensorReading
