@@ -216,8 +216,12 @@ class JobState(Message):
 
 
 def job_state_json(job_id: str, state: JobStateName, ts: float, kind: str, attempt: int, node: str | None = None, reason: str | None = None) -> bytes:
-    """`encode(JobState(...))` without building a model (the coordinator sends four per job,
-    every value already validated on the way in); tests check both agree."""
+    """`encode(JobState(...))` without building a model: the coordinator sends four per job, every
+    value already validated on the way in. Measured 2026-12-04 on the 2-core VM: 0.7–1.5 µs here
+    against 3.2–3.5 µs to build and encode the model (`model_construct` is slower still, 7–11 µs);
+    with `job_json`, about 20 µs a job saved, 5–10 % of the coordinator's CPU per job.
+    tests/test_schemas.py checks that both agree byte for byte and that every field of the model
+    is an argument here, so a field added to JobState fails that test until it is added here."""
     body: dict[str, Any] = {"v": 1, "job_id": job_id, "state": state.value, "ts": ts, "kind": kind, "attempt": attempt}
     if node is not None:
         body["node"] = node
@@ -228,7 +232,8 @@ def job_state_json(job_id: str, state: JobStateName, ts: float, kind: str, attem
 
 def job_json(id: str, kind: str, params: dict[str, Any], source: str, attempt: int, boot_id: str,
              submitted: float, dispatched: float, deadline: float | None = None) -> bytes:
-    """`encode(Job(...))` without building a model, for the same reason; tests check both agree."""
+    """`encode(Job(...))` without building a model, for the same reason (measured as above:
+    0.5–1.1 µs against 6.0–7.4 µs for the model, every job and every frame); tests check the same."""
     body: dict[str, Any] = {"v": 1, "id": id, "kind": kind, "params": params, "source": source, "attempt": attempt,
                             "boot_id": boot_id, "submitted": submitted, "dispatched": dispatched}
     if deadline is not None:
