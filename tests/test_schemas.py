@@ -375,6 +375,18 @@ def test_a_typed_result_parses_its_kinds_output_and_refuses_another_kinds() -> N
     assert kind_output(decode(Result, orjson.dumps(fused))) == estimate
 
 
+def test_the_coordinators_window_params_name_every_field_of_both_window_models() -> None:
+    """`window_params` writes the fusion params as a dict (no model on the coordinator's path);
+    a field added to KalmanWindow or ImuWindow fails this until it is added there too."""
+    import inspect
+
+    from edgehive.schemas.fusion import ImuWindow, KalmanWindow, window_params
+
+    arguments = set(inspect.signature(window_params).parameters)
+    for model in (KalmanWindow, ImuWindow):
+        assert arguments == set(model.model_fields), model.__name__
+
+
 def test_builtin_kinds_have_one_name_each_and_a_model_per_output() -> None:
     from edgehive.schemas.kinds import BUILTIN_KINDS, NOOP_KIND
     from edgehive.schemas.results import OUTPUT_MODELS
