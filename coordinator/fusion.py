@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from edgehive.schemas import JobRequest, Requirements
 from edgehive.schemas.base import Ident
-from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.schemas.fusion import FusionMethod, ImuConfig, KalmanConfig, RowData, window_params, window_row
+from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.schemas.sensors import IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
 
 from .fusion_log import COMPACT_AFTER, FusionLog, FusionWrite, Snapshot, closed_line, snapshot_line

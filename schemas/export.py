@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .messages import MODELS
 from .fusion import FusionEstimate, FusionOrientation, FusionParams
-from .sensors import ImuReading, SensorReading
 from .kinds import SleepParams
+from .messages import MODELS
+from .sensors import ImuReading, SensorReading
 from .vision import CamerasConfig, DetectionOutput, DetectParams
 
 # Readings, and parts that are not messages of their own but that clients parse: jobs' `params`

@@ -170,7 +170,9 @@ class Result(Message, Generic[OutputT]):
     source: Ident
     attempt: int = Field(1, ge=1, le=MAX_COUNT)
     ok: bool
-    output: OutputT | None = Field(None, description="The kind's output (detections: detection_output; fusion: fusion_estimate or fusion_orientation; sleep: {slept_s}); absent when the job failed or has none")
+    output: OutputT | None = Field(None, description=(
+        "The kind's output (detections: detection_output; fusion: fusion_estimate or fusion_orientation; sleep: {slept_s}); "
+        "absent when the job failed or has none"))
     error: str | None = Field(None, max_length=2000)
     retryable: bool = Field(False, description="The node could not take the job (busy, draining); run it elsewhere")
     timings: Timings

@@ -22,7 +22,7 @@ from .kinds import DETECT_KIND, FUSION_KIND, SLEEP_KIND, SleepOutput
 from .messages import Result
 from .vision import DetectionOutput
 
-O = TypeVar("O")
+Out = TypeVar("Out")
 
 # Kind name → the model of its output (fusion: a FusionEstimate or a FusionOrientation, by `method`).
 OUTPUT_MODELS: dict[str, Any] = {
@@ -32,13 +32,13 @@ OUTPUT_MODELS: dict[str, Any] = {
 }
 
 
-def parse_result(payload: bytes | str, output: type[O]) -> Result[O]:
+def parse_result(payload: bytes | str, output: type[Out]) -> Result[Out]:
     """Parse and validate a result whose `output` must be an `output` (or absent, when the job failed);
     raises pydantic.ValidationError on any defect, in the envelope or in the output."""
     return decode(Result[output], payload)  # type: ignore[valid-type]
 
 
-def output_as(result: Result[Any], output: type[O]) -> O | None:
+def output_as(result: Result[Any], output: type[Out]) -> Out | None:
     """The output of an already parsed result, checked against `output`; None when it has none.
     Raises pydantic.ValidationError when the output is not one."""
     if result.output is None:

@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.fusion import FusionEstimate, FusionOrientation
+from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 from edgehive.schemas.vision import DetectionOutput
 
