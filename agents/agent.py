@@ -19,9 +19,10 @@ from pydantic import TypeAdapter
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
+from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.signals import Stop
 
-from .fusion.job import FUSION_KIND, fusion_kind
+from .fusion.job import fusion_kind
 from .health import HealthReader
 from .inference import BackendChoice, available_backends
 from .kinds import KindRegistry, builtin_kinds
@@ -29,7 +30,7 @@ from .probe import probe_device
 from .runner import JobRunner
 from .settings import AgentSettings
 from .snapshots import SnapshotPublisher
-from .vision import DETECT_KIND, DetectorPool, detections_kind, load_pool
+from .vision import DetectorPool, detections_kind, load_pool
 
 log = logging.getLogger(__name__)
 

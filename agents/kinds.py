@@ -1,8 +1,12 @@
 """The registry of job kinds an agent runs. Vision and fusion register here in their own modules.
 
+Each kind's name and the models of its params and output are the contract with the coordinator
+and with whoever reads the results, so they live in `schemas/` (`schemas/kinds.py` for `sleep`
+and `noop`); this module holds what only an agent needs: how a kind runs.
+
 A kind declares a pydantic model of its parameters, so a job with bad parameters fails
 with a clear message instead of an exception deep inside the work; the model's bounds
-are the kind's limits (a `sleep` sleeps at most `MAX_SLEEP_S`). A kind may also declare
+are the kind's limits (a `sleep` sleeps at most `schemas.kinds.MAX_SLEEP_S`). A kind may also declare
 `max_runtime_s`, which the agent enforces like a deadline, and be `cancellable`: it then
 gets a `cancel` event and returns soon after it is set (a deadline passed, or a drain
 ran out of time), so that a job cannot hold a worker for ever.
@@ -15,7 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+
+from edgehive.schemas.kinds import NOOP_KIND, SLEEP_KIND, NoopParams, SleepOutput, SleepParams
 
 
 class JobFailed(Exception):
@@ -63,26 +69,11 @@ class KindRegistry:
         return sorted(self._kinds)
 
 
-MAX_SLEEP_S = 600.0
-
-
-class SleepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    seconds: float = Field(0.05, ge=0, le=MAX_SLEEP_S, description="How long to sleep; at most ten minutes")
-
-
-class NoopParams(BaseModel):
-    """Anything goes; `echo` comes back as the output."""
-
-    model_config = ConfigDict(extra="allow")
-    echo: Any = None
-
-
-def _sleep(params: SleepParams, cancel: threading.Event) -> dict[str, float]:
+def _sleep(params: SleepParams, cancel: threading.Event) -> dict[str, Any]:
     """Waits on `cancel` rather than time.sleep, so a deadline or a drain ends it at once."""
     if cancel.wait(params.seconds):
         raise JobFailed("cancelled")
-    return {"slept_s": params.seconds}
+    return SleepOutput(slept_s=params.seconds).model_dump()
 
 
 def _noop(params: NoopParams) -> Any:
@@ -91,4 +82,4 @@ def _noop(params: NoopParams) -> Any:
 
 def builtin_kinds() -> KindRegistry:
     """`sleep` (part of the protocol every agent speaks) and `noop` (tests, benchmarks)."""
-    return KindRegistry([JobKind("sleep", SleepParams, _sleep, cancellable=True), JobKind("noop", NoopParams, _noop, inline=True)])
+    return KindRegistry([JobKind(SLEEP_KIND, SleepParams, _sleep, cancellable=True), JobKind(NOOP_KIND, NoopParams, _noop, inline=True)])

@@ -18,14 +18,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from edgehive.schemas import Ident, ModelRuntime
-from edgehive.schemas.vision import MAX_LABELS, DetectionOutput, Label
+from edgehive.schemas import ModelRuntime
+from edgehive.schemas.kinds import DETECT_KIND
+from edgehive.schemas.vision import DetectionOutput, DetectParams
 
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
@@ -36,25 +35,6 @@ from .modelstore import ModelStoreError, load_manifest
 from .snapshots import SnapshotPublisher
 
 log = logging.getLogger(__name__)
-
-NonNegative = Annotated[int, Field(ge=0, le=1 << 16)]
-
-DETECT_KIND = "detections"
-
-
-class DetectParams(BaseModel):
-    """What the coordinator sends with each frame (the JPEG itself travels beside the JSON)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
-    model: str = Field(max_length=128)
-    camera: Ident
-    captured: float | None = None
-    labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep (None: all)")
-    min_score: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict, max_length=MAX_LABELS)
-    tile: tuple[NonNegative, NonNegative, NonNegative, NonNegative] | None = Field(
-        None, description="Run the model on this rectangle of the frame only (x0, y0, x1, y1 pixels); boxes still come back in the frame's"
-    )
-
 
 class DetectorPool:
     """`workers` warmed-up detectors per model, lent out one job at a time."""

@@ -56,6 +56,7 @@ from edgehive.agents.runner import JobRunner
 from edgehive.broker.mosquitto import render_config
 from edgehive.bus import MqttBus
 from edgehive.schemas import CoordinatorStats, Job, JobRequest, Result, Topics, decode, encode
+from edgehive.schemas.kinds import NOOP_KIND
 from edgehive.settings import MqttUrl
 
 TARGET_JOBS_PER_S = 3000.0
@@ -434,7 +435,7 @@ class MqttTarget:
         self.bus = MqttBus(
             MqttUrl.parse(system.url), self.topics, f"edgehive-bench-{os.getpid()}", source="bench", inflight_max=0,
         )
-        results = self.topics.result("noop", "x").rpartition("/")[0] + "/+"  # results/noop/+
+        results = self.topics.result(NOOP_KIND, "x").rpartition("/")[0] + "/+"  # results/noop/+
         self.bus.subscribe(results, self._on_result, qos=1)
         # An agent that cannot take a job ("full") refuses it here; the coordinator re-queues it
         # and pauses that node until its next heartbeat, which would show up as a stall.
@@ -456,7 +457,7 @@ class MqttTarget:
         self.submitted += 1
         if self.record_stages:
             self._submit_wall[job_id] = time.time()
-        self.bus.publish(self.topics.submit, encode(JobRequest(kind="noop", id=job_id)), qos=1)
+        self.bus.publish(self.topics.submit, encode(JobRequest(kind=NOOP_KIND, id=job_id)), qos=1)
 
     def _on_stats(self, topic: str, stats: CoordinatorStats) -> None:
         self.stats = stats
@@ -600,7 +601,7 @@ class RawTarget:
                 continue
             job_id = self._pending.popleft()
             now = time.time()
-            job = Job(id=job_id, kind="noop", source=job_id, attempt=1, boot_id="raw", submitted=now, dispatched=now)
+            job = Job(id=job_id, kind=NOOP_KIND, source=job_id, attempt=1, boot_id="raw", submitted=now, dispatched=now)
             # The runner frees its slot just after the result callback returns: retry that instant.
             while not self._runners[index].try_accept(job, time.time()):
                 time.sleep(0)

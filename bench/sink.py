@@ -64,6 +64,7 @@ from influx_harness import InfluxDB
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
+from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND, SLEEP_KIND
 from edgehive.settings import MqttUrl
 from edgehive.telemetry.points import parsers
 from edgehive.telemetry.writers import InfluxV1Writer
@@ -104,12 +105,12 @@ def fleet_round(topics: Topics, i: int, ts: float) -> list[tuple[str, dict, int]
     out: list[tuple[str, dict, int]] = [  # type: ignore[type-arg]
         (topics.heartbeat(node), {"v": 1, "node": node, "boot_id": "bench", "seq": i, "ts": ts, "cpu_pct": 40.0 + i % 50, "mem_pct": 35.5,
                                   "temp_c": 55.0, "throttled": False, "in_flight": 1, "queued": 0, "jobs_done": i, "jobs_failed": 0,
-                                  "service_s": 0.012, "service_by_kind": {"detections": 0.009, "fusion": 0.002}, "held": [f"f-{i}"]}, 0),
-        (topics.result("detections", camera), {"v": 1, "job_id": f"f-{i}", "kind": "detections", "node": node, "source": camera, "attempt": 1,
+                                  "service_s": 0.012, "service_by_kind": {DETECT_KIND: 0.009, FUSION_KIND: 0.002}, "held": [f"f-{i}"]}, 0),
+        (topics.result(DETECT_KIND, camera), {"v": 1, "job_id": f"f-{i}", "kind": DETECT_KIND, "node": node, "source": camera, "attempt": 1,
                                                 "ok": True, "timings": t, "output": {"model": "face", "width": 640, "height": 480, "inference_ms": 3.2,
                                                 "detections": [{"label": "face", "score": 0.91, "box": [10, 20, 110, 140], "box_norm": [0.016, 0.04, 0.17, 0.29]}]}}, 1),
-        (topics.job_state(f"j-{i}"), {"v": 1, "job_id": f"j-{i}", "state": "SCHEDULED", "ts": ts, "kind": "sleep", "attempt": 1, "node": node}, 1),
-        (topics.job_state(f"j-{i}"), {"v": 1, "job_id": f"j-{i}", "state": "DONE", "ts": ts + 0.0000005, "kind": "sleep", "attempt": 1, "node": node}, 1),
+        (topics.job_state(f"j-{i}"), {"v": 1, "job_id": f"j-{i}", "state": "SCHEDULED", "ts": ts, "kind": SLEEP_KIND, "attempt": 1, "node": node}, 1),
+        (topics.job_state(f"j-{i}"), {"v": 1, "job_id": f"j-{i}", "state": "DONE", "ts": ts + 0.0000005, "kind": SLEEP_KIND, "attempt": 1, "node": node}, 1),
     ]
     for s in range(4):
         out.append((topics.sensor(f"t{s}", "temperature"), {"v": 1, "value": 21.0 + (i % 7) * 0.1, "unit": "°C", "ts": ts, "seq": i}, 0))

@@ -28,6 +28,7 @@ from dispatch import AGENT_IDS, Processes, component_env, edgehive_command, star
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import CoordinatorStats, Topics, decode
+from edgehive.schemas.kinds import NOOP_KIND
 from edgehive.settings import MqttUrl
 
 
@@ -72,7 +73,7 @@ class Submitter:
         while not self._stop.is_set():
             due = int((time.monotonic() - start) * self.rate)
             while self.sent < due:
-                self.bus.publish(self.topics.submit, orjson.dumps({"v": 1, "kind": "noop", "id": f"s{run}-{self.sent}"}), qos=1)
+                self.bus.publish(self.topics.submit, orjson.dumps({"v": 1, "kind": NOOP_KIND, "id": f"s{run}-{self.sent}"}), qos=1)
                 self.sent += 1
             self._stop.wait(0.01)
 

@@ -98,6 +98,7 @@ from dispatch import (
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import CoordinatorStats, Topics, decode, envelope
+from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,7 +311,7 @@ class Cameras:
         self.stats: CoordinatorStats | None = None
         self._lock = threading.Lock()
         self.bus = MqttBus(MqttUrl.parse(system.url), self.topics, f"edgehive-bench-cams-{os.getpid()}", source="bench", inflight_max=0)
-        self.bus.subscribe(self.topics.result("detections", "x").rpartition("/")[0] + "/+", self._on_result, qos=1, max_bytes=1 << 20)
+        self.bus.subscribe(self.topics.result(DETECT_KIND, "x").rpartition("/")[0] + "/+", self._on_result, qos=1, max_bytes=1 << 20)
         self.bus.subscribe(self.topics.pattern("declined"), self._on_declined, qos=1)
         self.bus.subscribe(self.topics.errors, self._on_error, qos=0)
         self.bus.subscribe(self.topics.coordinator_stats, self._on_stats, lambda t, p: decode(CoordinatorStats, p), qos=0)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Timings, Topics, encode, envelope
+from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.messages import job_json, job_state_json
 
 from . import scheduler
@@ -55,7 +56,7 @@ from .fusion import FusionWindows
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
 from .leases import FRAME, PART, Lease, LeaseBook, policy_for
-from .placement import DETECT_KIND, ModelRequirements, Outbox, Placer, place, requirement_key
+from .placement import ModelRequirements, Outbox, Placer, place, requirement_key
 from .registry import Change, Node, NodeRegistry
 from .settings import CoordinatorSettings
 from .tiles import jpeg_size, plan_tiles

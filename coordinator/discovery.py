@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from edgehive.schemas import Topics
+from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.sensors import UNITS
 
 from .fusion import GroupConfig
@@ -44,9 +45,9 @@ def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequenc
     snapshot = {"name": f"{camera} detections", "unique_id": f"{uid}_snapshot", "object_id": f"{uid}_snapshot",
                 "topic": topics.snapshot(camera), **common}
     objects = {"name": f"{camera} objects", "unique_id": f"{uid}_objects", "object_id": f"{uid}_objects",
-               "state_topic": topics.result("detections", camera), "state_class": "measurement", "unit_of_measurement": "objects",
+               "state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
                "value_template": "{% if value_json.ok %}{{ value_json.output.detections | length }}{% else %}{{ this.state }}{% endif %}",
-               "json_attributes_topic": topics.result("detections", camera),
+               "json_attributes_topic": topics.result(DETECT_KIND, camera),
                "json_attributes_template": "{% if value_json.ok %}{{ {'labels': value_json.output.detections | map(attribute='label') | list, "
                                            "'model': value_json.output.model, 'node': value_json.node} | tojson }}{% else %}{}{% endif %}",
                **common}
@@ -54,7 +55,7 @@ def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequenc
     for label in labels:
         object_id = f"{uid}_{_slug(label)}"
         count = {"name": f"{camera} {label}", "unique_id": object_id, "object_id": object_id,
-                 "state_topic": topics.result("detections", camera), "state_class": "measurement", "unit_of_measurement": "objects",
+                 "state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
                  "value_template": "{% if value_json.ok %}{{ value_json.output.detections | selectattr('label', 'equalto', "
                                    + orjson.dumps(label).decode() + ") | list | length }}{% else %}{{ this.state }}{% endif %}",
                  **common}
@@ -68,7 +69,7 @@ def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupCo
     device = _device(topics)
     out: list[tuple[str, bytes]] = []
     for name, group in sorted(groups.items()):
-        state_topic = topics.result("fusion", name)
+        state_topic = topics.result(FUSION_KIND, name)
         entities: list[tuple[str, str, dict[str, Any]]]
         if group.fusion_method == "imu":
             entities = [(f"{name}_{axis}", f"{name} {axis}", {"unit_of_measurement": "°", "value_template": _value(axis)})

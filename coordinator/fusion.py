@@ -20,13 +20,15 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from edgehive.schemas import JobRequest, Requirements
 from edgehive.schemas.base import Ident
-from edgehive.schemas.sensors import FUSION_KIND, IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
+from edgehive.schemas.fusion import FusionMethod, ImuConfig, KalmanConfig, RowData, window_params, window_row
+from edgehive.schemas.kinds import FUSION_KIND
+from edgehive.schemas.sensors import IMU_QUANTITY, ImuReading, SensorReading, canonical_unit
 
 from .fusion_log import COMPACT_AFTER, FusionLog, FusionWrite, Snapshot, closed_line, snapshot_line
 
@@ -43,7 +45,7 @@ class GroupConfig(BaseModel):
     sensors: list[Ident] = Field(default_factory=list, description="Sensors of the group; empty: every sensor of the quantity")
     window_s: float | None = Field(None, gt=0, le=3600, description="Time windows of this length, aligned to the epoch")
     window_count: int | None = Field(None, ge=1, le=100_000, description="Or: windows of this many readings")
-    method: Literal["kalman", "imu"] | None = Field(None, description="Default: imu for quantity imu, else kalman")
+    method: FusionMethod | None = Field(None, description="Default: imu for quantity imu, else kalman")
     config: dict[str, Any] = Field(default_factory=dict, description="Filter tuning (KalmanConfig or ImuConfig fields)")
     requires: Requirements | None = Field(None, description="Where the group's windows may run, as a job's `requires` (tags, node, arch, …)")
     priority: int = Field(10, ge=-100, le=100, description="Queue priority of the group's windows (default above plain jobs: fusion is near real time)")
@@ -55,7 +57,7 @@ class GroupConfig(BaseModel):
         return self
 
     @property
-    def fusion_method(self) -> str:
+    def fusion_method(self) -> FusionMethod:
         return self.method or ("imu" if self.quantity == IMU_QUANTITY else "kalman")
 
     @property
@@ -81,7 +83,7 @@ class Window:
     number: int
     start: float  # epoch s; for count windows, the first reading's time
     end: float
-    readings: list[list[Any]] = field(default_factory=list)  # [sensor, value, ts] or [sensor, ax, ay, az, gx, gy, gz, ts]
+    readings: list[RowData] = field(default_factory=list)  # ScalarRow or ImuRow order (schemas/fusion.py)
 
 
 @dataclass
@@ -146,7 +148,7 @@ class FusionWindows:
         if groups and reading.seq is not None:
             self._count_gap(sensor, quantity, reading.seq)
         for group in groups:  # units were checked and normalised at the door (parse_readings)
-            problem = self._file(group, _row(sensor, reading, ts), ts)
+            problem = self._file(group, window_row(sensor, reading, ts), ts)
             if problem is not None:
                 problems.append(f"group {group.name}: {problem}")
         return problems
@@ -162,7 +164,7 @@ class FusionWindows:
         else:
             self.missing[sensor] += 0  # every numbered sensor shows, at 0 while nothing is missing
 
-    def _file(self, group: Group, row: list[Any], ts: float) -> str | None:
+    def _file(self, group: Group, row: RowData, ts: float) -> str | None:
         config = group.config
         length = config.window_length_s
         window = group.open
@@ -236,12 +238,8 @@ class FusionWindows:
             job_id = window_job_id(group.name, window.number)
             group.in_flight_window = window
             config = group.config
-            params = {
-                "method": config.fusion_method, "group": group.name, "quantity": config.quantity,
-                "unit": canonical_unit(config.quantity), "window": window.number,
-                "window_start": window.start, "window_end": window.end,
-                "prior": group.prior, "readings": window.readings, "config": config.config,
-            }
+            params = window_params(config.fusion_method, group.name, config.quantity, canonical_unit(config.quantity), window.number,
+                                   window.start, window.end, group.prior, window.readings, config.config)
             jobs.append(JobRequest(kind=FUSION_KIND, id=job_id, source=group.name, params=params, requires=config.requires, priority=config.priority))
         return jobs
 
@@ -265,7 +263,7 @@ class FusionWindows:
         if group is None:
             return
         number = int(params.get("window", 0))
-        group.in_flight_window = Window(number, float(params.get("window_start", 0.0)), float(params.get("window_end", 0.0)), list(params.get("readings", [])))
+        group.in_flight_window = Window(number, float(params.get("window_start", 0.0)), float(params.get("window_end", 0.0)), _rows(params.get("readings", [])))
         group.windows = max(group.windows, number)
         kept = [w for w in group.waiting if w.number != number]  # the journal holds it as a job: not waiting
         self._waiting -= len(group.waiting) - len(kept)
@@ -317,7 +315,7 @@ class FusionWindows:
             group.windows = max([snap.windows, *saved.closed])
             for number in sorted(n for n in saved.closed if n > snap.done):  # closed, never ended: waiting again
                 entry = saved.closed[number]
-                group.waiting.append(Window(number, float(entry["start"]), float(entry["end"]), list(entry["readings"])))
+                group.waiting.append(Window(number, float(entry["start"]), float(entry["end"]), _rows(entry["readings"])))
                 self._waiting += 1
 
     def close(self) -> None:
@@ -340,16 +338,13 @@ def _window_entry(window: Window) -> dict[str, Any]:
     return {"number": window.number, "start": window.start, "end": window.end, "readings": window.readings}
 
 
-def _row(sensor: str, reading: SensorReading | ImuReading, ts: float) -> list[Any]:
-    if isinstance(reading, ImuReading):
-        return [sensor, *reading.accel, *reading.gyro, ts]
-    return [sensor, reading.value, ts]
+def _rows(saved: Iterable[Any]) -> list[RowData]:
+    """Rows read back from the journal or the log (JSON arrays) as the tuples `window_row` builds."""
+    return [tuple(row) for row in saved]  # type: ignore[misc]
 
 
 def validate_groups(groups: Iterable[GroupConfig]) -> None:
     """Fail at start-up, not at the first window, on tuning a filter would refuse."""
-    from edgehive.agents.fusion import ImuConfig, KalmanConfig
-
     for config in groups:
         try:
             (ImuConfig if config.fusion_method == "imu" else KalmanConfig).model_validate(config.config)

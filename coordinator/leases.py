@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from edgehive.schemas import JobRequest, JobStateName
-from edgehive.schemas.sensors import FUSION_KIND
+from edgehive.schemas.kinds import FUSION_KIND
 
 from .events import Now
 from .registry import Node, NodeRegistry

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Collection, Iterator
 
 from edgehive.schemas import Requirements
+from edgehive.schemas.kinds import DETECT_KIND
 
 from . import scheduler
 from .framegroups import FrameGroup, FrameGroups
@@ -23,7 +24,6 @@ from .jobs import JobQueue
 from .leases import Lease
 from .registry import Node
 
-DETECT_KIND = "detections"  # the kind a frame runs as
 _BATCH_BYTES = 256 * 1024  # job arrays stay well under the agent's size limit
 
 

@@ -23,6 +23,7 @@ from .broker.accounts import listens_beyond_loopback
 from .bus import MqttBus
 from .fleetview import FleetView
 from .schemas import Topics
+from .schemas.kinds import DETECT_KIND, FUSION_KIND, SLEEP_KIND
 from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
 from .signals import SLICE_S, Stop
@@ -131,11 +132,11 @@ def run_up(settings: UpSettings) -> int:
     print(f"  watch:  mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/#' "
           f"-T '{settings.prefix}/frames/+' -T '{settings.prefix}/snapshots/+' -T '{settings.prefix}/nodes/+/snapshots/+' -v")
     print(f"  submit: mosquitto_pub -h {url.host} -p {url.port} -t '{topics.submit}' "
-          "-m '{\"v\":1,\"kind\":\"sleep\",\"params\":{\"seconds\":0.05}}'")
+          f"-m '{{\"v\":1,\"kind\":\"{SLEEP_KIND}\",\"params\":{{\"seconds\":0.05}}}}'")
     if settings.demo_camera:
-        print(f"  camera: 'demo' ({settings.demo_camera}) → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/detections/#' -v")
+        print(f"  camera: 'demo' ({settings.demo_camera}) → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/{DETECT_KIND}/#' -v")
     if settings.demo_sensors:
-        print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/fusion/#' -v")
+        print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/{FUSION_KIND}/#' -v")
         print(f"  reading: mosquitto_pub -h {url.host} -p {url.port} -t '{settings.prefix}/sensors/demo-t1/temperature' -m 21.5")
     if settings.sink:
         sink = SinkSettings()  # what the sink child will read from the same environment

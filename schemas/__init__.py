@@ -22,6 +22,7 @@ from .messages import (
     Timings,
     parse_status,
 )
+from .results import parse_result
 from .topics import TopicError, TopicRef, Topics
 from .vision import Detection, DetectionOutput
 
@@ -50,5 +51,6 @@ __all__ = [
     "Topics",
     "decode",
     "encode",
+    "parse_result",
     "parse_status",
 ]

@@ -12,16 +12,22 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from .fusion import FusionEstimate, FusionOrientation, FusionParams
+from .kinds import SleepParams
 from .messages import MODELS
-from .sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading
-from .vision import CamerasConfig, DetectionOutput
+from .sensors import ImuReading, SensorReading
+from .vision import CamerasConfig, DetectionOutput, DetectParams
 
-# Readings, and parts that are not messages of their own but that clients parse: results' `output`.
+# Readings, and parts that are not messages of their own but that clients parse: jobs' `params`
+# and results' `output`.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "sensor_reading": SensorReading,
     "imu_reading": ImuReading,
+    "sleep_params": SleepParams,
+    "detect_params": DetectParams,
     "detection_output": DetectionOutput,
     "cameras": CamerasConfig,
+    "fusion_params": FusionParams,
     "fusion_estimate": FusionEstimate,
     "fusion_orientation": FusionOrientation,
 }

@@ -6,10 +6,11 @@ Timestamps are UTC epoch seconds (float). Durations end in `_s`.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal
 
 import orjson
 from pydantic import Field, model_validator
+from typing_extensions import TypeVar
 
 from .base import MAX_COUNT, Count, Ident, JsonObject, JsonValue, Message, Part, decode
 
@@ -154,7 +155,13 @@ class Timings(Part):
     published: float | None = None
 
 
-class Result(Message):
+# A result's `output`: any JSON value for plain `Result`, which is all the coordinator needs (it
+# relays results byte for byte); the kind's model for `Result[DetectionOutput]`, what a reader of
+# one kind parses (schemas/results.py) to get the output typed and checked.
+OutputT = TypeVar("OutputT", default=JsonValue)
+
+
+class Result(Message, Generic[OutputT]):
     """What an agent publishes on `nodes/{node}/results`; the coordinator relays it, once checked, on `results/{kind}/{source}`."""
 
     job_id: Ident
@@ -163,13 +170,15 @@ class Result(Message):
     source: Ident
     attempt: int = Field(1, ge=1, le=MAX_COUNT)
     ok: bool
-    output: JsonValue = None
+    output: OutputT | None = Field(None, description=(
+        "The kind's output (detections: detection_output; fusion: fusion_estimate or fusion_orientation; sleep: {slept_s}); "
+        "absent when the job failed or has none"))
     error: str | None = Field(None, max_length=2000)
     retryable: bool = Field(False, description="The node could not take the job (busy, draining); run it elsewhere")
     timings: Timings
 
     @model_validator(mode="after")
-    def _error_iff_failed(self) -> Result:
+    def _error_iff_failed(self) -> Result[OutputT]:
         if self.ok and self.error is not None:
             raise ValueError("a successful result carries no error")
         if not self.ok and not self.error:
@@ -209,8 +218,12 @@ class JobState(Message):
 
 
 def job_state_json(job_id: str, state: JobStateName, ts: float, kind: str, attempt: int, node: str | None = None, reason: str | None = None) -> bytes:
-    """`encode(JobState(...))` without building a model (the coordinator sends four per job,
-    every value already validated on the way in); tests check both agree."""
+    """`encode(JobState(...))` without building a model: the coordinator sends four per job, every
+    value already validated on the way in. Measured 2026-12-04 on the 2-core VM: 0.7–1.5 µs here
+    against 3.2–3.5 µs to build and encode the model (`model_construct` is slower still, 7–11 µs);
+    with `job_json`, about 20 µs a job saved, 5–10 % of the coordinator's CPU per job.
+    tests/test_schemas.py checks that both agree byte for byte and that every field of the model
+    is an argument here, so a field added to JobState fails that test until it is added here."""
     body: dict[str, Any] = {"v": 1, "job_id": job_id, "state": state.value, "ts": ts, "kind": kind, "attempt": attempt}
     if node is not None:
         body["node"] = node
@@ -221,7 +234,8 @@ def job_state_json(job_id: str, state: JobStateName, ts: float, kind: str, attem
 
 def job_json(id: str, kind: str, params: dict[str, Any], source: str, attempt: int, boot_id: str,
              submitted: float, dispatched: float, deadline: float | None = None) -> bytes:
-    """`encode(Job(...))` without building a model, for the same reason; tests check both agree."""
+    """`encode(Job(...))` without building a model, for the same reason (measured as above:
+    0.5–1.1 µs against 6.0–7.4 µs for the model, every job and every frame); tests check the same."""
     body: dict[str, Any] = {"v": 1, "id": id, "kind": kind, "params": params, "source": source, "attempt": attempt,
                             "boot_id": boot_id, "submitted": submitted, "dispatched": dispatched}
     if deadline is not None:

@@ -1,4 +1,4 @@
-"""Sensor readings on `sensors/{sensor}/{quantity}` and the fused results on `results/fusion/{group}`.
+"""Sensor readings on `sensors/{sensor}/{quantity}` (what the coordinator fuses: schemas/fusion.py).
 
 A reading is JSON, or a bare number so that `mosquitto_pub -m 21.5` works; a bare number has
 no unit and no timestamp, so it is taken in the quantity's canonical unit and stamped on
@@ -12,15 +12,13 @@ group would otherwise bias the estimate without anyone noticing).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import orjson
 from pydantic import Field, ValidationError
 
-from .base import MAX_COUNT, Ident, Message, Part, decode
+from .base import MAX_COUNT, Message, decode
 
 IMU_QUANTITY = "imu"
-FUSION_KIND = "fusion"  # results on results/fusion/{group}
 
 # quantity → (canonical unit, accepted spellings). Unknown quantities take any unit as given.
 UNITS: dict[str, tuple[str, frozenset[str]]] = {
@@ -114,42 +112,3 @@ def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "reading"
     return f"{where}: {first['msg']}"
-
-
-class FusionRejection(Part):
-    sensor: str
-    reason: Literal["gated", "stuck", "stale"]
-    count: int = Field(ge=1, le=MAX_COUNT)
-
-
-class FusionEstimate(Part):
-    """`output` of a scalar fusion result on `results/fusion/{group}` (method `kalman`)."""
-
-    method: Literal["kalman"] = "kalman"
-    group: Ident
-    quantity: Ident
-    unit: str | None = None
-    window: int = Field(ge=1, le=MAX_COUNT, description="The group's window counter; consecutive results count up by one")
-    estimate: float
-    variance: float = Field(ge=0)
-    used: list[str]
-    rejected: list[FusionRejection]
-    readings: int = Field(ge=0, le=MAX_COUNT)
-    window_start: float
-    window_end: float
-    state: dict = Field(description="The posterior, which the coordinator hands to the group's next window")  # type: ignore[type-arg]
-
-
-class FusionOrientation(Part):
-    """`output` of an IMU fusion result on `results/fusion/{group}` (method `imu`): degrees."""
-
-    method: Literal["imu"] = "imu"
-    group: Ident
-    window: int = Field(ge=1, le=MAX_COUNT)
-    roll: float
-    pitch: float
-    yaw: float
-    samples: int = Field(ge=0, le=MAX_COUNT)
-    window_start: float
-    window_end: float
-    state: dict  # type: ignore[type-arg]

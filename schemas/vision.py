@@ -1,4 +1,4 @@
-"""What object detection produces: one model's detections on one frame.
+"""The `detections` job kind's contract: a frame and `DetectParams` in, `DetectionOutput` out.
 
 A detection carries its box twice: in the frame's own pixels (what an overlay or a crop needs)
 and normalized to [0, 1] (what survives a resize between camera and consumer). Both describe
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, RootModel, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
-from .base import IDENT_PATTERN, Part
+from .base import IDENT_PATTERN, Ident, Part
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128, to_lower=True, strip_whitespace=True)]
@@ -98,6 +98,24 @@ class StageConfig(Part):
     labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep from this stage (default: all)")
     min_score: dict[Label, Unit] = Field(
         default_factory=dict, max_length=MAX_LABELS, description="Lowest score kept per label of this stage; \"*\" for the rest",
+    )
+
+
+NonNegative = Annotated[int, Field(ge=0, le=1 << 16)]
+
+
+class DetectParams(BaseModel):
+    """The params of a `detections` job: what the coordinator sends with each frame (the JPEG
+    itself travels beside the JSON, in the frame envelope: schemas/envelope.py)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model: str = Field(max_length=128, description="Model from the manifest to run")
+    camera: Ident = Field(description="The camera the frame came from")
+    captured: float | None = Field(None, description="When the camera took the frame (epoch s), if it said")
+    labels: list[Label] | None = Field(None, max_length=MAX_LABELS, description="Labels to keep (None: all)")
+    min_score: dict[Label, Unit] = Field(default_factory=dict, max_length=MAX_LABELS, description="Lowest score kept per label; \"*\": labels not named")
+    tile: tuple[NonNegative, NonNegative, NonNegative, NonNegative] | None = Field(
+        None, description="Run the model on this rectangle of the frame only (x0, y0, x1, y1 pixels); boxes still come back in the frame's"
     )
 
 

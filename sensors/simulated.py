@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgehive.agents.fusion import ImuSample, Reading
+from edgehive.schemas.fusion import ImuSample, Reading
 
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 

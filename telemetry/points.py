@@ -29,14 +29,14 @@ from pydantic import BaseModel
 
 from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.schemas.sensors import FusionEstimate, FusionOrientation, ImuReading, SensorReading, parse_readings
+from edgehive.schemas.fusion import FusionEstimate, FusionOrientation
+from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
+from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 from edgehive.schemas.vision import DetectionOutput
 
 from .lineprotocol import FieldValue, line
 
 _IDENT = re.compile(IDENT_PATTERN)
-DETECTIONS_KIND = "detections"
-FUSION_KIND = "fusion"
 
 Lines = list[str]
 
@@ -96,7 +96,7 @@ def result_lines(result: Result, arrival: float) -> Lines:
         "run_ms": _ms(t.started, t.finished),
         "error": result.error[:200] if result.error else None,
     }, ts)
-    if result.ok and result.kind == DETECTIONS_KIND:
+    if result.ok and result.kind == DETECT_KIND:
         _detection_lines(out, result, DetectionOutput.model_validate(result.output), ts)
     elif result.ok and result.kind == FUSION_KIND:
         _fusion_lines(out, result.output)

@@ -3,11 +3,12 @@ and the labels and scores a node keeps from a real detection."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from edgehive.agents.detection.filters import keep_wanted
 from edgehive.coordinator.cameras import CameraConfigError, CameraPolicy, detect_params, parse_cameras
-from edgehive.schemas.vision import Detection, DetectionOutput
+from edgehive.schemas.vision import Detection, DetectionOutput, DetectParams
 
 
 def policy(text: str, camera_models: dict[str, str] | None = None, default: str = "objects") -> CameraPolicy:
@@ -18,6 +19,17 @@ def test_a_camera_named_nowhere_runs_the_default_model_and_keeps_everything() ->
     config = policy("").resolve("yard")
     assert (config.model, config.labels, config.min_score) == ("objects", None, {})
     assert detect_params(config, "yard", 12.5) == {"model": "objects", "camera": "yard", "captured": 12.5}
+
+
+def test_the_params_the_coordinator_writes_are_the_agents_detect_params() -> None:
+    """The coordinator builds each frame's params as a dict (per frame, no model built); sent as
+    JSON they must parse as the contract the agent runs them with (schemas/vision.py)."""
+    cameras = policy('{"*": {"labels": ["Person", "car"], "min_score": {"*": 0.6, "car": 0.4}}}')
+    for captured in (None, 12.5):
+        sent = detect_params(cameras.resolve("yard"), "yard", captured)
+        parsed = DetectParams.model_validate_json(orjson.dumps(sent))
+        assert parsed == DetectParams(model="objects", camera="yard", captured=captured, labels=["person", "car"], min_score={"*": 0.6, "car": 0.4})
+        assert parsed.model_dump(exclude_defaults=True) == {k: v for k, v in sent.items() if v is not None}
 
 
 def test_a_camera_inherits_what_it_leaves_out_from_every_camera() -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from edgehive.coordinator.fusion import FusionWindows, GroupConfig, parse_groups
+from edgehive.schemas.fusion import FilterState, FusionParams, ImuRow, ImuWindow, KalmanWindow, ScalarRow
 from edgehive.schemas.sensors import ImuReading, SensorReading
 
 
@@ -30,7 +32,7 @@ def test_time_windows_align_to_the_epoch_and_close_on_a_later_reading_or_the_clo
     p = job.params
     assert (job.kind, job.id, job.source) == ("fusion", "fusion-room-1", "room")
     assert (p["window"], p["window_start"], p["window_end"], p["prior"]) == (1, 100.0, 102.0, None)
-    assert p["readings"] == [["t1", 20.0, 100.5], ["t2", 20.2, 101.9]]
+    assert p["readings"] == [ScalarRow("t1", 20.0, 100.5), ScalarRow("t2", 20.2, 101.9)]
     fw.close_due(104.1)  # not yet: the grace for late readings
     fw.finished(job.id, p, {"state": {"estimate": 20.1}})
     assert fw.ready_jobs() == []
@@ -55,7 +57,7 @@ def test_count_windows_and_sensor_membership() -> None:
     fw.add("h7", "humidity", SensorReading(value=40.0, unit="%"), 50.0)
     assert fw.wants("t9", "temperature") == [] and [g.name for g in fw.wants("h7", "humidity")] == ["any"]
     (job,) = fw.ready_jobs()  # humidity uses the default 1 s time window, still open
-    assert [r[0] for r in job.params["readings"]] == ["t1", "t2", "t1"]
+    assert [ScalarRow(*r).sensor for r in job.params["readings"]] == ["t1", "t2", "t1"]
     assert job.params["window_start"] == 50.0 and job.params["window_end"] == 53.0
 
 
@@ -63,7 +65,33 @@ def test_imu_rows_carry_both_vectors() -> None:
     fw = windows(motion=GroupConfig(quantity="imu", window_count=1))
     fw.add("imu1", "imu", ImuReading(accel=(0.0, 0.0, 9.8), gyro=(0.1, 0.0, 0.0)), 7.0)
     (job,) = fw.ready_jobs()
-    assert job.params["method"] == "imu" and job.params["readings"] == [["imu1", 0.0, 0.0, 9.8, 0.1, 0.0, 0.0, 7.0]]
+    assert job.params["method"] == "imu" and job.params["readings"] == [ImuRow("imu1", 0.0, 0.0, 9.8, 0.1, 0.0, 0.0, 7.0)]
+
+
+def test_the_jobs_the_coordinator_builds_parse_as_the_agents_params_field_for_field() -> None:
+    """One contract (schemas/fusion.py): the params the coordinator writes, sent as JSON, are the
+    KalmanWindow / ImuWindow the agent parses, rows read by name, the prior carried typed."""
+    fw = windows(room=GroupConfig(quantity="temperature", window_count=2, config={"gate_chi2": 4.0}),
+                 arm=GroupConfig(quantity="imu", window_count=1))
+    fw.add("t1", "temperature", temp(20.0), 10.0)
+    fw.add("t2", "temperature", temp(20.5), 10.5)
+    fw.add("imu1", "imu", ImuReading(accel=(0.0, 0.0, 9.8), gyro=(0.1, 0.2, 0.3)), 11.0)
+    room, arm = sorted(fw.ready_jobs(), key=lambda job: job.source, reverse=True)
+    kalman = FusionParams.model_validate_json(orjson.dumps(room.params)).root
+    assert isinstance(kalman, KalmanWindow)
+    assert (kalman.group, kalman.quantity, kalman.unit, kalman.window, kalman.prior) == ("room", "temperature", "°C", 1, None)
+    assert [(r.sensor, r.value, r.timestamp) for r in kalman.readings] == [("t1", 20.0, 10.0), ("t2", 20.5, 10.5)]
+    assert kalman.config.gate_chi2 == 4.0
+    imu = FusionParams.model_validate_json(orjson.dumps(arm.params)).root
+    assert isinstance(imu, ImuWindow)
+    assert [(r.sensor, r.gx, r.gy, r.gz, r.timestamp) for r in imu.readings] == [("imu1", 0.1, 0.2, 0.3, 11.0)]
+    state = {"estimate": 20.2, "variance": 0.3, "timestamp": 10.5, "sensors": {"t1": {"noise_var": 0.2}}}
+    fw.finished(room.id, room.params, {"state": state})
+    fw.add("t1", "temperature", temp(20.1), 12.0)
+    fw.add("t2", "temperature", temp(20.3), 12.5)
+    (second,) = fw.ready_jobs()
+    prior = FusionParams.model_validate_json(orjson.dumps(second.params)).root.prior
+    assert isinstance(prior, FilterState) and prior.estimate == 20.2 and prior.sensors["t1"].noise_var == 0.2
 
 
 def test_waiting_windows_are_bounded_and_refusals_are_named() -> None:
@@ -167,7 +195,7 @@ def test_windows_waiting_or_in_flight_come_back_after_a_restart_and_journaled_on
     assert restarted.waiting_count() == 2 and restarted.ready_jobs() == []
     restarted.finished(second.id, second.params, {"state": {"estimate": 21.0}})
     (third,) = restarted.ready_jobs()
-    assert third.params["window"] == 3 and third.params["readings"] == [["t1", 22.0, 3.0]] and third.params["prior"] == {"estimate": 21.0}
+    assert third.params["window"] == 3 and third.params["readings"] == [ScalarRow("t1", 22.0, 3.0)] and third.params["prior"] == {"estimate": 21.0}
     restarted.flush_state()  # compacts: a snapshot and the windows still pending
     restarted.close()
     again = windows(tmp_path, room=group)

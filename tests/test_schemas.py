@@ -280,13 +280,25 @@ def test_fast_encoders_agree_with_the_models() -> None:
         fast = job_state_json("job-1", JobStateName.SCHEDULED, 1795430000.25, "sleep", 2, node, reason)
         model = JobState(job_id="job-1", state=JobStateName.SCHEDULED, ts=1795430000.25, kind="sleep", attempt=2, node=node, reason=reason)
         assert decode(JobState, fast) == model
-        assert orjson.loads(fast) == orjson.loads(encode(model))
+        assert fast == encode(model)
     for deadline in (None, 1795430009.5):
         fast = job_json("job-1", "sleep", {"seconds": 0.5}, "cam-1", 1, "boot-a", 1795430000.0, 1795430000.1, deadline)
         model = Job(id="job-1", kind="sleep", params={"seconds": 0.5}, source="cam-1", attempt=1, boot_id="boot-a",
                     submitted=1795430000.0, dispatched=1795430000.1, deadline=deadline)
         assert decode(Job, fast) == model
-        assert orjson.loads(fast) == orjson.loads(encode(model))
+        assert fast == encode(model)  # byte for byte: same fields, same order
+
+
+def test_fast_encoders_take_every_field_of_their_model() -> None:
+    """A field added to Job or JobState must be added to its fast encoder too, or this fails."""
+    import inspect
+
+    from edgehive.schemas import Job, JobState
+    from edgehive.schemas.messages import job_json, job_state_json
+
+    for encoder, model in ((job_state_json, JobState), (job_json, Job)):
+        arguments = list(inspect.signature(encoder).parameters)
+        assert arguments == [name for name in model.model_fields if name != "v"], encoder.__name__
 
 
 @pytest.mark.parametrize(("payload", "why"), [
@@ -332,6 +344,55 @@ def test_a_result_output_must_round_trip_too() -> None:
     payload = orjson.dumps(body).replace(b'{"n":0}', b'{"n":100000000000000000000}')
     with pytest.raises(ValidationError, match="64 bits"):
         decode(Result, payload)
+
+
+def test_a_typed_result_parses_its_kinds_output_and_refuses_another_kinds() -> None:
+    """`Result[DetectionOutput]`: the label on a detection is an attribute, not a dict lookup,
+    and a result whose output is not a detection is refused at the door, naming the field."""
+    from edgehive.schemas.fusion import FusionEstimate, FusionOutput
+    from edgehive.schemas.results import kind_output, output_as, parse_result
+    from edgehive.schemas.vision import DetectionOutput
+
+    body = orjson.loads(encode(samples()["result"]))
+    body.update(kind="detections", output={"model": "objects", "width": 640, "height": 480, "inference_ms": 4.5, "detections": [
+        {"label": "person", "score": 0.9, "box": [10, 20, 110, 220], "box_norm": [0.016, 0.042, 0.172, 0.458]}]})
+    typed = parse_result(orjson.dumps(body), DetectionOutput)
+    assert isinstance(typed.output, DetectionOutput) and typed.output.detections[0].label == "person"
+    plain = decode(Result, orjson.dumps(body))
+    assert plain.output == body["output"]  # the coordinator's view: JSON, untouched
+    assert output_as(plain, DetectionOutput) == typed.output == kind_output(plain)
+    with pytest.raises(ValidationError, match="output.width"):
+        parse_result(orjson.dumps({**body, "output": {"model": "objects", "height": 480, "inference_ms": 1.0}}), DetectionOutput)
+    failed = {**body, "ok": False, "error": "no model"}
+    del failed["output"]
+    assert parse_result(orjson.dumps(failed), DetectionOutput).output is None
+
+    fused = {**body, "kind": "fusion", "output": {"method": "kalman", "group": "room", "quantity": "temperature", "window": 3,
+             "estimate": 21.2, "variance": 0.02, "used": ["t1"], "rejected": [], "readings": 5, "window_start": 1.0, "window_end": 2.0,
+             "state": {"estimate": 21.2, "variance": 0.02, "timestamp": 2.0}}}
+    estimate = parse_result(orjson.dumps(fused), FusionOutput).output  # type: ignore[arg-type]
+    assert isinstance(estimate, FusionEstimate) and estimate.state.variance == 0.02
+    assert kind_output(decode(Result, orjson.dumps(fused))) == estimate
+
+
+def test_the_coordinators_window_params_name_every_field_of_both_window_models() -> None:
+    """`window_params` writes the fusion params as a dict (no model on the coordinator's path);
+    a field added to KalmanWindow or ImuWindow fails this until it is added there too."""
+    import inspect
+
+    from edgehive.schemas.fusion import ImuWindow, KalmanWindow, window_params
+
+    arguments = set(inspect.signature(window_params).parameters)
+    for model in (KalmanWindow, ImuWindow):
+        assert arguments == set(model.model_fields), model.__name__
+
+
+def test_builtin_kinds_have_one_name_each_and_a_model_per_output() -> None:
+    from edgehive.schemas.kinds import BUILTIN_KINDS, NOOP_KIND
+    from edgehive.schemas.results import OUTPUT_MODELS
+
+    assert len(set(BUILTIN_KINDS)) == len(BUILTIN_KINDS) == 4
+    assert set(OUTPUT_MODELS) == set(BUILTIN_KINDS) - {NOOP_KIND}  # noop echoes anything
 
 
 def test_counters_and_sequence_numbers_stay_within_what_json_readers_keep_exact() -> None:

@@ -145,7 +145,7 @@ def test_a_detection_result_whose_output_is_not_a_detection_output_is_refused() 
 def kalman(**extra: object) -> dict:  # type: ignore[type-arg]
     out = {"method": "kalman", "group": "room", "quantity": "temperature", "unit": "°C", "window": 4, "estimate": 21.3, "variance": 0.04,
            "used": ["t1", "t2"], "rejected": [{"sensor": "t3", "reason": "stuck", "count": 5}], "readings": 12,
-           "window_start": T0 - 2, "window_end": T0, "state": {"estimate": 21.3}}
+           "window_start": T0 - 2, "window_end": T0, "state": {"estimate": 21.3, "variance": 0.01, "timestamp": T0}}
     out.update(extra)
     return out
 
@@ -161,7 +161,7 @@ def test_a_kalman_result_is_a_fusion_point_at_the_window_end_and_a_point_per_rej
 
 def test_an_imu_result_is_an_orientation_point_and_an_unknown_method_is_refused() -> None:
     imu = {"method": "imu", "group": "arm", "window": 2, "roll": 1.5, "pitch": -2.0, "yaw": 90.0, "samples": 50,
-           "window_start": T0 - 1, "window_end": T0, "state": {}}
+           "window_start": T0 - 1, "window_end": T0, "state": {"quaternion": [1.0, 0.0, 0.0, 0.0], "timestamp": T0}}
     got = by_measurement(result_lines(result(kind="fusion", source="arm", output=imu), arrival=0))
     assert got["orientation"] == [({"group": "arm"}, "pitch=-2,roll=1.5,samples=50i,window=2i,yaw=90", stamp(T0))]
     with pytest.raises(ValueError, match="unknown method"):

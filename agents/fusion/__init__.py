@@ -5,8 +5,10 @@ orientation = fuse_imu(prior_imu_state, samples, ImuConfig())
 next_prior = out.state                                      # JSON-safe, any node can go on
 """
 
-from .imu import ImuConfig, ImuOutput, ImuSample, ImuState, fuse_imu
-from .kalman import FilterState, FusionOutput, KalmanConfig, Reading, Rejection, SensorState, fuse_window
+from edgehive.schemas.fusion import FilterState, ImuConfig, ImuSample, ImuState, KalmanConfig, Reading, SensorState
+
+from .imu import ImuOutput, fuse_imu
+from .kalman import FusionOutput, Rejection, fuse_window
 
 __all__ = [
     "FilterState",

@@ -17,43 +17,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from edgehive.schemas.fusion import ImuConfig, ImuSample, ImuState
+
+__all__ = ["ImuOutput", "fuse_imu"]
 
 _WIRE = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-Vector3 = tuple[float, float, float]
-
-
-class ImuSample(BaseModel):
-    """One IMU sample: specific force in m/s² and angular rate in rad/s, body frame."""
-
-    model_config = _WIRE
-
-    accel: Vector3
-    gyro: Vector3
-    timestamp: float
-
-
-class ImuState(BaseModel):
-    """Orientation quaternion (w, x, y, z, body to world) and the learned gyro correction."""
-
-    model_config = _WIRE
-
-    quaternion: tuple[float, float, float, float]
-    integral: Vector3 = (0.0, 0.0, 0.0)
-    timestamp: float
-
-
-class ImuConfig(BaseModel):
-    """Filter gains: `kp` sets how fast the accelerometer corrects (1/s), `ki` the bias learning."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-    kp: float = Field(default=1.0, ge=0)
-    ki: float = Field(default=0.05, ge=0)
-    gravity: float = Field(default=9.80665, gt=0)
-    accel_tolerance: float = Field(default=0.15, gt=0)  # skip correction when |a| is this far from g
-    max_dt: float = Field(default=0.5, gt=0)  # longer gaps are not integrated as one step
 
 
 class ImuOutput(BaseModel):

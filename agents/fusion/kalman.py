@@ -25,60 +25,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Literal
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgehive.schemas.fusion import FilterState, KalmanConfig, Reading, RejectReason, ScalarRow, SensorState
+
+__all__ = ["FusionOutput", "Rejection", "fuse_window"]
+
 _WIRE = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-RejectReason = Literal["gated", "stuck", "stale"]
-
-
-class Reading(BaseModel):
-    """One measurement of the group's quantity by one sensor (seconds since the epoch)."""
-
-    model_config = _WIRE
-
-    sensor: str = Field(min_length=1)
-    value: float
-    timestamp: float
-
-
-class SensorState(BaseModel):
-    """What the filter has learned about one sensor, carried from window to window."""
-
-    model_config = _WIRE
-
-    noise_var: float = Field(gt=0)
-    bias: float = 0.0
-    last_value: float | None = None
-    repeats: int = Field(default=0, ge=0)  # consecutive readings equal to last_value
-
-
-class FilterState(BaseModel):
-    """The posterior of one window and the prior of the next; travels with the fusion job."""
-
-    model_config = _WIRE
-
-    estimate: float
-    variance: float = Field(gt=0)
-    timestamp: float
-    sensors: dict[str, SensorState] = Field(default_factory=dict)
-
-
-class KalmanConfig(BaseModel):
-    """Tuning of the filter; part of a sensor group's configuration."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-    process_noise_per_s: float = Field(default=1e-3, ge=0)
-    initial_variance: float = Field(default=100.0, gt=0)
-    initial_noise_var: float = Field(default=1.0, gt=0)
-    noise_floor: float = Field(default=1e-4, gt=0)
-    noise_alpha: float = Field(default=0.05, gt=0, le=1)
-    gate_chi2: float = Field(default=9.0, gt=0)
-    stuck_repeats: int = Field(default=4, ge=1)
-    biases: dict[str, float] = Field(default_factory=dict)
 
 
 class Rejection(BaseModel):
@@ -105,8 +60,10 @@ class FusionOutput(BaseModel):
     state: FilterState
 
 
-def fuse_window(prior: FilterState | None, readings: list[Reading], config: KalmanConfig) -> FusionOutput:
-    """Fuse one window of readings on top of `prior` (None: the group's first window)."""
+def fuse_window(prior: FilterState | None, readings: Sequence[Reading | ScalarRow], config: KalmanConfig) -> FusionOutput:
+    """Fuse one window of readings on top of `prior` (None: the group's first window). A fusion
+    job's rows (`ScalarRow`) go in as they are: they have a `Reading`'s fields and were checked
+    when the job's params were parsed."""
     ordered = sorted(readings, key=lambda r: (r.timestamp, r.sensor))
     if prior is None:
         if not ordered:
@@ -171,7 +128,7 @@ def fuse_window(prior: FilterState | None, readings: list[Reading], config: Kalm
     )
 
 
-def _stuck_sensors(ordered: list[Reading], sensors: dict[str, SensorState], config: KalmanConfig) -> set[str]:
+def _stuck_sensors(ordered: list[Reading | ScalarRow], sensors: dict[str, SensorState], config: KalmanConfig) -> set[str]:
     """Count repeats per sensor (updating `sensors`) and name the ones stuck in this window.
 
     Exact equality is deliberate: a live analogue signal plus noise never repeats bit for bit,
