@@ -17,8 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import EdgehiveError
 
-class JobFailed(Exception):
+
+class JobFailed(EdgehiveError):
     """Raised by a kind for an expected failure; its message becomes the result's `error`."""
 
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgehiveError
+
 ACL_TEMPLATE = Path(__file__).with_name("acl")
 TEMPLATE_PREFIX = "edgehive/v1"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class AccountError(ValueError):
+class AccountError(EdgehiveError, ValueError):
     """An EDGEHIVE_BROKER_USERS entry that cannot be an account."""
 
 

@@ -26,9 +26,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pydantic import ValidationError
 
+from .errors import EdgehiveError
+from .pahoclient import make_client
 from .schemas import ErrorReport, Topics, encode
 from .schemas.messages import excerpt
-from .pahoclient import make_client
 from .schemas.topics import TopicError
 from .settings import MqttUrl
 
@@ -39,11 +40,11 @@ Parser = Callable[[str, bytes], T]
 Handler = Callable[[str, T], None]
 
 
-class Rejected(ValueError):
+class Rejected(EdgehiveError, ValueError):
     """Raised by a parser for input that is well-formed but not acceptable."""
 
 
-class BusError(RuntimeError):
+class BusError(EdgehiveError, RuntimeError):
     """The broker could not be reached or refused us."""
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from . import __version__, logs
+from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
 
@@ -38,7 +39,7 @@ def describe_settings_error(error: ValidationError, model: type[BaseSettings] | 
     return lines
 
 
-class SettingsInvalid(Exception):
+class SettingsInvalid(EdgehiveError):
     """Settings that failed validation, already described one line each."""
 
     def __init__(self, lines: list[str]) -> None:

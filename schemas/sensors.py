@@ -17,6 +17,7 @@ from typing import Literal
 import orjson
 from pydantic import Field, ValidationError
 
+from ..errors import EdgehiveError
 from .base import MAX_COUNT, Ident, Message, Part, decode
 
 IMU_QUANTITY = "imu"
@@ -50,7 +51,7 @@ class ImuReading(Message):
     seq: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
-class ReadingError(ValueError):
+class ReadingError(EdgehiveError, ValueError):
     """A reading that must not be fused; the message says why."""
 
 

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from ..errors import EdgehiveError
+
 log = logging.getLogger(__name__)
 
 Frame = np.ndarray  # BGR, uint8, height × width × 3
@@ -51,7 +53,7 @@ OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 8_000
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgehiveError, RuntimeError):
     """A source that cannot be opened; the message says what and why, for people."""
 
 

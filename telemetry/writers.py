@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from ..errors import EdgehiveError
 from .settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 _DROPPED = re.compile(rb"dropped=(\d+)")
 
 
-class WriteError(Exception):
+class WriteError(EdgehiveError):
     """A batch was not stored; `retryable` says whether the same batch may succeed later."""
 
     def __init__(self, message: str, *, retryable: bool, too_large: bool = False, dropped: int | None = None) -> None:

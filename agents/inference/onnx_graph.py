@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from ...errors import EdgehiveError
+
 __all__ = ["GraphIO", "OnnxGraphError", "ValueInfo", "read_graph_io", "set_io_dims"]
 
 Dim = int | str  # a fixed size, or a symbolic name (any size)
@@ -34,7 +36,7 @@ _SHAPE_DIM = 1
 _DIM_VALUE, _DIM_PARAM = 1, 2
 
 
-class OnnxGraphError(ValueError):
+class OnnxGraphError(EdgehiveError, ValueError):
     """The bytes are not a model this module can read (truncated, or not ONNX)."""
 
 
