@@ -38,7 +38,7 @@ def parse_users(users: str) -> list[Account]:
     roles = role_rules()
     accounts = []
     for entry in users.replace(",", " ").split():
-        name, password, role, ids = (entry.split(":", 3) + ["", "", ""])[:4]
+        name, password, role, ids = [*entry.split(":", 3), "", "", ""][:4]
         if not name or not password:
             raise AccountError(f"EDGEHIVE_BROKER_USERS entry {name!r} is not user:password[:role[:id+id...]]")
         role = role or (name if name in ("coordinator", "sink") else "client")
@@ -75,8 +75,8 @@ def filters_for(account: Account, prefix: str, access: str) -> list[str]:
     for granted, pattern in rules[""] + rules[account.role]:
         if granted not in (access, "readwrite"):
             continue
-        pattern = pattern.replace(f"{TEMPLATE_PREFIX}/", f"{prefix.strip('/')}/")
-        out += [pattern.replace("%u", who) for who in (account.name, *account.ids)] if "%u" in pattern else [pattern]
+        topic = pattern.replace(f"{TEMPLATE_PREFIX}/", f"{prefix.strip('/')}/")
+        out += [topic.replace("%u", who) for who in (account.name, *account.ids)] if "%u" in topic else [topic]
     return out
 
 

@@ -33,7 +33,7 @@ def describe_settings_error(error: ValidationError, model: type[BaseSettings] | 
         message = "; ".join(part.strip() for part in message.splitlines() if part.strip() and "errors.pydantic.dev" not in part)
         value = item.get("input")
         shown = repr(value) if isinstance(value, (str, int, float)) else ""
-        if shown and len(shown) <= 80 and shown not in message and not loc[:1] == ("mqtt_url",):  # a URL may hold a password
+        if shown and len(shown) <= 80 and shown not in message and loc[:1] != ("mqtt_url",):  # a URL may hold a password
             message += f" (got {shown})"
         lines.append(f"{where}: {message}")
     return lines

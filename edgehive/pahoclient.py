@@ -312,7 +312,7 @@ def missing_fast_features(client_class: type[paho.Client] = paho.Client, module:
             missing.append(name)
     info = getattr(module, "MQTTMessageInfo", None)
     slots = {slot for cls in getattr(info, "__mro__", ()) for slot in getattr(cls, "__slots__", ())}
-    if info is None or not _INFO_SLOTS <= slots or not callable(getattr(info, "_set_as_published", None)):
+    if info is None or not slots >= _INFO_SLOTS or not callable(getattr(info, "_set_as_published", None)):
         missing.append("MQTTMessageInfo fields")
     if missing:
         return missing
@@ -327,7 +327,7 @@ def missing_fast_features(client_class: type[paho.Client] = paho.Client, module:
                 missing.append("packet queues")
             else:  # queue one packet the way paho does, and read the record it made
                 client_class._packet_queue(probe, _PUBLISH, b"\x30\x00", 0, 0, None)
-                if not probe._out_packet or not _PACKET_KEYS <= set(probe._out_packet[-1]):
+                if not probe._out_packet or not set(probe._out_packet[-1]) >= _PACKET_KEYS:
                     missing.append("packet record fields")
     except Exception as error:
         missing.append(f"packet queue ({type(error).__name__}: {error})")

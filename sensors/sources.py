@@ -97,10 +97,10 @@ class FrameSource(ABC):
     def read(self) -> Frame | None:
         """The next frame (BGR), or None when the source dropped or, for a file, ended."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op for sources that hold nothing, not a method to implement
         """Release the source; safe to call when it is not open."""
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027 - a no-op for sources that never block
         """Wake a `read()` blocked in another thread (or a signal handler); it returns None."""
 
     def __repr__(self) -> str:

@@ -32,6 +32,7 @@ from edgehive.schemas import Topics
 from edgehive.settings import CommonSettings, MqttUrl
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def bus_url(url: str) -> MqttUrl:
@@ -139,7 +140,7 @@ class AuthMosquitto(MosquittoProcess):
 
     kind = "mosquitto"
 
-    def __init__(self, users: str, prefix: str, root: Path = Path(__file__).resolve().parents[1]) -> None:
+    def __init__(self, users: str, prefix: str, root: Path = REPO_ROOT) -> None:
         # Mosquitto started as root drops to its own user before it reads its files: a folder it can reach.
         self.dir = Path(tempfile.mkdtemp(prefix="edgehive-auth-broker-"))
         self.dir.chmod(0o755)

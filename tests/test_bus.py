@@ -11,8 +11,8 @@ from harness import MosquittoBroker, Recorder, bus_url, free_port, wait_until
 from pydantic import BaseModel
 
 from edgehive.bus import MqttBus, PendingAcks
-from edgehive.schemas import Topics
 from edgehive.pahoclient import FastClient, PlainClient, missing_fast_features
+from edgehive.schemas import Topics
 from edgehive.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

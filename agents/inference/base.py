@@ -20,12 +20,12 @@ from ...errors import EdgehiveError
 
 __all__ = [
     "Availability",
-    "Layout",
     "BackendConfigBase",
     "BackendError",
     "BackendUnavailable",
     "InferenceBackend",
     "InferenceError",
+    "Layout",
     "ModelHandle",
     "ModelLoadError",
 ]
