@@ -13,15 +13,17 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import TypeAdapter
 
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
+from edgehive.schemas.sensors import FUSION_KIND
 from edgehive.signals import Stop
 
-from .fusion.job import FUSION_KIND, fusion_kind
+from .fusion.job import fusion_kind
 from .health import HealthReader
 from .inference import BackendChoice, available_backends
 from .kinds import KindRegistry, builtin_kinds
@@ -78,8 +80,8 @@ class Agent:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _status(self, state: str, reason: str | None = None) -> bytes:
-        return encode(NodeStatus(state=state, boot_id=self.boot_id, ts=time.time(), reason=reason))  # type: ignore[arg-type]
+    def _status(self, state: Literal["online", "offline"], reason: str | None = None) -> bytes:
+        return encode(NodeStatus(state=state, boot_id=self.boot_id, ts=time.time(), reason=reason))
 
     def capabilities(self) -> Capabilities:
         device = probe_device(self.root)

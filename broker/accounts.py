@@ -106,7 +106,7 @@ def _topic_plugin_class() -> type:
     from amqtt.contexts import Action
     from amqtt.plugins.base import BaseTopicPlugin
 
-    class RoleTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    class RoleTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt has no type information: its classes are Any
         """The same per-account write and read rules as Mosquitto's ACL. A refused publish is
         dropped, as Mosquitto drops it (MQTT 3.1.1 cannot tell the client)."""
 

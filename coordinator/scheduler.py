@@ -55,7 +55,7 @@ def never_runnable(nodes: Iterable[Node], kind: str, req: Requirements | None) -
     known = [n for n in nodes if n.caps is not None]
     if not known:
         return "no agent is known to the coordinator"
-    reasons = [unmet(n.caps, kind, req) for n in known]  # type: ignore[arg-type]
+    reasons = [unmet(n.caps, kind, req) for n in known]  # type: ignore[arg-type]  # `known` holds only nodes with caps
     if any(r is None for r in reasons):
         return None
     sample = "; ".join(f"{n.id} {r}" for n, r in list(zip(known, reasons))[:3])
@@ -140,7 +140,7 @@ def choose(nodes: list[Node], kind: str, req: Requirements | None, avoid: Collec
     """The eligible node with a free slot and the earliest expected completion. Nodes in `avoid`
     (where this job's lease lapsed or that handed it back) are used only when no other of
     `nodes` could ever run the job; otherwise the job waits for one of those."""
-    capable = [n for n in nodes if unmet(n.caps, kind, req) is None]  # type: ignore[arg-type]
+    capable = [n for n in nodes if unmet(n.caps, kind, req) is None]  # type: ignore[arg-type]  # placement passes live nodes, which have caps
     if avoid:
         others = [n for n in capable if n.id not in avoid]
         capable = others or capable

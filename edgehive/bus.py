@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -330,7 +330,7 @@ class MqttBus:
             self.stop()
             raise BusError(f"no connection to {self.url.redacted()} within {timeout_s:g} s" + (f": {reason}" if reason else ""))
 
-    def stop(self, last_words: list[Outgoing] = (), timeout_s: float = 5.0) -> None:  # type: ignore[assignment]
+    def stop(self, last_words: Sequence[Outgoing] = (), timeout_s: float = 5.0) -> None:
         """Publish `last_words` (e.g. retained offline), wait for them, and disconnect cleanly."""
         self._stopping = True
         infos = [self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in last_words]
@@ -352,7 +352,7 @@ class MqttBus:
         self,
         pattern: str,
         handler: Handler[T],
-        parse: Parser[T] = raw_bytes,  # type: ignore[assignment]
+        parse: Parser[T] = raw_bytes,  # type: ignore[assignment]  # T is bytes when parse is left out
         *,
         qos: int = 1,
         max_bytes: int | None = None,
@@ -392,7 +392,8 @@ class MqttBus:
             self._deliver(sub, msg)
 
     def _deliver(self, sub: _Subscription[Any], msg: paho.MQTTMessage) -> None:
-        topic, payload = msg.topic, msg.payload
+        topic = msg.topic
+        payload: bytes = msg.payload  # type: ignore[assignment]  # paho says bytes | bytearray; it hands on the bytes it read
         if len(payload) > sub.max_bytes:
             self.report_error(topic, f"payload of {len(payload)} bytes exceeds the {sub.max_bytes}-byte limit", payload)
             return

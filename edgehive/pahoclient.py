@@ -317,7 +317,7 @@ def missing_fast_features(client_class: type[paho.Client] = paho.Client, module:
     if missing:
         return missing
     try:
-        probe = client_class(CallbackAPIVersion.VERSION2, client_id="edgehive-probe")
+        probe: Any = client_class(CallbackAPIVersion.VERSION2, client_id="edgehive-probe")  # Any: its private state is what is probed
     except Exception as error:  # a paho whose constructor changed
         return [f"Client() ({error})"]
     try:

@@ -12,7 +12,7 @@ group would otherwise bias the estimate without anyone noticing).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field, ValidationError
@@ -138,7 +138,7 @@ class FusionEstimate(Part):
     readings: int = Field(ge=0, le=MAX_COUNT)
     window_start: float
     window_end: float
-    state: dict = Field(description="The posterior, which the coordinator hands to the group's next window")  # type: ignore[type-arg]
+    state: dict[str, Any] = Field(description="The posterior, which the coordinator hands to the group's next window")
 
 
 class FusionOrientation(Part):
@@ -153,4 +153,4 @@ class FusionOrientation(Part):
     samples: int = Field(ge=0, le=MAX_COUNT)
     window_start: float
     window_end: float
-    state: dict  # type: ignore[type-arg]
+    state: dict[str, Any]

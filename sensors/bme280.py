@@ -69,7 +69,7 @@ def parse_calibration(block1: list[int], h1: int, block2: list[int]) -> Calibrat
     h4 = _s8(e[3]) << 4 | (e[4] & 0x0F)
     h5 = _s8(e[5]) << 4 | (e[4] >> 4)
     h = (h1, _s16(e[0], e[1]), e[2], h4, h5, _s8(e[6]))
-    return Calibration(t, p, h)  # type: ignore[arg-type]
+    return Calibration(t, p, h)  # type: ignore[arg-type]  # p has the datasheet's 9 values: mypy cannot count a generator's
 
 
 def compensate(cal: Calibration, adc_t: int, adc_p: int, adc_h: int) -> Measurement:

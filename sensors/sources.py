@@ -144,7 +144,7 @@ class SyntheticSource(FrameSource):
         if self._background is None:
             self.open()
         assert self._background is not None
-        frame = self._background.copy()
+        frame: Frame = self._background.copy()
         w, h = self.width, self.height
         t = time.monotonic() - self._t0
         size = max(4, min(w, h) // 6)

@@ -95,8 +95,9 @@ def short_provider(name: str) -> str:
 def _wanted(config: OnnxConfig, offered: list[str]) -> list[str]:
     """Our short names, best first, of the providers a session should be offered."""
     if config.providers == "auto":
-        return [p for p in PROVIDERS if PROVIDERS[p] in offered] or ["cpu"]
-    wanted = list(dict.fromkeys(config.providers))
+        found: list[str] = [p for p in PROVIDERS if PROVIDERS[p] in offered]
+        return found or ["cpu"]
+    wanted: list[str] = list(dict.fromkeys(config.providers))
     return wanted if "cpu" in wanted else [*wanted, "cpu"]  # operators a GPU provider lacks run on the CPU
 
 
