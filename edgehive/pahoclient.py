@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
+import paho.mqtt as paho_package
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -357,7 +358,7 @@ def choose_client(requested: ClientChoice, lacks: tuple[str, ...] | None = None)
     has everything `FastClient` relies on (`lacks`: what it lacks, probed once per process by
     default). Says at DEBUG, once per process and outcome, which client is used and why."""
     lacks = _installed_paho_lacks() if lacks is None else lacks
-    version = getattr(paho, "__version__", "?")
+    version = getattr(paho_package, "__version__", "?")
     if requested == "plain":
         chosen: type[PlainClient] = PlainClient
         why = f"plain paho-mqtt {version} client (EDGEHIVE_MQTT_CLIENT=plain)"
