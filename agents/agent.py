@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import TypeAdapter
 
@@ -79,8 +80,8 @@ class Agent:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _status(self, state: str, reason: str | None = None) -> bytes:
-        return encode(NodeStatus(state=state, boot_id=self.boot_id, ts=time.time(), reason=reason))  # type: ignore[arg-type]
+    def _status(self, state: Literal["online", "offline"], reason: str | None = None) -> bytes:
+        return encode(NodeStatus(state=state, boot_id=self.boot_id, ts=time.time(), reason=reason))
 
     def capabilities(self) -> Capabilities:
         device = probe_device(self.root)

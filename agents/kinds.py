@@ -23,8 +23,10 @@ from pydantic import BaseModel
 
 from edgehive.schemas.kinds import NOOP_KIND, SLEEP_KIND, NoopParams, SleepOutput, SleepParams
 
+from ..errors import EdgehiveError
 
-class JobFailed(Exception):
+
+class JobFailed(EdgehiveError):
     """Raised by a kind for an expected failure; its message becomes the result's `error`."""
 
 

@@ -40,6 +40,7 @@ from pydantic import (
 
 from edgehive.schemas.base import IDENT_PATTERN
 
+from ..errors import EdgehiveError
 from .npmpack import NpmError, npm_pack
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ ModelFormat = Literal["tflite", "onnx"]
 SsdRole = Literal["boxes", "classes", "scores", "count"]
 
 
-class ModelStoreError(Exception):
+class ModelStoreError(EdgehiveError):
     """A manifest that does not parse, a download that fails, or bytes that fail their checksum."""
 
 

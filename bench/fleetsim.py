@@ -48,9 +48,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import Processes, component_env, edgehive_command, machine, start_mosquitto, wait_until  # noqa: E402
+from dispatch import Processes, component_env, edgehive_command, machine, start_mosquitto, wait_until
 
-from edgehive.schemas import Topics  # noqa: E402
+from edgehive.schemas import Topics
 
 
 def connect(port: int, client_id: str) -> paho.Client:

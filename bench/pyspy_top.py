@@ -34,7 +34,7 @@ def function(frame: str) -> str:
 def thread_of(frames: list[str]) -> str:
     """A readable name for the thread a stack belongs to."""
     joined = ";".join(frames)
-    if "_FastClient" in joined or "Client._thread_main" in joined or "loop_forever" in joined:
+    if "FastClient" in joined or "PlainClient" in joined or "Client._thread_main" in joined or "loop_forever" in joined:
         return "paho network thread"
     if "_worker (concurrent/futures/thread.py" in joined:
         return "job worker"

@@ -41,11 +41,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import Processes, component_env, edgehive_command, machine, percentile, start_mosquitto, wait_until  # noqa: E402
+from dispatch import Processes, component_env, edgehive_command, machine, percentile, start_mosquitto, wait_until
 
-from edgehive.bus import MqttBus  # noqa: E402
-from edgehive.schemas import CoordinatorStats, Topics, decode, envelope  # noqa: E402
-from edgehive.settings import MqttUrl  # noqa: E402
+from edgehive.bus import MqttBus
+from edgehive.schemas import CoordinatorStats, Topics, decode, envelope
+from edgehive.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA = "drive"
@@ -176,7 +176,7 @@ def measure(label: str, args: argparse.Namespace, agents: dict[str, str], camera
     nodes = sorted({p["node"] for r in ok for p in r["output"].get("parts") or [{"node": r["node"]}]})
     row: dict[str, Any] = {"row": label, "fps": round(fps, 2), "p50_ms": round(percentile(latencies, 50) * 1000, 1),
                            "p99_ms": round(percentile(latencies, 99) * 1000, 1), "people_per_frame": round(people, 2),
-                           "parts": len((ok[0]["output"].get("parts") or [None])) if ok else 0, "nodes": nodes}
+                           "parts": len(ok[0]["output"].get("parts") or [None]) if ok else 0, "nodes": nodes}
     stages = [r["output"].get("stages") for r in ok if r["output"].get("stages")]
     if stages:
         row["stage1_elapsed_ms"] = round(statistics.median(r["output"]["elapsed_ms"] for r in ok), 1)

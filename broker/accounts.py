@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgehiveError
+
 ACL_TEMPLATE = Path(__file__).with_name("acl")
 TEMPLATE_PREFIX = "edgehive/v1"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class AccountError(ValueError):
+class AccountError(EdgehiveError, ValueError):
     """An EDGEHIVE_BROKER_USERS entry that cannot be an account."""
 
 
@@ -36,7 +38,7 @@ def parse_users(users: str) -> list[Account]:
     roles = role_rules()
     accounts = []
     for entry in users.replace(",", " ").split():
-        name, password, role, ids = (entry.split(":", 3) + ["", "", ""])[:4]
+        name, password, role, ids = [*entry.split(":", 3), "", "", ""][:4]
         if not name or not password:
             raise AccountError(f"EDGEHIVE_BROKER_USERS entry {name!r} is not user:password[:role[:id+id...]]")
         role = role or (name if name in ("coordinator", "sink") else "client")
@@ -73,8 +75,8 @@ def filters_for(account: Account, prefix: str, access: str) -> list[str]:
     for granted, pattern in rules[""] + rules[account.role]:
         if granted not in (access, "readwrite"):
             continue
-        pattern = pattern.replace(f"{TEMPLATE_PREFIX}/", f"{prefix.strip('/')}/")
-        out += [pattern.replace("%u", who) for who in (account.name, *account.ids)] if "%u" in pattern else [pattern]
+        topic = pattern.replace(f"{TEMPLATE_PREFIX}/", f"{prefix.strip('/')}/")
+        out += [topic.replace("%u", who) for who in (account.name, *account.ids)] if "%u" in topic else [topic]
     return out
 
 
@@ -104,7 +106,7 @@ def _topic_plugin_class() -> type:
     from amqtt.contexts import Action
     from amqtt.plugins.base import BaseTopicPlugin
 
-    class RoleTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    class RoleTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt has no type information: its classes are Any
         """The same per-account write and read rules as Mosquitto's ACL. A refused publish is
         dropped, as Mosquitto drops it (MQTT 3.1.1 cannot tell the client)."""
 

@@ -32,7 +32,7 @@ def _patched_broker_class() -> type:
     """
     from amqtt.broker import Broker
 
-    class PatchedBroker(Broker):  # type: ignore[misc]
+    class PatchedBroker(Broker):  # type: ignore[misc]  # amqtt has no type information: its classes are Any
         """Also remembers every client socket, because amqtt's shutdown leaves some open."""
 
         async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:

@@ -19,11 +19,13 @@ from pydantic import TypeAdapter, ValidationError
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.vision import CameraConfig, StageConfig
 
+from ..errors import EdgehiveError
+
 EVERY_CAMERA = "*"
 _CAMERAS = TypeAdapter(dict[str, CameraConfig])
 
 
-class CameraConfigError(ValueError):
+class CameraConfigError(EdgehiveError, ValueError):
     """`EDGEHIVE_CAMERAS` does not parse, or names something that cannot be a camera."""
 
 

@@ -20,7 +20,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Timings, Topics, encode, envelope
 from edgehive.schemas.kinds import DETECT_KIND
@@ -88,7 +88,7 @@ class CoordinatorCore:
         self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, Lease] = {}
         self.fusion = fusion
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
+        self.counters: dict[str, Any] = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
         self.connected = False
         self._cameras = cameras or settings.camera_policy
         self._requirements = ModelRequirements()
@@ -222,7 +222,7 @@ class CoordinatorCore:
         self.counters["submitted"] += 1
         if bounded and len(self.queue) >= self.settings.queue_max:
             self.counters["rejected"] += 1
-            reason = f"queue full ({self.settings.queue_max} jobs waiting)"
+            reason: str | None = f"queue full ({self.settings.queue_max} jobs waiting)"
             self._error(topic, f"job {job_id} refused: {reason}")
             self._publish_state(lease, S.FAILED, reason)
             self.finished.add(lease, reason)
@@ -714,7 +714,7 @@ class CoordinatorCore:
     def _on_disconnected(self, event: ConnectionLost) -> None:
         self.connected = False
 
-    _handlers: dict[type, Callable[[CoordinatorCore, Any], None]] = {
+    _handlers: ClassVar[dict[type, Callable[[CoordinatorCore, Any], None]]] = {
         Submitted: _on_submit,
         ResultIn: _on_result,
         Declined: _on_declined,

@@ -112,7 +112,8 @@ class FrameGroup:
             self.failed = self.failed or f"{where}: its output is not a detection output"
             return
         stage.outputs[part] = parsed
-        stage.runs[part] = PartRun(node=node, rect=list(stage.rects[part]) if stage.rects[part] is not None else None,
+        rect = stage.rects[part]
+        stage.runs[part] = PartRun(node=node, rect=list(rect) if rect is not None else None,
                                    of=stage.of[part], found=len(parsed.detections), inference_ms=parsed.inference_ms)
 
     def next_stage(self, params_for: Any) -> bool:

@@ -340,7 +340,7 @@ def _window_entry(window: Window) -> dict[str, Any]:
 
 def _rows(saved: Iterable[Any]) -> list[RowData]:
     """Rows read back from the journal or the log (JSON arrays) as the tuples `window_row` builds."""
-    return [tuple(row) for row in saved]  # type: ignore[misc]
+    return [tuple(row) for row in saved]
 
 
 def validate_groups(groups: Iterable[GroupConfig]) -> None:

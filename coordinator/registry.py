@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from edgehive.schemas import Capabilities, Heartbeat, NodeStatus
+
 
 @dataclass
 class Clock:
     """The monotonic time of the event being handled, as the registry was last told it."""
 
     now: float = 0.0
-
-from edgehive.schemas import Capabilities, Heartbeat, NodeStatus
 
 
 @dataclass

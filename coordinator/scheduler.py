@@ -65,7 +65,7 @@ def never_runnable(nodes: Iterable[Node], kind: str, req: Requirements | None) -
     known = [n for n in nodes if n.caps is not None]
     if not known:
         return "no agent is known to the coordinator"
-    reasons = [unmet(n.caps, kind, req) for n in known]  # type: ignore[arg-type]
+    reasons = [unmet(n.caps, kind, req) for n in known]  # type: ignore[arg-type]  # `known` holds only nodes with caps
     if any(r is None for r in reasons):
         return None
     sample = "; ".join(f"{n.id} {r}" for n, r in list(zip(known, reasons))[:3])

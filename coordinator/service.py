@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgehive.bus import MqttBus, Outgoing, PendingAcks
@@ -30,7 +31,7 @@ from edgehive.schemas import Topics
 from edgehive.signals import Stop
 
 from .core import CoordinatorCore
-from .events import ConnectionLost, ConnectionRestored, Event, Now, Tick
+from .events import ConnectionLost, ConnectionRestored, Event, JournalRecord, Now, Tick
 from .fusion import FusionWindows
 from .ingest import Ingest
 from .journal import JobJournal
@@ -94,7 +95,8 @@ class Coordinator:
 
     def _step(self, acks: PendingAcks | None) -> None:
         events, self._events = self._events, []
-        journal, fusion = (), None
+        journal: Sequence[JournalRecord] = ()
+        fusion = None
         if events:
             started = time.monotonic()
             behind = self._slow_step or self.bus.unread_bytes() > BEHIND_BYTES

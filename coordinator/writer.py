@@ -101,7 +101,7 @@ class StateWriter:
         journal = self.journal
         for batch in batches:
             for record in batch.journal:
-                if type(record) is JournalAccepted:
+                if isinstance(record, JournalAccepted):
                     journal.accepted(record.request, record.ts, record.attempt)
                 else:
                     journal.ended(record.job_id)

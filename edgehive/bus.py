@@ -1,4 +1,4 @@
-"""The one MQTT layer: the only module that imports paho-mqtt.
+"""The one MQTT layer: with its client class (`pahoclient.py`), the only code that imports paho-mqtt.
 
 It owns what every part needs and nobody should write twice: a will and a retained
 birth message, capped exponential reconnect backoff, subscriptions restored after a
@@ -11,25 +11,23 @@ every rejected payload is reported on the `errors` topic and in the log.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import os
 import socket
 import ssl
-import struct
-import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
 from pydantic import ValidationError
 
+from .errors import EdgehiveError
+from .pahoclient import make_client
 from .schemas import ErrorReport, Topics, encode
 from .schemas.messages import excerpt
 from .schemas.topics import TopicError
@@ -42,11 +40,11 @@ Parser = Callable[[str, bytes], T]
 Handler = Callable[[str, T], None]
 
 
-class Rejected(ValueError):
+class Rejected(EdgehiveError, ValueError):
     """Raised by a parser for input that is well-formed but not acceptable."""
 
 
-class BusError(RuntimeError):
+class BusError(EdgehiveError, RuntimeError):
     """The broker could not be reached or refused us."""
 
 
@@ -115,208 +113,6 @@ class _RateLimit:
             return True
         self.suppressed += 1
         return False
-
-
-_DISCONNECT = PacketTypes.DISCONNECT << 4
-_PUBLISH = PacketTypes.PUBLISH << 4
-
-
-class _MessageInfo(paho.MQTTMessageInfo):
-    """paho's MQTTMessageInfo, with one Condition shared by all instead of one each.
-
-    paho makes an info for every message in and out, and each built a `threading.Condition`
-    (an RLock, a deque and bound methods): measured with py-spy, about a tenth of the
-    coordinator's time, while only a process stopping ever waits on one (`wait_for_publish`
-    for its last words). Waiters of a shared condition are all woken and each checks its own
-    message, so `_set_as_published` notifies all. Installed for every paho client in the
-    process (MQTTMessage builds its info by this module-level name), hence the paho pin.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, mid: int) -> None:
-        self.mid = mid
-        self._published = False
-        self._condition = _SHARED_CONDITION
-        self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        self._iterpos = 0
-
-    def _set_as_published(self) -> None:
-        with self._condition:
-            self._published = True
-            self._condition.notify_all()
-
-
-_SHARED_CONDITION = threading.Condition()
-paho.MQTTMessageInfo = _MessageInfo  # type: ignore[misc]
-
-
-class _FastClient(paho.Client):
-    """paho's Client without four per-packet costs that dominate a busy edgehive process.
-
-    Measured with py-spy on the coordinator (bench/dispatch.py): paho reads every incoming
-    packet with at least three `recv` calls (command byte, length bytes, body), writes one
-    `send` per outgoing packet, and wakes its own select loop through a socketpair on every
-    publish, even from the network thread. This subclass reads into a 64 KiB buffer, sends
-    queued packets together, and wakes the loop only when it may be asleep. It relies on
-    paho internals, hence the `paho-mqtt<2.3` pin; the tests cover it on every run. It
-    also acknowledges 3.1.1 PUBACKs without paho's MQTT 5 decoding.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self.after_read: Callable[[], None] | None = None
-        self.on_connect_error: Callable[[OSError], None] | None = None
-        self.hold_wakeups = False  # set by the one thread acknowledging a batch: it wakes the loop once, at the end
-        self.loop_timeout = 1.0  # the longest the loop sleeps in select
-        self.periodic: Callable[[], None] | None = None  # run after each turn of the loop
-
-    # -- failed connects: paho keeps the reason to itself -----------------------------------
-
-    def reconnect(self) -> MQTTErrorCode:
-        """paho's network thread swallows the OSError of a failed connect (refused, unknown
-        host, TLS handshake) and its `on_connect_fail` gets no reason; report it here, then
-        let paho retry with its backoff as before."""
-        try:
-            return super().reconnect()
-        except OSError as error:
-            if self.on_connect_error is not None:
-                try:
-                    self.on_connect_error(error)
-                except Exception:
-                    log.exception("connect-error hook failed")
-            raise
-
-    def next_reconnect_delay(self) -> float:
-        """The wait paho's `_reconnect_wait` starts next: min_delay, doubling up to max_delay,
-        back to min_delay after a successful CONNACK."""
-        with self._reconnect_delay_mutex:
-            delay = self._reconnect_delay
-            return float(self._reconnect_min_delay if delay is None else min(delay * 2, self._reconnect_max_delay))
-
-    # -- the loop: periodic work on the network thread ---------------------------------------
-
-    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
-        return super().loop_forever(min(timeout, self.loop_timeout), retry_first_connection)
-
-    def loop_misc(self) -> MQTTErrorCode:
-        rc = super().loop_misc()
-        if self.periodic is not None and self._sock is not None:
-            try:
-                self.periodic()
-            except Exception:
-                log.exception("periodic hook failed")
-        return rc
-
-    # -- reads: one recv for many packets --------------------------------------------------
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(max(bufsize, 65536))
-            if len(data) <= bufsize:
-                return data
-            self._rbuf, self._rpos = data, 0
-        chunk = self._rbuf[self._rpos:self._rpos + bufsize]
-        self._rpos += len(chunk)
-        return chunk
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        # Packets already in our buffer would not wake select(): handle them now.
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._rpos < len(self._rbuf):
-            rc = super().loop_read(max_packets)
-        if self.after_read is not None:
-            try:
-                self.after_read()
-            except Exception:
-                log.exception("after-read hook failed")
-        # Send what the handlers queued now, before select() can hand us the next burst to
-        # read first (paho would write only after that, adding a burst to every hop).
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._out_packet and self._sock is not None:
-            rc = self.loop_write()
-        return rc
-
-    def _sock_close(self) -> None:
-        super()._sock_close()
-        self._rbuf, self._rpos = b"", 0
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        """MQTT 3.1.1 PUBACK is just a message id; paho builds reason-code and property objects
-        for it (23 % of the coordinator's time, measured). Take the short path when nothing
-        needs them."""
-        packet = self._in_packet["packet"]
-        if cmd != "PUBACK" or self._protocol != paho.MQTTv311 or len(packet) != 2 or self.on_publish is not None or self._max_inflight_messages:
-            return super()._handle_pubackcomp(cmd)
-        with self._out_message_mutex:
-            message = self._out_messages.pop((packet[0] << 8) | packet[1], None)
-            if message is not None:
-                message.info._set_as_published()
-                if message.qos > 0:
-                    self._inflight_messages -= 1
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    # -- writes: wake only when needed, send many packets at once ---------------------------
-
-    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None) -> MQTTErrorCode:
-        thread = self._thread
-        if thread is None or self._sockpairW is None:
-            return super()._packet_queue(command, packet, mid, qos, info)
-        was_empty = not self._out_packet
-        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(packet), "packet": packet, "info": info})
-        # The loop selects for writing whenever the queue is non-empty, so it needs a wake-up
-        # only for the first packet, and never from its own thread.
-        if was_empty and not self.hold_wakeups and threading.get_ident() != thread.ident:
-            self.wake()
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def wake(self) -> None:
-        """Wake the network loop from another thread (it may sleep in select with packets to write)."""
-        if self._sockpairW is not None:
-            try:
-                self._sockpairW.send(paho.sockpair_data)
-            except BlockingIOError:
-                pass
-
-    def _packet_write(self) -> MQTTErrorCode:
-        out = self._out_packet
-        while len(out) > 1:
-            batch: list[Any] = []
-            size = 0
-            while out and len(batch) < 512 and size < 262144 and (out[0]["command"] & 0xF0) != _DISCONNECT:
-                packet = out.popleft()
-                batch.append(packet)
-                size += packet["to_process"]
-            if len(batch) < 2:
-                out.extendleft(batch)
-                break
-            try:
-                sent = self._sock_send(b"".join(p["packet"][p["pos"]:] for p in batch))
-            except (AttributeError, ValueError):
-                out.extendleft(reversed(batch))
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            except BlockingIOError:
-                out.extendleft(reversed(batch))
-                return MQTTErrorCode.MQTT_ERR_AGAIN
-            except OSError as err:
-                out.extendleft(reversed(batch))
-                log.debug("send failed: %s", err)
-                return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            with self._msgtime_mutex:
-                self._last_msg_out = paho.time_func()
-            for i, packet in enumerate(batch):
-                if sent < packet["to_process"]:  # the socket took part of the batch
-                    packet["pos"] += sent
-                    packet["to_process"] -= sent
-                    out.extendleft(reversed(batch[i:]))
-                    return MQTTErrorCode.MQTT_ERR_SUCCESS
-                sent -= packet["to_process"]
-                packet["pos"] += packet["to_process"]
-                packet["to_process"] = 0
-                if (packet["command"] & 0xF0) == _PUBLISH and packet["qos"] == 0 and packet["info"] is not None:
-                    packet["info"]._set_as_published()
-        return super()._packet_write()
 
 
 class _ConnectFailures:
@@ -436,7 +232,8 @@ class MqttBus:
         self._after_read_hook: Callable[[], None] | None = None
         self.log_connect_failures = True  # tools (status, submit) say it once in their own words
 
-        client = _FastClient(
+        client = make_client(
+            url.client,
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
@@ -447,7 +244,7 @@ class MqttBus:
         # PUBACK (29 % of the coordinator's time, measured). The broker caps what it sends us.
         client.max_inflight_messages_set(inflight_max)
         client.max_queued_messages_set(100_000)
-        client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
+        client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)
         if url.username:
             client.username_pw_set(url.username, url.password)
         if url.tls:
@@ -506,16 +303,7 @@ class MqttBus:
         """(Network thread) bytes received but not handled yet: left in our read buffer and
         waiting in the socket. A large figure means this process is behind its input (a long
         step, a stalled machine): what it has not read may be the heartbeats it is waiting for."""
-        client = self._client
-        sock = client._sock
-        if sock is None:
-            return 0
-        buffered = len(getattr(client, "_rbuf", b"")) - getattr(client, "_rpos", 0)
-        try:
-            waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-        except (OSError, ValueError):  # a TLS socket's pending bytes are not the kernel's alone; count ours
-            waiting = 0
-        return max(0, buffered) + max(0, waiting)
+        return self._client.unread_bytes()
 
     def take_acks(self) -> PendingAcks:
         """(Network thread, in the after-read hook) the acknowledgements this burst owes, to `ack` later."""
@@ -528,14 +316,15 @@ class MqttBus:
         if pending.connection != self._connection or not pending.mids:
             return
         client = self._client
-        elsewhere = client._thread is not None and threading.get_ident() != client._thread.ident
+        network = client.network_thread_ident()
+        elsewhere = network is not None and threading.get_ident() != network
         client.hold_wakeups = elsewhere  # one wake-up for them all, not one per message the loop drains meanwhile
         try:
             for mid, qos in pending.mids:
                 client.ack(mid, qos)
         finally:
             client.hold_wakeups = False
-            if elsewhere and client._out_packet:
+            if elsewhere and client.outgoing_backlog():
                 client.wake()
 
     def start(self, timeout_s: float | None = 10.0) -> None:
@@ -547,7 +336,7 @@ class MqttBus:
             self.stop()
             raise BusError(f"no connection to {self.url.redacted()} within {timeout_s:g} s" + (f": {reason}" if reason else ""))
 
-    def stop(self, last_words: list[Outgoing] = (), timeout_s: float = 5.0) -> None:  # type: ignore[assignment]
+    def stop(self, last_words: Sequence[Outgoing] = (), timeout_s: float = 5.0) -> None:
         """Publish `last_words` (e.g. retained offline), wait for them, and disconnect cleanly."""
         self._stopping = True
         infos = [self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in last_words]
@@ -560,7 +349,7 @@ class MqttBus:
                     break
         self._client.disconnect()
         self._client.loop_stop()
-        self._client._reset_sockets(sockpair_only=True)  # paho leaves its wake-up socket pair to the GC
+        self._client.release_sockets()
         self.connected.clear()
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -569,7 +358,7 @@ class MqttBus:
         self,
         pattern: str,
         handler: Handler[T],
-        parse: Parser[T] = raw_bytes,  # type: ignore[assignment]
+        parse: Parser[T] = raw_bytes,  # type: ignore[assignment]  # T is bytes when parse is left out
         *,
         qos: int = 1,
         max_bytes: int | None = None,
@@ -609,7 +398,8 @@ class MqttBus:
             self._deliver(sub, msg)
 
     def _deliver(self, sub: _Subscription[Any], msg: paho.MQTTMessage) -> None:
-        topic, payload = msg.topic, msg.payload
+        topic = msg.topic
+        payload: bytes = msg.payload  # type: ignore[assignment]  # paho says bytes | bytearray; it hands on the bytes it read
         if len(payload) > sub.max_bytes:
             self.report_error(topic, f"payload of {len(payload)} bytes exceeds the {sub.max_bytes}-byte limit", payload)
             return
@@ -654,7 +444,7 @@ class MqttBus:
 
     def outgoing_backlog(self) -> int:
         """Packets queued in paho but not yet written to the socket."""
-        return len(self._client._out_packet)
+        return self._client.outgoing_backlog()
 
     def report_error(self, topic: str, reason: str, payload: bytes = b"") -> None:
         """Tell people (log) and machines (`errors` topic) about a rejected input."""

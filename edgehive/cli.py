@@ -6,14 +6,19 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from . import __version__, logs
+from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
+
+if TYPE_CHECKING:
+    from .bus import MqttBus
 
 
 def describe_settings_error(error: ValidationError, model: type[BaseSettings] | None) -> list[str]:
@@ -32,13 +37,13 @@ def describe_settings_error(error: ValidationError, model: type[BaseSettings] | 
         message = "; ".join(part.strip() for part in message.splitlines() if part.strip() and "errors.pydantic.dev" not in part)
         value = item.get("input")
         shown = repr(value) if isinstance(value, (str, int, float)) else ""
-        if shown and len(shown) <= 80 and shown not in message and not loc[:1] == ("mqtt_url",):  # a URL may hold a password
+        if shown and len(shown) <= 80 and shown not in message and loc[:1] != ("mqtt_url",):  # a URL may hold a password
             message += f" (got {shown})"
         lines.append(f"{where}: {message}")
     return lines
 
 
-class SettingsInvalid(Exception):
+class SettingsInvalid(EdgehiveError):
     """Settings that failed validation, already described one line each."""
 
     def __init__(self, lines: list[str]) -> None:
@@ -46,12 +51,15 @@ class SettingsInvalid(Exception):
         self.lines = lines
 
 
-def _settings(model: type[BaseSettings], args: argparse.Namespace) -> BaseSettings:
+S = TypeVar("S", bound=CommonSettings)
+
+
+def _settings(model: type[S], args: argparse.Namespace) -> S:
     try:
         settings = load_settings(model, args)
     except ValidationError as error:
         raise SettingsInvalid(describe_settings_error(error, model)) from None
-    logs.configure(settings.log_level, settings.log_format)  # type: ignore[attr-defined]
+    logs.configure(settings.log_level, settings.log_format)
     return settings
 
 
@@ -59,7 +67,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from .agents.agent import Agent
     from .agents.settings import AgentSettings
 
-    Agent(_settings(AgentSettings, args)).run_forever()  # type: ignore[arg-type]
+    Agent(_settings(AgentSettings, args)).run_forever()
     return 0
 
 
@@ -67,7 +75,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from .coordinator.service import Coordinator
     from .coordinator.settings import CoordinatorSettings
 
-    Coordinator(_settings(CoordinatorSettings, args)).run_forever()  # type: ignore[arg-type]
+    Coordinator(_settings(CoordinatorSettings, args)).run_forever()
     return 0
 
 
@@ -76,12 +84,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from .broker.accounts import AccountError, listens_beyond_loopback
 
     settings = _settings(BrokerSettings, args)
-    url = settings.broker  # type: ignore[attr-defined]
+    url = settings.broker
     host = (args.listen.rpartition(":")[0] if args.listen else url.host) or "0.0.0.0"
     port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
     stop = Stop().install()
     try:
-        broker = EmbeddedBroker(host, port, users=settings.broker_users, prefix=settings.prefix)  # type: ignore[attr-defined]
+        broker = EmbeddedBroker(host, port, users=settings.broker_users, prefix=settings.prefix)
     except AccountError as error:
         print(f"edgehive broker: {error}", file=sys.stderr)
         return 2
@@ -99,29 +107,29 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_camera(args: argparse.Namespace) -> int:
     from .sensors.camera import CameraSettings, run_camera
 
-    return run_camera(_settings(CameraSettings, args))  # type: ignore[arg-type]
+    return run_camera(_settings(CameraSettings, args))
 
 
 def cmd_sensor(args: argparse.Namespace) -> int:
     from .sensors.publisher import SensorSettings, run_sensor
 
-    return run_sensor(_settings(SensorSettings, args))  # type: ignore[arg-type]
+    return run_sensor(_settings(SensorSettings, args))
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
     from .telemetry.settings import SinkSettings
     from .telemetry.sink import run_sink
 
-    return run_sink(_settings(SinkSettings, args))  # type: ignore[arg-type]
+    return run_sink(_settings(SinkSettings, args))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from .up import UpSettings, run_up
 
-    return run_up(_settings(UpSettings, args))  # type: ignore[arg-type]
+    return run_up(_settings(UpSettings, args))
 
 
-def _client(settings: CommonSettings, role: str):  # type: ignore[no-untyped-def]
+def _client(settings: CommonSettings, role: str) -> MqttBus:
     from .bus import tool_client
 
     return tool_client(settings.broker, settings.prefix, role)
@@ -130,7 +138,7 @@ def _client(settings: CommonSettings, role: str):  # type: ignore[no-untyped-def
 def cmd_status(args: argparse.Namespace) -> int:
     from .fleetview import FleetView
 
-    settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
+    settings = _settings(CommonSettings, args)
     bus = _client(settings, "status")
     view = FleetView(bus, heartbeat_s=settings.heartbeat_s)
     from .bus import BusError
@@ -146,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_arg(text: str, what: str) -> dict:  # type: ignore[type-arg]
+def _json_arg(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as error:
@@ -161,13 +169,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .schemas import JobRequest, JobState
     from .submit import submit_and_wait
 
-    settings: CommonSettings = _settings(CommonSettings, args)  # type: ignore[assignment]
+    settings = _settings(CommonSettings, args)
     try:
-        request = JobRequest(
-            kind=args.kind, id=args.id, params=_json_arg(args.params, "--params"),
-            requires=_json_arg(args.requires, "--requires") if args.requires else None,
-            priority=args.priority, deadline_s=args.deadline, source=args.source,
-        )
+        request = JobRequest.model_validate({  # a dict: `requires` is validated into its model here
+            "kind": args.kind, "id": args.id, "params": _json_arg(args.params, "--params"),
+            "requires": _json_arg(args.requires, "--requires") if args.requires else None,
+            "priority": args.priority, "deadline_s": args.deadline, "source": args.source,
+        })
     except ValidationError as error:
         print(f"edgehive submit: invalid job: {error}", file=sys.stderr)
         return 2

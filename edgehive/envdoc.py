@@ -172,11 +172,9 @@ def all_vars(root: Path = ROOT) -> list[EnvVar]:
     """Settings, with the scripts that read them as well, plus the raw variables."""
     reads = code_reads(root)
     rows = []
-    for row in settings_vars():
-        scripts = sorted(f for f in reads.get(row.name, ()) if not f.endswith(".py"))
-        if scripts:
-            row = EnvVar(row.name, row.default, f"{row.read_by}; {', '.join(scripts)}", row.meaning)
-        rows.append(row)
+    for setting in settings_vars():
+        scripts = sorted(f for f in reads.get(setting.name, ()) if not f.endswith(".py"))
+        rows.append(EnvVar(setting.name, setting.default, f"{setting.read_by}; {', '.join(scripts)}", setting.meaning) if scripts else setting)
     return rows + list(RAW)
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .bus import MqttBus
+from .bus import MqttBus, Rejected
 from .schemas import Capabilities, CoordinatorStats, Heartbeat, NodeStatus, Topics, decode, parse_status
 
 
@@ -36,7 +36,7 @@ class FleetView:
         self._lock = threading.Lock()
         t: Topics = self.bus.topics
         self.bus.subscribe(t.pattern("capabilities"), self._on_caps, lambda tp, p: decode(Capabilities, p))
-        self.bus.subscribe(t.pattern("status"), self._on_status, lambda tp, p: (t.parse(tp).node, parse_status(p)))
+        self.bus.subscribe(t.pattern("status"), self._on_status, self._parse_status)
         self.bus.subscribe(t.pattern("heartbeat"), self._on_beat, lambda tp, p: decode(Heartbeat, p), qos=0, max_bytes=1 << 20)
         self.bus.subscribe(t.coordinator_stats, self._on_stats, lambda tp, p: decode(CoordinatorStats, p), qos=0)
         self.bus.subscribe(t.coordinator_status, self._on_coordinator, lambda tp, p: p.decode(errors="replace")[:20])
@@ -47,6 +47,12 @@ class FleetView:
     def _on_caps(self, topic: str, caps: Capabilities) -> None:
         with self._lock:
             self._row(caps.node).caps = caps
+
+    def _parse_status(self, topic: str, payload: bytes) -> tuple[str, NodeStatus]:
+        node = self.bus.topics.parse(topic).node
+        if node is None:  # the status pattern names a node: this cannot be one of ours
+            raise Rejected("a status topic without a node")
+        return node, parse_status(payload)
 
     def _on_status(self, topic: str, value: tuple[str, NodeStatus]) -> None:
         with self._lock:

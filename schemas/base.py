@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # The widest integers JSON tools agree on (orjson, Go, Rust, InfluxDB): signed and unsigned 64-bit.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1

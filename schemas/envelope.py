@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import struct
 
+from ..errors import EdgehiveError
+
 MAGIC = b"EHF1"
 MAX_HEADER = 4096
 JPEG_SOI = b"\xff\xd8\xff"
 _LENGTH = struct.Struct("!H")
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(EdgehiveError, ValueError):
     """A frame payload that is neither a JPEG nor a well-formed envelope."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -46,7 +47,7 @@ def shipped_labels(manifest: Path = MANIFEST) -> dict[str, list[str]]:
     }
 
 
-def _with_labels(schema: dict, labels: dict[str, list[str]]) -> dict:  # type: ignore[type-arg]
+def _with_labels(schema: dict[str, Any], labels: dict[str, list[str]]) -> dict[str, Any]:
     """The Detection's `label` lists the shipped models' labels (a user's own model may add more)."""
     label = schema["$defs"]["Detection"]["properties"]["label"]
     label["x-labels-by-model"] = labels

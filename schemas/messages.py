@@ -73,7 +73,7 @@ def parse_status(payload: bytes) -> NodeStatus:
     """Accept the JSON form and, for people typing into mosquitto_pub, a bare `online`/`offline`."""
     bare = payload.strip().lower()
     if bare in (b"online", b"offline"):
-        return NodeStatus(state=bare.decode())  # type: ignore[arg-type]
+        return NodeStatus(state=bare.decode())  # type: ignore[arg-type]  # "online" or "offline", as just checked
     return decode(NodeStatus, payload)
 
 

@@ -43,7 +43,7 @@ def output_as(result: Result[Any], output: type[Out]) -> Out | None:
     Raises pydantic.ValidationError when the output is not one."""
     if result.output is None:
         return None
-    return _adapter(output).validate_python(result.output)  # type: ignore[no-any-return]
+    return _adapter(output).validate_python(result.output)  # type: ignore[no-any-return,arg-type]  # a model class is hashable; the cache key is the class
 
 
 def kind_output(result: Result[Any]) -> Any:

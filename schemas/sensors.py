@@ -16,6 +16,7 @@ import math
 import orjson
 from pydantic import Field, ValidationError
 
+from ..errors import EdgehiveError
 from .base import MAX_COUNT, Message, decode
 
 IMU_QUANTITY = "imu"
@@ -48,7 +49,7 @@ class ImuReading(Message):
     seq: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
-class ReadingError(ValueError):
+class ReadingError(EdgehiveError, ValueError):
     """A reading that must not be fused; the message says why."""
 
 

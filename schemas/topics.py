@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import EdgehiveError
 from .base import IDENT_PATTERN
 
 _IDENT = re.compile(IDENT_PATTERN)
 
 
-class TopicError(ValueError):
+class TopicError(EdgehiveError, ValueError):
     """A topic that is not part of the protocol."""
 
 

@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import EdgehiveError
+
 CHIP_ID = 0x60
 _REG_ID, _REG_RESET, _REG_CTRL_HUM, _REG_STATUS, _REG_CTRL_MEAS, _REG_CONFIG, _REG_DATA = 0xD0, 0xE0, 0xF2, 0xF3, 0xF4, 0xF5, 0xF7
 _OTHER_CHIPS = {0x58: "a BMP280 (no humidity)", 0x56: "a BMP280 sample", 0x57: "a BMP280 sample", 0x61: "a BME680"}
 
 
-class Bme280Error(RuntimeError):
+class Bme280Error(EdgehiveError, RuntimeError):
     """The sensor cannot be used; the message says why and what to do."""
 
 
@@ -67,7 +69,7 @@ def parse_calibration(block1: list[int], h1: int, block2: list[int]) -> Calibrat
     h4 = _s8(e[3]) << 4 | (e[4] & 0x0F)
     h5 = _s8(e[5]) << 4 | (e[4] >> 4)
     h = (h1, _s16(e[0], e[1]), e[2], h4, h5, _s8(e[6]))
-    return Calibration(t, p, h)  # type: ignore[arg-type]
+    return Calibration(t, p, h)  # type: ignore[arg-type]  # p has the datasheet's 9 values: mypy cannot count a generator's
 
 
 def compensate(cal: Calibration, adc_t: int, adc_p: int, adc_h: int) -> Measurement:

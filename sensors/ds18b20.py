@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import EdgehiveError
+
 POWER_ON_MILLIDEGREES = 85000
 
 
-class Ds18b20Error(RuntimeError):
+class Ds18b20Error(EdgehiveError, RuntimeError):
     """No probe can be read; the message says what to enable."""
 
 

@@ -110,7 +110,7 @@ def simulated(sensor: str, quantity: str, settings: SensorSettings, **overrides:
                          spike_probability=settings.sensor_spike_probability, spike_magnitude=settings.sensor_spike_magnitude),
     }
     fields.update(overrides)
-    simulation = SimulatedSensor(SensorSpec(**fields), truth)  # type: ignore[arg-type]
+    simulation = SimulatedSensor(SensorSpec.model_validate(fields), truth)
     unit = UNITS[quantity][0]
 
     def read(now: float, elapsed: float) -> dict[str, object] | None:

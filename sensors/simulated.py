@@ -175,7 +175,7 @@ class SimulatedImu:
         gyro = self.trajectory.body_rates(t) + np.array(spec.gyro_bias) + self._rng.normal(0.0, spec.gyro_noise_std, 3)
         if dropped:
             return None
-        return ImuSample(accel=tuple(float(v) for v in accel), gyro=tuple(float(v) for v in gyro), timestamp=epoch + t)
+        return ImuSample(accel=tuple(float(v) for v in accel), gyro=tuple(float(v) for v in gyro), timestamp=epoch + t)  # type: ignore[arg-type]  # 3-vectors
 
 
 class LiveTruth:

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from ..errors import EdgehiveError
+
 log = logging.getLogger(__name__)
 
 Frame = np.ndarray  # BGR, uint8, height × width × 3
@@ -51,7 +53,7 @@ OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 8_000
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgehiveError, RuntimeError):
     """A source that cannot be opened; the message says what and why, for people."""
 
 
@@ -95,10 +97,10 @@ class FrameSource(ABC):
     def read(self) -> Frame | None:
         """The next frame (BGR), or None when the source dropped or, for a file, ended."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op for sources that hold nothing, not a method to implement
         """Release the source; safe to call when it is not open."""
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027 - a no-op for sources that never block
         """Wake a `read()` blocked in another thread (or a signal handler); it returns None."""
 
     def __repr__(self) -> str:
@@ -142,7 +144,7 @@ class SyntheticSource(FrameSource):
         if self._background is None:
             self.open()
         assert self._background is not None
-        frame = self._background.copy()
+        frame: Frame = self._background.copy()
         w, h = self.width, self.height
         t = time.monotonic() - self._t0
         size = max(4, min(w, h) // 6)

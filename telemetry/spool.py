@@ -19,6 +19,7 @@ point is counted (`dropped_points`); the sink reports the count in its `sink` po
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import threading
@@ -87,7 +88,7 @@ class Spool:
 
     # -- queue ------------------------------------------------------------------------------
 
-    def put(self, body: bytes, points: int) -> int:
+    def put(self, body: builtins.bytes, points: int) -> int:  # builtins.: `bytes` here names the property
         """Append a batch; returns how many (older) points were dropped to make room for it."""
         with self._lock:
             dropped_before = self.dropped_points

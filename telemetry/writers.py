@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from ..errors import EdgehiveError
 from .settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 _DROPPED = re.compile(rb"dropped=(\d+)")
 
 
-class WriteError(Exception):
+class WriteError(EdgehiveError):
     """A batch was not stored; `retryable` says whether the same batch may succeed later."""
 
     def __init__(self, message: str, *, retryable: bool, too_large: bool = False, dropped: int | None = None) -> None:
@@ -130,7 +131,7 @@ class InfluxV2Writer:
     sink owns retrying, so that a batch is retried in order and spooled while it waits."""
 
     def __init__(self, url: str, token: str, org: str, bucket: str, compress: bool = True, timeout_s: float = 10.0) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self._client = InfluxDBClient(url=url, token=token, org=org, enable_gzip=compress, timeout=int(timeout_s * 1000), retries=False)
@@ -139,12 +140,12 @@ class InfluxV2Writer:
         self.description = f"InfluxDB v2 API {url.rstrip('/')} bucket {bucket!r}"
 
     def write(self, body: bytes) -> None:
-        from influxdb_client import WritePrecision
         from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
-            self._api.write(bucket=self._bucket, org=self._org, record=body, write_precision=WritePrecision.NS)
+            self._api.write(bucket=self._bucket, org=self._org, record=body, write_precision=WritePrecision.NS)  # type: ignore[arg-type]  # annotated as the class, given its str constants
         except ApiException as error:
             text = error.body if isinstance(error.body, bytes) else str(error.body or error.reason or "").encode()
             raise _http_error(int(error.status or 0), text, self.description) from None
@@ -154,8 +155,8 @@ class InfluxV2Writer:
             raise WriteError(f"{self.description}: {type(error).__name__}: {error}", retryable=True) from None
 
     def close(self) -> None:
-        self._api.close()
-        self._client.close()
+        self._api.close()  # type: ignore[no-untyped-call]  # influxdb-client leaves close() unannotated
+        self._client.close()  # type: ignore[no-untyped-call]  # (same)
 
 
 class FileWriter:

@@ -29,9 +29,16 @@ from edgehive.broker import EmbeddedBroker
 from edgehive.broker.mosquitto import render_config
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
-from edgehive.settings import MqttUrl
+from edgehive.settings import CommonSettings, MqttUrl
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def bus_url(url: str) -> MqttUrl:
+    """`url` as a service builds it from its settings: EDGEHIVE_MQTT_CLIENT picks the paho client
+    of the test's own buses as it does the services' (tests/test_paho_client.py runs with plain)."""
+    return CommonSettings(mqtt_url=url).broker
 
 
 def free_port() -> int:
@@ -133,7 +140,7 @@ class AuthMosquitto(MosquittoProcess):
 
     kind = "mosquitto"
 
-    def __init__(self, users: str, prefix: str, root: Path = Path(__file__).resolve().parents[1]) -> None:
+    def __init__(self, users: str, prefix: str, root: Path = REPO_ROOT) -> None:
         # Mosquitto started as root drops to its own user before it reads its files: a folder it can reach.
         self.dir = Path(tempfile.mkdtemp(prefix="edgehive-auth-broker-"))
         self.dir.chmod(0o755)
@@ -242,7 +249,7 @@ class Recorder:
     def __post_init__(self) -> None:
         self.topics = Topics(self.prefix)
         self._lock = threading.Lock()
-        self.bus = MqttBus(MqttUrl.parse(self.url), self.topics, f"recorder-{os.getpid()}-{free_port()}", source="test",
+        self.bus = MqttBus(bus_url(self.url), self.topics, f"recorder-{os.getpid()}-{free_port()}", source="test",
                            max_payload_bytes=64 << 20)
         self.bus.subscribe(f"{self.prefix}/#", self._record, qos=1)
         self.bus.start(timeout_s=10)

@@ -7,22 +7,32 @@ import threading
 
 import orjson
 import pytest
-from harness import MosquittoBroker, Recorder, free_port, wait_until
+from harness import MosquittoBroker, Recorder, bus_url, free_port, wait_until
 from pydantic import BaseModel
 
 from edgehive.bus import MqttBus, PendingAcks
+from edgehive.pahoclient import FastClient, PlainClient, missing_fast_features
 from edgehive.schemas import Topics
-from edgehive.settings import MqttUrl
+from edgehive.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 
 
 def make_bus(broker: MosquittoBroker, prefix: str, **kwargs: object) -> MqttBus:
-    return MqttBus(MqttUrl(host="127.0.0.1", port=broker.port), Topics(prefix), f"bus-test-{free_port()}", source="bus-test", **kwargs)  # type: ignore[arg-type]
+    return MqttBus(bus_url(broker.url), Topics(prefix), f"bus-test-{free_port()}", source="bus-test", **kwargs)  # type: ignore[arg-type]
 
 
 class Reading(BaseModel):
     value: float
+
+
+def test_the_bus_uses_the_paho_client_the_setting_asks_for(mosquitto: MosquittoBroker, prefix: str) -> None:
+    """EDGEHIVE_MQTT_CLIENT=plain: paho as released; fast (the default): edgehive's subclass,
+    unless the installed paho lacks what it overrides. tests/test_paho_client.py runs this file
+    again with plain, so every test here covers both clients."""
+    bus = make_bus(mosquitto, prefix)
+    fast = CommonSettings().mqtt_client == "fast" and not missing_fast_features()
+    assert type(bus._client) is (FastClient if fast else PlainClient)
 
 
 def test_tcp_nodelay_is_set_on_the_client_socket(mosquitto: MosquittoBroker, prefix: str) -> None:
@@ -118,7 +128,7 @@ def test_deferred_acknowledgements_leave_only_when_the_owner_sends_them(mosquitt
 
     def connect() -> tuple[MqttBus, list[PendingAcks]]:
         held: list[PendingAcks] = []
-        bus = MqttBus(MqttUrl(host="127.0.0.1", port=mosquitto.port), Topics(prefix), client_id, source="bus-test",
+        bus = MqttBus(bus_url(mosquitto.url), Topics(prefix), client_id, source="bus-test",
                       clean_session=False, defer_acks=True)
         bus.subscribe(f"{prefix}/in", lambda t, p: got.append(p), qos=1)
         bus.after_read_burst(lambda: held.append(bus.take_acks()))

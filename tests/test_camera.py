@@ -270,7 +270,7 @@ def test_frames_resume_after_the_broker_restarts(start_camera: Start, rec: Recor
     mosquitto.stop()
     wait_until(lambda: not camera.bus.connected.is_set(), 15, "the camera to see the broker gone")
     mosquitto.start()
-    wait_until(lambda: rec.bus.connected.is_set(), 20, "the recorder to reconnect")
+    wait_until(rec.bus.connected.is_set, 20, "the recorder to reconnect")
     before = len(frames(rec))
     wait_frames(rec, 3, after=before)
     assert camera.running

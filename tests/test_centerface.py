@@ -1,8 +1,6 @@
 """CenterFace through ONNX Runtime on real photos: a portrait, a small distant face in a 1080p
 frame, and frames without a face; and its decoder on outputs worked out by hand."""
 
-# ruff: noqa: F811 - pytest fixtures are imported from vision_fixtures and named as parameters
-
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import orjson
 import pytest
 from harness import Fleet, Recorder, wait_nodes_online, wait_until

@@ -145,7 +145,7 @@ def test_balena_yml_carries_the_fleet_contract(balena: dict[str, Any]) -> None:
     assert f'version = "{balena["version"]}"' in pyproject, "a release carries the package's version"
     data = balena["data"]
     supported = set(data["supportedDeviceTypes"])
-    assert REQUIRED_DEVICE_TYPES <= supported
+    assert supported >= REQUIRED_DEVICE_TYPES
     assert data["defaultDeviceType"] in supported
     variables = data["applicationEnvironmentVariables"]
     assert all(isinstance(v, dict) and len(v) == 1 for v in variables), "each entry is one NAME: default"

@@ -59,7 +59,9 @@ def _run(specs: list[SensorSpec], *, round_trip: bool = False, seed: int = 7):
         state = out.state
         outputs.append(out)
         fused_err.append(out.estimate - truth(out.window_end - EPOCH))
-    rmse = lambda errs: float(np.sqrt(np.mean(np.square(errs))))
+    def rmse(errs: list[float]) -> float:
+        return float(np.sqrt(np.mean(np.square(errs))))
+
     return rmse(fused_err), {name: rmse(e) for name, e in raw_err.items()}, outputs
 
 

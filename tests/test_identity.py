@@ -243,7 +243,7 @@ def test_an_account_added_at_run_time_works_at_once_and_after_a_restart(secure: 
     secure.stop()
     secure.prepare()  # what the entrypoint does at every start
     secure.start()
-    wait_until(lambda: watcher.bus.connected.is_set(), 20, "the watcher to reconnect")
+    wait_until(watcher.bus.connected.is_set, 20, "the watcher to reconnect")
     after_marker(secure, watcher, "alice")  # the watcher is subscribed again
     assert writes("nodes/pi-7/heartbeat")
     listed = subprocess.run(["sh", str(ROOT / "broker" / "account.sh"), "-d", str(secure.accounts), "list"],
@@ -452,7 +452,7 @@ def test_a_tls_file_that_cannot_be_read_is_a_clear_error_at_start(tmp_path: Path
     from edgehive.settings import CommonSettings
 
     settings = CommonSettings(mqtt_url="mqtts://127.0.0.1:8883", mqtt_ca_file=str(tmp_path / "missing-ca.crt"))
-    with pytest.raises(BusError, match="TLS settings for mqtts://127.0.0.1:8883 cannot be used.*EDGEHIVE_MQTT_CA_FILE"):
+    with pytest.raises(BusError, match=r"TLS settings for mqtts://127\.0\.0\.1:8883 cannot be used.*EDGEHIVE_MQTT_CA_FILE"):
         MqttBus(settings.broker, Topics(), "x", source="x")
     plain = CommonSettings(mqtt_url="mqtt://127.0.0.1:1883", mqtt_ca_file=str(tmp_path / "missing-ca.crt"))
     assert plain.broker.ca_file is None, "TLS files matter only with mqtts://"

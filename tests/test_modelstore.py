@@ -2,14 +2,13 @@
 (PyPI through pip, npm through npm pack), plus a stand-in `npm` executable on PATH for the
 npm failures a real registry cannot be made to produce."""
 
-# ruff: noqa: F811 - pytest fixtures are imported from vision_fixtures and named as parameters
-
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -303,7 +302,7 @@ def test_npm_sha256_mismatch_is_refused_and_nothing_is_written(tmp_path: Path, m
     with pytest.raises(ModelStoreError, match=r"package/packed.data has \d+ bytes, the manifest's range is"):
         fetch_models(target)
     write_manifest(target, [npm_entry(member="package/model.tflite")])
-    with pytest.raises(ModelStoreError, match="acme-models-1.0.0.tgz has no member 'package/model.tflite'"):
+    with pytest.raises(ModelStoreError, match=re.escape("acme-models-1.0.0.tgz has no member 'package/model.tflite'")):
         fetch_models(target)
     assert sorted(p.name for p in target.iterdir()) == ["manifest.json"]
 

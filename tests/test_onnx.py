@@ -1,8 +1,6 @@
 """The onnx backend with the real CenterFace model: loading, layouts, providers, and the GPU
 path's refusal on this machine (no GPU, the CPU build of onnxruntime)."""
 
-# ruff: noqa: F811 - pytest fixtures are imported from vision_fixtures and named as parameters
-
 from __future__ import annotations
 
 import logging
@@ -15,6 +13,7 @@ from vision_fixtures import manifest, models_dir  # noqa: F401 - fixtures
 
 from edgehive.agents.detection import DetectionError, load_detector, to_tensor
 from edgehive.agents.inference import (
+    BackendChoice,
     BackendUnavailable,
     InferenceError,
     ModelLoadError,
@@ -22,12 +21,12 @@ from edgehive.agents.inference import (
     OnnxConfig,
     available_backends,
     backend_availability,
+    choose_backend,
     create_backend,
     offered_providers,
 )
 from edgehive.agents.inference.onnx_graph import OnnxGraphError, read_graph_io, set_io_dims
 from edgehive.agents.modelstore import Manifest, ModelSpec
-from edgehive.agents.inference import BackendChoice, choose_backend
 from edgehive.agents.vision import load_pool
 
 CUDA_REFUSAL = "CUDA execution provider not available"
@@ -135,7 +134,7 @@ def test_an_onnx_model_on_a_tflite_backend_is_refused(manifest: Manifest) -> Non
 
 def test_a_file_that_declares_a_batch_of_ten_needs_reshape_input(centerface_file: Path) -> None:
     """CenterFace's file says 10x3x32x32; loaded as it is, it cannot take one frame."""
-    with pytest.raises(ModelLoadError, match="batch of 10.*reshape_input"):
+    with pytest.raises(ModelLoadError, match=r"batch of 10.*reshape_input"):
         OnnxBackend().load(centerface_file)
 
 

@@ -94,7 +94,7 @@ def test_healed_partition_fails_no_job_and_moves_lapsed_leases(fleet: Fleet, rec
     start = time.monotonic()
     cut = healed = False
     for i, job_id in enumerate(ids):
-        wait_until(lambda: time.monotonic() - start >= i * SUBMIT_S / JOBS, 5, "the next submission time")  # noqa: B023
+        wait_until(lambda: time.monotonic() - start >= i * SUBMIT_S / JOBS, 5, "the next submission time")
         elapsed = time.monotonic() - start
         if not cut and elapsed >= CUT_AT_S:
             netns.cut()

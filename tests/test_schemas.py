@@ -361,7 +361,7 @@ def test_a_typed_result_parses_its_kinds_output_and_refuses_another_kinds() -> N
     plain = decode(Result, orjson.dumps(body))
     assert plain.output == body["output"]  # the coordinator's view: JSON, untouched
     assert output_as(plain, DetectionOutput) == typed.output == kind_output(plain)
-    with pytest.raises(ValidationError, match="output.width"):
+    with pytest.raises(ValidationError, match=r"output\.width"):
         parse_result(orjson.dumps({**body, "output": {"model": "objects", "height": 480, "inference_ms": 1.0}}), DetectionOutput)
     failed = {**body, "ok": False, "error": "no model"}
     del failed["output"]

@@ -137,7 +137,7 @@ def span_ns(influx: InfluxDB, measurement: str, field: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Run]:  # noqa: F811
+def run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Run]:
     workdir = tmp_path_factory.mktemp("telemetry-run")
     broker = MosquittoBroker(workdir / "mosquitto")
     broker.start()
@@ -295,7 +295,7 @@ mosquitto_only = pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
 
 @mosquitto_only
 def test_influxdb_killed_for_20_s_loses_no_point_and_duplicates_none(fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher],
-                                                                      influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+                                                                      influxdb: InfluxDB, tmp_path: Path) -> None:
     fleet.sink(**sink_env(tmp_path, influxdb.url))
     wait_subscribed(recorder, in_influx(influxdb))
     publisher = readings("probe")
@@ -321,7 +321,7 @@ def test_influxdb_killed_for_20_s_loses_no_point_and_duplicates_none(fleet: Flee
 
 @mosquitto_only
 def test_a_sink_stopped_while_influxdb_is_down_hands_its_spool_and_its_mqtt_queue_to_the_next_one(
-        fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher], influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+        fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher], influxdb: InfluxDB, tmp_path: Path) -> None:
     """Spooled points survive a SIGTERM (moved to disk) and QoS 1 messages published while no sink
     runs are queued by Mosquitto for the sink's persistent session."""
     env = sink_env(tmp_path, influxdb.url)
@@ -379,7 +379,7 @@ def test_at_the_spool_bound_the_oldest_points_are_dropped_counted_and_reported(b
 
 
 @mosquitto_only
-def test_the_v2_write_api_path_stores_points_in_victoria_metrics(fleet: Fleet, recorder: Recorder, victoria: VictoriaMetrics,  # noqa: F811
+def test_the_v2_write_api_path_stores_points_in_victoria_metrics(fleet: Fleet, recorder: Recorder, victoria: VictoriaMetrics,
                                                                  tmp_path: Path) -> None:
     fleet.sink(**sink_env(tmp_path, victoria.url, EDGEHIVE_INFLUX_TOKEN="edgehive-test-token", EDGEHIVE_INFLUX_ORG="edgehive",
                           EDGEHIVE_INFLUX_BUCKET="edgehive"))  # version auto: a token means the v2 API
@@ -403,7 +403,7 @@ def test_the_v2_write_api_path_stores_points_in_victoria_metrics(fleet: Fleet, r
 
 @mosquitto_only
 def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(fleet: Fleet, recorder: Recorder, readings: Callable[..., ReadingPublisher],
-                                                                              influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+                                                                              influxdb: InfluxDB, tmp_path: Path) -> None:
     file = tmp_path / "telemetry.lp"
     fleet.sink(**sink_env(tmp_path))  # no URL: the file
     wait_subscribed(recorder, lambda: file.exists() and b"sensor=ready" in file.read_bytes())
@@ -418,7 +418,7 @@ def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(fl
     assert stored_readings(influxdb, "t1") == publisher.expected()
 
 
-def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:  # noqa: F811
+def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:
     writer = InfluxV1Writer(influxdb.url, "fresh", compress=True)
     writer.write(b"m x=1i 1795000000000000000\n")  # the database is created before the first write
     influxdb.query('DROP DATABASE "fresh"', method="POST")

@@ -3,6 +3,8 @@ objects and face-far models finding small people in a 1080p frame only with tile
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from edgehive.agents.detection import Detector
 from edgehive.agents.detection.errors import DetectionError
 from edgehive.agents.detection.tiles import crop, to_frame
 from edgehive.coordinator.tiles import grid_for, jpeg_size, merge_detections, plan_tiles
+
 
 def run_tiled(detector: Detector, image: np.ndarray, setting: str) -> list[dict]:  # type: ignore[type-arg]
     """What the fleet does with a frame: each part run on its own (as a node does), then merged (as the coordinator does)."""
@@ -57,7 +60,7 @@ def test_auto_tiles_big_frames_only_and_every_tile_overlaps_its_neighbour() -> N
     assert min(r[0] for r in tiles) == 0 and max(r[2] for r in tiles) == 1920
     assert min(r[1] for r in tiles) == 0 and max(r[3] for r in tiles) == 1080
     row = sorted({(r[0], r[2]) for r in tiles})
-    assert all(a[1] > b[0] for a, b in zip(row, row[1:])), "neighbouring tiles overlap"
+    assert all(a[1] > b[0] for a, b in itertools.pairwise(row)), "neighbouring tiles overlap"
 
 
 def test_merging_keeps_one_box_per_object_across_seams() -> None:

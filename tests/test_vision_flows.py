@@ -71,7 +71,7 @@ def test_a_flood_keeps_only_the_newest_frame_and_counts_every_drop(fleet: Fleet,
     for i in range(300):  # distinct frames, each tagged with its sequence number as capture time
         img = base.copy()
         cv2.putText(img, str(i), (10, 500), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
-        ok, jpeg = cv2.imencode(".jpg", img)
+        _, jpeg = cv2.imencode(".jpg", img)
         frames.append(envelope.pack(orjson.dumps({"v": 1, "captured": float(i)}), jpeg.tobytes()))
     rss_before = coordinator.memory_info().rss
     for frame in frames:
@@ -135,7 +135,7 @@ def test_an_annotated_snapshot_with_the_box_drawn_is_retained_per_camera(fleet: 
     start(fleet, recorder, models_dir, {"pi-1": "face"})
     for i in range(3):  # three frames within one (5 s) interval: one snapshot
         recorder.publish("frames/door", ASTRONAUT.read_bytes(), qos=1)
-        wait_until(lambda: len(detections(recorder, "door")) == i + 1, 30, "the detection")  # noqa: B023
+        wait_until(lambda: len(detections(recorder, "door")) == i + 1, 30, "the detection")
     snapshots = [p for t, p, _ in recorder.messages if t == f"{recorder.prefix}/snapshots/door"]
     assert len(snapshots) == 1, "snapshots are throttled per camera"
     image = cv2.imdecode(np.frombuffer(snapshots[0], np.uint8), cv2.IMREAD_COLOR)

@@ -16,14 +16,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from ...errors import EdgehiveError
+
 __all__ = [
     "Availability",
-    "Layout",
     "BackendConfigBase",
     "BackendError",
     "BackendUnavailable",
     "InferenceBackend",
     "InferenceError",
+    "Layout",
     "ModelHandle",
     "ModelLoadError",
 ]
@@ -32,7 +34,7 @@ __all__ = [
 Layout = Literal["NHWC", "NCHW"]  # where the colour channels are in a (1, ...) image input
 
 
-class BackendError(Exception):
+class BackendError(EdgehiveError):
     """Root of the inference errors; runtime exceptions never leak past a backend."""
 
 

@@ -71,7 +71,7 @@ class OnnxConfig(BackendConfigBase):
 def _runtime() -> Any:
     try:
         return importlib.import_module("onnxruntime")
-    except Exception as exc:  # noqa: BLE001 - a broken install can raise anything at import time
+    except Exception as exc:  # a broken install can raise anything at import time
         raise BackendUnavailable(f"onnxruntime is not installed ({_INSTALL_HINT}): {type(exc).__name__}: {exc}") from None
 
 
@@ -95,8 +95,9 @@ def short_provider(name: str) -> str:
 def _wanted(config: OnnxConfig, offered: list[str]) -> list[str]:
     """Our short names, best first, of the providers a session should be offered."""
     if config.providers == "auto":
-        return [p for p in PROVIDERS if PROVIDERS[p] in offered] or ["cpu"]
-    wanted = list(dict.fromkeys(config.providers))
+        found: list[str] = [p for p in PROVIDERS if PROVIDERS[p] in offered]
+        return found or ["cpu"]
+    wanted: list[str] = list(dict.fromkeys(config.providers))
     return wanted if "cpu" in wanted else [*wanted, "cpu"]  # operators a GPU provider lacks run on the CPU
 
 
@@ -164,7 +165,7 @@ class OnnxBackend(InferenceBackend):
                 data, options, providers=[PROVIDERS[p] for p in wanted],
                 provider_options=[self._provider_options(p) for p in wanted],
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load {path}: {type(exc).__name__}: {exc}") from None
         running = [short_provider(p) for p in session.get_providers()]
         if self.config.providers != "auto" and running[0] != wanted[0]:
@@ -260,5 +261,5 @@ class OnnxModel(ModelHandle):
             )
         try:
             return list(self._session.run(None, {self._input_name: tensor}))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime failed on {self.path.name}: {type(exc).__name__}: {exc}") from None

@@ -16,8 +16,10 @@ dim_param = 2, TensorProto.name = 8).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+from ...errors import EdgehiveError
 
 __all__ = ["GraphIO", "OnnxGraphError", "ValueInfo", "read_graph_io", "set_io_dims"]
 
@@ -34,7 +36,7 @@ _SHAPE_DIM = 1
 _DIM_VALUE, _DIM_PARAM = 1, 2
 
 
-class OnnxGraphError(ValueError):
+class OnnxGraphError(EdgehiveError, ValueError):
     """The bytes are not a model this module can read (truncated, or not ONNX)."""
 
 
@@ -197,12 +199,12 @@ def _encode_shape(dims: Sequence[Dim]) -> bytes:
     return bytes(out)
 
 
-def _rewrite(buf: bytes, number: int, rewrite: object) -> bytes:
+def _rewrite(buf: bytes, number: int, rewrite: Callable[[bytes], bytes]) -> bytes:
     """`buf` with every LEN field `number` replaced by rewrite(payload); all else copied."""
     out = bytearray()
     for field in _fields(buf):
         if field.number == number and field.wire == _LEN:
-            out += _len_field(number, rewrite(field.payload))  # type: ignore[operator]
+            out += _len_field(number, rewrite(field.payload))
         else:
             out += field.raw
     return bytes(out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -25,7 +25,7 @@ BACKENDS: Mapping[str, type[InferenceBackend]] = {
     OnnxBackend.type_key: OnnxBackend,
 }
 
-BackendConfig = Annotated[Union[LiteRTConfig, EdgeTPUConfig, OnnxConfig], Field(discriminator="type")]  # noqa: UP007
+BackendConfig = Annotated[LiteRTConfig | EdgeTPUConfig | OnnxConfig, Field(discriminator="type")]
 _CONFIG = TypeAdapter(BackendConfig)
 
 

@@ -46,7 +46,7 @@ def interpreter_api(runtime: Runtime = "auto") -> InterpreterApi:
         try:
             module = importlib.import_module(RUNTIME_MODULES[name])
             return InterpreterApi(name, module.Interpreter, module.load_delegate)
-        except Exception as exc:  # noqa: BLE001 - a broken runtime can raise anything at import time
+        except Exception as exc:  # a broken runtime can raise anything at import time
             reasons.append(f"{name}: {type(exc).__name__}: {exc}")
     raise BackendUnavailable("no TFLite runtime importable (" + "; ".join(reasons) + ")")
 

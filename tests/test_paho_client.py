@@ -1,0 +1,79 @@
+"""Which paho client the bus runs on: the fast subclass only where paho has what it overrides.
+
+The fast client replaces private paho methods; a paho release may rename or change them. The
+check is by feature (methods, their parameters, the packet record paho queues), so these tests
+hand it paho classes changed the way a release could change them. The plain client must carry
+the whole bus: the last test runs the bus tests and a flow test again with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import MQTTErrorCode
+
+from edgehive.pahoclient import FastClient, PlainClient, choose_client, missing_fast_features
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _RenamedWrite(paho.Client):
+    """A paho whose batch writer has another name."""
+
+    _packet_write = None  # type: ignore[assignment]  # the method is gone in this imagined release
+
+
+class _ChangedRecv(paho.Client):
+    """A paho whose socket read takes other parameters."""
+
+    def _sock_recv(self, size: int, flags: int = 0) -> bytes:  # type: ignore[override]  # the imagined change
+        return b""
+
+
+class _OtherPacketRecord(paho.Client):
+    """A paho that queues packets as records with other fields."""
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None) -> MQTTErrorCode:
+        self._out_packet.append({"cmd": command, "data": packet})  # type: ignore[arg-type]  # the imagined record
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+@pytest.mark.parametrize(("paho_class", "lacks"), [
+    (_RenamedWrite, "Client._packet_write"),
+    (_ChangedRecv, "Client._sock_recv('self', 'bufsize')"),
+    (_OtherPacketRecord, "packet record fields"),
+])
+def test_a_paho_without_what_the_fast_client_overrides_is_detected(paho_class: type[paho.Client], lacks: str) -> None:
+    assert lacks in missing_fast_features(paho_class)
+
+
+def test_the_fast_client_is_used_only_where_paho_allows_and_unless_plain_is_asked_for(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="edgehive.pahoclient")
+    assert choose_client("fast", lacks=()) is FastClient
+    assert choose_client("plain", lacks=()) is PlainClient
+    lacks = ("Client._imagined_for_this_test",)
+    assert choose_client("fast", lacks=lacks) is PlainClient
+    assert choose_client("fast", lacks=lacks) is PlainClient
+    said = [r.getMessage() for r in caplog.records if "_imagined_for_this_test" in r.getMessage()]
+    assert len(said) == 1 and "plain paho-mqtt" in said[0], said  # once per process, with the reason
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_the_plain_client_passes_the_bus_tests_and_a_flow() -> None:
+    """CI covers both clients: this file's process uses the default (fast), this run plain."""
+    env = {**os.environ, "EDGEHIVE_MQTT_CLIENT": "plain"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bus.py",
+         "tests/test_flows.py::test_mosquitto_pub_job_produces_result_seen_by_mosquitto_sub"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=880, check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
