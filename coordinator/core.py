@@ -490,8 +490,9 @@ class CoordinatorCore:
         send each node everything placed on it in one message."""
         for request in self.fusion.ready_jobs():
             self._accept(request, self.topics.pattern("sensor"), bounded=False)
-        place(Placer(self.registry.alive(), self._rng), self.frames, self.groups, self.queue, self._requirements,
-              self._send_frame, self._send_part, self._send_job)
+        if self.queue or self.frames.pending or self.groups:  # listing the live nodes is a pass over the fleet
+            place(Placer(self.registry.alive(), self._rng), self.frames, self.groups, self.queue, self._requirements,
+                  self._send_frame, self._send_part, self._send_job)
         if self._outbox:
             self._flush_outbox()
 

@@ -10,9 +10,9 @@ import orjson
 from core_rig import Rig
 
 from edgehive.coordinator.core import HEARTBEAT_TIMEOUT
-from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, Submitted
+from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, HeartbeatIn, Submitted, Tick
 from edgehive.coordinator.fusion import GroupConfig
-from edgehive.schemas import JobRequest
+from edgehive.schemas import Heartbeat, JobRequest
 
 
 def test_a_job_is_accepted_placed_run_and_done_with_its_result_relayed_once() -> None:
@@ -291,3 +291,32 @@ def test_fusion_windows_are_journaled_jobs_that_carry_the_prior_and_survive_a_de
     [job] = [j for j in rig.sent(second.node) if j["id"] == "fusion-room-2"]
     assert job["params"]["prior"] == {"x": 20.5}  # the posterior of window 1
     assert rig.stats()["fusion_fused"] == {"room": 1}
+
+
+def test_a_coordinator_behind_its_input_declares_no_node_dead_and_lapses_no_lease() -> None:
+    """Heartbeats it has not read yet are not silence: a long step (a burst placed over a large
+    fleet) must not kill the nodes whose heartbeats wait in its socket."""
+    rig = Rig()
+    rig.node("pi-1")
+    rig.submit("j1")
+    rig.advance(rig.settings.dead_after + rig.settings.lease)  # the coordinator was busy: nothing read meanwhile
+    rig.core.step([Tick()], rig.now, behind=True)
+    assert rig.core.registry.nodes["pi-1"].alive
+    rig.core.step([rig_heartbeat(rig, "pi-1")], rig.now, behind=True)  # sent before the node got j1
+    assert rig.core.registry.nodes["pi-1"].alive and rig.holder("j1") == "pi-1"
+    assert all("never confirmed" not in (s.get("reason") or "") for s in rig.states("j1"))
+    rig.tick()  # caught up: the heartbeat it read counts as hearing from the node
+    assert rig.core.registry.nodes["pi-1"].alive
+    rig.advance(rig.settings.lease + 0.1)
+    rig.beat("pi-1", held=[])  # and a lease later, listening, still not listed: now it has lapsed
+    assert any("never confirmed" in (s.get("reason") or "") for s in rig.states("j1"))
+    rig.advance(rig.settings.dead_after + 0.1)
+    rig.tick()
+    assert not rig.core.registry.nodes["pi-1"].alive  # silent while we listen: dead
+
+
+def rig_heartbeat(rig: Rig, node: str) -> HeartbeatIn:
+    rig.seq += 1
+    beat = Heartbeat(node=node, boot_id="b1", seq=rig.seq, ts=rig.now.wall, cpu_pct=1, mem_pct=1, in_flight=0, queued=0,
+                     jobs_done=0, jobs_failed=0, held=[], running=[])
+    return HeartbeatIn(rig.topics.heartbeat(node), beat)

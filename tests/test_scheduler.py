@@ -3,6 +3,7 @@ per model, and for heavy models the accelerated nodes first)."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import Any
 
@@ -13,13 +14,19 @@ from edgehive.coordinator.registry import Node
 from edgehive.coordinator.scheduler import (
     ACCELERATED_SPEEDUP,
     DEFAULT_SERVICE_S,
+    SAMPLE,
+    SAMPLE_ABOVE,
+    Estimates,
     accelerated_for,
+    capable_nodes,
     choose,
+    choose_among,
     expected_completion_s,
     fleet_service_s,
     guess_service_s,
     never_runnable,
     unmet,
+    with_free_slots,
 )
 from edgehive.schemas import Capabilities, Heartbeat, ModelRuntime, Requirements
 
@@ -361,3 +368,36 @@ def test_heartbeat_bounds_service_by_model() -> None:
         beat(service_by_model={"bad name/with slash": 0.1})
     with pytest.raises(ValidationError):
         beat(service_by_model={"m": -1.0})
+
+
+# -- large fleets ------------------------------------------------------------------------------
+
+
+def test_a_large_fleet_is_weighed_by_sample_yet_full_nodes_never_get_work_and_load_spreads() -> None:
+    """Beyond SAMPLE_ABOVE nodes a job is weighed against SAMPLE of them: the cost stays constant,
+    a full node is never chosen, and work still spreads over the whole fleet."""
+    fleet = [node(f"n{i:03d}", slots=1, workers=1) for i in range(SAMPLE_ABOVE * 3)]
+    for busy in fleet[: len(fleet) - 5]:
+        busy.jobs.add("taken")  # all but five are full
+    rng = random.Random(7)
+    capable = capable_nodes(fleet, "sleep", None)
+    chosen = []
+    for i in range(5):
+        pick = choose_among(fleet, capable, "sleep", None, rng=rng, estimates=Estimates(fleet))
+        assert pick is not None and pick.free_slots == 1
+        pick.jobs.add(f"j{i}")
+        chosen.append(pick.id)
+    assert sorted(chosen) == sorted(n.id for n in fleet[-5:])  # the five free ones, each once
+    assert choose_among(fleet, capable, "sleep", None, rng=rng) is None  # a full fleet: none, not a full node
+
+
+def test_a_sample_prefers_the_least_loaded_of_the_nodes_it_weighs() -> None:
+    fleet = [node(f"n{i:03d}", slots=4, workers=1) for i in range(SAMPLE_ABOVE * 2)]
+    for n in fleet:
+        n.jobs.update({"a", "b"})
+    idle = fleet[SAMPLE_ABOVE]
+    idle.jobs.clear()
+    picks = Counter(choose_among(fleet, fleet, "sleep", None, rng=random.Random(seed)).id for seed in range(200))  # type: ignore[union-attr]
+    assert picks[idle.id] > 0  # found by the samples that include it, and then chosen over loaded nodes
+    assert len(picks) > 20  # the others spread over the fleet, not piled on one node
+    assert all(with_free_slots(fleet, random.Random(1))) and len(with_free_slots(fleet, random.Random(1))) == SAMPLE
