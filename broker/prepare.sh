@@ -1,7 +1,7 @@
 #!/bin/sh
 # broker/prepare.sh CONFIG_DIR [ACL_TEMPLATE [ACCOUNTS_DIR]]
 #
-# Writes the two files Mosquitto's auth needs, every time the broker starts (so changing a
+# Writes the two files Mosquitto's auth needs (and a site's bridge, below), every time the broker starts (so changing a
 # balena variable is all it takes to change a password) and whenever `edgehive-account` changes
 # an account:
 #   CONFIG_DIR/passwd  one account per `user:password[:role[:id+id...]]` in EDGEHIVE_BROKER_USERS
@@ -11,7 +11,7 @@
 #   CONFIG_DIR/acl     ACL_TEMPLATE (default: broker/acl beside this script) with its prefix
 #                      edgehive/v1 rewritten to EDGEHIVE_PREFIX and one `user` section per account,
 #                      rendered from the template's block for the account's role
-# Roles: coordinator, sink, agent, camera, sensor, client. An account without one is
+# Roles: coordinator, sink, agent, camera, sensor, client, site (a site's bridge, at a hub). An account without one is
 # `coordinator` or `sink` when so named, else `client` (the least: it may only submit jobs).
 # ACCOUNTS_DIR/accounts holds `name role [id...]` lines, written by broker/account.sh.
 # The broker image runs it from its entrypoint; the tests run this same script.
@@ -139,6 +139,21 @@ mv "$passwd_tmp" "$dir/passwd"
 mv "$dir/acl.new" "$dir/acl"
 
 # Mosquitto reads both files after dropping root privileges to its own user.
+
+
+# A site's bridge to its hub (broker/bridge.sh; none unless EDGEHIVE_HUB_ADDRESS is set), in the
+# folder mosquitto.conf includes last.
+mkdir -p "$dir/conf.d"
+bridge_tmp="$dir/conf.d/bridge.conf.tmp"
+sh "$(dirname "$0")/bridge.sh" > "$bridge_tmp"
+if [ -s "$bridge_tmp" ]; then
+    mv "$bridge_tmp" "$dir/conf.d/bridge.conf"
+else
+    rm -f "$bridge_tmp" "$dir/conf.d/bridge.conf"
+fi
+
+# Mosquitto reads these files after dropping root privileges to its own user.
 if [ "$(id -u)" = 0 ] && id mosquitto > /dev/null 2>&1; then
-    chown mosquitto "$dir/passwd" "$dir/acl"
+    chown mosquitto "$dir/passwd" "$dir/acl" "$dir/conf.d"
+    [ ! -f "$dir/conf.d/bridge.conf" ] || chown mosquitto "$dir/conf.d/bridge.conf"
 fi

@@ -53,6 +53,14 @@ RAW: tuple[EnvVar, ...] = (
            "Services this device runs: `head` (broker, coordinator, sink, influxdb, grafana, agent), `worker` (agent), "
            "`all` (every service), plus service names, comma-separated, e.g. `worker,camera`"),
     EnvVar("EDGEHIVE_VENV", ".venv", "edgehive.sh", "Where `./edgehive.sh` creates the virtual environment"),
+    EnvVar("EDGEHIVE_HUB_ADDRESS", "(empty)", "`broker` (broker/bridge.sh)",
+           "A site's hub broker, `host[:port]` (default port 1883): the site's Mosquitto bridges to it (empty: no bridge)"),
+    EnvVar("EDGEHIVE_SITE", "(empty)", "`broker` (broker/bridge.sh)",
+           "This site's id, a topic level: at the hub its topics appear under `{prefix}/sites/{site}/` (required with EDGEHIVE_HUB_ADDRESS)"),
+    EnvVar("EDGEHIVE_HUB_USER", "the site id", "`broker` (broker/bridge.sh)", "The bridge's account at the hub (role `site` there)"),
+    EnvVar("EDGEHIVE_HUB_PASSWORD", "(empty)", "`broker` (broker/bridge.sh)", "That account's password"),
+    EnvVar("EDGEHIVE_HUB_CAFILE", "(empty)", "`broker` (broker/bridge.sh)",
+           "CA certificate for TLS to the hub (the hub's TLS listener, e.g. port 8883; empty: plain MQTT)"),
 )
 
 _PY_READ = re.compile(
