@@ -55,7 +55,8 @@ class DetectParams(BaseModel):
 
 
 class DetectorPool:
-    """`workers` warmed-up detectors per model, lent out one job at a time."""
+    """`workers` warmed-up detectors per model, each lent to one job at a time (the same detector
+    `workers` times when its backend runs one model on several threads at once: ONNX)."""
 
     def __init__(self, detectors: dict[str, list[Detector]], runtimes: dict[str, ModelRuntime] | None = None) -> None:
         self._free: dict[str, queue.SimpleQueue[Detector]] = {}
@@ -114,7 +115,11 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
         try:
             instances = []
             for _ in range(workers):
-                detector = load_detector(spec, create_backend(config))
+                backend = create_backend(config)
+                if instances and backend.concurrent_runs:
+                    instances.append(instances[0])  # one session serves every worker: its weights and arena once
+                    continue
+                detector = load_detector(spec, backend)
                 detector.warm_up()
                 instances.append(detector)
         except (DetectionError, ModelStoreError) as error:
