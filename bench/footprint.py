@@ -212,7 +212,10 @@ def measure_stack(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Re
         url = f"mqtt://127.0.0.1:{port}"
         prefix = f"footprint-{uuid.uuid4().hex[:8]}/v1"
         exe = edgehive_command(args.edgehive)
-        up = processes.start("up", [exe, "up"], up_env(url, prefix, workdir, args.models))
+        # From the temp folder: `up` starts its children as `python -m edgehive.cli`, which puts the
+        # working directory first on sys.path, and a checkout's own edgehive/ folder there would
+        # shadow the build under test (--edgehive).
+        up = processes.start("up", [exe, "up"], up_env(url, prefix, workdir, args.models), cwd=workdir)
         # A real thermometer's publisher beside `up`'s simulated demo set: the sysfs files of two
         # DS18B20 probes are faked in the temp folder (this machine has no 1-Wire bus).
         thermometer = processes.start("thermometer", [exe, "sensor"], thermometer_env(url, prefix, workdir))
