@@ -143,6 +143,7 @@ class PhaseResult:
     generator_lag_p99_ms: float | None = None
     cpu_pct: dict[str, float] = field(default_factory=dict)
     stages_p50_ms: dict[str, float] = field(default_factory=dict)
+    stages_p99_ms: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(phase: str, path: str, tracker: Tracker, **extra: object) -> PhaseResult:
@@ -502,15 +503,15 @@ STAGES = (
 )
 
 
-def stage_medians(samples: dict[str, tuple[float, float, dict[str, float]]]) -> dict[str, float]:
-    """Median of each hop, from the result's own timings (one host, one wall clock)."""
+def stage_percentiles(samples: dict[str, tuple[float, float, dict[str, float]]], q: float) -> dict[str, float]:
+    """A percentile of each hop, from the result's own timings (one host, one wall clock)."""
     columns: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
     for submitted, arrived, timings in samples.values():
         stamps = {**timings, "submit": submitted, "arrived": arrived}
         for name, a, b in STAGES:
             if a in stamps and b in stamps:
                 columns[name].append(stamps[b] - stamps[a])
-    return {name: round(percentile(sorted(v), 50) * 1e3, 3) for name, v in columns.items() if v}
+    return {name: round(percentile(sorted(v), q) * 1e3, 3) for name, v in columns.items() if v}
 
 
 def fresh_stats(target: MqttTarget, timeout_s: float = 3.0) -> CoordinatorStats | None:
@@ -550,7 +551,8 @@ def bench_system(args: argparse.Namespace, workdir: Path) -> tuple[list[PhaseRes
             tracker, lag = run_paced(target, "lat", rate, args.seconds, args.timeout)
             latency = summarize(
                 "latency", "system", tracker, offered_per_s=round(rate, 1),
-                generator_lag_p99_ms=lag, cpu_pct=cpu.stop(), stages_p50_ms=stage_medians(target.stage_samples),
+                generator_lag_p99_ms=lag, cpu_pct=cpu.stop(), stages_p50_ms=stage_percentiles(target.stage_samples, 50),
+                stages_p99_ms=stage_percentiles(target.stage_samples, 99),
             )
             stats = fresh_stats(target)
             info["coordinator_counters"] = stats.model_dump(include={"submitted", "done", "failed", "retried", "rejected", "duplicates"}) if stats else {}
@@ -820,6 +822,7 @@ def report(rows: dict[tuple[str, str], PhaseResult], verdict: dict[str, object],
          f"all processes on {info['nproc']} cores {bounds['all_processes_all_cores']:,} jobs/s"),
         "system latency by hop, median ms (result timings, one wall clock): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sys_l.stages_p50_ms.items()),
+        "system latency by hop, p99 ms: " + ", ".join(f"{k} {v:.3f}" for k, v in sys_l.stages_p99_ms.items()),
         (f"generator schedule lag p99: system {sys_l.generator_lag_p99_ms} ms, paho {paho_l.generator_lag_p99_ms} ms, "
          f"runner {raw_l.generator_lag_p99_ms} ms; "
          f"coordinator counters {info.get('coordinator_counters')}; declined by agents {info.get('declined_by_agents')}"),
