@@ -37,7 +37,8 @@ from .snapshots import SnapshotPublisher
 log = logging.getLogger(__name__)
 
 class DetectorPool:
-    """`workers` warmed-up detectors per model, lent out one job at a time."""
+    """`workers` warmed-up detectors per model, each lent to one job at a time (the same detector
+    `workers` times when its backend runs one model on several threads at once: ONNX)."""
 
     def __init__(self, detectors: dict[str, list[Detector]], runtimes: dict[str, ModelRuntime] | None = None) -> None:
         self._free: dict[str, queue.SimpleQueue[Detector]] = {}
@@ -94,9 +95,13 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
             log.error("model %s not loaded: no usable backend for %s models (%s)", spec.name, spec.model_format, reason)
             continue
         try:
-            instances = []
+            instances: list[Detector] = []
             for _ in range(workers):
-                detector = load_detector(spec, create_backend(config))
+                engine = create_backend(config)
+                if instances and engine.concurrent_runs:
+                    instances.append(instances[0])  # one session serves every worker: its weights and arena once
+                    continue
+                detector = load_detector(spec, engine)
                 detector.warm_up()
                 instances.append(detector)
         except (DetectionError, ModelStoreError) as error:

@@ -205,30 +205,68 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .agents.settings import AgentSettings
-    from .coordinator.settings import CoordinatorSettings
-    from .sensors.camera import CameraSettings
-    from .sensors.publisher import SensorSettings
-    from .telemetry.settings import SinkSettings
-    from .up import UpSettings
+def settings_model(command: str) -> type[BaseSettings]:
+    """The settings model of a service subcommand, imported only when asked for.
+
+    Each model lives beside its service, and some of those modules import what only that
+    service needs (OpenCV for the camera, numpy for the simulated sensors, every part for
+    `up`). Importing all of them to run one command made every service hold all of it:
+    about 50 MB of RSS each (bench/footprint.py)."""
+    if command == "up":
+        from .up import UpSettings
+
+        return UpSettings
+    if command == "agent":
+        from .agents.settings import AgentSettings
+
+        return AgentSettings
+    if command == "coordinator":
+        from .coordinator.settings import CoordinatorSettings
+
+        return CoordinatorSettings
+    if command == "camera":
+        from .sensors.camera import CameraSettings
+
+        return CameraSettings
+    if command == "sink":
+        from .telemetry.settings import SinkSettings
+
+        return SinkSettings
+    if command == "sensor":
+        from .sensors.publisher import SensorSettings
+
+        return SensorSettings
+    raise KeyError(command)
+
+
+SERVICE_COMMANDS = ("up", "agent", "coordinator", "camera", "sink", "sensor")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line. With `only` (the subcommand being run), the other service
+    subcommands are listed with their help but their settings models are not imported, so
+    their options are not added: argparse never reads them for another subcommand."""
+
+    def model_of(command: str) -> type[BaseSettings] | None:
+        return settings_model(command) if only is None or only == command else None
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
     parser.add_argument("--version", action="version", version=f"edgehive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, model: type[BaseSettings], help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, model: type[BaseSettings] | None, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_settings_options(p, model)
+        if model is not None:
+            add_settings_options(p, model)
         p.set_defaults(func=func, settings_model=model)
         return p
 
-    add("up", cmd_up, UpSettings, "Run the embedded broker, the coordinator and local agents, with a live status")
-    add("agent", cmd_agent, AgentSettings, "Run the device agent")
-    add("coordinator", cmd_coordinator, CoordinatorSettings, "Run the coordinator")
-    add("camera", cmd_camera, CameraSettings, "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
-    add("sink", cmd_sink, SinkSettings, "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
-    add("sensor", cmd_sensor, SensorSettings, "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
+    add("up", cmd_up, model_of("up"), "Run the embedded broker, the coordinator and local agents, with a live status")
+    add("agent", cmd_agent, model_of("agent"), "Run the device agent")
+    add("coordinator", cmd_coordinator, model_of("coordinator"), "Run the coordinator")
+    add("camera", cmd_camera, model_of("camera"), "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
+    add("sink", cmd_sink, model_of("sink"), "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
+    add("sensor", cmd_sensor, model_of("sensor"), "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
     p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone")
@@ -265,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         from .agents.modelstore import main as modelstore_main
 
         return modelstore_main(argv[1:])
-    parser = build_parser()
+    parser = build_parser(only=argv[0] if argv[:1] and argv[0] in SERVICE_COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 from pydantic import Field, field_validator, model_validator
@@ -30,7 +30,9 @@ from edgehive.signals import Stop, StopLike
 
 from .bme280 import Bme280Error, open_bme280
 from .ds18b20 import Ds18b20Error, Probe, find_probes
-from .simulated import Faults, ImuSpec, ImuTrajectory, LiveTruth, SensorSpec, SimulatedImu, SimulatedSensor
+
+if TYPE_CHECKING:
+    from .simulated import SimulatedImu
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ def _imu(imu: SimulatedImu) -> Callable[[float, float], dict[str, object] | None
 
 
 def simulated(sensor: str, quantity: str, settings: SensorSettings, **overrides: object) -> Channel:
+    # The simulation (and numpy, which draws its noise) is imported by the sensors that
+    # simulate, not by every publisher: a real thermometer's process stays small.
+    from .simulated import Faults, LiveTruth, SensorSpec, SimulatedSensor
+
     mean, amplitude, period = TRUTHS[quantity]
     live = LiveTruth(list(TRUTHS).index(quantity), mean=mean, amplitude=amplitude, period_s=period)
     created = time.time()  # drift and faults count seconds from here; the truth is absolute
@@ -153,6 +159,8 @@ def ds18b20_channels(settings: SensorSettings) -> list[Channel]:
 
 def demo_channels(settings: SensorSettings) -> list[Channel]:
     """`{sensor}-t1..t3`: good, fair and poor thermometers (t3 also spikes), and `{sensor}-imu`."""
+    from .simulated import Faults, ImuSpec, ImuTrajectory, SimulatedImu
+
     base = settings.sensor
     return [
         simulated(f"{base}-t1", "temperature", settings, noise_std=0.1, seed=1),
@@ -179,6 +187,8 @@ def make_channels(settings: SensorSettings) -> list[Channel]:
     if kind == "ds18b20":
         return ds18b20_channels(settings)
     if kind == IMU_QUANTITY:
+        from .simulated import ImuSpec, ImuTrajectory, SimulatedImu
+
         spec = ImuSpec(seed=settings.sensor_seed, dropout_probability=settings.sensor_dropout)
         return [Channel(settings.sensor, IMU_QUANTITY, _imu(SimulatedImu(spec, ImuTrajectory())))]
     return [simulated(settings.sensor, kind, settings)]

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlencode
 
-import urllib3
-
 from ..errors import EdgehiveError
 from .settings import SinkSettings
 
@@ -87,7 +85,11 @@ class InfluxV1Writer:
         if username:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
+        # Imported here: a sink that writes a file (the default) need not hold an HTTP client.
+        import urllib3
+
         self._pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False, timeout=urllib3.Timeout(total=timeout_s))
+        self._unreachable = (urllib3.exceptions.HTTPError, OSError)
         self._created = False
         self.description = f"InfluxDB 1.x {base} database {database!r}"
 
@@ -97,7 +99,7 @@ class InfluxV1Writer:
         data = gzip.compress(body, compresslevel=1) if self._compress else body
         try:
             response = self._pool.request("POST", self._write_url, body=data, headers=self._headers, preload_content=True)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+        except self._unreachable as error:
             raise WriteError(f"{self.description} unreachable: {error}", retryable=True) from None
         if 200 <= response.status < 300:
             return
@@ -112,7 +114,7 @@ class InfluxV1Writer:
         query = urlencode({"q": f'CREATE DATABASE "{self._database}"'})
         try:
             response = self._pool.request("POST", f"{self._query_url}?{query}", headers=headers)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+        except self._unreachable as error:
             log.debug("could not create database %s yet: %s", self._database, error)
             return False
         if response.status >= 300 or b'"error"' in response.data:
@@ -140,6 +142,7 @@ class InfluxV2Writer:
         self.description = f"InfluxDB v2 API {url.rstrip('/')} bucket {bucket!r}"
 
     def write(self, body: bytes) -> None:
+        import urllib3
         from influxdb_client.client.exceptions import InfluxDBError
         from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException

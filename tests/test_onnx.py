@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from vision_fixtures import manifest, models_dir  # noqa: F401 - fixtures
+from vision_fixtures import REFERENCE_FACE, box_iou, manifest, models_dir, photo  # noqa: F401 - fixtures
 
 from edgehive.agents.detection import DetectionError, load_detector, to_tensor
 from edgehive.agents.inference import (
@@ -226,3 +227,29 @@ def test_nchw_tensor_is_the_nhwc_one_transposed() -> None:
     assert nchw.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(nchw[0], nhwc[0].transpose(2, 0, 1))
     assert nchw[0, 0, 1, 2] == rgb[1, 2, 0]  # red channel, row 1, column 2: raw pixel values
+
+
+def test_one_onnx_session_serves_every_worker(models_dir: Path) -> None:
+    """Two workers: the TFLite model is loaded twice (a LiteRT interpreter runs one call at a
+    time), CenterFace once, lent to both at the same time; both find the astronaut's face."""
+    pool = load_pool(models_dir, ["face", "centerface"], "auto", 1, 2)
+    with pool.borrow("face") as first, pool.borrow("face") as second:
+        assert first is not second
+    image = photo("astronaut")
+    boxes: list[list[float]] = []
+    lent: list[object] = []
+    both_in = threading.Barrier(2)
+
+    def detect() -> None:
+        with pool.borrow("centerface") as detector:
+            lent.append(detector)
+            both_in.wait(timeout=30)  # neither gives it back before the other holds it too
+            boxes.append(list(detector.detect(image)[0].box))
+
+    threads = [threading.Thread(target=detect) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(boxes) == 2 and lent[0] is lent[1]
+    assert all(box_iou(box, REFERENCE_FACE) >= 0.6 for box in boxes), boxes

@@ -99,6 +99,10 @@ class InferenceBackend(ABC):
     type_key: ClassVar[str]
     config_class: ClassVar[type[BackendConfigBase]]
     formats: ClassVar[frozenset[str]]  # the model file formats it runs
+    # True when one loaded model may run on several threads at once (onnxruntime's Run is
+    # thread-safe): the agent then loads it once for all its workers instead of once each.
+    # A LiteRT interpreter is not: each worker needs its own.
+    concurrent_runs: ClassVar[bool] = False
 
     def __init__(self, config: BackendConfigBase) -> None:
         if not isinstance(config, self.config_class):

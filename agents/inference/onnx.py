@@ -117,6 +117,7 @@ class OnnxBackend(InferenceBackend):
     type_key = BACKEND_KEY
     config_class = OnnxConfig
     formats = frozenset({"onnx"})
+    concurrent_runs = True  # InferenceSession.run may be called from several threads at once
     config: OnnxConfig
 
     def __init__(self, config: OnnxConfig | None = None) -> None:
