@@ -82,19 +82,19 @@ class CameraPolicy:
 
 def detect_params(config: CameraConfig, camera: str, captured: float | None) -> dict[str, Any]:
     """The `detections` job's params for one frame: filters travel only when set."""
-    params: dict[str, Any] = {"model": config.model, "camera": camera, "captured": captured}
-    if config.labels is not None:
-        params["labels"] = list(config.labels)
-    if config.min_score:
-        params["min_score"] = dict(config.min_score)
-    return params
+    assert config.model is not None  # the policy's base always names the default model
+    return _params(config.model, camera, captured, config.labels, config.min_score)
 
 
 def stage_params(stage: StageConfig, camera: str, captured: float | None) -> dict[str, Any]:
     """A pipeline stage's `detections` params: its own model and filters; each crop adds its `tile`."""
-    params: dict[str, Any] = {"model": stage.model, "camera": camera, "captured": captured}
-    if stage.labels is not None:
-        params["labels"] = list(stage.labels)
-    if stage.min_score:
-        params["min_score"] = dict(stage.min_score)
+    return _params(stage.model, camera, captured, stage.labels, stage.min_score)
+
+
+def _params(model: str, camera: str, captured: float | None, labels: list[str] | None, min_score: dict[str, float]) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model, "camera": camera, "captured": captured}
+    if labels is not None:
+        params["labels"] = list(labels)
+    if min_score:
+        params["min_score"] = dict(min_score)
     return params

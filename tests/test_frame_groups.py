@@ -20,6 +20,7 @@ from edgehive.schemas.vision import CameraConfig, DetectionOutput, StageConfig
 
 WIDE = cv2.imencode(".jpg", np.zeros((1080, 1920, 3), np.uint8))[1].tobytes()  # a real JPEG header: 1920x1080
 TILED = CameraConfig(model="objects", tiles="2x1")  # the whole frame and two tiles: three parts
+FACES_OF_PEOPLE = CameraConfig(model="objects", tiles="off", stages=[StageConfig(model="face-far", on=["person"])])
 
 
 def detection(label: str, box: list[float], score: float = 0.8) -> dict[str, Any]:
@@ -158,12 +159,18 @@ def test_auto_tiles_a_1080p_frame_by_the_model_input_its_nodes_report() -> None:
     assert all(t[2] - t[0] <= 2 * 2 * 300 and t[3] - t[1] <= 2 * 2 * 300 for t in tiles[1:])
 
 
-def test_a_pipeline_runs_its_second_model_on_crops_of_what_the_first_found() -> None:
+def pipeline(jetson_slots: int) -> Rig:
+    """A Pi that runs `objects`, a Jetson that runs `face-far`, and one frame of a camera whose
+    pipeline runs face-far on each person objects finds."""
     rig = Rig()
     fleet(rig, "pi-1", models=("objects",), slots=1)
-    fleet(rig, "jetson", models=("face-far",), slots=4)
-    config = CameraConfig(model="objects", tiles="off", stages=[StageConfig(model="face-far", on=["person"])])
-    rig.frame("drive", "objects", WIDE, config)
+    fleet(rig, "jetson", models=("face-far",), slots=jetson_slots)
+    rig.frame("drive", "objects", WIDE, FACES_OF_PEOPLE)
+    return rig
+
+
+def test_a_pipeline_runs_its_second_model_on_crops_of_what_the_first_found() -> None:
+    rig = pipeline(jetson_slots=4)
     (first,) = rig.sent("pi-1")
     assert first["params"]["model"] == "objects" and rig.sent("jetson") == []
     people = [detection("person", [100.0, 200.0, 300.0, 800.0]), detection("person", [1000.0, 100.0, 1200.0, 700.0], 0.7)]
@@ -191,8 +198,7 @@ def test_a_pipeline_runs_its_second_model_on_crops_of_what_the_first_found() -> 
 def test_a_pipeline_whose_first_stage_finds_nothing_to_crop_ends_at_once() -> None:
     rig = Rig()
     fleet(rig, "pi-1", models=("objects", "face-far"), slots=1)
-    config = CameraConfig(model="objects", tiles="off", stages=[StageConfig(model="face-far", on=["person"])])
-    rig.frame("drive", "objects", WIDE, config)
+    rig.frame("drive", "objects", WIDE, FACES_OF_PEOPLE)
     (first,) = rig.sent_ids("pi-1")
     rig.result("pi-1", first, kind="detections", source="drive", output=output("objects", detection("cat", [0.0, 0.0, 50.0, 50.0])))
     (result,) = frame_results(rig)
@@ -203,11 +209,7 @@ def test_a_pipeline_whose_first_stage_finds_nothing_to_crop_ends_at_once() -> No
 
 @pytest.mark.parametrize("how", ["dies", "lease lapses"])
 def test_a_stage_whose_node_is_lost_counts_its_frame_lost(how: str) -> None:
-    rig = Rig()
-    fleet(rig, "pi-1", models=("objects",), slots=1)
-    fleet(rig, "jetson", models=("face-far",), slots=1)
-    config = CameraConfig(model="objects", tiles="off", stages=[StageConfig(model="face-far", on=["person"])])
-    rig.frame("drive", "objects", WIDE, config)
+    rig = pipeline(jetson_slots=1)
     (first,) = rig.sent_ids("pi-1")
     rig.result("pi-1", first, kind="detections", source="drive", output=output("objects", detection("person", [10.0, 10.0, 300.0, 900.0])))
     assert len(rig.sent_ids("jetson")) == 1  # the crop, on the node that will be lost
@@ -222,8 +224,7 @@ def test_a_stage_whose_node_is_lost_counts_its_frame_lost(how: str) -> None:
 def test_a_stage_no_live_node_can_run_loses_its_frame_after_a_lease() -> None:
     rig = Rig()
     fleet(rig, "pi-1", models=("objects",), slots=1)
-    config = CameraConfig(model="objects", tiles="off", stages=[StageConfig(model="face-far", on=["person"])])
-    rig.frame("drive", "objects", WIDE, config)
+    rig.frame("drive", "objects", WIDE, FACES_OF_PEOPLE)
     (first,) = rig.sent_ids("pi-1")
     rig.result("pi-1", first, kind="detections", source="drive", output=output("objects", detection("person", [10.0, 10.0, 300.0, 900.0])))
     rig.tick()
@@ -233,7 +234,7 @@ def test_a_stage_no_live_node_can_run_loses_its_frame_after_a_lease() -> None:
     rig.tick()
     assert frame_results(rig) == [] and rig.stats()["frames_lost"] == {"drive": 1}
     assert any("stage 1 wants model 'face-far'" in e and "counted lost" in e for e in rig.errors()), rig.errors()
-    rig.frame("drive", "objects", WIDE, config)  # the camera is not held up by it
+    rig.frame("drive", "objects", WIDE, FACES_OF_PEOPLE)  # the camera is not held up by it
     assert len(rig.sent_ids("pi-1")) == 2
 
 
