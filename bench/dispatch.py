@@ -580,14 +580,7 @@ def bench_paho_floor(args: argparse.Namespace, system: System, rate: float) -> t
         target.wait_ready(10, system.processes.check_alive)
         measured = {"mosquitto": system.processes.children["mosquitto"].pid, "replier": replier.pid, "requester": os.getpid()}
         cpu = CpuMeter(measured, idle=list(system.pids().values()))
-        run_closed(target, "warm", args.warmup, args.window, args.timeout)
-        cpu.start()
-        tracker = run_closed(target, "thru", args.jobs, args.window, args.timeout)
-        throughput = summarize("throughput", "paho", tracker, cpu_pct=cpu.stop())
-        cpu.start()
-        tracker, lag = run_paced(target, "lat", rate, args.seconds, args.timeout)
-        latency = summarize("latency", "paho", tracker, offered_per_s=round(rate, 1), generator_lag_p99_ms=lag, cpu_pct=cpu.stop())
-        return [throughput, latency], target.client_tcp_nodelay()
+        return floor_phases(target, "paho", cpu, args, rate), target.client_tcp_nodelay()
     finally:
         target.stop()
 
@@ -663,19 +656,25 @@ class RawTarget:
             runner.shutdown()
 
 
+def floor_phases(target: Target, path: str, cpu: CpuMeter, args: argparse.Namespace, rate: float) -> list[PhaseResult]:
+    """A floor's two phases: closed-loop throughput after a warm-up, then the latency phase paced
+    at the system's absolute rate."""
+    run_closed(target, "warm", args.warmup, args.window, args.timeout)
+    cpu.start()
+    tracker = run_closed(target, "thru", args.jobs, args.window, args.timeout)
+    throughput = summarize("throughput", path, tracker, cpu_pct=cpu.stop())
+    cpu.start()
+    tracker, lag = run_paced(target, "lat", rate, args.seconds, args.timeout)
+    latency = summarize("latency", path, tracker, offered_per_s=round(rate, 1), generator_lag_p99_ms=lag, cpu_pct=cpu.stop())
+    return [throughput, latency]
+
+
 def bench_raw(args: argparse.Namespace, rate: float) -> list[PhaseResult]:
     """The floor: both phases, the latency phase at the system's absolute rate."""
     target = RawTarget(args.workers, args.slots)
     cpu = CpuMeter({"generator+runners": os.getpid()})
     try:
-        run_closed(target, "warm", args.warmup, args.window, args.timeout)
-        cpu.start()
-        tracker = run_closed(target, "thru", args.jobs, args.window, args.timeout)
-        throughput = summarize("throughput", "raw", tracker, cpu_pct=cpu.stop())
-        cpu.start()
-        tracker, lag = run_paced(target, "lat", rate, args.seconds, args.timeout)
-        latency = summarize("latency", "raw", tracker, offered_per_s=round(rate, 1), generator_lag_p99_ms=lag, cpu_pct=cpu.stop())
-        return [throughput, latency]
+        return floor_phases(target, "raw", cpu, args, rate)
     finally:
         target.shutdown()
 
