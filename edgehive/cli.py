@@ -79,6 +79,13 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hub(args: argparse.Namespace) -> int:
+    from .coordinator.hub import HubRouter, HubSettings
+
+    HubRouter(_settings(HubSettings, args)).run_forever()
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import EmbeddedBroker
     from .broker.accounts import AccountError, listens_beyond_loopback
@@ -236,10 +243,14 @@ def settings_model(command: str) -> type[BaseSettings]:
         from .sensors.publisher import SensorSettings
 
         return SensorSettings
+    if command == "hub":
+        from .coordinator.hub import HubSettings
+
+        return HubSettings
     raise KeyError(command)
 
 
-SERVICE_COMMANDS = ("up", "agent", "coordinator", "camera", "sink", "sensor")
+SERVICE_COMMANDS = ("up", "agent", "coordinator", "camera", "sink", "sensor", "hub")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -267,6 +278,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("camera", cmd_camera, model_of("camera"), "Publish a camera's frames (device, video file, image folder, RTSP/HTTP, demo, synthetic) as JPEG")
     add("sink", cmd_sink, model_of("sink"), "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
     add("sensor", cmd_sensor, model_of("sensor"), "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
+    add("hub", cmd_hub, model_of("hub"), "Route jobs submitted at a hub broker to the sites bridged to it, and relay their states and results")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
     p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone")

@@ -15,6 +15,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -44,7 +45,7 @@ from edgehive.broker.mosquitto import render_config
 pytestmark = pytest.mark.integration
 
 BRIDGE_SCRIPT = REPO_ROOT / "broker" / "bridge.sh"
-HUB_USERS = "barn:pw-barn:site farm:pw-farm:site ops:pw-ops:client"
+HUB_USERS = "barn:pw-barn:site farm:pw-farm:site shop:pw-shop:site ops:pw-ops:client router:pw-router:coordinator"
 
 
 class Link:
@@ -271,3 +272,109 @@ def test_a_site_account_at_the_hub_speaks_only_for_its_own_site(sites: Sites) ->
         assert not any("/sites/farm/" in t for t, _, _ in sites.at_hub.messages[mark:])
     finally:
         impostor.stop()
+
+
+# -- a hub that answers like one coordinator (edgehive hub) --------------------------------------
+
+
+class TwoSites:
+    """A hub with its router, and two sites: the barn's agent runs milking jobs, the shop's the till."""
+
+    def __init__(self, prefix: str, hub: AuthMosquitto, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.prefix, self.hub = prefix, hub
+        self.links: dict[str, Link] = {}
+        self.brokers: dict[str, SiteBroker] = {}
+        self._fleets: list[Iterator[Fleet]] = []
+        self.at_hub = Recorder(hub.url_for("ops"), prefix)
+        for site, tag in (("barn", "milking"), ("shop", "till")):
+            link = self.links[site] = Link(hub.port)
+            broker = self.brokers[site] = SiteBroker(bridge_env(prefix, link, site, f"pw-{site}"))
+            broker.start()
+            (tmp_path / site).mkdir()
+            fleets = run_fleet(broker, prefix, tmp_path / site, lambda: call_failed(request))
+            fleet = next(fleets)
+            self._fleets.append(fleets)
+            fleet.coordinator()
+            fleet.agent(f"{site}-pi", EDGEHIVE_TAGS=tag)
+            if site == "barn":
+                self.router_fleet = fleet
+        self.router_fleet._spawn("router", ["hub"], self.router_fleet.env(EDGEHIVE_MQTT_URL=hub.url_for("router"), EDGEHIVE_LOG_LEVEL="INFO"))
+        for site in self.links:
+            wait_until(lambda site=site: any(s.get("state") == "online" for s in self.at_hub.json(f"sites/{site}/nodes/+/status")),
+                       60, f"{site}'s node online at the hub")
+        wait_until(lambda: self.at_hub.json("hub/status") == [{"raw": "online"}], 30, "the hub router online")
+        for site in self.links:  # the way down works: the bridge's subscription at the hub is in place
+            self._probe(site)
+
+    def _probe(self, site: str) -> None:
+        probe = orjson.dumps({"v": 1, "kind": "noop", "id": f"probe-{site}"})
+
+        def answered() -> bool:
+            self.at_hub.publish(f"sites/{site}/jobs/submit", probe)  # a resubmission is answered with its state
+            return wait_until(lambda: bool(self.at_hub.json(f"sites/{site}/jobs/probe-{site}/state")), 1.0, "probe") is not None
+
+        wait_until(lambda: _quietly(answered), 30, f"a job to {site} through its bridge")
+
+    def submit(self, job_id: str, tags: list[str]) -> None:
+        self.at_hub.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "sleep", "id": job_id, "params": {"seconds": 0.01},
+                                                         "requires": {"tags": tags}}))
+
+    def close(self) -> None:
+        self.at_hub.bus.stop()
+        for fleets in self._fleets:
+            next(fleets, None)
+        for site in self.links:
+            self.links[site].cut()
+            self.brokers[site].close()
+
+
+def _quietly(check: Any) -> bool:
+    try:
+        return bool(check())
+    except AssertionError:
+        return False
+
+
+@pytest.fixture
+def two_sites(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TwoSites]:
+    prefix = f"test-{uuid.uuid4().hex[:8]}/v1"
+    hub = AuthMosquitto(HUB_USERS, prefix)
+    hub.start()
+    world = None
+    try:
+        world = TwoSites(prefix, hub, tmp_path, request)
+        yield world
+    finally:
+        if world is not None:
+            world.close()
+        hub.close()
+
+
+def test_the_hub_routes_each_job_to_a_site_that_can_run_it_and_answers_like_one_coordinator(two_sites: TwoSites) -> None:
+    two_sites.submit("milk-1", ["milking"])
+    two_sites.submit("till-1", ["till"])
+    for job, node in (("milk-1", "barn-pi"), ("till-1", "shop-pi")):
+        done = two_sites.at_hub.wait_state(job, "DONE", 30)  # on the hub's own jobs/{id}/state
+        assert done["node"] == node
+        result = two_sites.at_hub.wait_result(job, 10)  # and on the hub's own results/sleep/{id}
+        assert result["ok"] and result["node"] == node
+    assert not two_sites.at_hub.json("sites/shop/jobs/milk-1/state")  # each went to one site only
+    assert not two_sites.at_hub.json("sites/barn/jobs/till-1/state")
+
+
+def test_a_job_no_site_can_run_fails_at_the_hub_with_the_reason(two_sites: TwoSites) -> None:
+    two_sites.submit("weld-1", ["welding"])
+    failed = two_sites.at_hub.wait_state("weld-1", "FAILED", 30)
+    assert "no site has a live node that can run it" in failed["reason"] and "barn" in failed["reason"]
+    assert any("weld-1" in e["reason"] for e in two_sites.at_hub.json("errors"))
+
+
+def test_edgehive_submit_against_the_hub_waits_for_the_site_s_result(two_sites: TwoSites) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edgehive.cli", "submit", "sleep", "--params", '{"seconds": 0.01}', "--requires", '{"tags": ["till"]}',
+         "--timeout", "30"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")},
+             "EDGEHIVE_MQTT_URL": two_sites.hub.url_for("ops"), "EDGEHIVE_PREFIX": two_sites.prefix},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "shop-pi" in out.stdout
