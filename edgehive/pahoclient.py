@@ -213,6 +213,69 @@ class FastClient(PlainClient):
             rc = paho.Client.loop_read(self, max_packets)
         return self._after_burst(rc)
 
+    def _packet_read(self) -> MQTTErrorCode:
+        """A whole MQTT 3.1.1 PUBLISH of QoS 0 or 1 already in our read buffer is taken and handed
+        on in one pass. paho reads each packet in three to five calls that update a dict each, and
+        decodes it in a second pass that formats a log line whether or not anyone logs: most of
+        the coordinator's time per heartbeat at 5,000 nodes (bench/fleetsim.py). Anything else (a
+        packet split across reads, other packet types, QoS 2, MQTT 5, per-topic callbacks) goes
+        paho's way."""
+        if self._in_packet["command"] or self._protocol != paho.MQTTv311 or self._on_message_filtered._root._children:
+            return super()._packet_read()
+        if self._rpos >= len(self._rbuf):  # at a packet boundary with nothing buffered: read, then look
+            try:
+                data = paho.Client._sock_recv(self, 65536)
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                return super()._packet_read()  # paho meets the same error and reports it its way
+            if not data:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            self._rbuf, self._rpos = data, 0
+        buf, pos = self._rbuf, self._rpos
+        end = len(buf)
+        command = buf[pos]
+        if command & 0xF0 != _PUBLISH or command & 0x06 > 0x02:
+            return super()._packet_read()
+        length, shift, i = 0, 0, pos + 1
+        while True:
+            if i >= end or shift > 21:
+                return super()._packet_read()
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not byte & 0x80:
+                break
+        stop = i + length
+        if stop > end or length < 2:
+            return super()._packet_read()
+        topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+        qos = (command & 0x06) >> 1
+        if topic_end + 2 * qos > stop:
+            return super()._packet_read()
+        self._rpos = stop
+        mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+        message = paho.MQTTMessage(mid=mid, topic=buf[i + 2:topic_end])
+        message.qos, message.retain, message.dup = qos, bool(command & 0x01), bool(command & 0x08)
+        message.payload = buf[topic_end + 2 * qos:stop]
+        now = paho.time_func()
+        message.timestamp = now
+        with self._msgtime_mutex:
+            self._last_bytes_received = now
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        if qos and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def unread_bytes(self) -> int:
         """The socket's unread bytes and what is left in our read buffer."""
         return super().unread_bytes() + max(0, len(self._rbuf) - self._rpos)
@@ -300,11 +363,15 @@ _METHODS: dict[str, tuple[str, ...]] = {
     "_handle_pubackcomp": ("self", "cmd"),
     "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),
     "_packet_write": ("self",),
+    "_packet_read": ("self",),
+    "_send_puback": ("self", "mid"),
+    "_easy_log": ("self", "level", "fmt", "args"),
 }
 # The private state it reads or changes (a new client's attributes).
 _ATTRIBUTES = (
     "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex", "_inflight_messages",
     "_max_inflight_messages", "_protocol", "_thread", "_sockpairW", "_msgtime_mutex", "_last_msg_out", "_sock",
+    "_last_bytes_received", "_in_callback_mutex", "_manual_ack", "_userdata", "suppress_exceptions", "_on_message_filtered",
 )
 # The fields of paho's record of a queued packet that `_packet_write` reads and writes.
 _PACKET_KEYS = frozenset({"command", "mid", "qos", "pos", "to_process", "packet", "info"})
@@ -326,7 +393,7 @@ def missing_fast_features(client_class: type[paho.Client] = paho.Client, module:
             have = ()
         if have != params:
             missing.append(f"Client.{name}{params}")
-    for name in ("time_func", "sockpair_data", "MQTTv311"):
+    for name in ("time_func", "sockpair_data", "MQTTv311", "MQTTMessage", "MQTT_LOG_ERR"):
         if not hasattr(module, name):
             missing.append(name)
     info = getattr(module, "MQTTMessageInfo", None)
@@ -344,6 +411,8 @@ def missing_fast_features(client_class: type[paho.Client] = paho.Client, module:
         if not missing:
             if not isinstance(probe._out_packet, collections.deque) or "packet" not in probe._in_packet:
                 missing.append("packet queues")
+            elif not isinstance(getattr(getattr(probe._on_message_filtered, "_root", None), "_children", None), dict):
+                missing.append("topic callback matcher")
             else:  # queue one packet the way paho does, and read the record it made
                 client_class._packet_queue(probe, _PUBLISH, b"\x30\x00", 0, 0, None)
                 if not probe._out_packet or not set(probe._out_packet[-1]) >= _PACKET_KEYS:

@@ -77,3 +77,50 @@ def test_the_plain_client_passes_the_bus_tests_and_a_flow() -> None:
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+
+
+def _publish_packet(topic: str, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic.encode() + (mid.to_bytes(2, "big") if qos else b"") + payload
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([0x30 | (qos << 1) | int(retain)]) + bytes(encoded) + body
+
+
+def test_the_fast_read_hands_on_whole_publishes_and_leaves_the_rest_to_paho() -> None:
+    """Packets as the broker sends them, several per read, one split across reads, one larger
+    than a read, and a PINGRESP between them: every message arrives once, whole, in order, with
+    its QoS and retain flag, and each QoS 1 message is acknowledged."""
+    import socket
+
+    client: Any = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="fast-read-test", protocol=paho.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    got: list[tuple[str, bytes, int, bool]] = []
+    client.on_message = lambda _c, _u, m: got.append((m.topic, m.payload, m.qos, m.retain))
+    big = bytes(range(256)) * 400  # 100 KiB: more than one read
+    sent = [("a/heartbeat", b'{"seq":1}', 0, 0, False), ("a/results", b'{"ok":true}', 1, 7, False),
+            ("a/status", b"online", 1, 8, True), ("a/frames", big, 0, 0, False), ("a/heartbeat", b'{"seq":2}', 0, 0, False)]
+    stream = b"".join(_publish_packet(t, p, q, m, r) for t, p, q, m, r in sent[:3]) + b"\xd0\x00"  # + PINGRESP
+    stream += b"".join(_publish_packet(t, p, q, m, r) for t, p, q, m, r in sent[3:])
+    try:
+        half = len(stream) // 3
+        for chunk in (stream[:half], stream[half:]):  # a packet split across two reads
+            broker.sendall(chunk)
+            for _ in range(200):
+                if client._packet_read() != MQTTErrorCode.MQTT_ERR_SUCCESS and client._rpos >= len(client._rbuf):
+                    break
+        assert got == [(t, p, q, r) for t, p, q, _, r in sent]
+        broker.settimeout(5)
+        acks = b"".join(bytes(packet["packet"]) for packet in client._out_packet)  # queued, or already written:
+        while len(acks) < 8:
+            acks += broker.recv(64)
+        assert acks == b"\x40\x02\x00\x07\x40\x02\x00\x08"  # a PUBACK for each QoS 1 message, in order
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
