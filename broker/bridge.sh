@@ -5,7 +5,9 @@
 # when its link to the hub is down. The bridge carries up to the hub, under
 # {prefix}/sites/{site}/, what people at the hub watch (results, job states, the coordinator's
 # status and stats, node status and capabilities, errors), and carries down from the hub the
-# jobs submitted there for this site ({prefix}/sites/{site}/jobs/submit → {prefix}/jobs/submit).
+# jobs submitted there for this site ({prefix}/sites/{site}/jobs/submit → {prefix}/jobs/submit);
+# a job this site hands up goes on hub/submit, and its states and result come back down from
+# {prefix}/sites/{site}/handed/.
 # The session is persistent on both sides (cleansession false): what is published while the
 # link is down waits, QoS 1, and crosses once it is back. {prefix}/sites/{site}/bridge at the
 # hub says `1` while the link is up and `0` once it dropped (retained).
@@ -75,8 +77,14 @@ fi
 if [ -n "${EDGEHIVE_HUB_CAFILE:-}" ]; then
     printf 'bridge_cafile %s\n' "$EDGEHIVE_HUB_CAFILE"
 fi
-# Up to the hub: what people there watch. Down from the hub: jobs for this site.
+# Up to the hub: what people there watch, and jobs handed up (the coordinator's hand_up). Down
+# from the hub: jobs for this site.
 for topic in "results/# out 1" "jobs/+/state out 1" "coordinator/# out 1" "nodes/+/status out 1" \
-             "nodes/+/capabilities out 1" "errors out 0" "jobs/submit in 1"; do
+             "nodes/+/capabilities out 1" "errors out 0" "hub/submit out 1" "jobs/submit in 1"; do
     printf 'topic %s %s %s\n' "$topic" "$local_prefix" "$remote_prefix"
+done
+# Down: the states and results of the jobs this site handed up, as the router at the hub relays
+# them, onto this site's own topics (where their submitter waits).
+for topic in "jobs/+/state in 1" "results/# in 1"; do
+    printf 'topic %s %s %shanded/\n' "$topic" "$local_prefix" "$remote_prefix"
 done

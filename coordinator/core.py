@@ -88,7 +88,8 @@ class CoordinatorCore:
         self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, Lease] = {}
         self.fusion = fusion
-        self.counters: dict[str, Any] = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0}
+        self.counters: dict[str, Any] = {"submitted": 0, "done": 0, "failed": 0, "retried": 0, "rejected": 0, "duplicates": 0,
+                                         "handed_up": 0}
         self.connected = False
         self._cameras = cameras or settings.camera_policy
         self._requirements = ModelRequirements()
@@ -241,9 +242,25 @@ class CoordinatorCore:
 
     def _fail_unrunnable(self, lease: Lease, reason: str) -> None:
         """A job no node could ever run (an unknown kind, a tag nobody has) is a refused input as
-        much as a failed job: FAILED on its state topic and reported on `errors` too."""
+        much as a failed job: FAILED on its state topic and reported on `errors` too. At a site
+        with `hand_up`, it goes up to the hub instead (not a fusion window: those are the site's)."""
+        if self.settings.hand_up and not lease.policy.carries_prior and lease.request is not None:
+            self._hand_up(lease, reason)
+            return
         self._error(self.topics.submit, f"job {lease.id} ({lease.kind}) refused: {reason}")
         self._finish(lease, S.FAILED, reason)
+
+    def _hand_up(self, lease: Lease, reason: str) -> None:
+        """To the hub, which places it on another site; this site's part ends here. Its later
+        states and its result come back down the bridge onto this site's own topics."""
+        assert lease.request is not None
+        self._publish(self.topics.hub_submit, encode(lease.request), qos=1)
+        self._publish_state(lease, S.REQUESTED, f"handed up to the hub: {reason}")
+        self.book.close(lease)
+        self.orphans.pop(lease.id, None)
+        self.finished.add(lease, f"handed up to the hub: {reason}")
+        self.counters["handed_up"] += 1
+        self._out.journal.append(JournalEnded(lease.id))
 
     def _unrunnable(self, kind: str, request: JobRequest | None) -> str | None:
         """Why no known node could ever run it; judged only once the registry is rebuilt. The

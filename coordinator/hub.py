@@ -46,6 +46,7 @@ class HubRouter:
         self.topics = Topics(settings.prefix)
         self.book = SiteBook()
         self.routed: OrderedDict[str, str] = OrderedDict()  # job id → the site it was sent to
+        self.handed: OrderedDict[str, str] = OrderedDict()  # job id → the site that handed it up (routed elsewhere)
         self.bus = MqttBus(
             settings.broker, self.topics, f"edgehive-hub-{settings.prefix.replace('/', '-')}", source="hub",
             will=Outgoing(f"{settings.prefix}/hub/status", b"offline", qos=1, retain=True),
@@ -104,12 +105,22 @@ class HubRouter:
         site, job_id, payload = value
         if self.routed.get(job_id) == site:
             self.bus.publish(self.topics.job_state(job_id), payload, qos=1)
+            origin = self.handed.get(job_id)
+            if origin is not None:
+                self.bus.publish(f"{self._handed(origin)}/jobs/{job_id}/state", payload, qos=1)
 
     def _on_result(self, topic: str, value: tuple[str, Result, bytes]) -> None:
         """`sites/{site}/results/{kind}/{source}`: relayed as the hub's `results/{kind}/{source}`."""
         site, result, payload = value
         if self.routed.get(result.job_id) == site:
             self.bus.publish(self.topics.result(result.kind, result.source), payload, qos=1)
+            origin = self.handed.get(result.job_id)  # kept (bounded): its final state may come after the result
+            if origin is not None:
+                self.bus.publish(f"{self._handed(origin)}/results/{result.kind}/{result.source}", payload, qos=1)
+
+    def _handed(self, origin: str) -> str:
+        """Where the states and result of a job `origin` handed up go: its bridge carries them down."""
+        return f"{self.settings.prefix}/sites/{origin}/handed"
 
     # -- jobs submitted at the hub ------------------------------------------------------------
 
@@ -118,14 +129,30 @@ class HubRouter:
         request = decode(JobRequest, payload)
         return request if request.id is not None else request.model_copy(update={"id": uuid.uuid4().hex[:20]})
 
-    def _on_submit(self, topic: str, request: JobRequest) -> None:
+    def _parse_handed_up(self, topic: str, payload: bytes) -> tuple[str, JobRequest]:
+        return self._site_of(topic, 3), self._parse_submission(topic, payload)
+
+    def _on_handed_up(self, topic: str, value: tuple[str, JobRequest]) -> None:
+        """`sites/{site}/hub/submit`: a job no node of that site can run, for another site."""
+        origin, request = value
+        assert request.id is not None
+        self.handed[request.id] = origin
+        if len(self.handed) > ROUTED_KEPT:
+            self.handed.popitem(last=False)
+        self._on_submit(topic, request, exclude=origin)
+
+    def _on_submit(self, topic: str, request: JobRequest, exclude: str | None = None) -> None:
         job_id = request.id
         assert job_id is not None
-        site, why = self.book.choose(request.kind, request.requires)
+        site, why = self.book.choose(request.kind, request.requires, exclude)
         if site is None:
             reason = f"no site for it: {why}"
             self.bus.report_error(topic, f"job {job_id} ({request.kind}) refused: {reason}")
-            self.bus.publish(self.topics.job_state(job_id), job_state_json(job_id, JobStateName.FAILED, time.time(), request.kind, 0, None, reason), qos=1)
+            state = job_state_json(job_id, JobStateName.FAILED, time.time(), request.kind, 0, None, reason)
+            self.bus.publish(self.topics.job_state(job_id), state, qos=1)
+            origin = self.handed.pop(job_id, None)
+            if origin is not None:
+                self.bus.publish(f"{self._handed(origin)}/jobs/{job_id}/state", state, qos=1)
             return
         self.routed[job_id] = site
         if len(self.routed) > ROUTED_KEPT:
@@ -144,6 +171,7 @@ class HubRouter:
         self.bus.subscribe(f"{sites}/coordinator/stats", self._on_stats, self._parse_stats, qos=0, max_bytes=4 * limit)
         self.bus.subscribe(f"{sites}/jobs/+/state", self._on_state, self._parse_state, max_bytes=limit)
         self.bus.subscribe(f"{sites}/results/+/+", self._on_result, self._parse_result, max_bytes=16 * limit)
+        self.bus.subscribe(f"{sites}/hub/submit", self._on_handed_up, self._parse_handed_up, max_bytes=limit)
         self.bus.subscribe(self.topics.submit, self._on_submit, self._parse_submission, max_bytes=limit, refuse_retained=(
             "retained submissions are refused (a retained job would run again at every restart); publish without -r"))
         self.bus.on_connect(self._announce)

@@ -20,7 +20,9 @@ class CoordinatorSettings(CommonSettings):
     state_dir: str = Field(".edgehive", description="Folder for the job journal that survives a coordinator restart ('' to disable)")
     default_model: str = Field("objects", description="Model run on frames of cameras that name none (objects: people, vehicles, animals and more)")
     camera_models: str = Field("", description="Per-camera models, e.g. 'door=face,yard=person' (shorthand; EDGEHIVE_CAMERAS says more)")
-    cameras: str = Field("", description="Per-camera detection: JSON {camera: {model, labels, min_score}} ('*' for every camera) or a path to a JSON file")
+    cameras: str = Field("", description="Per-camera detection: JSON {camera: {model, labels, min_score, tiles, stages}} ('*' for every camera) or a path to a JSON file")
+    hand_up: bool = Field(False, description="At a site bridged to a hub: a job no node here can run goes up to the hub (hub/submit) "
+                          "instead of FAILING, and its states and result come back down (README: Sites bridged to a hub)")
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame accepted; larger ones are refused on the errors topic")
     fusion_groups: str = Field("", description="Sensor groups to fuse: JSON {group: {quantity, sensors, window_s | window_count, method, config}} or a path to a JSON file")
     fusion_queue_max: int = Field(1000, ge=1, description="Closed fusion windows waiting across all groups; beyond it a window is refused on errors and counted")

@@ -64,9 +64,10 @@ class SiteBook:
     def on_stats(self, site_id: str, stats: CoordinatorStats) -> None:
         self.site(site_id).stats = stats
 
-    def choose(self, kind: str, requires: Requirements | None) -> tuple[str | None, str]:
-        """(the site for the job, why) — or (None, why no site can run it now)."""
-        able = [s for s in self.sites.values() if s.runners(kind, requires)]
+    def choose(self, kind: str, requires: Requirements | None, exclude: str | None = None) -> tuple[str | None, str]:
+        """(the site for the job, why) — or (None, why no site can run it now). `exclude`: the
+        site that handed the job up, which cannot run it."""
+        able = [s for s in self.sites.values() if s.id != exclude and s.runners(kind, requires)]
         if not able:
             known = ", ".join(sorted(self.sites)) or "none"
             return None, f"no site has a live node that can run it (sites known: {known})"

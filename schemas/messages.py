@@ -270,6 +270,7 @@ class CoordinatorStats(Message):
     retried: Count
     rejected: Count
     duplicates: Count
+    handed_up: Count = Field(0, description="Jobs no node here could run, handed up to the hub (hand_up)")
     jobs_per_s: float
     frames_in: dict[str, Count] = Field(default_factory=dict, description="Frames received per camera")
     frames_done: dict[str, Count] = Field(default_factory=dict, description="Frames whose result came back, per camera")

@@ -49,6 +49,7 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "job_state": ("jobs", "{job}", "state"),
     "coordinator_status": ("coordinator", "status"),
     "coordinator_stats": ("coordinator", "stats"),
+    "hub_submit": ("hub", "submit"),
     "errors": ("errors",),
 }
 
@@ -120,6 +121,11 @@ class Topics:
     @property
     def coordinator_stats(self) -> str:
         return self._join("coordinator", "stats")
+
+    @property
+    def hub_submit(self) -> str:
+        """Where a site's coordinator hands up a job none of its nodes can run (its bridge carries it to the hub)."""
+        return self._join("hub", "submit")
 
     @property
     def errors(self) -> str:

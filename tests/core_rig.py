@@ -45,13 +45,14 @@ class Rig:
     heartbeat_s: float = 1.0
     max_attempts: int = 3
     queue_max: int = 10_000
+    hand_up: bool = False
     fusion_groups: dict[str, GroupConfig] = field(default_factory=dict)
     now: Now = Now(1_000_000.0, 100.0)  # well past dead_after since the start: no grace for the registry
     log: Actions = field(default_factory=Actions)  # everything the core asked for so far
 
     def __post_init__(self) -> None:
         self.settings = CoordinatorSettings(state_dir="", heartbeat_s=self.heartbeat_s, max_attempts=self.max_attempts,
-                                            queue_max=self.queue_max, ha_discovery_prefix="", prefix=PREFIX)
+                                            queue_max=self.queue_max, ha_discovery_prefix="", prefix=PREFIX, hand_up=self.hand_up)
         self.topics = Topics(PREFIX)
         self.core = CoordinatorCore(self.settings, FusionWindows(self.fusion_groups, 10, 100, 0.25, None), started=0.0, run_id="run")
         self.seq = 0

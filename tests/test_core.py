@@ -320,3 +320,20 @@ def rig_heartbeat(rig: Rig, node: str) -> HeartbeatIn:
     beat = Heartbeat(node=node, boot_id="b1", seq=rig.seq, ts=rig.now.wall, cpu_pct=1, mem_pct=1, in_flight=0, queued=0,
                      jobs_done=0, jobs_failed=0, held=[], running=[])
     return HeartbeatIn(rig.topics.heartbeat(node), beat)
+
+
+def test_a_site_that_hands_up_sends_a_job_it_cannot_run_to_the_hub_instead_of_failing_it() -> None:
+    rig = Rig(hand_up=True)
+    rig.node("pi-1")
+    rig.submit("j1", requires={"tags": ["till"]})  # nobody here has the till
+    handed = [m for m in rig.log.publish if m.topic == rig.topics.hub_submit]
+    assert len(handed) == 1 and orjson.loads(handed[0].payload)["id"] == "j1"
+    assert rig.state_names("j1") == ["REQUESTED", "REQUESTED"] and "handed up to the hub" in rig.states("j1")[-1]["reason"]
+    assert rig.journal() == [("accepted", "j1"), ("ended", "j1")] and rig.stats()["handed_up"] == 1
+    assert rig.errors() == [] and rig.holder("j1") is None
+    rig.submit("j2")  # one it can run stays here
+    assert rig.sent_ids("pi-1") == ["j2"]
+    plain = Rig()
+    plain.node("pi-1")
+    plain.submit("j1", requires={"tags": ["till"]})  # without hand_up: FAILED with the reason, as before
+    assert plain.state_names("j1")[-1] == "FAILED" and not [m for m in plain.log.publish if m.topic == plain.topics.hub_submit]

@@ -286,6 +286,7 @@ class TwoSites:
         self.brokers: dict[str, SiteBroker] = {}
         self._fleets: list[Iterator[Fleet]] = []
         self.at_hub = Recorder(hub.url_for("ops"), prefix)
+        self.at_barn: Recorder | None = None
         for site, tag in (("barn", "milking"), ("shop", "till")):
             link = self.links[site] = Link(hub.port)
             broker = self.brokers[site] = SiteBroker(bridge_env(prefix, link, site, f"pw-{site}"))
@@ -294,10 +295,11 @@ class TwoSites:
             fleets = run_fleet(broker, prefix, tmp_path / site, lambda: call_failed(request))
             fleet = next(fleets)
             self._fleets.append(fleets)
-            fleet.coordinator()
+            fleet.coordinator(**({"EDGEHIVE_HAND_UP": "true"} if site == "barn" else {}))  # the barn hands up what it cannot run
             fleet.agent(f"{site}-pi", EDGEHIVE_TAGS=tag)
             if site == "barn":
                 self.router_fleet = fleet
+                self.at_barn = Recorder(broker.url, prefix)
         self.router_fleet._spawn("router", ["hub"], self.router_fleet.env(EDGEHIVE_MQTT_URL=hub.url_for("router"), EDGEHIVE_LOG_LEVEL="INFO"))
         for site in self.links:
             wait_until(lambda site=site: any(s.get("state") == "online" for s in self.at_hub.json(f"sites/{site}/nodes/+/status")),
@@ -321,6 +323,8 @@ class TwoSites:
 
     def close(self) -> None:
         self.at_hub.bus.stop()
+        if self.at_barn is not None:
+            self.at_barn.bus.stop()
         for fleets in self._fleets:
             next(fleets, None)
         for site in self.links:
@@ -378,3 +382,19 @@ def test_edgehive_submit_against_the_hub_waits_for_the_site_s_result(two_sites: 
         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "shop-pi" in out.stdout
+
+
+def test_a_site_hands_up_a_job_none_of_its_nodes_can_run_and_gets_its_result_back(two_sites: TwoSites) -> None:
+    barn = two_sites.at_barn
+    assert barn is not None
+    barn.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "sleep", "id": "till-at-barn", "params": {"seconds": 0.01},
+                                              "requires": {"tags": ["till"]}}))
+    handed = barn.wait_state("till-at-barn", "REQUESTED", 30)
+    wait_until(lambda: any("handed up to the hub" in (s.get("reason") or "") for s in barn.states("till-at-barn")), 10, "handed up")
+    done = barn.wait_state("till-at-barn", "DONE", 30)  # at the barn, on its own topic: the shop ran it
+    assert done["node"] == "shop-pi" and handed["job_id"] == "till-at-barn"
+    assert barn.wait_result("till-at-barn", 10)["node"] == "shop-pi"
+    assert two_sites.at_hub.wait_state("till-at-barn", "DONE", 10)["node"] == "shop-pi"
+    barn.publish("jobs/submit", orjson.dumps({"v": 1, "kind": "sleep", "id": "weld-at-barn", "requires": {"tags": ["welding"]}}))
+    failed = barn.wait_state("weld-at-barn", "FAILED", 30)  # no site can: FAILED at the barn, with the hub's reason
+    assert "no site for it" in failed["reason"]
