@@ -12,7 +12,7 @@ For each fleet size, on a fresh Mosquitto (the project's config) and a fresh
 `edgehive coordinator` (`EDGEHIVE_HEARTBEAT_S=1`, so a node is dead after 3 s of silence):
 
 1. births: every node online in `coordinator/stats`; the coordinator's RSS before and after
-   (memory per known node);
+   (memory per known node); how long `edgehive status` takes to list them all;
 2. steady: heartbeats alone for `--steady-s` seconds; the coordinator's CPU as % of one core;
 3. burst: `--jobs` noop jobs published at once on `jobs/submit` (QoS 1); time until every
    result is on `results/noop/+`, jobs/s, the coordinator's CPU, and whether any live node was
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import subprocess
 import sys
 import tempfile
@@ -226,6 +227,17 @@ def coordinator_on_broker(workdir: Path) -> Iterator[tuple[int, str, psutil.Proc
         processes.stop_all()
 
 
+def status_seconds(port: int, prefix: str, n: int) -> float | None:
+    """How long `edgehive status` takes to list the fleet (it reads retained births and waits
+    for a round of heartbeats and stats, from MQTT alone); None when it failed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_MQTT_URL=f"mqtt://127.0.0.1:{port}", EDGEHIVE_PREFIX=prefix)
+    started = time.monotonic()
+    done = subprocess.run([edgehive_command(None), "status"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    listed = sum(1 for line in done.stdout.splitlines() if line.startswith("sim-"))
+    return round(time.monotonic() - started, 2) if done.returncode == 0 and listed >= n else None
+
+
 def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"nodes": n}
     with tempfile.TemporaryDirectory(prefix="edgehive-fleetsim-") as tmp, coordinator_on_broker(Path(tmp)) as (port, prefix, coord, processes):
@@ -238,6 +250,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         sim.start()
         wait_until(lambda: watcher.stats.get("nodes_online", 0) >= n, 120, f"{n} nodes online", processes.check_alive)
         row["births_s"] = round(time.monotonic() - started, 2)
+        row["status_s"] = status_seconds(port, prefix, n)
         time.sleep(2.0)
         row["rss_per_node_kb"] = round((coord.memory_info().rss - rss_before) / n / 1024, 2)
         # steady heartbeats
@@ -286,7 +299,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             row["wrongly_declared_dead"] = len({node for _, node in watcher.declared_dead[dead_before:]} - gone)
         sim.stop()
         watcher.close()
-    print(f"  {n:>6} nodes: births {row['births_s']} s, {row['rss_per_node_kb']} KB/node, steady CPU {row['steady_cpu_pct']} %, "
+    print(f"  {n:>6} nodes: births {row['births_s']} s, `edgehive status` {row['status_s']} s, {row['rss_per_node_kb']} KB/node, steady CPU {row['steady_cpu_pct']} %, "
           f"burst of {args.jobs}: {row['burst_s']} s ({row['burst_jobs_per_s']} jobs/s, CPU {row['burst_cpu_pct']} %, "
           f"longest stats gap {row['burst_stats_gap_s']} s, live nodes declared dead {row['live_nodes_declared_dead']}, "
           f"failed {row['failed']}, retried {row['retried']}, duplicates {row['duplicates']})"
