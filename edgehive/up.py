@@ -130,7 +130,8 @@ def run_up(settings: UpSettings) -> int:
     print(f"edgehive is up: broker {url.redacted()} ({'embedded amqtt' if broker else 'external'}), "
           f"{settings.agents} agent(s), prefix {settings.prefix}")
     print(f"  watch:  mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/#' "
-          f"-T '{settings.prefix}/frames/+' -T '{settings.prefix}/snapshots/+' -T '{settings.prefix}/nodes/+/snapshots/+' -v")
+          f"-T '{settings.prefix}/frames/+' -T '{settings.prefix}/snapshots/+' -T '{settings.prefix}/nodes/+/snapshots/+' "
+          f"-T '{settings.prefix}/nodes/+/jobs' -v")
     print(f"  submit: mosquitto_pub -h {url.host} -p {url.port} -t '{topics.submit}' "
           f"-m '{{\"v\":1,\"kind\":\"{SLEEP_KIND}\",\"params\":{{\"seconds\":0.05}}}}'")
     if settings.demo_camera:
