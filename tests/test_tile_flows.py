@@ -28,8 +28,8 @@ def results(recorder: Recorder, camera: str) -> list[dict[str, Any]]:
     return recorder.json(f"results/detections/{camera}")
 
 
-def start(fleet: Fleet, recorder: Recorder, models_dir: Path, agents: dict[str, str]) -> None:
-    fleet.coordinator(EDGEHIVE_CAMERAS=orjson.dumps(CAMERAS).decode())
+def start(fleet: Fleet, recorder: Recorder, models_dir: Path, agents: dict[str, str], **coordinator_env: str) -> None:
+    fleet.coordinator(EDGEHIVE_CAMERAS=orjson.dumps(CAMERAS).decode(), **coordinator_env)
     for node, models in agents.items():
         fleet.agent(node, EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS=models, EDGEHIVE_WORKERS="1", EDGEHIVE_SLOTS="1")
     wait_nodes_online(recorder, len(agents), timeout_s=60)
@@ -43,8 +43,8 @@ def test_a_distant_person_in_a_1080p_frame_is_found_by_tiles_spread_over_two_age
     start(fleet, recorder, models_dir, {"pi-1": "objects", "pi-2": "objects"})
     frame = jpeg(canvas_with_astronauts((1500, 700)))
     recorder.publish("frames/flat", frame, qos=1)  # the same frame untiled: the person is too small
-    recorder.publish("frames/drive", frame, qos=1)
     [flat] = wait_until(lambda: results(recorder, "flat"), 60, "the untiled frame's result")
+    recorder.publish("frames/drive", frame, qos=1)  # both agents free: the first two parts go one to each
     [tiled] = wait_until(lambda: results(recorder, "drive"), 60, "the tiled frame's one result")
     assert flat["ok"] and [d for d in flat["output"]["detections"] if d["label"] == "person"] == []
     assert "parts" not in flat["output"]
@@ -85,10 +85,12 @@ def test_a_pipeline_finds_the_face_of_the_person_the_first_model_found(fleet: Fl
 def test_a_tile_whose_node_stops_answering_loses_its_frame_once_and_the_next_frame_is_whole(
     fleet: Fleet, recorder: Recorder, models_dir: Path
 ) -> None:
-    start(fleet, recorder, models_dir, {"pi-1": "objects", "pi-2": "objects"})
+    # A node is dead after 3 s of silence here (not the suite's 0.6 s), so that the frozen node is
+    # surely still counted alive when the frame arrives, however slow the machine is just then.
+    start(fleet, recorder, models_dir, {"pi-1": "objects", "pi-2": "objects"}, EDGEHIVE_DEAD_AFTER_S="3")
+    frame = jpeg(canvas_with_astronauts((1500, 700)))
     fleet.procs["pi-2"].send_signal(signal.SIGSTOP)  # frozen: still "alive" until its heartbeats are missed
     try:
-        frame = jpeg(canvas_with_astronauts((1500, 700)))
         recorder.publish("frames/drive", frame, qos=1)  # one of its parts goes to the frozen node
         stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats"))
                                          if s.get("frames_lost", {}).get("drive") == 1), None), 60, "the frame counted lost")
