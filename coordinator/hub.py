@@ -144,7 +144,10 @@ class HubRouter:
     def _on_submit(self, topic: str, request: JobRequest, exclude: str | None = None) -> None:
         job_id = request.id
         assert job_id is not None
-        site, why = self.book.choose(request.kind, request.requires, exclude)
+        site: str | None = self.routed.get(job_id)  # a resubmission (a submitter that lost its ack) goes to the same
+        why = "submitted again"  # site, which answers with the job's state: never run twice
+        if site is None:
+            site, why = self.book.choose(request.kind, request.requires, exclude)
         if site is None:
             reason = f"no site for it: {why}"
             self.bus.report_error(topic, f"job {job_id} ({request.kind}) refused: {reason}")

@@ -364,6 +364,11 @@ def test_the_hub_routes_each_job_to_a_site_that_can_run_it_and_answers_like_one_
         assert result["ok"] and result["node"] == node
     assert not two_sites.at_hub.json("sites/shop/jobs/milk-1/state")  # each went to one site only
     assert not two_sites.at_hub.json("sites/barn/jobs/till-1/state")
+    mark = two_sites.at_hub.mark()
+    two_sites.submit("milk-1", ["milking"])  # submitted again (a lost ack): answered by the same site, not run twice
+    again = wait_until(lambda: two_sites.at_hub.json("jobs/milk-1/state", after=mark), 30, "the resubmission answered")
+    assert again[-1]["state"] == "DONE" and again[-1]["node"] == "barn-pi"
+    assert [s["state"] for s in two_sites.at_hub.json("sites/barn/jobs/milk-1/state")].count("RUNNING") == 1
 
 
 def test_a_job_no_site_can_run_fails_at_the_hub_with_the_reason(two_sites: TwoSites) -> None:
