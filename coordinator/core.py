@@ -598,9 +598,7 @@ class CoordinatorCore:
             return  # its frame was lost already: let go
         group, stage_index, part = found
         group.last_progress = self._now.mono
-        timings = result.timings
-        group.record(stage_index, part, result.node, result.output, timings.started, timings.inferred or timings.finished,
-                     None if result.ok else result.error)
+        group.record(stage_index, part, result.node, result.output, result.timings, None if result.ok else result.error)
         stage = group.stages[stage_index]
         if not stage.complete or stage_index != len(group.stages) - 1:
             return
@@ -623,7 +621,8 @@ class CoordinatorCore:
             job_id=group.id, kind=DETECT_KIND, node=group.first_node, source=frame.camera, attempt=1, ok=ok,
             output=group.output(now) if ok else None, error=group.failed,
             timings=Timings(captured=frame.captured, queued=frame.arrived, dispatched=group.stages[0].sent_at,
-                            started=group.started, inferred=group.finished, published=now),
+                            received=group.received, started=group.started, inferred=group.inferred, finished=group.finished,
+                            published=now),
         )
         self._publish(self.topics.result(DETECT_KIND, frame.camera), encode(result), qos=1)
         self.groups.end(group)

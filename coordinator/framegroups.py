@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgehive.schemas import Timings
 from edgehive.schemas.vision import DetectionOutput, PartRun, StageConfig
 
 from .frames import Frame
@@ -70,8 +71,10 @@ class FrameGroup:
     stages: list[Stage]
     later: list[StageConfig]  # the pipeline's stages still to come
     first_node: str = ""  # the node of the first part: the result's `node`
-    started: float | None = None  # earliest part started (wall, from the nodes' timings)
-    finished: float | None = None
+    received: float | None = None  # earliest part received by its node (wall, from the nodes' timings)
+    started: float | None = None  # earliest part started
+    inferred: float | None = None  # latest part's inference done
+    finished: float | None = None  # latest part finished
     last_progress: float = 0.0  # monotonic: a part placed or a result in
     failed: str | None = None
     ended: bool = False  # lost or published: results still coming are let go
@@ -93,15 +96,15 @@ class FrameGroup:
         params = stage.params if rect is None else {**stage.params, "tile": list(rect)}
         return f"{self.id}.{len(self.stages) - 1}.{index}", params
 
-    def record(self, stage_index: int, part: int, node: str, output: Any, started: float | None,
-               finished: float | None, error: str | None) -> None:
-        """A part's result, checked: a failed part or an output that is not a detection fails the frame."""
+    def record(self, stage_index: int, part: int, node: str, output: Any, timings: Timings, error: str | None) -> None:
+        """A part's result, checked: a failed part or an output that is not a detection fails the frame.
+        The frame's timings span its parts: the first received and started, the last inferred and finished."""
         stage = self.stages[stage_index]
         stage.done += 1
-        if started is not None:
-            self.started = started if self.started is None else min(self.started, started)
-        if finished is not None:
-            self.finished = finished if self.finished is None else max(self.finished, finished)
+        self.received = _earliest(self.received, timings.received)
+        self.started = _earliest(self.started, timings.started)
+        self.inferred = _latest(self.inferred, timings.inferred)
+        self.finished = _latest(self.finished, timings.finished)
         where = f"part {part} of stage {stage_index} ({stage.model}) on node {node}"
         if error is not None:
             self.failed = self.failed or f"{where}: {error}"
@@ -162,6 +165,14 @@ class FrameGroup:
         if width == 0:  # size unknown to us (never tiled): the node's own reading of the frame
             out["width"], out["height"] = first.outputs[0].width, first.outputs[0].height
         return out
+
+
+def _earliest(kept: float | None, new: float | None) -> float | None:
+    return new if kept is None else kept if new is None else min(kept, new)
+
+
+def _latest(kept: float | None, new: float | None) -> float | None:
+    return new if kept is None else kept if new is None else max(kept, new)
 
 
 def crop_rect(box: list[float], size: tuple[int, int]) -> Rect | None:

@@ -55,6 +55,8 @@ def test_a_distant_person_in_a_1080p_frame_is_found_by_tiles_spread_over_two_age
     assert out.parts is not None and len(out.parts) > 2 and [p.rect for p in out.parts].count(None) == 1  # the whole frame, and tiles
     assert {p.node for p in out.parts} == {"pi-1", "pi-2"}  # one frame, worked on by both agents
     assert (out.width, out.height) == (1920, 1080)
+    t = tiled["timings"]  # the frame's timings span its parts, in the same order as an untiled frame's
+    assert t["queued"] <= t["dispatched"] <= t["received"] <= t["started"] <= t["inferred"] <= t["finished"] <= t["published"], t
     stats = wait_until(lambda: next((s for s in reversed(recorder.json("coordinator/stats"))
                                      if s.get("frames_done", {}).get("drive") == 1), None), 10, "the frame counted done")
     assert stats["frames_in"]["drive"] == 1 and not stats.get("frames_lost", {}).get("drive")
