@@ -83,11 +83,15 @@ class Rig:
                   StatusIn(self.topics.status(name), name, NodeStatus(state="online", boot_id=boot)))
         self.beat(name, boot=boot)
 
-    def beat(self, node: str, held: list[str] | None = None, running: list[str] | None = None, boot: str = "b1") -> Actions:
+    def heartbeat(self, node: str, held: list[str] | None = None, running: list[str] | None = None, boot: str = "b1") -> HeartbeatIn:
+        """The event of `node`'s next heartbeat, not yet handed to the core."""
         self.seq += 1
         heartbeat = Heartbeat(node=node, boot_id=boot, seq=self.seq, ts=self.now.wall, cpu_pct=1, mem_pct=1, in_flight=0, queued=0,
                               jobs_done=0, jobs_failed=0, held=held or [], running=running)
-        return self.step(HeartbeatIn(self.topics.heartbeat(node), heartbeat))
+        return HeartbeatIn(self.topics.heartbeat(node), heartbeat)
+
+    def beat(self, node: str, held: list[str] | None = None, running: list[str] | None = None, boot: str = "b1") -> Actions:
+        return self.step(self.heartbeat(node, held, running, boot))
 
     def offline(self, node: str, reason: str | None = None, boot: str = "b1") -> Actions:
         return self.step(StatusIn(self.topics.status(node), node, NodeStatus(state="offline", boot_id=boot, reason=reason)))

@@ -10,9 +10,9 @@ import orjson
 from core_rig import Rig
 
 from edgehive.coordinator.core import HEARTBEAT_TIMEOUT
-from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, HeartbeatIn, Submitted, Tick
+from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, Submitted, Tick
 from edgehive.coordinator.fusion import GroupConfig
-from edgehive.schemas import Heartbeat, JobRequest
+from edgehive.schemas import JobRequest
 
 
 def test_a_job_is_accepted_placed_run_and_done_with_its_result_relayed_once() -> None:
@@ -302,7 +302,7 @@ def test_a_coordinator_behind_its_input_declares_no_node_dead_and_lapses_no_leas
     rig.advance(rig.settings.dead_after + rig.settings.lease)  # the coordinator was busy: nothing read meanwhile
     rig.core.step([Tick()], rig.now, behind=True)
     assert rig.core.registry.nodes["pi-1"].alive
-    rig.core.step([rig_heartbeat(rig, "pi-1")], rig.now, behind=True)  # sent before the node got j1
+    rig.core.step([rig.heartbeat("pi-1", running=[])], rig.now, behind=True)  # sent before the node got j1
     assert rig.core.registry.nodes["pi-1"].alive and rig.holder("j1") == "pi-1"
     assert all("never confirmed" not in (s.get("reason") or "") for s in rig.states("j1"))
     rig.tick()  # caught up: the heartbeat it read counts as hearing from the node
@@ -315,11 +315,6 @@ def test_a_coordinator_behind_its_input_declares_no_node_dead_and_lapses_no_leas
     assert not rig.core.registry.nodes["pi-1"].alive  # silent while we listen: dead
 
 
-def rig_heartbeat(rig: Rig, node: str) -> HeartbeatIn:
-    rig.seq += 1
-    beat = Heartbeat(node=node, boot_id="b1", seq=rig.seq, ts=rig.now.wall, cpu_pct=1, mem_pct=1, in_flight=0, queued=0,
-                     jobs_done=0, jobs_failed=0, held=[], running=[])
-    return HeartbeatIn(rig.topics.heartbeat(node), beat)
 
 
 def test_a_site_that_hands_up_sends_a_job_it_cannot_run_to_the_hub_instead_of_failing_it() -> None:
