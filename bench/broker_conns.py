@@ -149,6 +149,29 @@ def measure(n: int, seconds: float) -> dict[str, Any]:
     return row
 
 
+SYSTEMD_DEFAULT_NOFILE = 1024  # the soft open-file limit a systemd service gets unless its unit sets LimitNOFILE
+
+
+def kept_open_file_limit() -> int | None:
+    """The soft open-file limit Mosquitto runs with when started under systemd's default (as
+    Debian's unit starts it): does it raise its own limit? Read from /proc/PID/limits."""
+    import subprocess
+
+    from dispatch import MOSQUITTO, free_port
+
+    command = f"ulimit -Sn {SYSTEMD_DEFAULT_NOFILE} && exec {MOSQUITTO} -p {free_port()}"
+    proc = subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        for line in Path(f"/proc/{proc.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+        return None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="1000,5000", help="connection counts, comma-separated")
@@ -156,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.nodes.split(",")]
+    kept = kept_open_file_limit()
+    print(f"Mosquitto started with systemd's default soft limit of {SYSTEMD_DEFAULT_NOFILE} open files keeps {kept}: "
+          f"about that many devices (LimitNOFILE raises it)", flush=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(sizes) * 2 + 256  # both ends of every connection are on this machine
     if soft < want:

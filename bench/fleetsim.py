@@ -317,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of heartbeats alone")
     parser.add_argument("--burst-timeout-s", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy the coordinator during the steady phase, into this folder")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the coordinator during the steady phase, into this folder (needs `pip install py-spy` in the venv)")
     args = parser.parse_args(argv)
+    if args.profile is not None and not Path(sys.executable).with_name("py-spy").exists():
+        parser.error("--profile needs py-spy beside this interpreter: .venv/bin/pip install py-spy")
     print(f"fleet simulator on {machine()}; heartbeats every 1 s per node, {args.connections} connections", flush=True)
     rows = [run_size(2, args)] + [run_size(int(n), args) for n in args.nodes.split(",")]
     reference = rows[0]["burst_jobs_per_s"] or float("nan")
