@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -212,45 +213,31 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+# Each service command's settings model: (module under edgehive, class name).
+SETTINGS_MODELS: dict[str, tuple[str, str]] = {
+    "up": (".up", "UpSettings"),
+    "agent": (".agents.settings", "AgentSettings"),
+    "coordinator": (".coordinator.settings", "CoordinatorSettings"),
+    "camera": (".sensors.camera", "CameraSettings"),
+    "sink": (".telemetry.settings", "SinkSettings"),
+    "sensor": (".sensors.publisher", "SensorSettings"),
+    "hub": (".coordinator.hub", "HubSettings"),
+}
+
+
 def settings_model(command: str) -> type[BaseSettings]:
     """The settings model of a service subcommand, imported only when asked for.
 
     Each model lives beside its service, and some of those modules import what only that
     service needs (OpenCV for the camera, numpy for the simulated sensors, every part for
     `up`). Importing all of them to run one command made every service hold all of it:
-    about 50 MB of RSS each (bench/footprint.py)."""
-    if command == "up":
-        from .up import UpSettings
-
-        return UpSettings
-    if command == "agent":
-        from .agents.settings import AgentSettings
-
-        return AgentSettings
-    if command == "coordinator":
-        from .coordinator.settings import CoordinatorSettings
-
-        return CoordinatorSettings
-    if command == "camera":
-        from .sensors.camera import CameraSettings
-
-        return CameraSettings
-    if command == "sink":
-        from .telemetry.settings import SinkSettings
-
-        return SinkSettings
-    if command == "sensor":
-        from .sensors.publisher import SensorSettings
-
-        return SensorSettings
-    if command == "hub":
-        from .coordinator.hub import HubSettings
-
-        return HubSettings
-    raise KeyError(command)
+    about 30 MB of RSS each (bench/footprint.py)."""
+    module, name = SETTINGS_MODELS[command]
+    model: type[BaseSettings] = getattr(importlib.import_module(module, __package__), name)
+    return model
 
 
-SERVICE_COMMANDS = ("up", "agent", "coordinator", "camera", "sink", "sensor", "hub")
+SERVICE_COMMANDS = tuple(SETTINGS_MODELS)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
