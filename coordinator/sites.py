@@ -67,11 +67,11 @@ class SiteBook:
     def choose(self, kind: str, requires: Requirements | None, exclude: str | None = None) -> tuple[str | None, str]:
         """(the site for the job, why) — or (None, why no site can run it now). `exclude`: the
         site that handed the job up, which cannot run it."""
-        able = [s for s in self.sites.values() if s.id != exclude and s.runners(kind, requires)]
+        able = [(s, n) for s in self.sites.values() if s.id != exclude and (n := len(s.runners(kind, requires)))]
         if not able:
             known = ", ".join(sorted(self.sites)) or "none"
             return None, f"no site has a live node that can run it (sites known: {known})"
-        reachable = [s for s in able if s.link_up] or able  # all cut off: it waits at the hub for the first link back
-        best = min(reachable, key=lambda s: (s.load(), -len(s.runners(kind, requires)), s.id))
+        reachable = [(s, n) for s, n in able if s.link_up] or able  # all cut off: it waits at the hub for the first link back
+        best, runners = min(reachable, key=lambda sn: (sn[0].load(), -sn[1], sn[0].id))
         cut = "" if best.link_up else "; its link is down, the job waits at the hub until it is back"
-        return best.id, f"{len(best.runners(kind, requires))} live node(s) there can run it{cut}"
+        return best.id, f"{runners} live node(s) there can run it{cut}"
