@@ -16,24 +16,22 @@ submitted at the hub, not frames or readings), so it handles each as it comes.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections import OrderedDict
 
 from edgehive.bus import MqttBus, Outgoing, Rejected
 from edgehive.schemas import Capabilities, CoordinatorStats, JobRequest, JobState, JobStateName, Result, Topics, decode, encode, parse_status
-from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.messages import job_state_json
 from edgehive.settings import CommonSettings
 from edgehive.signals import Stop
 
+from .ingest import IDENT
 from .sites import SiteBook
 
 log = logging.getLogger(__name__)
 
 ROUTED_KEPT = 100_000  # jobs whose site is remembered, to relay their states and result
-_IDENT = re.compile(IDENT_PATTERN)
 
 
 class HubSettings(CommonSettings):
@@ -60,7 +58,7 @@ class HubRouter:
     def _site_of(topic: str, depth: int) -> str:
         """The `{site}` level of `{prefix}/sites/{site}/...`, `depth` levels from the end."""
         site = topic.split("/")[-depth]
-        if not _IDENT.fullmatch(site):
+        if not IDENT.fullmatch(site):
             raise Rejected(f"invalid site id {site[:80]!r} in the topic")
         return site
 
