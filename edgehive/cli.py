@@ -148,7 +148,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(CommonSettings, args)
     bus = _client(settings, "status")
-    view = FleetView(bus, heartbeat_s=settings.heartbeat_s)
+    # A heartbeat is never retained: one that arrives while we listen comes from a live node,
+    # whatever the fleet's heartbeat period (which this tool need not be told).
+    view = FleetView(bus, heartbeat_s=max(args.wait, 0.1))
     from .bus import BusError
 
     try:
@@ -158,7 +160,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     time.sleep(args.wait)  # retained messages arrive at once; heartbeats within one period
     bus.stop()
-    print(view.render())
+    if args.json:
+        from .fleetjson import fleet_json
+
+        sys.stdout.buffer.write(orjson.dumps(fleet_json(view), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(view.render())
     return 0
 
 
@@ -213,6 +220,56 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+# The settings a short-lived client (status, submit) reads: where the broker is and how to log.
+# The rest of CommonSettings (heartbeat period, node id, payload limit) belongs to services.
+CLIENT_FIELDS = ("mqtt_url", "prefix", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "mqtt_client", "log_level", "log_format")
+BROKER_FIELDS = ("mqtt_url", "prefix", "broker_users", "log_level", "log_format")
+
+# Each command's examples, shown at the end of its --help.
+EXAMPLES: dict[str, str] = {
+    "up": """examples:
+  edgehive up                              broker, coordinator, one agent, demo camera, sensors and sink
+  edgehive up --agents 3 --no-sink         three local agents, no telemetry sink
+  edgehive up --demo-camera '' --no-demo-sensors   the fleet alone, nothing feeding it
+  EDGEHIVE_INFLUX_URL=http://localhost:8086 edgehive up   telemetry to InfluxDB""",
+    "agent": """examples:
+  edgehive agent --mqtt-url mqtt://broker.local --node-id pi-1
+  EDGEHIVE_MODELS=objects,face edgehive agent    load two of the fetched models""",
+    "coordinator": """examples:
+  edgehive coordinator --mqtt-url mqtt://broker.local""",
+    "camera": """examples:
+  edgehive camera --source rtsp://cam.local/stream --camera yard
+  edgehive camera --source /dev/video0 --camera door --fps 5
+  edgehive camera --source demo --camera demo              the bundled photos""",
+    "sink": """examples:
+  edgehive sink                                    line protocol into a file (no InfluxDB set)
+  EDGEHIVE_INFLUX_URL=http://localhost:8086 EDGEHIVE_INFLUX_TOKEN=... edgehive sink""",
+    "sensor": """examples:
+  edgehive sensor --sensor t1 --sensor-type temperature   a simulated thermometer
+  edgehive sensor --sensor demo --sensor-type demo         the demo thermometers and IMU""",
+    "hub": """examples:
+  edgehive hub --mqtt-url mqtt://hub.local""",
+    "broker": """examples:
+  edgehive broker --listen 127.0.0.1:1883
+  EDGEHIVE_BROKER_USERS='alice:secret:client pi-1:pw:agent' edgehive broker --listen 0.0.0.0:1883""",
+    "status": """examples:
+  edgehive status
+  edgehive status --wait 3 --mqtt-url mqtt://broker.local
+  edgehive status --json | jq '.nodes[] | select(.state != "online") | .node'""",
+    "submit": """examples:
+  edgehive submit sleep --params '{"seconds": 0.5}'
+  edgehive submit noop --params '{"echo": "hi"}' --priority 5 --deadline 10
+  edgehive submit sleep --requires '{"tags": ["camera"]}' --timeout 60
+
+exit status:
+  0  the job is DONE (its result is printed as JSON)
+  1  the job FAILED, or was refused (its last state is printed as JSON)
+  2  no result within --timeout, no connection to the broker, or an invalid job""",
+    "healthcheck": """examples:
+  edgehive healthcheck agent      in the agent's container: exit 0 when its heartbeat arrives
+  edgehive healthcheck mqtt       the broker takes this container's credentials""",
+}
+
 # Each service command's settings model: (module under edgehive, class name).
 SETTINGS_MODELS: dict[str, tuple[str, str]] = {
     "up": (".up", "UpSettings"),
@@ -252,10 +309,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgehive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, model: type[BaseSettings] | None, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, func: Command, model: type[BaseSettings] | None, help_text: str, fields: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if model is not None:
-            add_settings_options(p, model)
+            add_settings_options(p, model, fields)
         p.set_defaults(func=func, settings_model=model)
         return p
 
@@ -268,19 +326,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("hub", cmd_hub, model_of("hub"), "Route jobs submitted at a hub broker to the sites bridged to it, and relay their states and results")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
-    p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone")
+    p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone", BROKER_FIELDS)
     p.add_argument("--listen", default="", help="host:port to listen on (default: host and port of the MQTT URL)")
-    p = add("status", cmd_status, CommonSettings, "Print the fleet's nodes and job counts, from MQTT alone")
-    p.add_argument("--wait", type=float, default=1.5, help="Seconds to listen before printing (default 1.5)")
-    p = add("submit", cmd_submit, CommonSettings, "Submit a job and wait for its result")
-    p.add_argument("kind", help="Job kind, e.g. sleep")
-    p.add_argument("--params", default="{}", help="Job parameters as JSON, e.g. '{\"seconds\": 0.5}'")
-    p.add_argument("--requires", default="", help="Requirements as JSON, e.g. '{\"tags\": [\"camera\"]}'")
+    p = add("status", cmd_status, CommonSettings, "Print the fleet's nodes and job counts, from MQTT alone", CLIENT_FIELDS)
+    p.add_argument("--wait", type=float, default=1.5, help="Seconds to listen before printing; a node whose heartbeat arrives meanwhile is online (default: 1.5)")
+    p.add_argument("--json", action="store_true", help="Print one JSON object (nodes, jobs, frames, fusion; shape in the README) instead of the table")
+    p = add("submit", cmd_submit, CommonSettings, "Submit a job and wait for its result", CLIENT_FIELDS)
+    p.add_argument("kind", help="Job kind, e.g. sleep, noop, detections")
+    p.add_argument("--params", default="{}", help="Job parameters as JSON, e.g. '{\"seconds\": 0.5}' (default: {})")
+    p.add_argument("--requires", default="", help="Requirements as JSON, e.g. '{\"tags\": [\"camera\"]}' (default: any node that runs the kind)")
     p.add_argument("--id", default=None, help="Job id (default: assigned)")
     p.add_argument("--source", default=None, help="Last level of the result topic (default: the job id)")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--deadline", type=float, default=None, help="Seconds before the job is given up")
-    p.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the result (default 30)")
+    p.add_argument("--priority", type=int, default=0,
+                   help="-100 to 100; higher runs first: the coordinator places queued jobs by priority, then in arrival order (default: 0)")
+    p.add_argument("--deadline", type=float, default=None, help="Seconds before the job is given up (default: none)")
+    p.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the result (default: 30)")
     from .healthcheck import add_arguments as healthcheck_arguments
 
     healthcheck_arguments(add("healthcheck", cmd_healthcheck, CommonSettings, "Exit 0 when this container's service shows signs of work on MQTT (container healthchecks)"))

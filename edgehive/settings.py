@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -125,18 +126,34 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def add_settings_options(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
-    """One command-line option per settings field; the help names its environment variable."""
+def _shown_default(info: Any) -> str:
+    """A default as a user would type it: `true`, `2`, `computed`, or `none` for an empty string
+    (argparse's help would otherwise end in `default ]`)."""
+    if info.default_factory is not None:
+        return "computed"
+    value = info.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or value == "":
+        return "none"
+    return str(value)
+
+
+def add_settings_options(parser: argparse.ArgumentParser, model: type[BaseSettings], fields: Iterable[str] | None = None) -> None:
+    """One command-line option per settings field (only `fields`, when given: a tool lists just
+    what it reads); the help names its environment variable. A boolean is a flag pair
+    (`--sink` / `--no-sink`) rather than an option taking a value."""
     group = parser.add_argument_group("settings (each also an environment variable)")
+    wanted = None if fields is None else set(fields)
     for name, info in model.model_fields.items():
-        default = "computed" if info.default_factory is not None else info.default
-        group.add_argument(
-            option_name(name),
-            dest=f"setting_{name}",
-            default=None,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{info.description} [env {env_name(name)}, default {default}]",
-        )
+        if wanted is not None and name not in wanted:
+            continue
+        # argparse expands %-formats in help text; a literal % in a description must be doubled.
+        text = f"{info.description} (env {env_name(name)}, default: {_shown_default(info)})".replace("%", "%%")
+        if info.annotation is bool:
+            group.add_argument(option_name(name), dest=f"setting_{name}", default=None, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            group.add_argument(option_name(name), dest=f"setting_{name}", default=None, metavar=name.split("_")[-1].upper(), help=text)
 
 
 def load_settings(model: type[S], args: argparse.Namespace | None = None, **overrides: Any) -> S:

@@ -22,11 +22,64 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["up", "agent", "coordinator", "broker", "status", "submit", "camera"])
-def test_every_subcommand_has_help(command: str) -> None:
+@pytest.mark.parametrize("command", ["up", "agent", "coordinator", "broker", "status", "submit", "camera", "sink", "sensor", "hub", "healthcheck"])
+def test_every_subcommand_has_help_with_examples(command: str) -> None:
     out = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
+    assert out.stdout.startswith(f"usage: edgehive {command} ")
     assert "EDGEHIVE_MQTT_URL" in out.stdout and "EDGEHIVE_PREFIX" in out.stdout
+    examples = out.stdout.partition("\nexamples:\n")[2]
+    assert f"  edgehive {command}" in examples, "no examples at the end of the help"
+    # An empty default reads `default: none`, never argparse's `default ]` or `default )`.
+    assert not re.search(r"default:?\s+[\])]", out.stdout), out.stdout
+    # A boolean setting is a flag pair, not an option taking a value.
+    assert not re.search(r"--(sink|demo-sensors|embedded-broker) [A-Z]", out.stdout)
+
+
+def test_tools_list_only_the_settings_they_read() -> None:
+    status = subprocess.run([*CLI, "status", "--help"], capture_output=True, text=True, timeout=30).stdout
+    for unused in ("--heartbeat-s", "--node-id", "--max-payload-bytes", "EDGEHIVE_HEARTBEAT_S"):
+        assert unused not in status
+    assert "--mqtt-url" in status and "--json" in status
+    broker = subprocess.run([*CLI, "broker", "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert "--broker-users" in broker and "--heartbeat-s" not in broker and "--mqtt-ca-file" not in broker
+    agent = subprocess.run([*CLI, "agent", "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert "--heartbeat-s" in agent, "the agent does read the heartbeat period"
+
+
+def test_submit_help_describes_priority_and_exit_codes() -> None:
+    out = subprocess.run([*CLI, "submit", "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert re.search(r"--priority PRIORITY\s+-100 to 100; higher runs first", out), out
+    codes = out.partition("\nexit status:\n")[2]
+    assert [line.split()[0] for line in codes.strip().splitlines()] == ["0", "1", "2"]
+    assert "DONE" in codes and "FAILED" in codes and "--timeout" in codes
+
+
+def test_boolean_settings_are_flag_pairs() -> None:
+    from edgehive.cli import build_parser
+    from edgehive.settings import load_settings
+    from edgehive.up import UpSettings
+
+    parser = build_parser(only="up")
+    env = {k: v for k, v in os.environ.items() if k.startswith("EDGEHIVE_")}
+    for key in env:
+        os.environ.pop(key)
+    try:
+        assert load_settings(UpSettings, parser.parse_args(["up", "--no-sink"])).sink is False
+        assert load_settings(UpSettings, parser.parse_args(["up", "--sink", "--no-demo-sensors"])).model_dump(include={"sink", "demo_sensors"}) == {
+            "sink": True, "demo_sensors": False}
+        assert load_settings(UpSettings, parser.parse_args(["up"])).sink is True
+    finally:
+        os.environ.update(env)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["up", "--sink", "false"])  # a flag takes no value
+
+
+def test_models_help_names_the_edgehive_command() -> None:
+    out = subprocess.run([*CLI, "models", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert out.stdout.startswith("usage: edgehive models ") and "python -m" not in out.stdout
+    assert "examples:" in out.stdout and "  edgehive models objects face" in out.stdout
 
 
 def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path) -> None:
@@ -69,6 +122,22 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
         assert "coordinator: online" in status.stdout
         failed = re.search(r"(\d+) failed", status.stdout)
         assert failed and int(failed.group(1)) >= 1, status.stdout
+
+        # The same view for scripts: one JSON object of the shape the README documents.
+        scripted = run_cli("status", "--json", "--wait", "1", env=env)
+        assert scripted.returncode == 0, scripted.stderr
+        fleet = orjson.loads(scripted.stdout)
+        assert fleet["v"] == 1 and fleet["coordinator"] == "online" and fleet["nodes_online"] == 2
+        by_node = {n["node"]: n for n in fleet["nodes"]}
+        assert set(by_node) == {"laptop-1", "laptop-2"}
+        for node in by_node.values():
+            assert node["state"] == "online" and "sleep" in node["kinds"] and "detections" in node["kinds"]
+            assert set(node) == {"node", "state", "board", "kinds", "cpu_pct", "temp_c", "throttled", "in_flight", "queued",
+                                 "jobs_done", "jobs_failed", "service_ms"}
+        assert sum(n["jobs_done"] for n in by_node.values()) >= 1
+        assert fleet["jobs"]["failed"] >= 1 and fleet["jobs"]["done"] >= 1
+        assert fleet["frames"]["demo"]["done"] >= 1 and fleet["frames"]["demo"]["in"] >= fleet["frames"]["demo"]["done"]
+        assert set(fleet["fusion"]) == {"room", "motion"} and set(fleet["fusion"]["room"]) == {"windows", "fused", "refused"}
     finally:
         up.send_signal(signal.SIGINT)
         out, err = up.communicate(timeout=60)
