@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .base import BackendUnavailable, InferenceError, ModelHandle, ModelLoadError
+from .nativelog import native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,11 @@ class TfliteModel(ModelHandle):
         self.runtime = api.runtime
         self.device = device
         try:
-            self._interpreter = api.interpreter(
-                model_path=str(path), num_threads=num_threads, experimental_delegates=list(delegates) or None
-            )
-            self._interpreter.allocate_tensors()
+            with native_stderr_to_log(log):  # the runtime's own INFO lines, at INFO (nativelog.py)
+                self._interpreter = api.interpreter(
+                    model_path=str(path), num_threads=num_threads, experimental_delegates=list(delegates) or None
+                )
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"{api.runtime} cannot load {path}: {exc}") from None
         inputs = self._interpreter.get_input_details()
