@@ -22,6 +22,7 @@ from .broker import EmbeddedBroker
 from .broker.accounts import listens_beyond_loopback
 from .bus import MqttBus
 from .fleetview import FleetView
+from .livetable import LiveTable
 from .schemas import Topics
 from .schemas.kinds import DETECT_KIND, FUSION_KIND, SLEEP_KIND
 from .sensors.publisher import demo_groups
@@ -149,6 +150,7 @@ def run_up(settings: UpSettings) -> int:
     view = FleetView(view_bus, heartbeat_s=settings.heartbeat_s)
     view_bus.start(timeout_s=None)
     clean = False
+    table = LiveTable(sys.stdout)
     try:
         next_table = time.monotonic() + settings.status_every_s
         while not stop.wait(SLICE_S):
@@ -158,7 +160,7 @@ def run_up(settings: UpSettings) -> int:
                 break
             if settings.status_every_s and time.monotonic() >= next_table:
                 next_table = time.monotonic() + settings.status_every_s
-                print("\n" + view.render(), flush=True)
+                table.show(view.render())
     finally:
         clean = _stop_children(children, stop, AgentSettings().drain_timeout_s + STOP_MARGIN_S)
         view_bus.stop()
