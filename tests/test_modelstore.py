@@ -219,6 +219,44 @@ def test_command_line_fetch_prints_what_it_did(models_dir: Path) -> None:
     assert MODELS_DIR.samefile(models_dir)
 
 
+def _on_a_terminal(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    """Runs `cmd` with stdout and stderr on a real pseudo-terminal; (exit status, what it showed)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cwd, env=dict(os.environ, TERM="xterm"))
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(timeout=600), shown.decode(errors="replace")
+
+
+def test_fetching_on_a_terminal_shows_each_download_and_is_quiet_in_a_pipe(tmp_path: Path) -> None:
+    code, shown = _on_a_terminal([sys.executable, "-m", "edgehive.cli", "models", "face", "--models-dir", str(tmp_path / "tty")], tmp_path)
+    assert code == 0, shown
+    lines = [part.strip() for part in re.split(r"[\r\n]+", shown.replace("\x1b[K", "")) if part.strip()]
+    # Which model, from which package, and bytes of how many; then what was written.
+    assert "face: mediapipe==0.10.14 downloading…" in lines
+    sizes = [re.fullmatch(r"face: mediapipe==0\.10\.14 ([\d.]+) MB of ([\d.]+) MB", line) for line in lines]
+    totals = {float(m.group(2)) for m in sizes if m}
+    assert len(totals) == 1 and totals.pop() > 10, lines
+    assert "face: 0.2 MB written (sha256 verified)" in lines
+    assert lines[-1].split()[:2] == ["fetched", "face"]
+
+    piped = subprocess.run([sys.executable, "-m", "edgehive.cli", "models", "face", "--models-dir", str(tmp_path / "pipe")],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == "" and [line.split()[:2] for line in piped.stdout.splitlines()] == [["fetched", "face"]]
+
+
 # --- npm sources -------------------------------------------------------------------------------
 
 NPM_NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH")
