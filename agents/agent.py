@@ -217,6 +217,7 @@ class Agent:
         self._stop.set()
         self.bus.stop([Outgoing(self.topics.status(self.node), self._status("offline", "drained"), qos=1, retain=True)])
         self.runner.shutdown()
+        self.health.close()  # jtop's client, where one was started
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM or SIGINT, then drain (a second signal: at once)."""

@@ -7,12 +7,17 @@ GPU load), so the readers are exercised exactly as on a device.
 
 from __future__ import annotations
 
+import json
+import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgehive.agents.health import HealthReader
 from edgehive.agents.inference import offered_providers
+from edgehive.agents.jtop import jtop_socket_answers
 from edgehive.agents.probe import DeviceInfo, accelerators, board_model, nvidia_gpu, probe_device, ram_mb
 
 PI5_MODEL = "Raspberry Pi 5 Model B Rev 1.0"
@@ -279,3 +284,85 @@ def test_live_cpu_and_memory_in_range(tmp_path: Path) -> None:
     health = HealthReader(tmp_path)
     assert 0.0 <= health.cpu_pct() <= 100.0
     assert 0.0 < health.mem_pct() <= 100.0
+
+
+# --- jetson-stats (jtop) ------------------------------------------------------------------------
+# jtop's service listens on /run/jtop.sock on a Jetson that runs it (not balenaOS). The socket is
+# made real here (a listening Unix socket in the fake tree); the `jtop` client library, which only
+# works against that Jetson service, is the one stand-in: a module with jtop's documented surface
+# (`jtop()`, `start()`, `stats`, `close()`), put on sys.path.
+
+JTOP_CLIENT = '''
+import json, os
+class jtop:
+    def start(self):
+        self._file = os.environ["FAKE_JTOP_STATS"]
+    @property
+    def stats(self):
+        with open(self._file) as fh:
+            text = fh.read()
+        if text == "gone":
+            raise ConnectionError("jtop service stopped")
+        return json.loads(text)
+    def close(self):
+        pass
+'''
+
+
+@pytest.fixture
+def jtop_service(tmp_path: Path) -> Iterator[Path]:
+    """A root whose run/jtop.sock accepts connections, as while jtop's service runs."""
+    root = tmp_path / "r"
+    (root / "run").mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(root / "run" / "jtop.sock"))
+    server.listen(4)
+    yield root
+    server.close()
+
+
+def jtop_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stats: dict[str, object] | str) -> Path:
+    lib = tmp_path / "lib"
+    put(lib, "jtop/__init__.py", JTOP_CLIENT)
+    monkeypatch.syspath_prepend(str(lib))
+    monkeypatch.delitem(sys.modules, "jtop", raising=False)
+    stats_file = put(tmp_path, "stats.json", json.dumps(stats) if isinstance(stats, dict) else stats)
+    monkeypatch.setenv("FAKE_JTOP_STATS", str(stats_file))
+    return stats_file
+
+
+def test_no_jtop_socket_reads_sysfs(orin: Path) -> None:
+    health = HealthReader(orin)
+    assert health.source == "sysfs" and health.gpu_pct() == 73.4
+
+
+def test_a_stale_or_fake_socket_file_is_not_jtop(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "run").mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(root / "run" / "jtop.sock"))  # bound, never listening: connections are refused
+    assert not jtop_socket_answers(root)
+    stale.close()
+    (root / "run" / "jtop.sock").unlink()
+    put(root, "run/jtop.sock", "")  # a plain file
+    assert not jtop_socket_answers(root)
+
+
+def test_jtop_answering_but_not_installed_reads_sysfs(jtop_service: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jtop", None)  # `import jtop` fails, as without jetson-stats
+    assert jtop_socket_answers(jtop_service)
+    assert HealthReader(jtop_service).source == "sysfs"
+
+
+def test_jtop_answering_gives_gpu_and_temperature_then_sysfs_when_it_stops(
+    jtop_service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(jtop_service, "sys/devices/gpu.0/load", "250\n")
+    put(jtop_service, "sys/class/thermal/thermal_zone0/temp", "41000\n")
+    stats = jtop_installed(tmp_path, monkeypatch, {"GPU": 63.0, "Temp CPU": 48.5, "Temp GPU": 51.0, "Temp PMIC": -256.0, "RAM": 0.4})
+    health = HealthReader(jtop_service)
+    assert health.source == "jtop"
+    assert health.gpu_pct() == 63.0 and health.temperature_c() == 51.0
+    assert HealthReader(jtop_service, use_jtop=False).gpu_pct() == 25.0
+    stats.write_text("gone")  # the service went away: one warning, then sysfs for good
+    assert health.gpu_pct() == 25.0 and health.source == "sysfs" and health.temperature_c() == 41.0
