@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The two commands of the README, on a fresh Debian / Raspberry Pi OS machine:
-#   ./edgehive.sh up [options]     install what edgehive needs (with the onnx backend's CPU runtime),
-#                                  fetch the models, run `edgehive up`
+#   ./edgehive.sh up [options]     install what edgehive needs (mosquitto-clients from Debian; the
+#                                  package with the onnx backend's CPU runtime, at the versions of
+#                                  constraints.txt), fetch the models, run `edgehive up`
+#   ./edgehive.sh constraints      re-resolve the dependencies on every Python 3.10-3.13 found here
+#                                  and rewrite constraints.txt (the versions the tests then run on)
 #   ./edgehive.sh test [args]      install the test needs (mosquitto, mosquitto-clients, iproute2, openssl,
 #                                  influxdb, victoria-metrics from Debian), run ruff and mypy, then the
 #                                  whole test suite
@@ -39,13 +42,23 @@ python_env() {  # $1: the extras to install, e.g. "[test]"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
   fi
-  "$VENV/bin/pip" install -q -e ".$1"
+  # pip runs only when what it would install changed: the project's requirements (pyproject.toml),
+  # the tested versions (constraints.txt) or the extras. The stamp in the venv records the last
+  # install; a second `up` starts at once instead of re-resolving every package.
+  local stamp="$VENV/.edgehive-install" want
+  want="$1 $(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/edgehive" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  echo "edgehive: installing into $VENV (pyproject.toml or constraints.txt changed since the last install)" >&2
+  "$VENV/bin/pip" install -q -c constraints.txt -e ".$1"
+  printf '%s\n' "$want" > "$stamp"
 }
 
 command="${1:-}"
 shift || true
 case "$command" in
   up)
+    # The README's and the banner's mosquitto_sub / mosquitto_pub lines need the clients (not the broker).
+    apt_install mosquitto-clients
     python_env "[onnx]"
     "$VENV/bin/edgehive" models --models-dir "${EDGEHIVE_MODELS_DIR:-models}"
     exec "$VENV/bin/edgehive" up "$@"
@@ -62,8 +75,12 @@ case "$command" in
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  constraints)
+    python_env "[test]"
+    exec "$VENV/bin/python" .ci/refresh_constraints.py "$@"
+    ;;
   *)
-    echo "usage: $0 up [edgehive up options] | $0 test [pytest args]" >&2
+    echo "usage: $0 up [edgehive up options] | $0 test [pytest args] | $0 constraints [python ...]" >&2
     exit 2
     ;;
 esac
