@@ -61,14 +61,38 @@ def render(resolved: dict[str, dict[str, str]]) -> str:
         "# The versions edgehive is installed and tested with (pip install -c constraints.txt).",
         f"# Resolved for Python {', '.join(resolved)} by `./edgehive.sh constraints`; do not edit by hand.",
     ]
+    order = sorted(resolved, key=_key)
     for project in sorted(by_project):
         versions = by_project[project]
         if len(set(versions.values())) == 1 and len(versions) == len(resolved):
             lines.append(f"{project}=={next(iter(versions.values()))}")
             continue
-        for minor, version in sorted(versions.items(), key=lambda kv: tuple(int(p) for p in kv[0].split("."))):
-            lines.append(f'{project}=={version}; python_version == "{minor}"')
+        # One line per run of consecutive Pythons that resolved the same version.
+        runs: list[tuple[str, list[str]]] = []
+        for minor in order:
+            version = versions.get(minor)
+            if version is not None and runs and runs[-1][0] == version and order.index(runs[-1][1][-1]) == order.index(minor) - 1:
+                runs[-1][1].append(minor)
+            elif version is not None:
+                runs.append((version, [minor]))
+        for version, minors in runs:
+            lines.append(f"{project}=={version}; {_marker(minors[0], minors[-1], order)}")
     return "\n".join(lines) + "\n"
+
+
+def _key(minor: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in minor.split("."))
+
+
+def _marker(low: str, high: str, order: list[str]) -> str:
+    """The python_version marker of the Pythons low..high (inclusive) among `order`."""
+    if low == high:
+        return f'python_version == "{low}"'
+    if high == order[-1]:
+        return f'python_version >= "{low}"'
+    if low == order[0]:
+        return f'python_version <= "{high}"'
+    return f'python_version >= "{low}" and python_version <= "{high}"'
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -105,6 +106,15 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
         finally:
             recorder.close()
 
+        # The README's "all but images" line, as written there: JSON and text only, while the
+        # demo camera's frames flow (inside the jobs on nodes/{node}/jobs) and snapshots are drawn.
+        watch = subprocess.run([*readme_watch_command(), "-p", str(port), "-W", "4"], capture_output=True, timeout=30)
+        assert watch.returncode in (0, 27), watch.stderr  # 27: stopped by -W, as asked
+        text = watch.stdout.decode("utf-8")  # a JPEG's bytes would not decode
+        topics = {line.split(" ", 1)[0] for line in text.splitlines()}
+        assert "edgehive/v1/results/detections/demo" in topics and "edgehive/v1/coordinator/stats" in topics
+        assert not [t for t in topics if "/frames/" in t or "/snapshots/" in t or t.endswith("/jobs")], topics
+
         done = run_cli("submit", "sleep", "--params", '{"seconds": 0.05}', env=env)
         assert done.returncode == 0, done.stderr
         result = orjson.loads(done.stdout)
@@ -150,6 +160,14 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
     assert re.search(r"fusion: motion \d+/\d+ fused, room \d+/\d+ fused", out), out[-2000:]
     assert re.search(r"frames: demo [1-9]\d*/\d+ done", out), "the live status never showed the demo camera's frames"
     assert "Traceback" not in err
+
+
+def readme_watch_command() -> list[str]:
+    """The quick start's `mosquitto_sub` line that watches everything but images."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(r"^(mosquitto_sub -t 'edgehive/v1/#'.*?)# all but images", text, re.MULTILINE | re.DOTALL)
+    assert match, "the README's quick start has no 'all but images' mosquitto_sub line"
+    return shlex.split(match.group(1).replace("\\\n", " "))
 
 
 def test_status_without_a_broker_is_a_clear_error() -> None:
