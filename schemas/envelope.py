@@ -5,7 +5,7 @@ Frames are the heavy traffic, so the image is never base64'd or wrapped in JSON.
     b"EHF1" | header length (uint16, big-endian) | header (JSON, ≤ 4 KiB) | JPEG bytes
 
 A camera may send the envelope to add its capture time and the model it wants; a bare
-JPEG (what `mosquitto_pub -f photo.jpg` sends) is a frame too. The coordinator always
+JPEG (what `mosquitto_pub -f sensors/demo/01-astronaut.jpg` sends) is a frame too. The coordinator always
 sends agents the envelope, with the job in the header.
 """
 

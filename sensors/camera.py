@@ -2,7 +2,7 @@
 
 The payload is the JPEG file itself (no JSON, no base64), published at QoS 0: a frame is
 real time, and a lost one is replaced by the next. That is also why
-`mosquitto_pub -t edgehive/v1/frames/cam1 -f photo.jpg` is a camera as good as this one.
+`mosquitto_pub -t edgehive/v1/frames/cam1 -f sensors/demo/01-astronaut.jpg` (any JPEG) is a camera as good as this one.
 
 Frames are taken on a fixed clock grid (`fps` at most): tick k is at start + k/fps, so the
 time spent reading, encoding and publishing never adds up to drift, and ticks missed while

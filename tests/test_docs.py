@@ -63,3 +63,27 @@ def test_paths_and_modules_named_in_the_guides_exist() -> None:
             if module != "pytest":
                 assert importlib.util.find_spec(module) is not None, f"{doc.name}: no module {module}"
     assert "docs/DESIGN.md" in README.read_text() and "docs/DESIGN.md" in GUIDES[0].read_text()
+
+
+def test_every_file_a_mosquitto_pub_line_sends_exists() -> None:
+    """`mosquitto_pub -f FILE` lines are copied as they are: FILE must be in the checkout."""
+    root = README.parent
+    sent = []
+    for doc in [README, root / "sensors" / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        sent += [(doc.name, name) for name in re.findall(r"mosquitto_pub [^\n]*?-f (\S+)", doc.read_text())]
+    assert sent, "no mosquitto_pub -f line found"
+    assert [(doc, name) for doc, name in sent if not (root / name).is_file()] == []
+
+
+def test_the_readme_states_the_tested_numpy_and_opencv_versions() -> None:
+    from packaging.requirements import Requirement
+
+    pins: dict[str, set[str]] = {}
+    for line in (README.parent / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            pins.setdefault(req.name, set()).add(str(req.specifier).removeprefix("=="))
+    tested = README.read_text().partition("**Tested versions.**")[2].partition("\n\n")[0]
+    for project, label in (("numpy", "numpy"), ("opencv-python-headless", "OpenCV")):
+        assert pins.get(project), f"constraints.txt pins no {project}"
+        assert label in tested and all(version in tested for version in pins[project]), (project, pins[project], tested)
