@@ -127,15 +127,17 @@ def env_name(field: str) -> str:
 
 
 def _shown_default(info: Any) -> str:
-    """A default as a user would type it: `true`, `2`, `computed`, or `none` for an empty string
-    (argparse's help would otherwise end in `default ]`)."""
+    """A default as a user would type it: `true`, `2`, `computed`, or `empty` for an empty string
+    (the word the descriptions use, `(empty: the system's CAs)`; the help used to end in `default ]`)."""
     if info.default_factory is not None:
         return "computed"
     value = info.default
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None or value == "":
+    if value is None:
         return "none"
+    if value == "":
+        return "empty"
     return str(value)
 
 

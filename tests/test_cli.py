@@ -31,8 +31,10 @@ def test_every_subcommand_has_help_with_examples(command: str) -> None:
     assert "EDGEHIVE_MQTT_URL" in out.stdout and "EDGEHIVE_PREFIX" in out.stdout
     examples = out.stdout.partition("\nexamples:\n")[2]
     assert f"  edgehive {command}" in examples, "no examples at the end of the help"
-    # An empty default reads `default: none`, never argparse's `default ]` or `default )`.
+    # An empty default reads `default: empty`, never `default ]` or `default )`.
     assert not re.search(r"default:?\s+[\])]", out.stdout), out.stdout
+    if command in ("up", "broker"):
+        assert re.search(r"EDGEHIVE_(LISTEN|BROKER_USERS), default: empty\)", " ".join(out.stdout.split())), out.stdout
     # A boolean setting is a flag pair, not an option taking a value.
     assert not re.search(r"--(sink|demo-sensors|embedded-broker) [A-Z]", out.stdout)
 
