@@ -167,6 +167,9 @@ def short_up(edgehive: Path, models: Path, tmp_path: Path) -> None:
         up.wait(timeout=60)
         for reader in readers:
             reader.join(timeout=10)
+        for pipe in (up.stdout, up.stderr):
+            if pipe is not None:
+                pipe.close()
     stdout, stderr = "".join(out), "".join(err)
     assert up.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr and "XNNPACK" not in stderr, stderr[-3000:]
