@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 
+from edgehive import gctune
 from edgehive.bus import MqttBus, Outgoing, Rejected
 from edgehive.schemas import Capabilities, CoordinatorStats, JobRequest, JobState, JobStateName, Result, Topics, decode, encode, parse_status
 from edgehive.schemas.messages import job_state_json
@@ -187,6 +188,7 @@ class HubRouter:
 
     def run_forever(self) -> None:
         stop = Stop().install()
+        gctune.tune()
         self.start()
         stop.wait()
         log.info("hub: %s, stopping", stop.signal_name)
