@@ -32,7 +32,7 @@ from edgehive.schemas import Topics
 from edgehive.signals import Stop
 
 from .core import CoordinatorCore
-from .events import ConnectionLost, ConnectionRestored, Event, JournalRecord, Now, Tick
+from .events import ConnectionLost, ConnectionRestored, Event, HeartbeatIn, JournalRecord, Now, Tick
 from .fusion import FusionWindows
 from .ingest import Ingest
 from .journal import JobJournal
@@ -48,6 +48,12 @@ _TICK = Tick()
 BEHIND_BYTES = 256 * 1024
 SLOW_STEP = 0.25
 BIG_BURST = 64  # events in one step; a 64 KiB read holds ~250 heartbeats
+# After a read that brought a few heartbeats and nothing else, the next read waits this long, so
+# a big fleet's heartbeats (spread evenly over the second) are taken in tens per wake-up instead
+# of one: each wake-up (select, recv, paho's loop, a core step) cost more than the heartbeat it
+# read. A job or result arriving in that pause waits for it, once: the pause follows only steps
+# that had no job-path message and sent nothing, so a busy coordinator never pauses.
+COALESCE_S = 0.002
 
 
 class Coordinator:
@@ -79,8 +85,12 @@ class Coordinator:
         self._events.append(event)
 
     def _after_burst(self) -> None:
-        """After each read burst: one step for everything it brought."""
-        self._step(self.bus.take_acks())
+        """After each read burst: one step for everything it brought. A burst of heartbeats alone,
+        that asked nothing to be sent, is followed by a short pause before the next read, so that
+        a big fleet's heartbeats are read many at a time rather than one wake-up each (see
+        COALESCE_S)."""
+        if self._step(self.bus.take_acks()):
+            time.sleep(COALESCE_S)
 
     def _tick(self) -> None:
         self._events.append(_TICK)
@@ -95,10 +105,12 @@ class Coordinator:
     def _disconnected(self) -> None:
         self._events.append(ConnectionLost())
 
-    def _step(self, acks: PendingAcks | None) -> None:
+    def _step(self, acks: PendingAcks | None) -> bool:
+        """One step of the core; True when it took only a few heartbeats and sent nothing."""
         events, self._events = self._events, []
         journal: Sequence[JournalRecord] = ()
         fusion = None
+        quiet = False
         if events:
             started = time.monotonic()
             # The unread count is a system call: asked only where it can matter, at a tick (where
@@ -114,11 +126,13 @@ class Coordinator:
                 publish(topic, payload, qos, retain)
             journal = actions.journal
             fusion = self.fusion.take_state()
+            quiet = not actions.publish and len(events) < BIG_BURST and all(type(event) is HeartbeatIn for event in events)
         writer = self.writer
         if writer.durable and (journal or fusion is not None or writer.acks_pending()):
             writer.put(WriteBatch(journal, fusion, acks))
         elif acks is not None:
             self.bus.ack(acks)  # nothing to wait for: acknowledged in the write that follows this read
+        return quiet
 
     def _report_journal_problem(self, problem: str) -> None:
         self.bus.report_error(self.topics.submit, problem)
