@@ -10,10 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import Fleet, MosquittoSub, Recorder, wait_nodes_online, wait_until
+from harness import Fleet, MosquittoSub, Recorder, bus_url, wait_nodes_online, wait_until
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edgehive import __version__
+from edgehive.bus import MqttBus
+from edgehive.fleetview import FleetView
+from edgehive.schemas import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -197,13 +200,21 @@ def test_a_node_that_leaves_the_fleet_has_its_configs_removed(fleet: Fleet, reco
     node_topics = {t for t, c in fleet_configs(fleet.broker.port).items() if c["device"]["name"] == "pi-1"}
     assert len(node_topics) == len(NODE_ENTITIES)
     node_retained = {f"{prefix}/nodes/pi-1/capabilities", f"{prefix}/nodes/pi-1/status"}
-    with MosquittoSub(str(fleet.broker.port), "homeassistant/#", f"{prefix}/nodes/pi-1/+") as sub:
-        fleet.kill("pi-1", signal.SIGKILL)  # gone for good: its will says offline, then a second of silence
-        removed: set[str] = set()
-        while removed != node_topics | node_retained:
-            topic, payload = sub.next_message()
-            if payload == "(null)":  # how mosquitto_sub prints an empty payload
-                removed.add(topic)
+    view_bus = MqttBus(bus_url(fleet.broker.url), Topics(prefix), "fleetview-test", source="test")
+    view = FleetView(view_bus)  # what `edgehive up` shows, watching as the node leaves
+    view_bus.start(timeout_s=10)
+    try:
+        wait_until(lambda: "pi-1" in view.nodes, 20, "edgehive's fleet view to list pi-1")
+        with MosquittoSub(str(fleet.broker.port), "homeassistant/#", f"{prefix}/nodes/pi-1/+") as sub:
+            fleet.kill("pi-1", signal.SIGKILL)  # gone for good: its will says offline, then a second of silence
+            removed: set[str] = set()
+            while removed != node_topics | node_retained:
+                topic, payload = sub.next_message()
+                if payload == "(null)":  # how mosquitto_sub prints an empty payload
+                    removed.add(topic)
+        wait_until(lambda: "pi-1" not in view.nodes, 20, "edgehive's fleet view to drop pi-1")
+        assert view_bus.errors_reported == 0  # the empty retained messages are no bad input
+    finally:
+        view_bus.stop()
     assert "left the fleet" in fleet.log("coordinator")
-    wait_nodes_online(recorder, 0)
     wait_until(lambda: recorder.json("coordinator/stats")[-1]["nodes_known"] == 0, 20, "the node forgotten")
