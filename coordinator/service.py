@@ -154,6 +154,8 @@ class Coordinator:
             "publish without -r; the coordinator has cleared the retained copy"))
         self.bus.subscribe(t.pattern("node_result"), self._enqueue, door.result, max_bytes=16 * limit)
         self.bus.subscribe(t.pattern("node_snapshot"), self._enqueue, door.snapshot, qos=0, max_bytes=self.settings.max_frame_bytes)
+        if self.settings.ha_discovery_prefix:  # Home Assistant's birth: every discovery config again
+            self.bus.subscribe(f"{self.settings.ha_discovery_prefix}/status", self._enqueue, door.ha_status, max_bytes=limit)
         self.bus.on_connect(self._connected)
         self.bus.on_disconnect(self._disconnected)
         self.bus.after_read_burst(self._after_burst)
