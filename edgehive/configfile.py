@@ -22,7 +22,6 @@ PyYAML is imported only when a file is used: a service started without one loads
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +150,8 @@ def _child(node: Node | None, part: str | int) -> tuple[int, Node] | None:
 
 
 def suggest(word: str, choices: list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -258,7 +259,6 @@ def _read_section(config: ConfigFile, section: str, node: Node) -> None:
 
 
 def _read_cameras(config: ConfigFile, node: Node, line: int) -> None:
-    import yaml
 
     mapping = _mapping(node, CAMERAS, "camera ids to their settings", config.problems)
     if mapping is None:
@@ -278,7 +278,7 @@ def _read_cameras(config: ConfigFile, node: Node, line: int) -> None:
                 if value is not None:
                     config.capture.setdefault(camera, {})[key] = Located(value, key_line, path)
             elif key in CAMERA_DETECTION:
-                detect[key] = yaml.SafeLoader("").construct_document(value_node)
+                detect[key] = plain(value_node)
             else:
                 config.problems.append(Problem(key_line, path, f"unknown key{suggest(key, known)}; a camera takes {', '.join(known)}"))
         detection[camera] = detect
@@ -287,12 +287,23 @@ def _read_cameras(config: ConfigFile, node: Node, line: int) -> None:
 
 
 def _read_groups(config: ConfigFile, node: Node, line: int) -> None:
-    import yaml
 
     mapping = _mapping(node, FUSION_GROUPS, "group names to their settings", config.problems)
     if mapping is not None and mapping.value:
-        groups = yaml.SafeLoader("").construct_document(mapping)
+        groups = plain(mapping)
         config.fields["fusion_groups"] = Located(_json(groups), line, FUSION_GROUPS)
+
+
+def plain(node: Node) -> Any:
+    """A node as Python values, keys as written: YAML 1.1 would read the stage key `on` as True."""
+    import yaml
+    from yaml.nodes import MappingNode, SequenceNode
+
+    if isinstance(node, MappingNode):
+        return {str(key.value): plain(value) for key, value in node.value}
+    if isinstance(node, SequenceNode):
+        return [plain(item) for item in node.value]
+    return yaml.SafeLoader("").construct_object(node)
 
 
 def _json(value: Any) -> str:
