@@ -202,16 +202,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .cli import settings_model
     from .settings import BrokerSettings
 
-    config = configfile.active()
-    if config is not None:
-        config.check_structure()
-    common = list(CommonSettings.model_fields)
     models = {name: BrokerSettings if name == "broker" else settings_model(name) for name in ([args.service] if args.service else SHOWN)}
     options = None
     if args.service:
         parser = argparse.ArgumentParser(prog=f"edgehive config show {args.service}")
+        parser.add_argument("--config", metavar="FILE", help=configfile.CONFIG_HELP)
         add_settings_options(parser, models[args.service])
         options = parser.parse_args(args.options)
+        if options.config:
+            configfile.use(options.config)
+    config = configfile.active()
+    if config is not None:
+        config.check_structure()
+    common = list(CommonSettings.model_fields)
     out = [f"config file: {config.name}" if config else f"config file: none ({NO_FILE})"]
     if not args.service:
         out += _block("common (every service)", CommonSettings, common, None, config)

@@ -318,24 +318,36 @@ _cache: dict[tuple[str, str], ConfigFile] = {}
 
 def use(path: str | None) -> None:
     """The command line's choice: `--config FILE`; without it the variables, then ./edgehive.yml."""
-    if path is None and not os.environ.get(CONFIG_ENV) and not os.environ.get(CONFIG_YAML_ENV) and Path(DEFAULT_FILE).is_file():
+    if path is None and not any(_variables()) and Path(DEFAULT_FILE).is_file():
         path = DEFAULT_FILE
     _chosen.pop("path", None)
     if path is not None:
         _chosen["path"] = path
 
 
+def reset() -> None:
+    """Forget the command line's choice: back to the variables alone (tests, embedding code)."""
+    _chosen.clear()
+
+
+def _variables() -> tuple[str | None, str | None]:
+    """EDGEHIVE_CONFIG (a path) and EDGEHIVE_CONFIG_YAML (the YAML), each None when unset or empty."""
+    return os.environ.get("EDGEHIVE_CONFIG") or None, os.environ.get("EDGEHIVE_CONFIG_YAML") or None
+
+
 def active() -> ConfigFile | None:
     """The file in use, parsed once per text; None when there is none."""
-    path = _chosen.get("path") or os.environ.get(CONFIG_ENV)
+    path, text = _chosen.get("path"), None
+    if path is None:
+        path, text = _variables()
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigFileError([f"{path}: cannot read the config file: {error.strerror or error}"]) from None
         name = path
-    elif os.environ.get(CONFIG_YAML_ENV):
-        text, name = os.environ[CONFIG_YAML_ENV], CONFIG_YAML_ENV
+    elif text:
+        name = CONFIG_YAML_ENV
     else:
         return None
     key = (name, text)
