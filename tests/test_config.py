@@ -300,3 +300,14 @@ sensor:
     assert [r["output"]["detections"] for r in gate] == [[], []], "gate keeps only cars: the person is dropped on the node"
     hall = wait_until(lambda: next((r for r in recorder.json("results/fusion/hall") if r.get("ok")), None), 60, "a fused hall window")
     assert set(hall["output"]["used"]) <= {"demo-t1", "demo-t2", "demo-t3"}
+
+
+def test_the_compose_and_balena_config_yaml_passes_the_check() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    texts = {name: svc["environment"]["EDGEHIVE_CONFIG_YAML"] for name, svc in compose["services"].items()
+             if "EDGEHIVE_CONFIG_YAML" in svc.get("environment", {})}
+    assert set(texts) == {"coordinator", "agent", "camera", "sensor", "sink"} and len(set(texts.values())) == 1
+    checked = run_cli("config", "check", EDGEHIVE_CONFIG_YAML=texts["coordinator"])
+    assert checked.returncode == 0 and checked.stdout.strip() == "EDGEHIVE_CONFIG_YAML: OK (4 settings, 1 cameras, 2 fusion groups)"
