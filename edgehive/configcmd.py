@@ -192,9 +192,11 @@ def _block(title: str, model: type[BaseSettings], fields: list[str], options: ar
         from_file["camera"] = configfile.Located(camera, config.line_of(("cameras", camera)), f"cameras.{camera}")
     name = config.name if config else ""
     width = max(len(f) for f in fields)
+    values = {field: mask(field, getattr(settings, field)) for field in fields}
+    column = min(max(len(v) for v in values.values()), 40)
     lines = [title]
     for field in fields:
-        lines.append(f"  {field:<{width}}  {mask(field, getattr(settings, field))}  [{origin(field, options, from_file, name)}]")
+        lines.append(f"  {field:<{width}}  {values[field]:<{column}}  [{origin(field, options, from_file, name)}]")
     return lines
 
 

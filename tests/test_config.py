@@ -311,3 +311,11 @@ def test_the_compose_and_balena_config_yaml_passes_the_check() -> None:
     assert set(texts) == {"coordinator", "agent", "camera", "sensor", "sink"} and len(set(texts.values())) == 1
     checked = run_cli("config", "check", EDGEHIVE_CONFIG_YAML=texts["coordinator"])
     assert checked.returncode == 0 and checked.stdout.strip() == "EDGEHIVE_CONFIG_YAML: OK (4 settings, 1 cameras, 2 fusion groups)"
+
+
+def test_up_hands_the_chosen_file_to_the_processes_it_starts(isolated: Path) -> None:
+    write(isolated / "edgehive.yml", "up: {agents: 2}\n")
+    configfile.use(None)  # found in the working folder, named relatively
+    assert configfile.child_env() == {"EDGEHIVE_CONFIG": str(isolated / "edgehive.yml")}
+    configfile.reset()
+    assert configfile.child_env() == {}
