@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 S = JobStateName
 HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
+# Home Assistant's `online` makes every config go out again, at most once in this many seconds (a
+# later one within the window is answered when it ends): a fleet's configs are megabytes.
+HA_REANNOUNCE_MIN_S = 30.0
 
 
 def _new_job_id() -> str:
@@ -112,7 +115,9 @@ class CoordinatorCore:
         self._out = Actions()
         self._behind = False  # this step's input may be stale: see step()
         self._rng = random.Random()  # samples nodes in large fleets (coordinator/scheduler.py)
-        self._ha_nodes = NodeDevices(settings.ha_discovery_prefix, self.topics, settings.dead_after)
+        self._ha_nodes = NodeDevices(settings.ha_discovery_prefix, self.topics, settings.dead_after, settings.ha_max_node_devices)
+        self._ha_announced_mono = -HA_REANNOUNCE_MIN_S  # when every config last went out on Home Assistant's `online`
+        self._ha_reannounce_due = False
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -668,6 +673,10 @@ class CoordinatorCore:
             self._publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
         if listening and self.settings.forget_after_s:
             self._forget_nodes()
+        if self._ha_reannounce_due and now.mono - self._ha_announced_mono >= HA_REANNOUNCE_MIN_S:
+            self._ha_reannounce_due = False
+            self._ha_announced_mono = now.mono
+            self._announce_all()
         if self.orphans and now.mono > self._recovery_until:
             for lease in list(self.orphans.values()):
                 del self.orphans[lease.id]
@@ -767,8 +776,13 @@ class CoordinatorCore:
     def _on_ha_status(self, event: HomeAssistantStatus) -> None:
         """Home Assistant (re)started (its birth, `online`): it may have lost what it discovered, so
         everything again, as Zigbee2MQTT does."""
-        if event.online:
-            self._announce_all()
+        if not event.online:
+            return
+        if self._now.mono - self._ha_announced_mono < HA_REANNOUNCE_MIN_S:
+            self._ha_reannounce_due = True  # at most once a window: anyone who may write that topic could repeat it
+            return
+        self._ha_announced_mono = self._now.mono
+        self._announce_all()
 
     def _on_cleared(self, event: NodeCleared) -> None:
         """A node's retained capabilities or status removed (our own clearing coming back): nothing to do."""

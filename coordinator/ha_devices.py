@@ -19,6 +19,7 @@ expire after `dead_after` without a heartbeat, for when nobody is left to say so
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 from edgehive.schemas import Capabilities, Topics
 
 from .discovery import Message, entity_config, fleet_device, fleet_id
+
+log = logging.getLogger(__name__)
 
 # A status payload is JSON ({"state": "online", ...}) from agents and the coordinator, or a bare
 # `online`/`offline` typed into mosquitto_pub: Home Assistant defines value_json only for JSON.
@@ -113,12 +116,22 @@ class NodeDevices:
     online, what to remove when a node leaves, and a birth certificate that changes nothing
     in them (every agent reconnect repeats it) publishes nothing."""
 
-    def __init__(self, ha_prefix: str, topics: Topics, dead_after_s: float) -> None:
+    def __init__(self, ha_prefix: str, topics: Topics, dead_after_s: float, max_devices: int = 250) -> None:
         self.ha_prefix, self.topics, self.dead_after_s = ha_prefix, topics, dead_after_s
+        self.max_devices = max_devices
         self.announced: dict[str, list[Message]] = {}
+        self.left_out = 0  # nodes seen beyond max_devices, which got no device
 
     def seen(self, caps: Capabilities) -> list[Message]:
         if not self.ha_prefix:
+            return []
+        if caps.node not in self.announced and len(self.announced) >= self.max_devices:
+            # A fleet of thousands as Home Assistant devices would be tens of MB of retained
+            # configs, sent again at every HA start; the fleet's own dashboards show it instead.
+            self.left_out += 1
+            if self.left_out == 1:
+                log.warning("Home Assistant: devices for the first %d nodes only (EDGEHIVE_HA_MAX_NODE_DEVICES); node %s and later ones get none",
+                            self.max_devices, caps.node)
             return []
         messages = node_messages(self.ha_prefix, self.topics, caps, self.dead_after_s)
         if self.announced.get(caps.node) == messages:

@@ -48,6 +48,7 @@ class Rig:
     hand_up: bool = False
     ha_discovery_prefix: str = ""
     forget_after_s: float = 7 * 86400.0
+    ha_max_node_devices: int = 250
     fusion_groups: dict[str, GroupConfig] = field(default_factory=dict)
     now: Now = Now(1_000_000.0, 100.0)  # well past dead_after since the start: no grace for the registry
     log: Actions = field(default_factory=Actions)  # everything the core asked for so far
@@ -55,7 +56,8 @@ class Rig:
     def __post_init__(self) -> None:
         self.settings = CoordinatorSettings(state_dir="", heartbeat_s=self.heartbeat_s, max_attempts=self.max_attempts,
                                             queue_max=self.queue_max, ha_discovery_prefix=self.ha_discovery_prefix, prefix=PREFIX,
-                                            hand_up=self.hand_up, forget_after_s=self.forget_after_s)
+                                            hand_up=self.hand_up, forget_after_s=self.forget_after_s,
+                                            ha_max_node_devices=self.ha_max_node_devices)
         self.topics = Topics(PREFIX)
         self.core = CoordinatorCore(self.settings, FusionWindows(self.fusion_groups, 10, 100, 0.25, None), started=0.0, run_id="run")
         self.seq = 0

@@ -125,7 +125,7 @@ def test_the_file_is_found_by_variable_by_yaml_variable_and_in_the_working_folde
 def test_the_example_file_passes_the_check_and_lands_in_the_models(isolated: Path) -> None:
     checked = run_cli("config", "check", "--config", str(EXAMPLE))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == f"{EXAMPLE}: OK (30 settings, 3 cameras, 2 fusion groups)"
+    assert checked.stdout.strip() == f"{EXAMPLE}: OK (31 settings, 3 cameras, 2 fusion groups)"
 
     configfile.use(str(EXAMPLE))
     coordinator = CoordinatorSettings()

@@ -81,3 +81,28 @@ def test_with_forget_after_0_a_dead_node_stays_known() -> None:
     rig.advance(30 * 86400)
     rig.tick()
     assert "pi-1" in rig.core.registry.nodes
+
+
+def test_home_assistant_s_births_in_a_row_bring_the_configs_once_a_window() -> None:
+    rig = Rig(ha_discovery_prefix="homeassistant")
+    rig.node("pi-1")
+    everything = configs(rig.log)
+    assert configs(rig.step(HomeAssistantStatus("homeassistant/status", online=True))) == everything
+    rig.advance(5.0)
+    assert configs(rig.step(HomeAssistantStatus("homeassistant/status", online=True))) == {}  # repeated at once: held back
+    rig.advance(10.0)
+    assert configs(rig.tick()) == {}  # still inside the window
+    rig.advance(16.0)
+    assert configs(rig.tick()) == everything  # the held-back one, answered when the window ended
+    rig.advance(1.0)
+    assert configs(rig.tick()) == {}  # once
+
+
+def test_only_the_first_nodes_of_a_big_fleet_become_devices() -> None:
+    rig = Rig(ha_discovery_prefix="homeassistant", ha_max_node_devices=2)
+    for node in ("pi-1", "pi-2", "pi-3"):
+        rig.node(node)
+    found = configs(rig.log)
+    assert node_topics(found, "pi-1") and node_topics(found, "pi-2")
+    assert not node_topics(found, "pi-3")
+    assert {c["name"] for c in found.values()} >= {"Nodes online", "Queue"}  # the coordinator's device still there
