@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import orjson
 import pytest
-from harness import Fleet, Recorder, wait_nodes_online, wait_until
+from harness import AuthAmqtt, AuthMosquitto, Fleet, Recorder, call_failed, run_fleet, wait_nodes_online, wait_until
 from pydantic import ValidationError
 from vision_fixtures import REFERENCE_FACE, box_iou, models_dir, photo  # noqa: F401  (fixture)
 
@@ -244,6 +244,45 @@ def test_bad_frigate_input_is_reported_and_each_event_still_gets_its_verdict(fle
     assert verdicts(recorder, "garage") == []
 
 
+ACCOUNTS = "coordinator:pw-coordinator sink:pw-sink pi-1:pw-pi-1:agent frigate:pw-frigate:frigate bridge:pw-bridge:frigate-bridge"
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def secure(request: pytest.FixtureRequest, prefix: str) -> Iterator[AuthMosquitto | AuthAmqtt]:
+    """Either broker with accounts and the ACL's roles, Frigate and the bridge among them."""
+    broker = AuthMosquitto(ACCOUNTS, prefix) if request.param == "mosquitto" else AuthAmqtt(ACCOUNTS, prefix)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.mark.integration
+def test_with_broker_accounts_frigate_and_the_bridge_log_in_with_their_own_roles(
+    secure: AuthMosquitto | AuthAmqtt, prefix: str, models_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    watcher = Recorder(secure.url_for("sink"), prefix)
+    fleets = run_fleet(secure, prefix, tmp_path, lambda: call_failed(request))
+    fleet = next(fleets)
+    try:
+        fleet.coordinator(EDGEHIVE_MQTT_URL=secure.url_for("coordinator"), EDGEHIVE_CAMERAS=orjson.dumps(PIPELINES).decode())
+        fleet.agent("pi-1", EDGEHIVE_MQTT_URL=secure.url_for("pi-1"), EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="objects,face-far")
+        fleet.frigate(EDGEHIVE_MQTT_URL=secure.url_for("bridge"))
+        wait_nodes_online(watcher, 1, timeout_s=60)
+        bridge_online(watcher)
+        snapshot = tmp_path / "snapshot.jpg"
+        snapshot.write_bytes(jpeg("astronaut"))
+        for args in (["-r", "-t", "frigate/front_door/person/snapshot", "-f", str(snapshot)],
+                     ["-t", "frigate/events", "-m", event("new", "1607123955.475377-secure", "front_door").decode()]):
+            done = secure.mqtt("mosquitto_pub", "-q", "1", *args, user="frigate")
+            assert done.returncode == 0, done.stderr
+        verdict = verdict_of(watcher, "front_door", "1607123955.475377-secure")
+        assert verdict["ok"] is True and verdict["confirmed"] is True and verdict["models"] == ["objects", "face-far"], verdict
+        assert not [e for e in watcher.json("errors") if "not authorised" in e.get("reason", "").lower()]
+    finally:
+        watcher.close()
+        next(fleets, None)
+
+
 def test_frigate_documented_event_parses_and_bad_ones_say_why() -> None:
     parsed = parse_event("frigate/events", orjson.dumps({"type": "update", "before": DOC_AFTER, "after": DOC_AFTER}))
     assert (parsed.type, parsed.after.id, parsed.after.camera, parsed.after.label) == ("update", "1607123955.475377-mxklsc", "front_door", "person")
@@ -297,3 +336,29 @@ class socket_closed:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def test_the_compose_override_adds_the_bridge_with_its_own_account_and_keeps_the_fleets() -> None:
+    """deploy/frigate.compose.yml, as docs/DEPLOY.md runs it on top of docker-compose.yml."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    from edgehive.broker.accounts import parse_users
+    from edgehive.cli import settings_model
+
+    root = Path(__file__).resolve().parents[1]
+    override = yaml.safe_load((root / "deploy" / "frigate.compose.yml").read_text())
+    base = yaml.safe_load((root / "docker-compose.yml").read_text())
+    schema = json.loads((Path(__file__).with_name("data") / "compose-spec.json").read_text())
+    assert list(jsonschema.Draft201909Validator(schema).iter_errors(override)) == []
+    bridge = override["services"]["frigate-bridge"]
+    assert bridge["command"] == ["frigate"] and bridge["healthcheck"]["test"] == ["CMD", "edgehive", "healthcheck", "mqtt"]
+    fields = {f"EDGEHIVE_{name.upper()}" for name in settings_model("frigate").model_fields}
+    assert set(bridge["environment"]) <= fields
+    users = override["services"]["broker"]["environment"]["EDGEHIVE_BROKER_USERS"]
+    assert users.startswith(base["services"]["broker"]["environment"]["EDGEHIVE_BROKER_USERS"] + " ")  # the fleet's accounts stay
+    roles = {account.name: account.role for account in parse_users(users)}
+    assert roles["frigate"] == "frigate" and roles["frigate-bridge"] == "frigate-bridge"
+    assert bridge["environment"]["EDGEHIVE_MQTT_URL"].startswith("mqtt://frigate-bridge:")
