@@ -144,12 +144,12 @@ def test_frigate_events_get_a_second_opinion_from_the_fleet(
     url, calls = frigate_api
     fleet.coordinator(EDGEHIVE_CAMERAS=orjson.dumps(PIPELINES).decode())
     fleet.agent("pi-1", EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="objects,face-far", EDGEHIVE_WORKERS="1", EDGEHIVE_SLOTS="1")
-    fleet.frigate(EDGEHIVE_FRIGATE_URL=url)
     wait_nodes_online(recorder, 1, timeout_s=60)
-    bridge_online(recorder)
-
-    # The astronaut's snapshot is retained before her event, as Frigate publishes it: confirmed, with her face.
+    # The astronaut's snapshot is retained before the bridge even starts (it gets it on subscribing), then
+    # her event comes: confirmed, with her face. (A generous max age: a slow start must not make it stale.)
     frigate_pub(fleet, "frigate/front_door/person/snapshot", jpeg("astronaut"), retain=True, tmp=tmp_path)
+    fleet.frigate(EDGEHIVE_FRIGATE_URL=url, EDGEHIVE_FRIGATE_SNAPSHOT_MAX_AGE_S="600")
+    bridge_online(recorder)
     frigate_pub(fleet, "frigate/events", event("new", "1607123955.475377-mxklsc", "front_door"))
     astronaut = verdict_of(recorder, "front_door", "1607123955.475377-mxklsc")
     assert astronaut["ok"] is True and astronaut["confirmed"] is True, astronaut
