@@ -240,8 +240,24 @@ def test_bad_frigate_input_is_reported_and_each_event_still_gets_its_verdict(fle
     frigate_pub(fleet, "frigate/events", event("new", "1607125000.4-lost", "front_door"))
     lost = verdict_of(recorder, "front_door", "1607125000.4-lost")
     assert lost["ok"] is False and "no result from the fleet within 2 s" in lost["error"] and lost["job_s"] > 0
+    # Started mid-event: an `update` of an event never seen is judged like a `new` one; an `end` is not.
+    # (Both on one camera, whose snapshots go one at a time: a verdict on the ended one would come first.)
+    frigate_pub(fleet, "frigate/yard/person/snapshot", b"\xff\xd8\xff\xe0tiny", tmp=tmp_path)
+    frigate_pub(fleet, "frigate/events", event("end", "1607125000.5-ended", "yard", end_time=1607125001.0))
+    frigate_pub(fleet, "frigate/events", event("update", "1607125000.6-midway", "yard"))
+    assert verdict_of(recorder, "yard", "1607125000.6-midway")["ok"] is False  # no fleet: timed out, but judged
+    assert [v["event_id"] for v in verdicts(recorder, "yard")] == ["1607125000.2-big", "1607125000.6-midway"]
     assert fleet.alive("frigate")
     assert verdicts(recorder, "garage") == []
+
+    # The cameras named in EDGEHIVE_FRIGATE_CAMERAS were announced at start; when Home Assistant
+    # comes back (its retained configs lost, say), announcing itself brings them back.
+    uid = f"edgehive_{recorder.prefix.replace('-', '_').replace('/', '_')}_frigate"
+    topic = f"homeassistant/binary_sensor/{uid}_porch_confirmed/config"
+    assert ha_configs(fleet.broker.port, {topic})[topic]["state_topic"] == f"{recorder.prefix}/results/frigate/porch"
+    subprocess.run(["mosquitto_pub", "-p", str(fleet.broker.port), "-q", "1", "-r", "-n", "-t", topic], check=True, timeout=30)
+    frigate_pub(fleet, "homeassistant/status", b"online")
+    assert ha_configs(fleet.broker.port, {topic})[topic]["name"] == "porch confirmed"
 
 
 ACCOUNTS = "coordinator:pw-coordinator sink:pw-sink pi-1:pw-pi-1:agent frigate:pw-frigate:frigate bridge:pw-bridge:frigate-bridge"
