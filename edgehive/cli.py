@@ -138,6 +138,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(_settings(UpSettings, args))
 
 
+def cmd_frigate(args: argparse.Namespace) -> int:
+    from .frigate.service import run_frigate
+    from .frigate.settings import FrigateSettings
+
+    return run_frigate(_settings(FrigateSettings, args))
+
+
 def _client(settings: CommonSettings, role: str) -> MqttBus:
     from .bus import tool_client
 
@@ -223,6 +230,7 @@ SETTINGS_MODELS: dict[str, tuple[str, str]] = {
     "sink": (".telemetry.settings", "SinkSettings"),
     "sensor": (".sensors.publisher", "SensorSettings"),
     "hub": (".coordinator.hub", "HubSettings"),
+    "frigate": (".frigate.settings", "FrigateSettings"),
 }
 
 
@@ -269,6 +277,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("sink", cmd_sink, model_of("sink"), "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
     add("sensor", cmd_sensor, model_of("sensor"), "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     add("hub", cmd_hub, model_of("hub"), "Route jobs submitted at a hub broker to the sites bridged to it, and relay their states and results")
+    add("frigate", cmd_frigate, model_of("frigate"), "Give Frigate's events a second opinion: run each new event's snapshot through the fleet, "
+        "publish the verdict on results/frigate/{camera} and to Home Assistant, optionally set the event's sub label")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
     from .configcmd import add_parser as add_config_parser
 

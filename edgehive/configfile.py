@@ -65,6 +65,11 @@ SECTIONS: dict[str, dict[str, str]] = {
         "influx_url", "influx_version", "influx_token", "influx_org", "influx_bucket", "influx_database", "influx_retention_policy",
         "influx_username", "influx_password", "influx_gzip", "influx_timeout_s", "telemetry_file", "telemetry_file_max_bytes",
         "spool_dir", "spool_max_bytes", "sink_batch_size", "sink_flush_s", "sink_retry_max_s", "sink_stats_s")},
+    "frigate": {name.removeprefix("frigate_"): name for name in (
+        "frigate_topic_prefix", "frigate_cameras", "frigate_labels", "frigate_camera_prefix", "frigate_model", "frigate_min_score",
+        "frigate_confirm_labels", "frigate_snapshot_wait_s", "frigate_snapshot_max_age_s", "frigate_job_timeout_s",
+        "frigate_max_snapshot_bytes", "frigate_queue_max", "frigate_url", "frigate_http_timeout_s", "frigate_sub_label_confirmed",
+        "frigate_sub_label_unconfirmed")},
     "up": {name: name for name in ("agents", "embedded_broker", "listen", "status_every_s", "demo_camera", "sink", "demo_sensors")},
 }
 CAMERAS, FUSION_GROUPS = "cameras", "fusion_groups"

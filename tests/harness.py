@@ -346,6 +346,10 @@ class Fleet:
     def sink(self, name: str = "sink", **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(name, ["sink"], self.env(EDGEHIVE_NODE_ID=name, **env))
 
+    def frigate(self, **env: str) -> subprocess.Popen[bytes]:
+        """`edgehive frigate`, the bridge that judges Frigate's events."""
+        return self._spawn("frigate", ["frigate"], self.env(**env))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         proc.send_signal(sig)

@@ -191,7 +191,7 @@ def test_check_prints_every_mistake_with_its_line_and_what_is_expected(isolated:
         f"{name}:5: coordinator.queue_max: Input should be a valid integer, unable to parse string as an integer (got 'lots')",
         f"{name}:6: coordinator.workers: unknown key (workers belongs in agent)",
         f"{name}:7: agnt: unknown section (did you mean agent?); the sections are mqtt, node, broker, coordinator, agent, sensor, sink, "
-        "up, cameras, fusion_groups",
+        "frigate, up, cameras, fusion_groups",
         f"{name}:11: agent.tags: given twice (first on line 10)",
         f"{name}:14: cameras.door.fps: Input should be less than or equal to 120 (got '500')",
         f"{name}:15: cameras.door.modle: unknown key (did you mean model?); a camera takes source, fps, jpeg_quality, width, height, "

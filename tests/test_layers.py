@@ -1,6 +1,6 @@
 """The import layers, read from the source: no service imports another service.
 
-Services (agents/, coordinator/, sensors/, telemetry/, broker/) talk over MQTT, so the
+Services (agents/, coordinator/, sensors/, telemetry/, broker/, frigate/) talk over MQTT, so the
 contracts between them live in schemas/; a service that imports another's module would
 share a definition the other side can change without noticing (as when the coordinator
 validated fusion tuning with the agent's own models). The ground floor every service may
@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "edgehive"
-SERVICES = ("agents", "coordinator", "sensors", "telemetry", "broker")
+SERVICES = ("agents", "coordinator", "sensors", "telemetry", "broker", "frigate")
 GROUND = ("schemas", "gctune", "configfile", "bus", "pahoclient", "errors", "settings", "signals", "logs")  # under edgehive.
 GROUND_FILES = ("gctune.py", "configfile.py", "bus.py", "pahoclient.py", "errors.py", "settings.py", "signals.py", "logs.py", "__init__.py")  # in edgehive/
 
