@@ -107,6 +107,7 @@ def test_every_alert_rule_queries_the_datasource_and_chains_its_expressions() ->
             assert re.fullmatch(r"[a-z0-9-]{1,40}", rule["uid"]) and rule["title"]
             assert rule["noDataState"] in ("Alerting", "NoData", "OK") and rule["execErrState"] in ("Alerting", "Error", "OK")
             assert re.fullmatch(r"\d+[smh]", rule["for"]) and rule["labels"]["edgehive"] == "alert"
+            assert "$" not in str(rule["labels"]), "Grafana fills environment variables into labels (not annotations, nor queries)"
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
             earlier: dict[str, dict[str, Any]] = {}
             for step in rule["data"]:
