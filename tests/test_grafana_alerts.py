@@ -132,8 +132,8 @@ def alert_run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Ite
     try:
         fleet.sink("sink-main", **sink_env(workdir / "main", influx.url))
         fleet.sink("sink-edge", **sink_env(workdir / "edge", f"http://127.0.0.1:{relay.port}"))
-        groups = {"burst": {"quantity": "temperature", "sensors": ["burst-1"], "window_s": 0.25, "requires": {"node": "pi-gone"}}}
-        fleet.coordinator(EDGEHIVE_FUSION_GROUPS=orjson.dumps(groups).decode(), EDGEHIVE_FUSION_QUEUE_MAX="20")
+        groups = {"burst": {"quantity": "temperature", "sensors": ["burst-1"], "window_s": 0.5, "requires": {"node": "pi-gone"}}}
+        fleet.coordinator(EDGEHIVE_FUSION_GROUPS=orjson.dumps(groups).decode(), EDGEHIVE_FUSION_QUEUE_MAX="40")
         fleet.agent("pi-1", EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="face", EDGEHIVE_WORKERS="2",
                     EDGEHIVE_HOST_ROOT=str(fake_host(workdir / "host-1")))
         hot_host = fake_host(workdir / "host-hot")
