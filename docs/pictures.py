@@ -164,12 +164,12 @@ def message_path_svg(topics: Topics | None = None) -> str:
 CELL_W, CELL_H = 44, 30  # one of Grafana's 24 columns, one grid row
 
 
-def _first_lines(series: list[dict[str, Any]]) -> list[Points]:
-    """Each series' (time, value) points of its first value column, nulls left out."""
+def _lines(series: list[dict[str, Any]]) -> list[Points]:
+    """(time, value) points of every value column of every series (Grafana draws each), nulls left out."""
     lines = []
     for s in series:
-        value = next(i for i, column in enumerate(s["columns"]) if column != "time")
-        lines.append([(float(row[0]), float(row[value])) for row in s["values"] if row[value] is not None])
+        for value in (i for i, column in enumerate(s["columns"]) if column != "time"):
+            lines.append([(float(row[0]), float(row[value])) for row in s["values"] if row[value] is not None])
     return [line for line in lines if line]
 
 
@@ -184,7 +184,7 @@ def panel_data(board: dict[str, Any], query: Query, last: str = "", now_s: float
     for panel in panels(board):
         lines: list[Points] = []
         for target in panel["targets"]:
-            lines += _first_lines(query(substitute(target["query"], selection, variables, from_ms, to_ms, step)))
+            lines += _lines(query(substitute(target["query"], selection, variables, from_ms, to_ms, step)))
         data[panel["id"]] = lines
     return Filled(from_ms, to_ms, data)
 
