@@ -68,6 +68,7 @@ class Agent:
         self.draining = threading.Event()
         self._stop = threading.Event()
         self._seq = 0
+        self._rate_mark = (time.monotonic(), 0)  # (when, jobs finished by then): the heartbeat's jobs_per_s
         self._echoed = threading.Event()
         self.topics.jobs(self.node)  # fails fast on a node id that cannot be a topic level
         self.bus = MqttBus(
@@ -98,11 +99,14 @@ class Agent:
     def heartbeat(self) -> Heartbeat:
         running, waiting = self.runner.counts()
         self._seq += 1
+        now, finished = time.monotonic(), self.runner.done + self.runner.failed
+        (then, before), self._rate_mark = self._rate_mark, (now, finished)
+        rate = round((finished - before) / max(now - then, 1e-3), 3)
         return Heartbeat(
             node=self.node, boot_id=self.boot_id, seq=self._seq, ts=time.time(),
             cpu_pct=self.health.cpu_pct(), mem_pct=self.health.mem_pct(), temp_c=self.health.temperature_c(),
             throttled=self.health.throttled(), gpu_pct=self.health.gpu_pct(),
-            in_flight=running, queued=waiting, jobs_done=self.runner.done, jobs_failed=self.runner.failed,
+            in_flight=running, queued=waiting, jobs_done=self.runner.done, jobs_failed=self.runner.failed, jobs_per_s=rate,
             service_s=self.runner.mean_service_s(), service_by_kind=dict(self.runner.service_by_kind),
             service_by_model=dict(self.runner.service_by_model),
             held=self.runner.held_ids(), running=self.runner.running_ids(), draining=self.draining.is_set(),

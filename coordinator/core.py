@@ -28,7 +28,7 @@ from edgehive.schemas.messages import job_json, job_state_json
 
 from . import scheduler
 from .cameras import CameraPolicy, detect_params, stage_params
-from .discovery import camera_messages, discovery_messages
+from .discovery import Message, camera_messages, discovery_messages
 from .events import (
     Actions,
     CapabilitiesIn,
@@ -38,8 +38,10 @@ from .events import (
     Event,
     FrameIn,
     HeartbeatIn,
+    HomeAssistantStatus,
     JournalAccepted,
     JournalEnded,
+    NodeCleared,
     Now,
     Publish,
     ReadingsIn,
@@ -53,6 +55,7 @@ from .events import (
 from .framegroups import FrameGroup, FrameGroups, Stage
 from .frames import Frame, FrameRouter
 from .fusion import FusionWindows
+from .ha_devices import NodeDevices, coordinator_messages
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
 from .leases import FRAME, PART, Lease, LeaseBook, policy_for
@@ -65,6 +68,9 @@ log = logging.getLogger(__name__)
 
 S = JobStateName
 HEARTBEAT_TIMEOUT = "heartbeat timeout"  # the reason of the offline status we publish for a silent node
+# Home Assistant's `online` makes every config go out again, at most once in this many seconds (a
+# later one within the window is answered when it ends): a fleet's configs are megabytes.
+HA_REANNOUNCE_MIN_S = 30.0
 
 
 def _new_job_id() -> str:
@@ -109,6 +115,9 @@ class CoordinatorCore:
         self._out = Actions()
         self._behind = False  # this step's input may be stale: see step()
         self._rng = random.Random()  # samples nodes in large fleets (coordinator/scheduler.py)
+        self._ha_nodes = NodeDevices(settings.ha_discovery_prefix, self.topics, settings.dead_after, settings.ha_max_node_devices)
+        self._ha_announced_mono = -HA_REANNOUNCE_MIN_S  # when every config last went out on Home Assistant's `online`
+        self._ha_reannounce_due = False
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -412,7 +421,10 @@ class CoordinatorCore:
     def _on_capabilities(self, event: CapabilitiesIn) -> None:
         self._kind_verdicts.clear()
         self._model_inputs.clear()
-        self._apply(self.registry.on_capabilities(event.caps, self._now.mono), "restarted")
+        change = self.registry.on_capabilities(event.caps, self._now.mono)
+        self._apply(change, "restarted")
+        if change.node.caps is event.caps:  # not a retired boot's
+            self._discovery(self._ha_nodes.seen(event.caps))
         self._pump_wanted = True
 
     def _on_status(self, event: StatusIn) -> None:
@@ -659,6 +671,12 @@ class CoordinatorCore:
             self._apply(change, f"sent no heartbeat for {self.settings.dead_after:g} s")
             status = NodeStatus(state="offline", boot_id=change.node.boot_id, ts=now.wall, reason=HEARTBEAT_TIMEOUT)
             self._publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
+        if listening and self.settings.forget_after_s:
+            self._forget_nodes()
+        if self._ha_reannounce_due and now.mono - self._ha_announced_mono >= HA_REANNOUNCE_MIN_S:
+            self._ha_reannounce_due = False
+            self._ha_announced_mono = now.mono
+            self._announce_all()
         if self.orphans and now.mono > self._recovery_until:
             for lease in list(self.orphans.values()):
                 del self.orphans[lease.id]
@@ -673,6 +691,21 @@ class CoordinatorCore:
         self._place()  # before the stats, which then count what this tick placed
         if now.mono - self._last_stats[0] >= self.settings.stats_interval_s:
             self._publish(self.topics.coordinator_stats, encode(self.stats(now)), qos=0)
+
+    def _forget_nodes(self) -> None:
+        """Nodes dead for `forget_after_s` leave the fleet: their retained birth certificate and
+        status are cleared (a restarted coordinator would know them again), and so are their
+        Home Assistant configs, which removes their devices there. An agent that comes back
+        later joins as a new node."""
+        gone = self.registry.forget(self._now.mono, self.settings.forget_after_s)
+        if gone:
+            self._kind_verdicts.clear()
+            self._model_inputs.clear()
+        for node in gone:
+            log.info("node %s left the fleet (dead for %g s)", node.id, self.settings.forget_after_s)
+            self._publish(self.topics.capabilities(node.id), b"", qos=1, retain=True)
+            self._publish(self.topics.status(node.id), b"", qos=1, retain=True)
+            self._discovery(self._ha_nodes.left(node.id))
 
     def _sweep_queue(self) -> None:
         """Fail queued jobs whose deadline passed or that no node can run."""
@@ -721,12 +754,38 @@ class CoordinatorCore:
         for node in self.registry.alive():
             node.last_seen = max(node.last_seen, self._now.mono)
         self._publish(self.topics.coordinator_status, b"online", qos=1, retain=True)
+        self._announce_all()  # after a reconnect too, in case the broker lost its retained messages
+
+    # -- Home Assistant ----------------------------------------------------------------------
+
+    def _discovery(self, messages: list[Message]) -> None:
+        for topic, config in messages:
+            self._publish(topic, config, qos=1, retain=True)
+
+    def _announce_all(self) -> None:
+        """Every discovery config: fusion groups, the coordinator, the nodes and cameras known."""
         prefix = self.settings.ha_discovery_prefix
-        if prefix:
-            for topic, config in discovery_messages(prefix, self.topics, {name: group.config for name, group in self.fusion.groups.items()}):
-                self._publish(topic, config, qos=1, retain=True)
-            for camera in list(self.frames.received):  # after a reconnect, in case the broker lost its retained messages
-                self._announce_camera(camera)
+        if not prefix:
+            return
+        self._discovery(discovery_messages(prefix, self.topics, {name: group.config for name, group in self.fusion.groups.items()}))
+        self._discovery(coordinator_messages(prefix, self.topics, self.settings.stats_interval_s))
+        self._discovery(self._ha_nodes.all())
+        for camera in list(self.frames.received):
+            self._announce_camera(camera)
+
+    def _on_ha_status(self, event: HomeAssistantStatus) -> None:
+        """Home Assistant (re)started (its birth, `online`): it may have lost what it discovered, so
+        everything again, as Zigbee2MQTT does."""
+        if not event.online:
+            return
+        if self._now.mono - self._ha_announced_mono < HA_REANNOUNCE_MIN_S:
+            self._ha_reannounce_due = True  # at most once a window: anyone who may write that topic could repeat it
+            return
+        self._ha_announced_mono = self._now.mono
+        self._announce_all()
+
+    def _on_cleared(self, event: NodeCleared) -> None:
+        """A node's retained capabilities or status removed (our own clearing coming back): nothing to do."""
 
     def _on_disconnected(self, event: ConnectionLost) -> None:
         self.connected = False
@@ -741,6 +800,8 @@ class CoordinatorCore:
         FrameIn: _on_frame,
         ReadingsIn: _on_readings,
         SnapshotIn: _on_snapshot,
+        NodeCleared: _on_cleared,
+        HomeAssistantStatus: _on_ha_status,
         Tick: _on_tick,
         ConnectionRestored: _on_connected,
         ConnectionLost: _on_disconnected,

@@ -1,6 +1,8 @@
 """Home Assistant MQTT discovery: each sensor group's fused estimate, and each camera's annotated
-snapshot and object count, appear in Home Assistant as entities of one `edgehive` device, with
-no YAML written by anyone.
+snapshot and object count, appear in Home Assistant as entities of the fleet's device (the
+coordinator's), with no YAML written by anyone. Nodes and the coordinator's own counters are
+coordinator/ha_devices.py's; both build their configs with `entity_config` here, as any other
+edgehive part that shows entities in Home Assistant should.
 
 Pi fleets that fuse room sensors usually end in Home Assistant, and its MQTT integration reads
 retained configs under `homeassistant/<component>/<object id>/config` (Zigbee2MQTT and Frigate
@@ -17,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from edgehive import __version__
 from edgehive.schemas import Topics
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.sensors import UNITS
@@ -26,48 +29,76 @@ from .fusion import GroupConfig
 # Home Assistant device classes of the quantities it knows.
 DEVICE_CLASSES = {"temperature": "temperature", "humidity": "humidity", "pressure": "atmospheric_pressure"}
 
+# Who published a config: Home Assistant logs it with every discovered entity and shows it in the
+# device's MQTT info, so a user can tell an edgehive entity from one of Zigbee2MQTT's or Frigate's.
+ORIGIN: dict[str, str] = {"name": "edgehive", "sw_version": __version__}
+
+Message = tuple[str, bytes]  # (topic, payload): a retained config to publish, or b"" to remove one
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
 
 
-def _device(topics: Topics) -> dict[str, Any]:
-    return {"identifiers": [f"edgehive_{_slug(topics.prefix)}"], "name": f"edgehive {topics.prefix}", "manufacturer": "edgehive", "model": "edge AI fleet"}
+def entity_slug(text: str) -> str:
+    """`text` as Home Assistant allows an entity id's object part: lowercase letters, digits and
+    single underscores, neither first nor last."""
+    return re.sub(r"_+", "_", _slug(text)).strip("_") or "edgehive"
 
 
-def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequence[str] = ()) -> list[tuple[str, bytes]]:
+def entity_config(ha_prefix: str, component: str, unique_id: str, name: str, device: dict[str, Any], **fields: Any) -> Message:
+    """One entity's retained discovery config, as Home Assistant's MQTT discovery documents it:
+    on `{prefix}/{component}/{unique_id}/config`, with its `unique_id` (it keeps the entity's
+    settings and history across restarts), `default_entity_id` (the entity id it gets at first:
+    what `object_id` did until Home Assistant 2025.10 deprecated it), the `device` it belongs
+    to and the `origin` that published it; `fields` are the component's own (state_topic,
+    value_template, availability, ...). `unique_id` must be letters, digits, `_` and `-` (the
+    topic level Home Assistant accepts)."""
+    config = {"name": name, "unique_id": unique_id, "default_entity_id": f"{component}.{entity_slug(unique_id)}",
+              "device": device, "origin": ORIGIN, **fields}
+    return f"{ha_prefix}/{component}/{unique_id}/config", orjson.dumps(config)
+
+
+def fleet_id(topics: Topics) -> str:
+    """The fleet device's identifier: the coordinator of this prefix, and the `via_device` of its nodes."""
+    return f"edgehive_{_slug(topics.prefix)}"
+
+
+def fleet_device(topics: Topics) -> dict[str, Any]:
+    return {"identifiers": [fleet_id(topics)], "name": f"edgehive {topics.prefix}", "manufacturer": "edgehive",
+            "model": "edge AI fleet coordinator", "sw_version": __version__}
+
+
+def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequence[str] = ()) -> list[Message]:
     """A camera's annotated snapshot (`snapshots/{camera}`, a JPEG), its objects per frame, and,
     for each label its settings keep, how many of that label the last frame held (what a
     Frigate user automates on: "a person in the driveway")."""
     uid = f"edgehive_{_slug(topics.prefix)}_{_slug(camera)}"
-    common = {"availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline",
-              "device": _device(topics)}
-    snapshot = {"name": f"{camera} detections", "unique_id": f"{uid}_snapshot", "object_id": f"{uid}_snapshot",
-                "topic": topics.snapshot(camera), **common}
-    objects = {"name": f"{camera} objects", "unique_id": f"{uid}_objects", "object_id": f"{uid}_objects",
-               "state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
+    common = {"availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline"}
+    device = fleet_device(topics)
+    snapshot = {"topic": topics.snapshot(camera), **common}
+    objects = {"state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
                "value_template": "{% if value_json.ok %}{{ value_json.output.detections | length }}{% else %}{{ this.state }}{% endif %}",
                "json_attributes_topic": topics.result(DETECT_KIND, camera),
                "json_attributes_template": "{% if value_json.ok %}{{ {'labels': value_json.output.detections | map(attribute='label') | list, "
                                            "'model': value_json.output.model, 'node': value_json.node} | tojson }}{% else %}{}{% endif %}",
                **common}
-    messages = [(f"{ha_prefix}/camera/{uid}_snapshot/config", orjson.dumps(snapshot)), (f"{ha_prefix}/sensor/{uid}_objects/config", orjson.dumps(objects))]
+    messages = [entity_config(ha_prefix, "camera", f"{uid}_snapshot", f"{camera} detections", device, **snapshot),
+                entity_config(ha_prefix, "sensor", f"{uid}_objects", f"{camera} objects", device, **objects)]
     for label in labels:
-        object_id = f"{uid}_{_slug(label)}"
-        count = {"name": f"{camera} {label}", "unique_id": object_id, "object_id": object_id,
-                 "state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
+        count = {"state_topic": topics.result(DETECT_KIND, camera), "state_class": "measurement", "unit_of_measurement": "objects",
                  "value_template": "{% if value_json.ok %}{{ value_json.output.detections | selectattr('label', 'equalto', "
                                    + orjson.dumps(label).decode() + ") | list | length }}{% else %}{{ this.state }}{% endif %}",
                  **common}
-        messages.append((f"{ha_prefix}/sensor/{object_id}/config", orjson.dumps(count)))
+        messages.append(entity_config(ha_prefix, "sensor", f"{uid}_{_slug(label)}", f"{camera} {label}", device, **count))
     return messages
 
 
-def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupConfig]) -> list[tuple[str, bytes]]:
+def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupConfig]) -> list[Message]:
     """(topic, retained config) for every entity of every group."""
     fleet = _slug(topics.prefix)
-    device = _device(topics)
-    out: list[tuple[str, bytes]] = []
+    device = fleet_device(topics)
+    out: list[Message] = []
     for name, group in sorted(groups.items()):
         state_topic = topics.result(FUSION_KIND, name)
         entities: list[tuple[str, str, dict[str, Any]]]
@@ -85,12 +116,9 @@ def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupCo
             entities = [(name, f"{name} {group.quantity}", extra)]
         for object_id, title, extra in entities:
             uid = f"edgehive_{fleet}_{_slug(object_id)}"
-            config = {
-                "name": title, "unique_id": uid, "object_id": uid, "state_topic": state_topic, "state_class": "measurement",
-                "availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline",
-                "device": device, **extra,
-            }
-            out.append((f"{ha_prefix}/sensor/{uid}/config", orjson.dumps(config)))
+            out.append(entity_config(ha_prefix, "sensor", uid, title, device, state_topic=state_topic, state_class="measurement",
+                                     availability_topic=topics.coordinator_status, payload_available="online",
+                                     payload_not_available="offline", **extra))
     return out
 
 

@@ -95,6 +95,20 @@ class SnapshotIn(NamedTuple):
     jpeg: bytes
 
 
+class NodeCleared(NamedTuple):
+    """An empty retained payload on a node's capabilities or status: the retained copy was removed
+    (by the coordinator itself when the node left the fleet); nothing to do."""
+
+    topic: str
+
+
+class HomeAssistantStatus(NamedTuple):
+    """Home Assistant's birth (`online`) or will (`offline`) on `{ha_discovery_prefix}/status`."""
+
+    topic: str
+    online: bool
+
+
 class Tick(NamedTuple):
     """Periodic work: silent nodes, leases of orphans, deadlines, fusion windows due, stats."""
 
@@ -108,7 +122,7 @@ class ConnectionLost(NamedTuple):
 
 
 Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
-         | Tick | ConnectionRestored | ConnectionLost)
+         | NodeCleared | HomeAssistantStatus | Tick | ConnectionRestored | ConnectionLost)
 
 
 # -- actions: what to do ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 
+from edgehive import gctune
 from edgehive.bus import MqttBus, Outgoing, Rejected
 from edgehive.schemas import Capabilities, CoordinatorStats, JobRequest, JobState, JobStateName, Result, Topics, decode, encode, parse_status
 from edgehive.schemas.messages import job_state_json
@@ -62,14 +63,17 @@ class HubRouter:
             raise Rejected(f"invalid site id {site[:80]!r} in the topic")
         return site
 
-    def _parse_capabilities(self, topic: str, payload: bytes) -> tuple[str, Capabilities]:
+    def _parse_capabilities(self, topic: str, payload: bytes) -> tuple[str, Capabilities | str]:
+        """A node's capabilities, or its id when the retained copy was cleared (it left its site's fleet)."""
+        if not payload:
+            return self._site_of(topic, 4), topic.split("/")[-2]
         caps = decode(Capabilities, payload)
         if caps.node != topic.split("/")[-2]:
             raise Rejected(f"capabilities of node {caps.node} on another node's topic")
         return self._site_of(topic, 4), caps
 
     def _parse_status(self, topic: str, payload: bytes) -> tuple[str, str, bool]:
-        return self._site_of(topic, 4), topic.split("/")[-2], parse_status(payload).state == "online"
+        return self._site_of(topic, 4), topic.split("/")[-2], bool(payload) and parse_status(payload).state == "online"
 
     def _parse_link(self, topic: str, payload: bytes) -> tuple[str, bool]:
         return self._site_of(topic, 2), payload.strip() == b"1"
@@ -86,7 +90,7 @@ class HubRouter:
     def _parse_result(self, topic: str, payload: bytes) -> tuple[str, Result, bytes]:
         return self._site_of(topic, 4), decode(Result, payload), payload
 
-    def _on_capabilities(self, topic: str, value: tuple[str, Capabilities]) -> None:
+    def _on_capabilities(self, topic: str, value: tuple[str, Capabilities | str]) -> None:
         self.book.on_capabilities(*value)
 
     def _on_status(self, topic: str, value: tuple[str, str, bool]) -> None:
@@ -187,6 +191,7 @@ class HubRouter:
 
     def run_forever(self) -> None:
         stop = Stop().install()
+        gctune.tune()
         self.start()
         stop.wait()
         log.info("hub: %s, stopping", stop.signal_name)

@@ -21,7 +21,19 @@ from edgehive.schemas.messages import FrameMeta
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
 from .cameras import CameraPolicy
-from .events import CapabilitiesIn, Declined, FrameIn, HeartbeatIn, ReadingsIn, ResultIn, SnapshotIn, StatusIn, Submitted
+from .events import (
+    CapabilitiesIn,
+    Declined,
+    FrameIn,
+    HeartbeatIn,
+    HomeAssistantStatus,
+    NodeCleared,
+    ReadingsIn,
+    ResultIn,
+    SnapshotIn,
+    StatusIn,
+    Submitted,
+)
 from .frames import Frame
 
 IDENT = re.compile(IDENT_PATTERN)
@@ -51,7 +63,9 @@ class Ingest:
     def submission(self, topic: str, payload: bytes) -> Submitted:
         return Submitted(topic, decode(JobRequest, payload))
 
-    def capabilities(self, topic: str, payload: bytes) -> CapabilitiesIn:
+    def capabilities(self, topic: str, payload: bytes) -> CapabilitiesIn | NodeCleared:
+        if not payload:
+            return NodeCleared(topic)
         caps = decode(Capabilities, payload)
         self._same_node(topic, caps.node, "message")
         return CapabilitiesIn(topic, caps)
@@ -61,11 +75,18 @@ class Ingest:
         self._same_node(topic, beat.node, "message")
         return HeartbeatIn(topic, beat)
 
-    def status(self, topic: str, payload: bytes) -> StatusIn:
+    def status(self, topic: str, payload: bytes) -> StatusIn | NodeCleared:
+        if not payload:
+            return NodeCleared(topic)
         status = parse_status(payload)
         node = self.topics.parse(topic).node
         assert node is not None  # the subscription is nodes/+/status
         return StatusIn(topic, node, status)
+
+    @staticmethod
+    def ha_status(topic: str, payload: bytes) -> HomeAssistantStatus:
+        """Home Assistant's birth or will; anything but `online` asks nothing of us."""
+        return HomeAssistantStatus(topic, payload.strip() == b"online")
 
     def declined(self, topic: str, payload: bytes) -> Declined:
         refusal = decode(Result, payload)

@@ -40,6 +40,7 @@ class Node:
     boot_id: str | None = None
     alive: bool = False
     last_seen: float = 0.0
+    known_since: float = 0.0  # when this coordinator first heard of it: a node never seen alive is dead since then
     heartbeat: Heartbeat | None = None
     jobs: set[str] = field(default_factory=set)
     dispatched: int = 0
@@ -116,7 +117,7 @@ class NodeRegistry:
     def get(self, node_id: str) -> Node:
         node = self.nodes.get(node_id)
         if node is None:
-            node = self.nodes[node_id] = Node(node_id, clock=self.clock)
+            node = self.nodes[node_id] = Node(node_id, known_since=self.clock.now, clock=self.clock)
         return node
 
     def alive(self) -> list[Node]:
@@ -180,3 +181,16 @@ class NodeRegistry:
                 node.mark_suspect(None, retry_after=0.0)  # if it comes back on this boot, probe the way to it first
                 changes.append(Change(node, died=True, vacated=True))
         return changes
+
+    def forget(self, now: float, after: float) -> list[Node]:
+        """Nodes dead for `after` seconds leave the fleet: dropped, and returned so that what was
+        said about them (retained messages, Home Assistant devices) can be taken back. Dead
+        means not alive, with no job held; the time counts from its last heartbeat or `online`,
+        or from when this coordinator first heard of it (after a restart, a node known only from
+        its retained capabilities)."""
+        self.clock.now = now
+        gone = [node for node in self.nodes.values()
+                if not node.alive and not node.jobs and now - max(node.last_seen, node.known_since) > after]
+        for node in gone:
+            del self.nodes[node.id]
+        return gone

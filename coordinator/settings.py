@@ -29,7 +29,13 @@ class CoordinatorSettings(CommonSettings):
     fusion_window_max_readings: int = Field(10000, ge=1, description="Readings one window holds; more are refused on errors and counted")
     fusion_grace_s: float = Field(0.25, ge=0, description="How long a time window stays open past its end for late readings")
     sensor_max_future_s: float = Field(5.0, ge=0, description="Readings stamped further ahead of the coordinator's clock are refused (clock skew)")
-    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant MQTT discovery prefix: fused estimates and cameras appear as entities ('' to disable)")
+    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant MQTT discovery prefix: each node and the coordinator appear as "
+                                     "devices, fused estimates and cameras as entities; configs are published again when Home Assistant "
+                                     "sends 'online' on {prefix}/status ('' to disable)")
+    ha_max_node_devices: int = Field(250, ge=0, description="Home Assistant devices for at most this many nodes (the first ones seen); a bigger "
+                                     "fleet's other nodes get none, said once in the log (each device is 8 retained configs, ~6 KB; 0: no node devices)")
+    forget_after_s: float = Field(7 * 86400.0, ge=0, description="A node dead this long (no heartbeat, not online) leaves the fleet: the coordinator "
+                                  "forgets it, clears its retained capabilities and status, and removes its Home Assistant device (0: never)")
     sensor_max_age_s: float = Field(300.0, gt=0, description="Readings stamped longer ago are refused as stale")
 
     @property

@@ -48,8 +48,14 @@ class SiteBook:
             found = self.sites[site_id] = Site(site_id)
         return found
 
-    def on_capabilities(self, site_id: str, caps: Capabilities) -> None:
-        self.site(site_id).caps[caps.node] = caps
+    def on_capabilities(self, site_id: str, caps: Capabilities | str) -> None:
+        """A node's capabilities; a bare node id: the node left the site's fleet."""
+        site = self.site(site_id)
+        if isinstance(caps, str):
+            site.caps.pop(caps, None)
+            site.online.discard(caps)
+        else:
+            site.caps[caps.node] = caps
 
     def on_status(self, site_id: str, node: str, online: bool) -> None:
         nodes = self.site(site_id).online

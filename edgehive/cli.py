@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
-from . import __version__, logs
+from . import __version__, configfile, logs
 from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
@@ -31,6 +31,7 @@ def describe_settings_error(error: ValidationError, model: type[BaseSettings] | 
         loc = tuple(str(p) for p in item.get("loc", ()))
         if model is not None and loc and loc[0] in model.model_fields:
             where = f"{env_name(loc[0])} / {option_name(loc[0])}" + (f" ({'.'.join(loc[1:])})" if loc[1:] else "")
+            where = configfile.located(loc[0]) or where  # the value came from the config file: its line
         else:
             where = ".".join(loc) or "settings"
         message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
@@ -135,6 +136,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .up import UpSettings, run_up
 
     return run_up(_settings(UpSettings, args))
+
+
+def cmd_frigate(args: argparse.Namespace) -> int:
+    from .frigate.service import run_frigate
+    from .frigate.settings import FrigateSettings
+
+    return run_frigate(_settings(FrigateSettings, args))
 
 
 def _client(settings: CommonSettings, role: str) -> MqttBus:
@@ -265,6 +273,9 @@ exit status:
   0  the job is DONE (its result is printed as JSON)
   1  the job FAILED, or was refused (its last state is printed as JSON)
   2  no result within --timeout, no connection to the broker, or an invalid job""",
+    "frigate": """examples:
+  edgehive frigate --mqtt-url mqtt://frigate-broker.local          judge every camera's events
+  edgehive frigate --frigate-cameras front_door --frigate-labels person,car""",
     "healthcheck": """examples:
   edgehive healthcheck agent      in the agent's container: exit 0 when its heartbeat arrives
   edgehive healthcheck mqtt       the broker takes this container's credentials""",
@@ -279,6 +290,7 @@ SETTINGS_MODELS: dict[str, tuple[str, str]] = {
     "sink": (".telemetry.settings", "SinkSettings"),
     "sensor": (".sensors.publisher", "SensorSettings"),
     "hub": (".coordinator.hub", "HubSettings"),
+    "frigate": (".frigate.settings", "FrigateSettings"),
 }
 
 
@@ -307,11 +319,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
     parser.add_argument("--version", action="version", version=f"edgehive {__version__}")
+    parser.add_argument("--config", metavar="FILE", help=configfile.CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Command, model: type[BaseSettings] | None, help_text: str, fields: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=configfile.CONFIG_HELP)
         if model is not None:
             add_settings_options(p, model, fields)
         p.set_defaults(func=func, settings_model=model)
@@ -324,7 +338,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add("sink", cmd_sink, model_of("sink"), "Write heartbeats, results, job states, sensor readings and coordinator stats to InfluxDB (or a line-protocol file)")
     add("sensor", cmd_sensor, model_of("sensor"), "Publish sensor readings (simulated temperature/humidity/pressure/IMU, a BME280, or the demo set)")
     add("hub", cmd_hub, model_of("hub"), "Route jobs submitted at a hub broker to the sites bridged to it, and relay their states and results")
+    add("frigate", cmd_frigate, model_of("frigate"), "Give Frigate's events a second opinion: run each new event's snapshot through the fleet, "
+        "publish the verdict on results/frigate/{camera} and to Home Assistant, optionally set the event's sub label")
     # `edgehive models ...` is handed whole to the model store's own parser (see main()).
+    from .configcmd import add_parser as add_config_parser
+
+    add_config_parser(sub)
     sub.add_parser("models", help="Fetch and verify the models of the manifest (edgehive models --help)", add_help=False)
     p = add("broker", cmd_broker, BrokerSettings, "Run the embedded amqtt broker alone", BROKER_FIELDS)
     p.add_argument("--listen", default="", help="host:port to listen on (default: host and port of the MQTT URL)")
@@ -365,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only=argv[0] if argv[:1] and argv[0] in SERVICE_COMMANDS else None)
     args = parser.parse_args(argv)
     try:
+        configfile.use(args.config)
         return int(args.func(args))
-    except SettingsInvalid as error:
+    except (SettingsInvalid, configfile.ConfigFileError) as error:
         lines = error.lines
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
         lines = describe_settings_error(error, None)

@@ -52,6 +52,11 @@ RAW: tuple[EnvVar, ...] = (
     EnvVar("EDGEHIVE_ROLE", "all", "every image (deploy/role-gate)",
            "Services this device runs: `head` (broker, coordinator, sink, influxdb, grafana, agent), `worker` (agent), "
            "`all` (every service), plus service names, comma-separated, e.g. `worker,camera`"),
+    EnvVar("EDGEHIVE_CONFIG", "(empty)", "every command",
+           "Path of the YAML config file (README: One config file); `--config FILE` overrides it; without either, "
+           "`EDGEHIVE_CONFIG_YAML`, then `./edgehive.yml` when present"),
+    EnvVar("EDGEHIVE_CONFIG_YAML", "(empty)", "every command",
+           "The config file's YAML itself, for balena and compose where no file is mounted; used when no path is given"),
     EnvVar("EDGEHIVE_VENV", ".venv", "edgehive.sh", "Where `./edgehive.sh` creates the virtual environment"),
     EnvVar("EDGEHIVE_HUB_ADDRESS", "(empty)", "`broker` (broker/bridge.sh)",
            "A site's hub broker, `host[:port]` (default port 1883): the site's Mosquitto bridges to it (empty: no bridge)"),

@@ -35,7 +35,7 @@ class FleetView:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         t: Topics = self.bus.topics
-        self.bus.subscribe(t.pattern("capabilities"), self._on_caps, lambda tp, p: decode(Capabilities, p))
+        self.bus.subscribe(t.pattern("capabilities"), self._on_caps, self._parse_caps)
         self.bus.subscribe(t.pattern("status"), self._on_status, self._parse_status)
         self.bus.subscribe(t.pattern("heartbeat"), self._on_beat, lambda tp, p: decode(Heartbeat, p), qos=0, max_bytes=1 << 20)
         self.bus.subscribe(t.coordinator_stats, self._on_stats, lambda tp, p: decode(CoordinatorStats, p), qos=0)
@@ -44,19 +44,32 @@ class FleetView:
     def _row(self, node: str) -> NodeRow:
         return self.nodes.setdefault(node, NodeRow(node))
 
-    def _on_caps(self, topic: str, caps: Capabilities) -> None:
-        with self._lock:
-            self._row(caps.node).caps = caps
-
-    def _parse_status(self, topic: str, payload: bytes) -> tuple[str, NodeStatus]:
+    def _node_of(self, topic: str) -> str:
         node = self.bus.topics.parse(topic).node
-        if node is None:  # the status pattern names a node: this cannot be one of ours
-            raise Rejected("a status topic without a node")
-        return node, parse_status(payload)
+        if node is None:  # the patterns name a node: this cannot be one of ours
+            raise Rejected("a node topic without a node")
+        return node
 
-    def _on_status(self, topic: str, value: tuple[str, NodeStatus]) -> None:
+    def _parse_caps(self, topic: str, payload: bytes) -> tuple[str, Capabilities | None]:
+        """None: the retained copy was cleared, as the coordinator does when the node leaves the fleet."""
+        return self._node_of(topic), decode(Capabilities, payload) if payload else None
+
+    def _on_caps(self, topic: str, value: tuple[str, Capabilities | None]) -> None:
+        node, caps = value
         with self._lock:
-            self._row(value[0]).status = value[1]
+            if caps is None:
+                self.nodes.pop(node, None)
+            else:
+                self._row(node).caps = caps
+
+    def _parse_status(self, topic: str, payload: bytes) -> tuple[str, NodeStatus | None]:
+        return self._node_of(topic), parse_status(payload) if payload else None
+
+    def _on_status(self, topic: str, value: tuple[str, NodeStatus | None]) -> None:
+        node, status = value
+        with self._lock:
+            if status is not None or node in self.nodes:
+                self._row(node).status = status
 
     def _on_beat(self, topic: str, beat: Heartbeat) -> None:
         with self._lock:

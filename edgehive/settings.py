@@ -2,7 +2,8 @@
 
 balena and Docker hand settings to containers as environment variables, so the
 environment is the primary source; a command-line option overrides it for one run.
-Every field has a default so that a bare `edgehive agent` works on a laptop.
+Every field has a default so that a bare `edgehive agent` works on a laptop. The same fields
+can also come from a YAML config file, below the environment (edgehive/configfile.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .configfile import ConfigFileSource
 
 ENV_PREFIX = "EDGEHIVE_"
 
@@ -83,6 +86,14 @@ class CommonSettings(BaseSettings):
     mqtt_client: Literal["fast", "plain"] = Field(
         "fast", description="MQTT client: fast (paho with edgehive's faster reads, writes and acknowledgements; plain paho where "
         "the installed paho-mqtt lacks the internals they replace) or plain (paho as released)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Options (passed as init values) over variables over the config file (edgehive/configfile.py) over defaults."""
+        return init_settings, env_settings, ConfigFileSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("mqtt_url")
     @classmethod

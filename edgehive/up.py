@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import Field
 
+from . import configfile
 from .agents.settings import AgentSettings
 from .broker import EmbeddedBroker
 from .broker.accounts import listens_beyond_loopback
@@ -105,12 +106,12 @@ def run_up(settings: UpSettings) -> int:
         broker = EmbeddedBroker(host, port).start()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)
-    env = dict(os.environ, EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,
+    env = dict(os.environ, **configfile.child_env(), EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,
                EDGEHIVE_HEARTBEAT_S=str(settings.heartbeat_s), EDGEHIVE_LOG_LEVEL=settings.log_level)
     if url.username:
         env["EDGEHIVE_MQTT_URL"] = settings.mqtt_url
     coordinator_env = dict(env)
-    if settings.demo_sensors and not os.environ.get("EDGEHIVE_FUSION_GROUPS"):
+    if settings.demo_sensors and not os.environ.get("EDGEHIVE_FUSION_GROUPS") and not configfile.located("fusion_groups"):
         coordinator_env["EDGEHIVE_FUSION_GROUPS"] = orjson.dumps(demo_groups("demo")).decode()
     children = [_child("coordinator", ["coordinator"], coordinator_env)]
     for i in range(settings.agents):

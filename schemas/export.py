@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .frigate import FrigateVerdict
 from .fusion import FusionEstimate, FusionOrientation, FusionParams
 from .kinds import SleepParams
 from .messages import MODELS
@@ -31,6 +32,7 @@ EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "fusion_params": FusionParams,
     "fusion_estimate": FusionEstimate,
     "fusion_orientation": FusionOrientation,
+    "frigate_verdict": FrigateVerdict,
 }
 
 JSON_DIR = Path(__file__).with_name("json")
@@ -60,7 +62,7 @@ def render_all() -> dict[str, str]:
     files = {}
     for name, model in {**MODELS, **EXTRA_MODELS}.items():
         schema = model.model_json_schema()
-        if model is DetectionOutput:
+        if model is DetectionOutput or model is FrigateVerdict:
             schema = _with_labels(schema, shipped_labels())
         schema["$id"] = f"https://edgehive.dev/schemas/v1/{name}.schema.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

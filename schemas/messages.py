@@ -93,6 +93,7 @@ class Heartbeat(Message):
     queued: int = Field(ge=0, le=MAX_SLOTS, description="Jobs accepted, waiting for a worker")
     jobs_done: int = Field(ge=0, le=MAX_COUNT)
     jobs_failed: int = Field(ge=0, le=MAX_COUNT)
+    jobs_per_s: float | None = Field(None, ge=0, le=1e6, description="Jobs finished (done or failed) per second since the previous heartbeat; absent from older agents")
     service_s: float | None = Field(None, ge=0, le=86400, description="Mean service time over recent jobs")
     service_by_kind: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(default_factory=dict, max_length=MAX_LIST)
     service_by_model: dict[Ident, Annotated[float, Field(ge=0, le=86400)]] = Field(

@@ -50,6 +50,7 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "coordinator_status": ("coordinator", "status"),
     "coordinator_stats": ("coordinator", "stats"),
     "hub_submit": ("hub", "submit"),
+    "frigate_status": ("frigate", "status"),
     "errors": ("errors",),
 }
 
@@ -126,6 +127,11 @@ class Topics:
     def hub_submit(self) -> str:
         """Where a site's coordinator hands up a job none of its nodes can run (its bridge carries it to the hub)."""
         return self._join("hub", "submit")
+
+    @property
+    def frigate_status(self) -> str:
+        """`online`/`offline` (retained) of `edgehive frigate`, the Frigate bridge: its Home Assistant availability."""
+        return self._join("frigate", "status")
 
     @property
     def errors(self) -> str:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgehive import gctune
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
 from edgehive.signals import Stop
@@ -215,6 +216,7 @@ def run_sink(settings: SinkSettings) -> int:
     sink = Sink(bus, writer, spool, node=settings.node_id, batch_size=settings.sink_batch_size, flush_s=settings.sink_flush_s,
                 retry_max_s=settings.sink_retry_max_s, stats_s=settings.sink_stats_s)
     stop = Stop().install()
+    gctune.tune()  # heartbeats and results of a whole fleet: see edgehive/gctune.py
     sink.start()
     try:
         bus.start(timeout_s=None)  # connects in the background, with backoff, for as long as it takes

@@ -46,13 +46,18 @@ class Rig:
     max_attempts: int = 3
     queue_max: int = 10_000
     hand_up: bool = False
+    ha_discovery_prefix: str = ""
+    forget_after_s: float = 7 * 86400.0
+    ha_max_node_devices: int = 250
     fusion_groups: dict[str, GroupConfig] = field(default_factory=dict)
     now: Now = Now(1_000_000.0, 100.0)  # well past dead_after since the start: no grace for the registry
     log: Actions = field(default_factory=Actions)  # everything the core asked for so far
 
     def __post_init__(self) -> None:
         self.settings = CoordinatorSettings(state_dir="", heartbeat_s=self.heartbeat_s, max_attempts=self.max_attempts,
-                                            queue_max=self.queue_max, ha_discovery_prefix="", prefix=PREFIX, hand_up=self.hand_up)
+                                            queue_max=self.queue_max, ha_discovery_prefix=self.ha_discovery_prefix, prefix=PREFIX,
+                                            hand_up=self.hand_up, forget_after_s=self.forget_after_s,
+                                            ha_max_node_devices=self.ha_max_node_devices)
         self.topics = Topics(PREFIX)
         self.core = CoordinatorCore(self.settings, FusionWindows(self.fusion_groups, 10, 100, 0.25, None), started=0.0, run_id="run")
         self.seq = 0
@@ -74,10 +79,10 @@ class Rig:
         return self.step(Tick())
 
     def node(self, name: str, slots: int = 1, kinds: tuple[str, ...] = ("sleep",), models: tuple[str, ...] = (), boot: str = "b1",
-             inputs: dict[str, tuple[int, int]] | None = None) -> None:
+             inputs: dict[str, tuple[int, int]] | None = None, version: str = "0") -> None:
         """A node's birth: capabilities, `online`, a first heartbeat. `inputs`: model → input size it reports."""
         runtimes = {m: ModelRuntime(backend="litert", device="cpu", input_size=size) for m, size in (inputs or {}).items()}
-        caps = Capabilities(node=name, boot_id=boot, ts=0, version="0", arch="x", board="b", os="l", python="3", cores=2,
+        caps = Capabilities(node=name, boot_id=boot, ts=0, version=version, arch="x", board="b", os="l", python="3", cores=2,
                             ram_mb=100, kinds=list(kinds), workers=slots, slots=slots, models=list(models), model_runtimes=runtimes)
         self.step(CapabilitiesIn(self.topics.capabilities(name), caps),
                   StatusIn(self.topics.status(name), name, NodeStatus(state="online", boot_id=boot)))

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,10 @@ class Fleet:
     def sink(self, name: str = "sink", **env: str) -> subprocess.Popen[bytes]:
         return self._spawn(name, ["sink"], self.env(EDGEHIVE_NODE_ID=name, **env))
 
+    def frigate(self, **env: str) -> subprocess.Popen[bytes]:
+        """`edgehive frigate`, the bridge that judges Frigate's events."""
+        return self._spawn("frigate", ["frigate"], self.env(**env))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         proc.send_signal(sig)
@@ -385,13 +389,15 @@ class MosquittoSub:
     prints it, which proves the subscription is in place (no fixed sleep).
     """
 
-    def __init__(self, port: str, *filters: str, auth: tuple[str, str] | None = None, probe: str | None = None) -> None:
-        """`auth`: (user, password); `probe`: a topic that account may write (default: a fresh one)."""
+    def __init__(self, port: str, *filters: str, auth: tuple[str, str] | None = None, probe: str | None = None,
+                 options: Sequence[str] = ()) -> None:
+        """`auth`: (user, password); `probe`: a topic that account may write (default: a fresh one);
+        `options`: more mosquitto_sub options (`-R`: only messages published from now on, no retained copies)."""
         self.port = port
         self.auth = ["-u", auth[0], "-P", auth[1]] if auth else []
         self.probe = probe or f"probe/{uuid.uuid4().hex[:8]}"
         self.token = uuid.uuid4().hex
-        args = ["mosquitto_sub", "-p", port, *self.auth, "-v", "-W", "60", "-t", self.probe]
+        args = ["mosquitto_sub", "-p", port, *self.auth, *options, "-v", "-W", "60", "-t", self.probe]
         for f in filters:
             args += ["-t", f]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -23,7 +23,7 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["up", "agent", "coordinator", "broker", "status", "submit", "camera", "sink", "sensor", "hub", "healthcheck"])
+@pytest.mark.parametrize("command", ["up", "agent", "coordinator", "broker", "status", "submit", "camera", "sink", "sensor", "hub", "healthcheck", "frigate"])
 def test_every_subcommand_has_help_with_examples(command: str) -> None:
     out = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from grafana_alerts import RULES_FILE, load_rules
 from grafana_macros import DASHBOARDS, GRAFANA, load, panels
 
 from edgehive.settings import env_name
@@ -88,3 +89,46 @@ def test_the_dashboard_provider_loads_the_dashboards_folder_from_files() -> None
     [provider] = config["providers"]
     assert provider["type"] == "file" and provider["name"] and provider["folder"]
     assert provider["options"]["path"].startswith("/")
+
+
+def test_every_alert_rule_queries_the_datasource_and_chains_its_expressions() -> None:
+    """uids unique and stable, queries on the provisioned datasource over a relative range,
+    each expression reading an earlier step, the condition a threshold, states Grafana knows."""
+    config = yaml.safe_load(RULES_FILE.read_text())
+    assert config["apiVersion"] == 1
+    sources = {s["uid"] for s in yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "influxdb.yaml").read_text())["datasources"]}
+    [provider] = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "edgehive.yaml").read_text())["providers"]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", TELEMETRY_DOC.read_text(), re.MULTILINE))
+    uids: list[str] = []
+    for group in config["groups"]:
+        assert group["name"] and group["folder"] == provider["folder"] and re.fullmatch(r"\d+[smh]", group["interval"])
+        for rule in group["rules"]:
+            uids.append(rule["uid"])
+            assert re.fullmatch(r"[a-z0-9-]{1,40}", rule["uid"]) and rule["title"]
+            assert rule["noDataState"] in ("Alerting", "NoData", "OK") and rule["execErrState"] in ("Alerting", "Error", "OK")
+            assert re.fullmatch(r"\d+[smh]", rule["for"]) and rule["labels"]["edgehive"] == "alert"
+            assert "$" not in str(rule["labels"]), "Grafana fills environment variables into labels (not annotations, nor queries)"
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            earlier: dict[str, dict[str, Any]] = {}
+            for step in rule["data"]:
+                ref, model = step["refId"], step["model"]
+                assert ref not in earlier and model["refId"] == ref
+                if step["datasourceUid"] == "__expr__":
+                    assert model["type"] in ("reduce", "threshold") and model["expression"] in earlier
+                    source = earlier[model["expression"]]
+                    if model["type"] == "reduce":
+                        assert source["datasourceUid"] in sources, "a reduce reads a query"
+                        assert model["reducer"] in ("last", "mean", "sum", "min", "max", "count")
+                    else:
+                        assert source["model"].get("type") == "reduce", "a threshold reads a reduce"
+                        [condition] = model["conditions"]
+                        assert condition["evaluator"]["type"] in ("gt", "lt") and len(condition["evaluator"]["params"]) == 1
+                else:
+                    assert step["datasourceUid"] in sources
+                    assert step["relativeTimeRange"]["from"] > step["relativeTimeRange"]["to"] >= 0
+                    assert model["rawQuery"] is True and model["query"].startswith("SELECT ") and "$timeFilter" in model["query"]
+                    assert set(re.findall(r'FROM "([a-z_]+)"', model["query"])) <= documented
+                earlier[ref] = step
+            assert earlier[rule["condition"]]["model"].get("type") == "threshold"
+    assert uids and len(uids) == len(set(uids))
+    assert set(uids) == set(load_rules()), "every rule is proven in tests/test_grafana_alerts.py"

@@ -479,3 +479,17 @@ def test_the_broker_healthcheck_logs_in_with_a_first_account_that_has_a_role(sec
     healthy = subprocess.run(["sh", str(ROOT / "broker" / "healthcheck.sh"), str(secure.port)],
                              env={**secure.env, "EDGEHIVE_BROKER_USERS": users}, capture_output=True, text=True, timeout=30, check=False)
     assert healthy.returncode == 0, healthy.stderr
+
+
+def test_home_assistant_with_a_client_account_reads_the_configs_and_its_birth_brings_them_again(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str) -> None:
+    """broker/acl: every account reads homeassistant/#, a client account (Home Assistant's) may
+    write homeassistant/status, and the coordinator reads it and answers with every config."""
+    start_fleet(secure_fleet, secure, watcher, "pi-1")
+    port, alice = str(secure.port), ("alice", secure.passwords["alice"])
+    first = secure.mqtt("mosquitto_sub", "-t", "homeassistant/+/+/config", "-C", "1", "-W", "20", user="alice")
+    assert first.returncode == 0 and orjson.loads(first.stdout)["origin"]["name"] == "edgehive"  # retained, readable by alice
+    with MosquittoSub(port, "homeassistant/+/+/config", auth=alice, probe=f"{prefix}/errors", options=("-R",)) as live:
+        publish(secure, "alice", "homeassistant/status", "online")
+        topic, payload = live.next_message()  # not retained: published again, for this birth
+    assert topic.startswith("homeassistant/") and orjson.loads(payload)["device"]["identifiers"]

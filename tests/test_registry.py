@@ -211,3 +211,16 @@ def test_retired_boots_are_bounded_and_the_newest_kept() -> None:
     retired = reg.nodes["pi"].retired_boots
     assert len(retired) == MAX_RETIRED_BOOTS
     assert f"b{MAX_RETIRED_BOOTS + 48}" in retired and "b0" not in retired
+
+
+def test_a_node_dead_for_forget_after_leaves_the_registry_and_a_live_one_never_does() -> None:
+    reg = NodeRegistry()
+    born(reg, "gone", now=100.0)
+    born(reg, "live", now=100.0)
+    reg.on_status("gone", status("offline", "b1"), 150.0)  # its will
+    reg.on_heartbeat(beat("live", "b1"), 1000.0)
+    assert reg.forget(160.0, 60.0) == []  # heard from until 100: dead, but not yet for 60 s
+    assert [n.id for n in reg.forget(161.0, 60.0)] == ["gone"] and set(reg.nodes) == {"live"}
+    reg.on_capabilities(caps("ghost", "b9"), 2000.0)  # known only from its retained birth certificate (a restart)
+    assert reg.forget(2050.0, 60.0) == [] and [n.id for n in reg.forget(2061.0, 60.0)] == ["ghost"]
+    assert "live" in reg.nodes  # silent since 1000, but nobody declared it dead: expire() decides that first

@@ -41,6 +41,7 @@ def heavy_modules_after(command: str, module: str) -> list[str]:
         ("sink", "edgehive.telemetry.sink"),
         ("sensor", "edgehive.sensors.publisher"),
         ("up", "edgehive.up"),
+        ("frigate", "edgehive.frigate.service"),
     ],
 )
 def test_light_service_imports_nothing_heavy(command: str, module: str) -> None:

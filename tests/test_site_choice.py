@@ -49,3 +49,12 @@ def test_among_able_sites_the_least_loaded_with_its_link_up_wins() -> None:
     book.on_link("barn", False)
     site, why = book.choose("sleep", None)
     assert site == "shop" and "waits at the hub" in why  # all cut off: it waits for the first link back
+
+
+def test_a_node_that_left_its_site_s_fleet_is_no_reason_to_send_a_job_there() -> None:
+    """Its site's coordinator cleared its retained capabilities (it was dead for forget_after_s):
+    the hub reads the empty message as the node gone."""
+    book = book_of(barn=[caps("barn-pi", tags=["milking"])])
+    book.on_capabilities("barn", "barn-pi")
+    site, why = book.choose("sleep", Requirements(tags=["milking"]))
+    assert site is None and "no site has a live node" in why

@@ -239,6 +239,21 @@ def test_every_panel_of_every_dashboard_returns_data(run: Run, path: Path) -> No
     assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
+def test_the_dashboard_pictures_fill_every_panel_from_the_run(run: Run) -> None:
+    """docs/pictures.py, pointed at the run's InfluxDB, draws each panel's series or value."""
+    from test_pictures import drawn_panels, load_pictures
+
+    pictures = load_pictures()
+    query = pictures.influx_query(run.influx.url, run.influx.database)
+    for path in DASHBOARDS:
+        board = load(path)
+        data = pictures.panel_data(board, query)
+        assert all(data.lines[p["id"]] for p in panels(board)), f"{path.name}: panels without data"
+        svg = pictures.dashboard_svg(board, data)
+        assert "no data" not in svg and "layout only" not in svg
+        assert len(drawn_panels(svg)) == svg.count("class='data'") == len(list(panels(board)))
+
+
 # -- nothing lost, nothing twice --------------------------------------------------------------
 
 
