@@ -174,3 +174,21 @@ def short_up(edgehive: Path, models: Path, tmp_path: Path) -> None:
     assert up.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr and "XNNPACK" not in stderr, stderr[-3000:]
     assert "\x1b[" not in stdout, "into a pipe the status table is plain lines"
+
+
+# Where ai-edge-litert publishes wheels for CPython 3.10-3.13 (checked with `pip download --no-deps
+# --only-binary=:all: --platform P --python-version V ai-edge-litert`): the marker must ask for it
+# there, and nowhere else (a requirement without a wheel would fail the whole install).
+LITERT_WHEELS = {
+    ("Linux", "x86_64"): True, ("Linux", "aarch64"): True, ("Darwin", "arm64"): True, ("Windows", "AMD64"): True,
+    ("Linux", "armv7l"): False, ("Linux", "armv6l"): False, ("Darwin", "x86_64"): False,
+}
+
+
+def test_litert_is_required_exactly_where_it_has_wheels() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    [line] = [line for line in text.splitlines() if line.strip().startswith('"ai-edge-litert')]
+    litert = Requirement(line.strip().rstrip(",").strip('"'))
+    assert litert.marker is not None
+    for (system, machine), has_wheels in LITERT_WHEELS.items():
+        assert litert.marker.evaluate({"platform_system": system, "platform_machine": machine}) is has_wheels, (system, machine)
