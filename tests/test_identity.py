@@ -463,7 +463,7 @@ def test_edgehive_up_warns_when_its_broker_serves_other_machines(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
     env.update(EDGEHIVE_STATE_DIR=str(tmp_path / "state"))
     up = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "up", "--listen", f"0.0.0.0:{port}", "--agents", "0", "--demo-camera", "",
-                           "--sink", "false", "--demo-sensors", "false", "--status-every-s", "0"], env=env,
+                           "--no-sink", "--no-demo-sensors", "--status-every-s", "0"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert up.stdout is not None

@@ -109,8 +109,8 @@ def test_up_stops_on_ctrl_c_20_times_in_a_row(tmp_path: Path) -> None:
         port = free_port()
         log = tmp_path / f"up-{i}.log"
         with log.open("wb") as out:
-            up = subprocess.Popen([*CLI, "up", "--listen", f"127.0.0.1:{port}", "--demo-camera", "", "--demo-sensors", "false",
-                                   "--sink", "false", "--status-every-s", "0"],
+            up = subprocess.Popen([*CLI, "up", "--listen", f"127.0.0.1:{port}", "--demo-camera", "", "--no-demo-sensors",
+                                   "--no-sink", "--status-every-s", "0"],
                                   env=dict(env, EDGEHIVE_MQTT_URL=f"mqtt://127.0.0.1:{port}"), stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
