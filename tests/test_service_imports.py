@@ -40,6 +40,7 @@ def heavy_modules_after(command: str, module: str) -> list[str]:
         ("coordinator", "edgehive.coordinator.service"),
         ("sink", "edgehive.telemetry.sink"),
         ("sensor", "edgehive.sensors.publisher"),
+        ("sensor", "edgehive.sensors.simulated"),  # the demo set and every simulated sensor: pure Python, no numpy
         ("up", "edgehive.up"),
     ],
 )
