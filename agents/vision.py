@@ -31,6 +31,7 @@ from edgehive.schemas.vision import DetectionOutput, DetectParams
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
 from .detection.tiles import crop, to_frame
+from .heap import release_free_heap
 from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
@@ -171,6 +172,7 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
                                           input_size=spec.input_size)
         log.info("model %s ready on %s (%s)", spec.name, config.type, runtimes[spec.name].device)
     log.info("models ready: %s", ", ".join(f"{n} ({r.backend}, {r.device})" for n, r in runtimes.items()) or "none")
+    release_free_heap()  # what loading and warming up freed
     return DetectorPool(loaded, runtimes, grow)
 
 
