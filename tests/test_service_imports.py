@@ -63,18 +63,21 @@ from edgehive.agents.inference import available_backends
 from edgehive.agents.probe import probe_device
 from edgehive.agents.vision import load_pool
 pool = load_pool(Path({models_dir!r}), {models!r}, "auto", 1, 2)
-print(json.dumps([pool.models(), available_backends(), probe_device().accelerators, "onnxruntime" in sys.modules]))
+print(json.dumps([pool.models(), available_backends(), probe_device().accelerators, "onnxruntime" in sys.modules,
+                  "tarfile" in sys.modules]))
 """
 
 
 @pytest.mark.parametrize(("models", "imports_onnxruntime"), [(["face"], False), (["face", "centerface"], True)])
 def test_the_agent_imports_onnxruntime_only_for_an_onnx_model(models_dir: Path, models: list[str], imports_onnxruntime: bool) -> None:
     """ONNX Runtime costs an agent about 25 MB: one with only TFLite models loads the model, fills
-    in its capabilities (backends, accelerators) and still lists `onnx` as a backend, without it."""
+    in its capabilities (backends, accelerators) and still lists `onnx` as a backend, without it.
+    Nor does loading models import what only fetching them needs (tarfile)."""
     code = AGENT_PROBE.format(models_dir=str(models_dir), models=models)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    loaded, backends, accelerators, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded, backends, accelerators, imported, tarfile = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == sorted(models)
     assert "litert" in backends and "onnx" in backends  # installed here, so listed either way
     assert accelerators == []  # no NVIDIA GPU here: onnxruntime's providers are not asked for
     assert imported is imports_onnxruntime
+    assert not tarfile  # only fetching models (npm tarballs) needs it
