@@ -8,8 +8,8 @@ starts its children exactly as on a first run: the coordinator, one agent (every
 present in models/, as many instances as workers), the demo camera (2 fps), the demo
 sensors (20 Hz) and the telemetry sink (line-protocol file in a temp folder). Beside it,
 `edgehive sensor` as a real thermometer (DS18B20, two probes whose sysfs files are faked in
-the temp folder, since this machine has no 1-Wire bus): the demo sensors simulate, and the
-simulation draws its noise with numpy, which a real sensor does not need. A watcher
+the temp folder, since this machine has no 1-Wire bus): the demo sensors simulate, a real
+thermometer reads files, and the two should cost the same. A watcher
 waits until the fleet is in its steady state (the coordinator reports the agent online,
 a detection result and a sensor reading have arrived), lets it run `--settle` seconds, then
 reads every process `--samples` times, a second apart, and keeps the largest reading.
