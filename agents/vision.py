@@ -79,6 +79,7 @@ class DetectorPool:
         self._free: dict[str, queue.SimpleQueue[Detector]] = {}
         self._runtimes = dict(runtimes or {})
         self._grow = dict(grow or {})
+        self._lendable = {name: len(instances) for name, instances in detectors.items()}
         for name, instances in detectors.items():
             self._free[name] = queue.SimpleQueue()
             for detector in instances:
@@ -92,9 +93,10 @@ class DetectorPool:
         return {name: self._runtimes[name] for name in self.models() if name in self._runtimes}
 
     def instances(self, model: str) -> int:
-        """How many detectors `model` has now (loaded so far, lent out or free)."""
+        """How many jobs may hold `model` at once now, lent out or not: the interpreters loaded
+        so far, or the workers one shared session serves."""
         grow = self._grow.get(model)
-        return grow.made if grow is not None else self._free[model].qsize()
+        return grow.made if grow is not None else self._lendable[model]
 
     @contextmanager
     def borrow(self, model: str) -> Iterator[Detector]:
