@@ -230,11 +230,18 @@ def test_nchw_tensor_is_the_nhwc_one_transposed() -> None:
 
 
 def test_one_onnx_session_serves_every_worker(models_dir: Path) -> None:
-    """Two workers: the TFLite model is loaded twice (a LiteRT interpreter runs one call at a
-    time), CenterFace once, lent to both at the same time; both find the astronaut's face."""
+    """Two workers: the TFLite model starts with one interpreter and gets a second only when
+    two jobs want it at once (a LiteRT interpreter runs one call at a time), then keeps two;
+    CenterFace is loaded once, lent to both at the same time; both find the astronaut's face."""
     pool = load_pool(models_dir, ["face", "centerface"], "auto", 1, 2)
+    assert pool.instances("face") == 1
     with pool.borrow("face") as first, pool.borrow("face") as second:
         assert first is not second
+        assert pool.instances("face") == 2
+        assert len(first.detect(photo("astronaut"))) == len(second.detect(photo("astronaut"))) >= 1
+    with pool.borrow("face") as again, pool.borrow("face") as other:
+        assert {again, other} == {first, second}  # kept, never a third
+    assert pool.instances("face") == 2 and pool.instances("centerface") == 2
     image = photo("astronaut")
     boxes: list[list[float]] = []
     lent: list[object] = []
