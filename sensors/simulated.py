@@ -8,19 +8,25 @@ what the others read (a fair "with and without that sensor" comparison).
 - `SimulatedSensor`: truth + bias + drift·t + white noise, with dropout, a stuck fault and spikes.
 - `ImuTrajectory` / `SimulatedImu`: smooth roll, pitch, yaw; the accelerometer sees gravity
   rotated into the body frame, the gyroscope the body rates plus bias and noise.
+
+Pure Python (`random.Random`, `math`): a publisher draws a few numbers a second, and numpy
+would add about 18 MB to every simulated sensor's process (bench/footprint.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import random
 from collections.abc import Callable
+from itertools import accumulate
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgehive.schemas.fusion import ImuSample, Reading
 
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+Vector = tuple[float, float, float]
 
 
 class TemperatureTruth:
@@ -37,14 +43,22 @@ class TemperatureTruth:
         walk_std_per_sqrt_s: float = 0.02,
         step_s: float = 0.05,
     ) -> None:
-        rng = np.random.default_rng(seed)
-        self._t = np.arange(0.0, duration_s + 2 * step_s, step_s)
-        walk = np.concatenate([[0.0], np.cumsum(rng.normal(0.0, walk_std_per_sqrt_s * math.sqrt(step_s), len(self._t) - 1))])
-        self._values = mean + amplitude * np.sin(2 * math.pi * self._t / period_s) + walk
+        rng = random.Random(seed)
+        self._t = [i * step_s for i in range(math.ceil((duration_s + 2 * step_s) / step_s))]
+        step_std = walk_std_per_sqrt_s * math.sqrt(step_s)
+        walk = accumulate((rng.gauss(0.0, step_std) for _ in self._t[1:]), initial=0.0)
+        self._values = [mean + amplitude * math.sin(2 * math.pi * t / period_s) + w for t, w in zip(self._t, walk, strict=True)]
 
     def __call__(self, t: float) -> float:
-        """The true value at time t (seconds from the start of the run)."""
-        return float(np.interp(t, self._t, self._values))
+        """The true value at time t (seconds from the start of the run), linearly interpolated
+        on the grid; before its start or past its end, the first or last value."""
+        i = bisect.bisect_right(self._t, t)
+        if i == 0:
+            return self._values[0]
+        if i == len(self._t):
+            return self._values[-1]
+        t0, t1, v0, v1 = self._t[i - 1], self._t[i], self._values[i - 1], self._values[i]
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
 class Faults(BaseModel):
@@ -80,14 +94,14 @@ class SimulatedSensor:
     def __init__(self, spec: SensorSpec, truth: Callable[[float], float]) -> None:
         self.spec = spec
         self._truth = truth
-        self._rng = np.random.default_rng(spec.seed)
+        self._rng = random.Random(spec.seed)
 
     def sample(self, t: float) -> float | None:
         """The value read at time t, or None when the reading dropped out."""
         spec, faults = self.spec, self.spec.faults
         # Draw every random number on every call, so a fault does not shift the later stream.
         dropped = self._rng.random() < spec.dropout_probability
-        noise = self._rng.normal(0.0, spec.noise_std) if spec.noise_std > 0 else 0.0
+        noise = self._rng.gauss(0.0, spec.noise_std) if spec.noise_std > 0 else 0.0
         spiked = self._rng.random() < faults.spike_probability
         sign = 1.0 if self._rng.random() < 0.5 else -1.0
         if dropped:
@@ -132,18 +146,18 @@ class ImuTrajectory(BaseModel):
             self.yaw_amplitude * wy * math.cos(wy * t) + self.yaw_rate,
         )
 
-    def body_rates(self, t: float) -> np.ndarray:
+    def body_rates(self, t: float) -> Vector:
         """Angular velocity in the body frame (what an ideal gyroscope reads), ZYX Euler kinematics."""
         roll, pitch, _ = self.angles(t)
         droll, dpitch, dyaw = self.euler_rates(t)
         sr, cr, sp, cp = math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch)
-        return np.array([droll - sp * dyaw, cr * dpitch + sr * cp * dyaw, -sr * dpitch + cr * cp * dyaw])
+        return (droll - sp * dyaw, cr * dpitch + sr * cp * dyaw, -sr * dpitch + cr * cp * dyaw)
 
-    def specific_force(self, t: float, gravity: float) -> np.ndarray:
+    def specific_force(self, t: float, gravity: float) -> Vector:
         """What an ideal accelerometer reads: the upward reaction to gravity, in the body frame."""
         roll, pitch, _ = self.angles(t)
         sr, cr, sp, cp = math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch)
-        return gravity * np.array([-sp, sr * cp, cr * cp])
+        return (-gravity * sp, gravity * sr * cp, gravity * cr * cp)
 
 
 class ImuSpec(BaseModel):
@@ -165,17 +179,17 @@ class SimulatedImu:
     def __init__(self, spec: ImuSpec, trajectory: ImuTrajectory) -> None:
         self.spec = spec
         self.trajectory = trajectory
-        self._rng = np.random.default_rng(spec.seed)
+        self._rng = random.Random(spec.seed)
 
     def sample(self, t: float, *, epoch: float = 0.0) -> ImuSample | None:
         """The sample at time t stamped epoch + t, or None on dropout."""
         spec = self.spec
         dropped = self._rng.random() < spec.dropout_probability
-        accel = self.trajectory.specific_force(t, spec.gravity) + self._rng.normal(0.0, spec.accel_noise_std, 3)
-        gyro = self.trajectory.body_rates(t) + np.array(spec.gyro_bias) + self._rng.normal(0.0, spec.gyro_noise_std, 3)
+        accel = tuple(a + self._rng.gauss(0.0, spec.accel_noise_std) for a in self.trajectory.specific_force(t, spec.gravity))
+        gyro = tuple(w + b + self._rng.gauss(0.0, spec.gyro_noise_std) for w, b in zip(self.trajectory.body_rates(t), spec.gyro_bias, strict=True))
         if dropped:
             return None
-        return ImuSample(accel=tuple(float(v) for v in accel), gyro=tuple(float(v) for v in gyro), timestamp=epoch + t)  # type: ignore[arg-type]  # 3-vectors
+        return ImuSample(accel=accel, gyro=gyro, timestamp=epoch + t)  # type: ignore[arg-type]  # 3-vectors
 
 
 class LiveTruth:
@@ -184,7 +198,7 @@ class LiveTruth:
     mean + amplitude·sin(2πt/period) + a few slower seeded sinusoids (weather, not noise)."""
 
     def __init__(self, seed: int, *, mean: float, amplitude: float, period_s: float = 600.0) -> None:
-        rng = np.random.default_rng(seed)
+        rng = random.Random(seed)
         self.mean, self.amplitude, self.period_s = mean, amplitude, period_s
         self._waves = [(amplitude * rng.uniform(0.05, 0.2), rng.uniform(period_s * 1.5, period_s * 6), rng.uniform(0, 2 * math.pi)) for _ in range(3)]
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from edgehive.agents.inference import (
     create_backend,
 )
 from edgehive.agents.modelstore import Manifest
+from edgehive.agents.vision import DetectorPool, Instances
 from edgehive.schemas.vision import Detection, DetectionOutput
 
 
@@ -234,3 +239,63 @@ def test_a_manifest_that_does_not_fit_the_model_is_refused(manifest: Manifest) -
     person_anchors = manifest.get("person").anchors
     with pytest.raises(DetectionError, match="anchors"):
         load_detector(face.model_copy(update={"anchors": person_anchors}), create_backend("litert"))
+
+
+HEAP_PROBE = """
+from edgehive.agents.heap import release_free_heap
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+chunks = [bytearray(100_000) for _ in range(400)]  # 40 MB on the C heap, below glibc's mmap threshold
+last = chunks.pop()  # held: the freed chunks lie below it, so free() cannot shrink the heap's top
+del chunks
+held = rss_mb()
+ok = release_free_heap()
+print(ok, round(held - rss_mb()))
+"""
+
+
+def test_the_agent_hands_freed_heap_back_after_warming_up() -> None:
+    """What warm-up frees (large temporaries) glibc would keep; `release_free_heap` returns it."""
+    done = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True, text=True, timeout=120, check=True)
+    ok, released_mb = done.stdout.split()
+    assert ok == "True" and int(released_mb) >= 30
+
+
+def test_a_second_interpreter_that_cannot_load_leaves_the_model_with_the_one_it_has(
+    manifest: Manifest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two jobs want `face` at once and its second interpreter fails to load (here: the file is
+    gone): the second job waits for the first interpreter instead of failing, and the pool
+    stops trying, so later overlaps wait too rather than fail to load again each time."""
+    caplog.set_level(logging.INFO, logger="edgehive.agents.vision")
+    face = manifest.get("face")
+    first = load_detector(face, create_backend("litert"))
+    gone = face.model_copy(update={"file": str(tmp_path / "gone.tflite")})
+    pool = DetectorPool({"face": [first]}, grow={"face": Instances(functools.partial(load_detector, gone, create_backend("litert")), made=1, limit=2)})
+    lent: list[Detector] = []
+
+    def second_job() -> None:
+        with pool.borrow("face") as detector:
+            lent.append(detector)
+
+    with pool.borrow("face") as held:
+        job = threading.Thread(target=second_job)
+        job.start()
+        deadline = time.monotonic() + 60
+        while "no further instance" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "no further instance for concurrent jobs, staying at 1" in caplog.text and "gone.tflite is missing" in caplog.text
+        assert not lent  # still waiting for the one interpreter there is
+    job.join(timeout=60)
+    assert lent == [held] and pool.instances("face") == 1
+    caplog.clear()
+    with pool.borrow("face"):
+        job = threading.Thread(target=second_job)
+        job.start()
+        assert job.is_alive()
+    job.join(timeout=60)
+    assert len(lent) == 2 and "no further instance" not in caplog.text  # not tried again
+

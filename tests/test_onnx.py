@@ -230,11 +230,18 @@ def test_nchw_tensor_is_the_nhwc_one_transposed() -> None:
 
 
 def test_one_onnx_session_serves_every_worker(models_dir: Path) -> None:
-    """Two workers: the TFLite model is loaded twice (a LiteRT interpreter runs one call at a
-    time), CenterFace once, lent to both at the same time; both find the astronaut's face."""
+    """Two workers: the TFLite model starts with one interpreter and gets a second only when
+    two jobs want it at once (a LiteRT interpreter runs one call at a time), then keeps two;
+    CenterFace is loaded once, lent to both at the same time; both find the astronaut's face."""
     pool = load_pool(models_dir, ["face", "centerface"], "auto", 1, 2)
+    assert pool.instances("face") == 1
     with pool.borrow("face") as first, pool.borrow("face") as second:
         assert first is not second
+        assert pool.instances("face") == 2
+        assert len(first.detect(photo("astronaut"))) == len(second.detect(photo("astronaut"))) >= 1
+    with pool.borrow("face") as again, pool.borrow("face") as other:
+        assert {again, other} == {first, second}  # kept, never a third
+    assert pool.instances("face") == 2 and pool.instances("centerface") == 2
     image = photo("astronaut")
     boxes: list[list[float]] = []
     lent: list[object] = []
@@ -253,3 +260,28 @@ def test_one_onnx_session_serves_every_worker(models_dir: Path) -> None:
         thread.join(timeout=60)
     assert len(boxes) == 2 and lent[0] is lent[1]
     assert all(box_iou(box, REFERENCE_FACE) >= 0.6 for box in boxes), boxes
+
+
+# -- bench/gpu_onnx.py, as a GPU session runs it ------------------------------------------------
+
+
+def test_the_gpu_bench_runs_here_on_the_cpu_and_reports_why_cuda_does_not(tmp_path: Path, models_dir: Path) -> None:
+    """The bench a GPU session runs (bench/gpu_onnx.py), shortened: on this machine the CPU rows
+    find the astronaut's face, and the CUDA row is the backend's refusal, not a crash."""
+    import json
+    import subprocess
+
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent.parent / "bench" / "gpu_onnx.py"), "--providers", "cpu,cuda",
+         "--cpu-threads", "1", "--runs", "1", "--warmup", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["asked"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["cpu"]["providers"] == ["cpu"] and rows["cpu"]["infer_p50_ms"] > 0
+    (face,) = rows["cpu"]["detections"]["astronaut"]
+    assert face["label"] == "face" and box_iou(face["box"], REFERENCE_FACE) >= 0.6
+    assert rows["cpu"]["detections"]["chelsea"] == []
+    assert rows["cuda"]["providers"] == [] and CUDA_REFUSAL in rows["cuda"]["error"]
+    assert "| centerface | cuda | 1 | not loaded: onnx: CUDA execution provider not available" in done.stdout

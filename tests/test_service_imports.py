@@ -8,10 +8,13 @@ the service's own module) and says which of the heavy modules it ended up with.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from vision_fixtures import models_dir  # noqa: F401 - fixture
 
 HEAVY = ("numpy", "cv2", "urllib3", "ai_edge_litert", "onnxruntime")
 
@@ -40,6 +43,7 @@ def heavy_modules_after(command: str, module: str) -> list[str]:
         ("coordinator", "edgehive.coordinator.service"),
         ("sink", "edgehive.telemetry.sink"),
         ("sensor", "edgehive.sensors.publisher"),
+        ("sensor", "edgehive.sensors.simulated"),  # the demo set and every simulated sensor: pure Python, no numpy
         ("up", "edgehive.up"),
         ("frigate", "edgehive.frigate.service"),
     ],
@@ -51,3 +55,30 @@ def test_light_service_imports_nothing_heavy(command: str, module: str) -> None:
 def test_the_probe_sees_a_heavy_import() -> None:
     """The camera needs OpenCV: the same probe reports it, so an empty list above means something."""
     assert "cv2" in heavy_modules_after("camera", "edgehive.sensors.camera")
+
+
+AGENT_PROBE = """
+import json, sys
+from pathlib import Path
+from edgehive.agents.inference import available_backends
+from edgehive.agents.probe import probe_device
+from edgehive.agents.vision import load_pool
+pool = load_pool(Path({models_dir!r}), {models!r}, "auto", 1, 2)
+print(json.dumps([pool.models(), available_backends(), probe_device().accelerators, "onnxruntime" in sys.modules,
+                  "tarfile" in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(("models", "imports_onnxruntime"), [(["face"], False), (["face", "centerface"], True)])
+def test_the_agent_imports_onnxruntime_only_for_an_onnx_model(models_dir: Path, models: list[str], imports_onnxruntime: bool) -> None:
+    """ONNX Runtime costs an agent about 25 MB: one with only TFLite models loads the model, fills
+    in its capabilities (backends, accelerators) and still lists `onnx` as a backend, without it.
+    Nor does loading models import what only fetching them needs (tarfile)."""
+    code = AGENT_PROBE.format(models_dir=str(models_dir), models=models)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    loaded, backends, accelerators, imported, tarfile = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == sorted(models)
+    assert "litert" in backends and "onnx" in backends  # installed here, so listed either way
+    assert accelerators == []  # no NVIDIA GPU here: onnxruntime's providers are not asked for
+    assert imported is imports_onnxruntime
+    assert not tarfile  # only fetching models (npm tarballs) needs it

@@ -114,6 +114,13 @@ class InferenceBackend(ABC):
     def available(cls, config: BackendConfigBase | None = None) -> Availability:
         """Can this backend run here? Cheap enough for a capability probe; never raises."""
 
+    @classmethod
+    def advertised(cls) -> Availability:
+        """What the capabilities say of this backend (default config). The same answer as
+        `available()` unless a backend can give it without importing its runtime: an
+        agent should not hold a runtime (tens of MB) only to say that it could load one."""
+        return cls.available()
+
     @abstractmethod
     def load(self, model_path: Path, input_size: tuple[int, int] | None = None) -> ModelHandle:
         """Load and allocate a model; raises BackendUnavailable or ModelLoadError.

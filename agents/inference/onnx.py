@@ -14,7 +14,9 @@ runs on, and a config that names a GPU provider explicitly refuses to load on an
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -66,6 +68,11 @@ class OnnxConfig(BackendConfigBase):
         None, description="Folder where TensorRT keeps the engines it builds (the first build takes minutes); None: rebuilt each start"
     )
     tensorrt_fp16: bool = Field(True, description="Let TensorRT run layers in half precision")
+
+
+def runtime_imported() -> bool:
+    """Whether this process has imported onnxruntime already (an ONNX model loaded, or tried)."""
+    return "onnxruntime" in sys.modules
 
 
 def _runtime() -> Any:
@@ -133,6 +140,21 @@ class OnnxBackend(InferenceBackend):
             return Availability(False, str(exc))
         wanted = _wanted(cfg, list(runtime.get_available_providers()))
         return Availability(True, f"onnxruntime {runtime.__version__}, providers {', '.join(wanted)}")
+
+    @classmethod
+    def advertised(cls) -> Availability:
+        """Once onnxruntime is imported, `available()`. Before, whether it is installed, found
+        without importing it: importing it costs an agent about 25 MB of RSS, which one that
+        loads no ONNX model should not pay to fill in its capabilities."""
+        if runtime_imported():
+            return cls.available()
+        try:
+            found = importlib.util.find_spec("onnxruntime") is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return Availability(False, f"onnxruntime is not installed ({_INSTALL_HINT})")
+        return Availability(True, "onnxruntime installed (imported when an ONNX model is loaded)")
 
     def _provider_options(self, provider: str) -> dict[str, Any]:
         if provider != "tensorrt":

@@ -52,9 +52,11 @@ def backend_availability() -> dict[str, Availability]:
 
 
 def available_backends() -> list[str]:
-    """Backend keys usable on this device, for the capability probe."""
+    """Backend keys usable on this device, for the capability probe (each backend's
+    `advertised()`: ONNX Runtime is not imported only to be listed)."""
     result = []
-    for key, availability in backend_availability().items():
+    for key, cls in BACKENDS.items():
+        availability = cls.advertised()
         if availability:
             result.append(key)
         else:
