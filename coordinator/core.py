@@ -109,6 +109,7 @@ class CoordinatorCore:
         self._out = Actions()
         self._behind = False  # this step's input may be stale: see step()
         self._rng = random.Random()  # samples nodes in large fleets (coordinator/scheduler.py)
+        self.epoch: int | None = None  # the leadership epoch stamped on every dispatch (coordinator/leader.py); None: no election
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -151,6 +152,11 @@ class CoordinatorCore:
         self._recovery_until = now.mono + self.settings.dead_after + self.settings.heartbeat_s
         if self.orphans:
             log.warning("recovered %d open jobs from the journal", len(self.orphans))
+
+    def open_jobs(self) -> list[OpenJob]:
+        """Every journaled job not yet ended, as the journal holds it: a standby's full copy."""
+        return [(lease.request, lease.submitted, max(0, lease.attempt)) for lease in self.book.open.values()
+                if lease.policy.journaled and lease.request is not None]
 
     def stats(self, now: Now) -> CoordinatorStats:
         last_mono, last_done = self._last_stats
@@ -488,7 +494,7 @@ class CoordinatorCore:
     def _on_readings(self, event: ReadingsIn) -> None:
         problems: list[str] = []
         for reading, ts in event.stamped:
-            problems += self.fusion.add(event.sensor, event.quantity, reading, ts)
+            problems += self.fusion.add(event.sensor, event.quantity, reading, ts, event.replayed)
         self._report_refused_windows()
         if self.fusion.waiting_count():
             self._pump_wanted = True
@@ -525,7 +531,7 @@ class CoordinatorCore:
             self._begin_group(frame, node, lease_id, size, rects)
             return
         params = detect_params(frame.config, frame.camera, frame.captured)
-        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall, epoch=self.epoch)
         self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
         self.frames.sent(frame)
         lease = Lease(lease_id, None, submitted=frame.arrived, policy=FRAME, kind=DETECT_KIND, source=frame.camera, attempt=1)
@@ -541,7 +547,7 @@ class CoordinatorCore:
         node.sent(lease.id, self.settings.lease)
         self._outbox.add(node.id, job_json(
             lease.id, lease.kind, lease.request.params, lease.source, lease.attempt, node.boot_id, lease.submitted,
-            self._now.wall, lease.deadline,
+            self._now.wall, lease.deadline, self.epoch,
         ))
         self._publish_state(lease, S.SCHEDULED)
 
@@ -582,7 +588,7 @@ class CoordinatorCore:
         stage = group.stage
         if stage.placed == 1:
             stage.sent_at = now.wall
-        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall, epoch=self.epoch)
         self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
         lease = Lease(lease_id, None, submitted=frame.arrived, policy=PART, kind=DETECT_KIND, source=frame.camera, attempt=1)
         self.book.add(lease)

@@ -84,6 +84,7 @@ class ReadingsIn(NamedTuple):
     sensor: str
     quantity: str
     stamped: list[tuple[SensorReading | ImuReading, float]]
+    replayed: bool = False  # kept by a standby and filed at its takeover (FusionWindows.add)
 
 
 class SnapshotIn(NamedTuple):
@@ -138,7 +139,13 @@ class JournalEnded(NamedTuple):
     job_id: str
 
 
-JournalRecord = JournalAccepted | JournalEnded
+class JournalReplace(NamedTuple):
+    """The whole journal, replaced by these open jobs: a standby's full copy from the active one."""
+
+    jobs: list[tuple[JobRequest, float, int]]  # (request with id, submitted epoch, attempts so far)
+
+
+JournalRecord = JournalAccepted | JournalEnded | JournalReplace
 
 
 @dataclass

@@ -251,3 +251,17 @@ def test_a_disconnected_leader_stops_placing_and_publishes_nothing() -> None:
 def test_timings_that_would_fence_the_holder_by_design_are_refused() -> None:
     with pytest.raises(ValueError, match="renewed more often"):
         Timing(lease_s=1.0, renew_s=0.6, settle_s=0.1, margin_s=0.5)
+
+
+def test_the_acl_lets_coordinators_write_the_leadership_topics_and_agents_only_read_them() -> None:
+    """broker/acl, as Mosquitto's image renders it and the embedded broker applies it."""
+    from edgehive.broker.accounts import filter_allows, filters_for, parse_users
+    from edgehive.schemas import Topics
+
+    coordinator, agent = parse_users("coordinator:pw pi-1:pw:agent")
+    t = Topics("edgehive/v1")
+    new = [t.coordinator_leader, t.coordinator_journal, t.coordinator_member("head-b")]
+    for topic in new:
+        assert any(filter_allows(f, topic) for f in filters_for(coordinator, t.prefix, "write")), topic
+        assert not any(filter_allows(f, topic) for f in filters_for(agent, t.prefix, "write")), topic
+    assert any(filter_allows(f, t.coordinator_leader) for f in filters_for(agent, t.prefix, "read"))
