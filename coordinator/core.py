@@ -35,6 +35,7 @@ from .events import (
     ConnectionLost,
     ConnectionRestored,
     Declined,
+    EndedElsewhere,
     Event,
     FrameIn,
     HeartbeatIn,
@@ -384,6 +385,23 @@ class CoordinatorCore:
             self.book.close(lease)
             self.frames.count_done(lease.source, was_lost=lease.lost)
         self._pump_wanted = True
+
+    def _on_ended_elsewhere(self, event: EndedElsewhere) -> None:
+        """The coordinator before us finished an orphan (its last acts reached the broker after
+        we took over): close it quietly instead of running it again. A fusion window needs its
+        output for the next prior, so only its result closes it."""
+        lease = self.orphans.get(event.job_id)
+        if lease is None or (lease.policy.carries_prior and not event.has_output):
+            return
+        del self.orphans[lease.id]
+        self.book.release(lease)
+        if lease.policy.carries_prior:
+            assert lease.request is not None
+            self.fusion.finished(lease.id, lease.request.params, event.output)
+            self._pump_wanted = True
+        self.book.close(lease)
+        self.finished.add(lease, "finished by the coordinator before the takeover")
+        self._out.journal.append(JournalEnded(lease.id))
 
     def _on_declined(self, event: Declined) -> None:
         """The node could not take it (full, draining): elsewhere, without counting an attempt;
@@ -747,6 +765,7 @@ class CoordinatorCore:
         FrameIn: _on_frame,
         ReadingsIn: _on_readings,
         SnapshotIn: _on_snapshot,
+        EndedElsewhere: _on_ended_elsewhere,
         Tick: _on_tick,
         ConnectionRestored: _on_connected,
         ConnectionLost: _on_disconnected,

@@ -96,6 +96,16 @@ class SnapshotIn(NamedTuple):
     jpeg: bytes
 
 
+class EndedElsewhere(NamedTuple):
+    """A job this coordinator took over still running (an orphan) was finished by the coordinator
+    it took over from: its final state, or for a fusion window its result (`output`), was seen
+    published by it. The orphan is closed without a second final state."""
+
+    job_id: str
+    output: object = None  # a fusion window's output, whose posterior is the next prior
+    has_output: bool = False
+
+
 class Tick(NamedTuple):
     """Periodic work: silent nodes, leases of orphans, deadlines, fusion windows due, stats."""
 
@@ -109,7 +119,7 @@ class ConnectionLost(NamedTuple):
 
 
 Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
-         | Tick | ConnectionRestored | ConnectionLost)
+         | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
 
 
 # -- actions: what to do ---------------------------------------------------------------------

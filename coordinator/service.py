@@ -39,11 +39,25 @@ from typing import Literal
 import orjson
 
 from edgehive.bus import MqttBus, Outgoing, PendingAcks
-from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Topics, decode, encode
+from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Result, Topics, decode, encode
+from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.signals import Stop
 
 from .core import CoordinatorCore
-from .events import ConnectionLost, ConnectionRestored, Event, JournalEnded, JournalRecord, JournalReplace, Now, Submitted, Tick
+from .events import (
+    CapabilitiesIn,
+    ConnectionLost,
+    ConnectionRestored,
+    EndedElsewhere,
+    Event,
+    JournalEnded,
+    JournalRecord,
+    JournalReplace,
+    Now,
+    StatusIn,
+    Submitted,
+    Tick,
+)
 from .fusion import FusionWindows
 from .fusion_log import FusionWrite
 from .ingest import Ingest
@@ -137,6 +151,11 @@ class Coordinator:
     def _enqueue(self, topic: str, event: Event) -> None:
         self._events.append(event)
 
+    def _enqueue_fleet(self, topic: str, event: CapabilitiesIn | StatusIn) -> None:
+        """Capabilities and statuses are also remembered whatever our role (Standby.remember)."""
+        self.standby.remember(event)
+        self._events.append(event)
+
     def _after_burst(self) -> None:
         """After each read burst: one step for everything it brought."""
         self._step(self.bus.take_acks())
@@ -176,9 +195,14 @@ class Coordinator:
             return
         started = time.monotonic()
         if not self.election.placing(started):
+            if not self._fenced:
+                echo = self.election.echo_at
+                log.warning("coordinator %s fenced: its claim has not come back from the broker for %s; placing nothing until it does",
+                            self.id, "ever" if echo is None else f"{started - echo:.2f} s")
             self._keep_while_fenced(events)
             events = []
         elif self._fenced:
+            log.warning("coordinator %s: its claim came back; placing again (%d events kept meanwhile)", self.id, len(self._fenced))
             events, self._fenced = self._fenced + events, []
             self._slow_step = True  # what waited is stale: judge no node by it
         journal: Sequence[JournalRecord] = ()
@@ -252,8 +276,19 @@ class Coordinator:
             self._streamed.append(stream)
 
     def _on_job_state(self, topic: str, state: JobState) -> None:
-        if self.core is None and state.state in FINAL_STATES:
+        if state.state not in FINAL_STATES:
+            return
+        if self.core is None:
             self._finals.append(state.job_id)
+        elif state.job_id in self.core.orphans:  # we never publish a final state for an orphan: the one before us did
+            self._events.append(EndedElsewhere(state.job_id))
+
+    def _on_fusion_result(self, topic: str, result: Result) -> None:
+        """A fusion window's result relayed by the coordinator before us, for a window we hold as an orphan."""
+        if self.core is None or not self.core.orphans:
+            return
+        if result.job_id in self.core.orphans and result.ok:
+            self._events.append(EndedElsewhere(result.job_id, result.output, has_output=True))
 
     def _on_claim(self, topic: str, claim: LeaderClaim | None) -> None:
         self.election.observe(claim, time.monotonic())
@@ -284,7 +319,7 @@ class Coordinator:
         the standby kept (the fleet, submissions never journaled, recent readings)."""
         if not self.writer.barrier():
             log.error("the writer did not finish within 10 s; taking over with the journal as it is on disk")
-        if not self.standby.synced:
+        if not self.standby.synced and self.election.holder is not None:
             log.warning("taking over without a full copy of the active coordinator's journal (it never sent one): "
                         "jobs it accepted before this coordinator connected are not known here")
         if self.fusion.log is not None:
@@ -344,8 +379,11 @@ class Coordinator:
         self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, _parse_member)
         self.bus.subscribe(t.coordinator_status, self._on_status)
         self.bus.subscribe(t.pattern("job_state"), self._on_job_state, lambda tp, p: decode(JobState, p))
-        self.bus.subscribe(t.pattern("capabilities"), self._enqueue, door.capabilities, max_bytes=limit)
-        self.bus.subscribe(t.pattern("status"), self._enqueue, door.status, max_bytes=limit)
+        if self.fusion.groups:
+            self.bus.subscribe(f"{t.prefix}/results/{FUSION_KIND}/+", self._on_fusion_result, lambda tp, p: decode(Result, p),
+                               max_bytes=16 * limit)
+        self.bus.subscribe(t.pattern("capabilities"), self._enqueue_fleet, door.capabilities, max_bytes=limit)
+        self.bus.subscribe(t.pattern("status"), self._enqueue_fleet, door.status, max_bytes=limit)
         self.bus.subscribe(t.pattern("heartbeat"), self._enqueue, door.heartbeat, qos=0, max_bytes=4 * limit)
         self.bus.subscribe(t.pattern("declined"), self._enqueue, door.declined, max_bytes=limit)
         self.bus.subscribe(t.pattern("frames"), self._enqueue, door.frame, qos=0, max_bytes=self.settings.max_frame_bytes)

@@ -113,6 +113,8 @@ class Standby:
     def __init__(self, readings_keep_s: float, readings_max: int) -> None:
         self.readings_keep_s = readings_keep_s
         self.readings_max = readings_max
+        self.caps: dict[str, CapabilitiesIn] = {}  # kept across stints: the retained messages come only once per subscription
+        self.statuses: dict[str, StatusIn] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -120,20 +122,24 @@ class Standby:
         self._held_count = 0
         self.handled: Counter[str] = Counter()
         self._handled_at: deque[tuple[float, str]] = deque()
-        self.caps: dict[str, CapabilitiesIn] = {}
-        self.statuses: dict[str, StatusIn] = {}
         self.readings: deque[tuple[float, ReadingsIn]] = deque()
         self.synced = False  # a full copy of the active one's journal arrived since we connected
         self.epoch = 0  # the last epoch the stream came from
+
+    def remember(self, event: Event) -> None:
+        """The fleet's retained messages, kept while active too: a coordinator deposed and
+        standing by again is not sent them a second time."""
+        if isinstance(event, CapabilitiesIn):
+            self.caps[event.caps.node] = event
+        elif isinstance(event, StatusIn):
+            self.statuses[event.node] = event
 
     def offer(self, event: Event, now: float) -> None:
         """An event the door parsed while we stand by: kept if a takeover will need it."""
         if isinstance(event, Submitted):
             self._hold(event)
-        elif isinstance(event, CapabilitiesIn):
-            self.caps[event.caps.node] = event
-        elif isinstance(event, StatusIn):
-            self.statuses[event.node] = event
+        elif isinstance(event, CapabilitiesIn | StatusIn):
+            self.remember(event)
         elif isinstance(event, ReadingsIn):
             self.readings.append((now, event))
             while self.readings and (len(self.readings) > self.readings_max or self.readings[0][0] < now - self.readings_keep_s):
@@ -196,7 +202,7 @@ class Standby:
         events += [event for kept in self.held.values() for event in kept]
         events += [event._replace(replayed=True) for _, event in self.readings]
         held = self._held_count
-        self._reset()  # back to empty, for a later stint as standby
+        self._reset()  # back to empty, for a later stint as standby (the fleet stays: see `remember`)
         if held:
             log.warning("taking over %d submissions the active coordinator never journaled", held)
         return events
