@@ -123,6 +123,7 @@ class Coordinator:
         self._sync_wanted = False
         self._announced: tuple[str, int, bool] | None = None
         self._announced_at = 0.0
+        self._stopping = False  # set by stop(): nothing more is decided or announced
 
     def _stored_epoch(self) -> int:
         """The highest epoch this coordinator held before: a broker that lost the retained claim
@@ -161,6 +162,8 @@ class Coordinator:
         self._step(self.bus.take_acks())
 
     def _tick(self) -> None:
+        if self._stopping:
+            return
         now = time.monotonic()
         decision = self.election.tick(now, time.time(), caught_up=not self._slow_step and self.bus.unread_bytes() == 0)
         if decision.publish is not None:
@@ -190,6 +193,10 @@ class Coordinator:
 
     def _step(self, acks: PendingAcks | None) -> None:
         events, self._events = self._events, []
+        if self._stopping:
+            if acks is not None:
+                self.bus.ack(acks)
+            return
         if self.core is None:
             self._stand_by_step(events, acks)
             return
@@ -291,6 +298,8 @@ class Coordinator:
             self._events.append(EndedElsewhere(result.job_id, result.output, has_output=True))
 
     def _on_claim(self, topic: str, claim: LeaderClaim | None) -> None:
+        if self._stopping:
+            return
         self.election.observe(claim, time.monotonic())
         if self.core is not None and self.election.role is not Role.ACTIVE:
             self._stand_down()
@@ -351,7 +360,7 @@ class Coordinator:
     def _announce(self, force: bool = False) -> None:
         """Our own retained status on coordinator/members/{id}, when it changed; a standby also
         every stats_interval_s, its sign of life (the active one's is coordinator/stats)."""
-        if not self.bus.connected.is_set():
+        if not self.bus.connected.is_set() or self._stopping:
             return
         active = self.core is not None
         role: Literal["active", "standby"] = "active" if active else "standby"
@@ -409,6 +418,7 @@ class Coordinator:
 
     def stop(self) -> None:
         """Leave cleanly: the active one says `offline` and clears its claim, so a standby takes over at once."""
+        self._stopping = True  # read on the network thread: a flag set once, no lock needed
         member = CoordinatorMember(id=self.id, run=self.run, role="offline", epoch=self.election.highest, ts=time.time())
         last = [Outgoing(self.topics.coordinator_member(self.id), encode(member), qos=1, retain=True)]
         if self.election.release():

@@ -265,3 +265,29 @@ def test_the_acl_lets_coordinators_write_the_leadership_topics_and_agents_only_r
         assert any(filter_allows(f, topic) for f in filters_for(coordinator, t.prefix, "write")), topic
         assert not any(filter_allows(f, topic) for f in filters_for(agent, t.prefix, "write")), topic
     assert any(filter_allows(f, t.coordinator_leader) for f in filters_for(agent, t.prefix, "read"))
+
+
+def test_an_agent_ignores_work_from_an_epoch_lower_than_any_it_has_seen(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """The claim on coordinator/leader and every dispatch raise the agent's epoch; a job without
+    one (an older coordinator, mosquitto_pub) is always taken. Not connected: jobs go straight in."""
+    from edgehive.agents.agent import Agent
+    from edgehive.agents.settings import AgentSettings
+    from edgehive.schemas import Job
+
+    monkeypatch.setenv("EDGEHIVE_NODE_ID", "pi-1")
+    monkeypatch.setenv("EDGEHIVE_MODELS_DIR", str(tmp_path))
+    agent = Agent(AgentSettings(workers=4, slots=8))
+    try:
+        def job(job_id: str, epoch: int | None) -> Job:
+            return Job(id=job_id, kind="sleep", params={"seconds": 30}, source=job_id, attempt=1, boot_id=agent.boot_id,
+                       submitted=0.0, dispatched=0.0, epoch=epoch)
+
+        agent._on_claim("leader", LeaderClaim(id="head-b", run="r", epoch=3, lease_s=2.0, ts=0.0))
+        for job_id, epoch in (("from-deposed", 2), ("current", 3), ("no-epoch", None), ("newer", 5), ("late", 4)):
+            agent._on_job(job(job_id, epoch))
+        assert sorted(agent.runner.held_ids()) == ["current", "newer", "no-epoch"] and agent.epoch == 5
+        agent._on_claim("leader", None)  # a cleared claim (a coordinator stopped) lowers nothing
+        assert agent.epoch == 5
+    finally:
+        agent.runner.cancel_all("test over")
+        agent.runner.shutdown()

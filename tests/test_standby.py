@@ -144,7 +144,7 @@ def test_a_frozen_active_coordinator_is_replaced_stands_by_when_it_thaws_and_can
     for name in ("head-a", "head-b"):
         fleet.coordinator(name, EDGEHIVE_COORDINATOR_ID=name, EDGEHIVE_STATE_DIR=str(fleet.workdir / f"state-{name}"))
         wait_until(lambda: member(recorder, name).get("role") in ("active", "standby"), 20, f"{name} up")
-    active = recorder.json("coordinator/leader")[-1]["id"]
+    active = wait_until(lambda: next((n for n in ("head-a", "head-b") if member(recorder, n).get("role") == "active"), None), 20, "one active")
     other = "head-b" if active == "head-a" else "head-a"
     wait_until(lambda: member(recorder, other).get("synced"), 20, f"{other} synced")
     fleet.agent("pi-1", EDGEHIVE_WORKERS="2", EDGEHIVE_SLOTS="4")
@@ -173,3 +173,26 @@ def test_a_frozen_active_coordinator_is_replaced_stands_by_when_it_thaws_and_can
     for i in ids:
         finals = [s for s in recorder.states(i) if s["state"] in FINAL]
         assert len(finals) == 1, (i, finals)
+
+
+def test_a_stopped_active_coordinator_hands_over_at_once_and_says_offline(fleet: Fleet, recorder: Recorder) -> None:
+    """SIGTERM: the active coordinator clears its claim on the way out, so the standby need not
+    wait out the lease; its own status says offline, and jobs submitted afterwards are done."""
+    for name in ("head-a", "head-b"):
+        fleet.coordinator(name, EDGEHIVE_COORDINATOR_ID=name, EDGEHIVE_STATE_DIR=str(fleet.workdir / f"state-{name}"),
+                          EDGEHIVE_LEADER_LEASE_S="2")
+        wait_until(lambda: member(recorder, name).get("role") in ("active", "standby"), 60, f"{name} up")
+    active = wait_until(lambda: next((n for n in ("head-a", "head-b") if member(recorder, n).get("role") == "active"), None), 20, "one active")
+    other = "head-b" if active == "head-a" else "head-a"
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+
+    before = recorder.mark()
+    fleet.kill(active, signal.SIGTERM)
+    assert member(recorder, active)["role"] == "offline"
+    wait_until(lambda: member(recorder, other).get("role") == "active", 20, f"{other} active")
+    claims = recorder.json("coordinator/leader", after=before)
+    cleared = claims.index({"raw": ""})  # the stopping one cleared its claim: nobody waited out the lease
+    assert claims[cleared + 1:] and all(c["id"] == other for c in claims[cleared + 1:])
+    recorder.publish("jobs/submit", orjson.dumps({"kind": "sleep", "id": "after", "params": {"seconds": 0.05}}))
+    assert recorder.wait_state("after", "DONE")["job_id"] == "after"
