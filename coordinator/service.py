@@ -179,6 +179,7 @@ class Coordinator:
 
     def _connected(self) -> None:
         self.election.connected(time.monotonic())
+        self.standby.reconnected()
         self._announced = None
         self._announce()
         self._events.append(ConnectionRestored())
@@ -188,7 +189,6 @@ class Coordinator:
 
     def _disconnected(self) -> None:
         self.election.disconnected(time.monotonic())
-        self.standby.synced = False  # amqtt queues nothing for us meanwhile: ask for a full copy again
         self._events.append(ConnectionLost())
 
     def _step(self, acks: PendingAcks | None) -> None:

@@ -118,7 +118,8 @@ class Standby:
         self._reset()
 
     def _reset(self) -> None:
-        self.held: dict[str, list[Submitted]] = {}
+        self.held: dict[str, list[tuple[int, Submitted]]] = {}  # key → (connection it came on, submission)
+        self.connection = 0  # counts our (re)connections
         self._held_count = 0
         self.handled: Counter[str] = Counter()
         self._handled_at: deque[tuple[float, str]] = deque()
@@ -153,7 +154,7 @@ class Standby:
         kept = self.held.setdefault(key, [])
         if kept and key.startswith("id:"):
             return  # a resubmission of an id we hold already: one job
-        kept.append(event)
+        kept.append((self.connection, event))
         self._held_count += 1
         if self._held_count > HELD_MAX:
             oldest = next(iter(self.held))
@@ -169,6 +170,12 @@ class Standby:
         if not kept:
             del self.held[key]
         return True
+
+    def reconnected(self) -> None:
+        """A new connection: what the stream said while we were away may be lost (amqtt keeps
+        nothing for us), so the full copy it brings next also settles what we held before."""
+        self.connection += 1
+        self.synced = False
 
     def ended(self, job_id: str) -> None:
         """The active one published the job's final state: a held submission of it is handled."""
@@ -193,16 +200,31 @@ class Standby:
                 for request, _, _ in record.jobs:  # held and already journaled (before we joined the stream)
                     assert request.id is not None
                     self._release("id:" + request.id)
+                self._drop_held_before(self.connection)
         return stream.records
+
+    def _drop_held_before(self, connection: int) -> None:
+        """Submissions held from an earlier connection: the active coordinator received them
+        before it was asked for this copy (the asking came after them, on our new connection),
+        so it has handled them; what the stream said about them may have been lost meanwhile."""
+        for key in list(self.held):
+            kept = [entry for entry in self.held[key] if entry[0] >= connection]
+            self._held_count -= len(self.held[key]) - len(kept)
+            if kept:
+                self.held[key] = kept
+            else:
+                del self.held[key]
 
     def takeover(self) -> list[Event]:
         """Everything a new active coordinator needs first, in order: the fleet, the held
         submissions, the kept readings (to be filed again where still open); then forget them."""
         events: list[Event] = [*self.caps.values(), *self.statuses.values()]
-        events += [event for kept in self.held.values() for event in kept]
+        events += [event for kept in self.held.values() for _, event in kept]
         events += [event._replace(replayed=True) for _, event in self.readings]
         held = self._held_count
+        connection = self.connection
         self._reset()  # back to empty, for a later stint as standby (the fleet stays: see `remember`)
+        self.connection = connection
         if held:
             log.warning("taking over %d submissions the active coordinator never journaled", held)
         return events
