@@ -18,7 +18,7 @@ from edgehive.schemas import LeaderClaim
 
 HB = 1.0
 TIMING = Timing(lease_s=2 * HB, renew_s=HB / 2, settle_s=HB / 2, margin_s=HB / 2)
-TICK = HB / 4  # the service ticks at most every half heartbeat; steps between ticks check placing too
+TICK = TIMING.lease_s / 8  # as the service ticks the election (coordinator/service.py); steps between ticks check placing too
 DT = 0.05
 
 
