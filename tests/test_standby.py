@@ -196,3 +196,20 @@ def test_a_stopped_active_coordinator_hands_over_at_once_and_says_offline(fleet:
     assert claims[cleared + 1:] and all(c["id"] == other for c in claims[cleared + 1:])
     recorder.publish("jobs/submit", orjson.dumps({"kind": "sleep", "id": "after", "params": {"seconds": 0.05}}))
     assert recorder.wait_state("after", "DONE")["job_id"] == "after"
+
+
+def test_a_standby_that_dies_leaves_the_active_coordinator_online(fleet: Fleet, recorder: Recorder) -> None:
+    """Every coordinator's will is `offline` on coordinator/status (Home Assistant's availability):
+    when a standby's fires (Mosquitto sends it at once; amqtt never), the active one says `online` again."""
+    for name in ("head-a", "head-b"):
+        fleet.coordinator(name, EDGEHIVE_COORDINATOR_ID=name, EDGEHIVE_STATE_DIR=str(fleet.workdir / f"state-{name}"))
+    active = wait_until(lambda: next((n for n in ("head-a", "head-b") if member(recorder, n).get("role") == "active"), None), 20, "one active")
+    standby = "head-b" if active == "head-a" else "head-a"
+    wait_until(lambda: member(recorder, standby).get("role") == "standby", 20, f"{standby} standing by")
+    before = recorder.mark()
+    fleet.kill(standby)
+    if fleet.broker.kind == "mosquitto":
+        wait_until(lambda: {"raw": "offline"} in recorder.json("coordinator/status", after=before), 20, "the standby's will")
+    wait_until(lambda: (recorder.json("coordinator/status", after=before) or [{"raw": "online"}])[-1] == {"raw": "online"}, 20,
+               "coordinator/status online again")
+    assert member(recorder, active)["role"] == "active"
