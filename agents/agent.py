@@ -19,7 +19,20 @@ from pydantic import TypeAdapter
 
 from edgehive import __version__
 from edgehive.bus import MqttBus, Outgoing
-from edgehive.schemas import Capabilities, Heartbeat, Job, NodeStatus, Result, Timings, Topics, decode, encode, envelope, parse_status
+from edgehive.schemas import (
+    Capabilities,
+    Heartbeat,
+    Job,
+    LeaderClaim,
+    NodeStatus,
+    Result,
+    Timings,
+    Topics,
+    decode,
+    encode,
+    envelope,
+    parse_status,
+)
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.signals import Stop
 
@@ -39,6 +52,11 @@ _JOB_BATCH = TypeAdapter(list[Job])
 # MQTT 3.1.1 cannot tell a client that the broker's ACL dropped its publish; our own retained
 # status coming back to us (we read our own topics) is the proof that the broker took it.
 ECHO_TIMEOUT_S = 5.0
+
+
+def parse_claim(topic: str, payload: bytes) -> LeaderClaim | None:
+    """The retained leadership claim; an empty message (a coordinator stopped and cleared it) is None."""
+    return decode(LeaderClaim, payload) if payload else None
 
 
 def parse_jobs(topic: str, payload: bytes) -> list[tuple[Job, bytes | None]]:
@@ -70,6 +88,7 @@ class Agent:
         self._seq = 0
         self._rate_mark = (time.monotonic(), 0)  # (when, jobs finished by then): the heartbeat's jobs_per_s
         self._echoed = threading.Event()
+        self.epoch = 0  # the highest coordinator epoch seen (claims, dispatches): lower ones are a deposed leader's
         self.topics.jobs(self.node)  # fails fast on a node id that cannot be a topic level
         self.bus = MqttBus(
             settings.broker, self.topics, f"edgehive-agent-{self.node}", source=self.node,
@@ -152,6 +171,11 @@ class Agent:
         if job.boot_id != self.boot_id:
             log.info("ignoring job %s meant for an earlier boot of %s", job.id, self.node)
             return
+        if job.epoch is not None:
+            if job.epoch < self.epoch:
+                log.warning("ignoring job %s from a deposed coordinator (epoch %d, the active one's is %d)", job.id, job.epoch, self.epoch)
+                return
+            self.epoch = job.epoch
         if self.runner.is_held(job.id):
             return  # a redelivery of a job we are already running
         reason = "node is draining" if self.draining.is_set() else None
@@ -167,6 +191,13 @@ class Agent:
             ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
         )
         self.bus.publish(self.topics.declined(self.node), encode(refusal), qos=1)
+
+    def _on_claim(self, topic: str, claim: LeaderClaim | None) -> None:
+        """A coordinator took over: from now on, work from a lower epoch is a deposed leader's."""
+        if claim is not None and claim.epoch > self.epoch:
+            if self.epoch:
+                log.info("coordinator %s is active now (epoch %d)", claim.id, claim.epoch)
+            self.epoch = claim.epoch
 
     def _on_own_status(self, topic: str, status: NodeStatus) -> None:
         """Someone (a coordinator that lost our heartbeats) declared this boot offline: correct it.
@@ -196,6 +227,7 @@ class Agent:
         self._caps = self.capabilities()
         self.bus.subscribe(self.topics.jobs(self.node), self._on_jobs, parse_jobs, qos=1, max_bytes=max(1 << 20, 2 * self.settings.max_payload_bytes))
         self.bus.subscribe(self.topics.status(self.node), self._on_own_status, lambda t, p: parse_status(p), qos=1)
+        self.bus.subscribe(self.topics.coordinator_leader, self._on_claim, parse_claim, qos=1)
         self.bus.on_connect(self._birth)
         self.bus.start(timeout_s=connect_timeout_s)
         self._heartbeat_thread.start()

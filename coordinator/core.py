@@ -35,6 +35,7 @@ from .events import (
     ConnectionLost,
     ConnectionRestored,
     Declined,
+    EndedElsewhere,
     Event,
     FrameIn,
     HeartbeatIn,
@@ -118,6 +119,7 @@ class CoordinatorCore:
         self._ha_nodes = NodeDevices(settings.ha_discovery_prefix, self.topics, settings.dead_after, settings.ha_max_node_devices)
         self._ha_announced_mono = -HA_REANNOUNCE_MIN_S  # when every config last went out on Home Assistant's `online`
         self._ha_reannounce_due = False
+        self.epoch: int | None = None  # the leadership epoch stamped on every dispatch (coordinator/leader.py); None: no election
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -160,6 +162,11 @@ class CoordinatorCore:
         self._recovery_until = now.mono + self.settings.dead_after + self.settings.heartbeat_s
         if self.orphans:
             log.warning("recovered %d open jobs from the journal", len(self.orphans))
+
+    def open_jobs(self) -> list[OpenJob]:
+        """Every journaled job not yet ended, as the journal holds it: a standby's full copy."""
+        return [(lease.request, lease.submitted, max(0, lease.attempt)) for lease in self.book.open.values()
+                if lease.policy.journaled and lease.request is not None]
 
     def stats(self, now: Now) -> CoordinatorStats:
         last_mono, last_done = self._last_stats
@@ -388,6 +395,23 @@ class CoordinatorCore:
             self.frames.count_done(lease.source, was_lost=lease.lost)
         self._pump_wanted = True
 
+    def _on_ended_elsewhere(self, event: EndedElsewhere) -> None:
+        """The coordinator before us finished an orphan (its last acts reached the broker after
+        we took over): close it quietly instead of running it again. A fusion window needs its
+        output for the next prior, so only its result closes it."""
+        lease = self.orphans.get(event.job_id)
+        if lease is None or (lease.policy.carries_prior and not event.has_output):
+            return
+        del self.orphans[lease.id]
+        self.book.release(lease)
+        if lease.policy.carries_prior:
+            assert lease.request is not None
+            self.fusion.finished(lease.id, lease.request.params, event.output)
+            self._pump_wanted = True
+        self.book.close(lease)
+        self.finished.add(lease, "finished by the coordinator before the takeover")
+        self._out.journal.append(JournalEnded(lease.id))
+
     def _on_declined(self, event: Declined) -> None:
         """The node could not take it (full, draining): elsewhere, without counting an attempt;
         the node gets nothing new until its next heartbeat."""
@@ -500,7 +524,7 @@ class CoordinatorCore:
     def _on_readings(self, event: ReadingsIn) -> None:
         problems: list[str] = []
         for reading, ts in event.stamped:
-            problems += self.fusion.add(event.sensor, event.quantity, reading, ts)
+            problems += self.fusion.add(event.sensor, event.quantity, reading, ts, event.replayed)
         self._report_refused_windows()
         if self.fusion.waiting_count():
             self._pump_wanted = True
@@ -537,7 +561,7 @@ class CoordinatorCore:
             self._begin_group(frame, node, lease_id, size, rects)
             return
         params = detect_params(frame.config, frame.camera, frame.captured)
-        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall, epoch=self.epoch)
         self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
         self.frames.sent(frame)
         lease = Lease(lease_id, None, submitted=frame.arrived, policy=FRAME, kind=DETECT_KIND, source=frame.camera, attempt=1)
@@ -553,7 +577,7 @@ class CoordinatorCore:
         node.sent(lease.id, self.settings.lease)
         self._outbox.add(node.id, job_json(
             lease.id, lease.kind, lease.request.params, lease.source, lease.attempt, node.boot_id, lease.submitted,
-            self._now.wall, lease.deadline,
+            self._now.wall, lease.deadline, self.epoch,
         ))
         self._publish_state(lease, S.SCHEDULED)
 
@@ -594,7 +618,7 @@ class CoordinatorCore:
         stage = group.stage
         if stage.placed == 1:
             stage.sent_at = now.wall
-        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall)
+        header = job_json(lease_id, DETECT_KIND, params, frame.camera, 1, node.boot_id, frame.arrived, now.wall, epoch=self.epoch)
         self._publish(self.topics.jobs(node.id), envelope.pack(header, frame.jpeg), qos=1)
         lease = Lease(lease_id, None, submitted=frame.arrived, policy=PART, kind=DETECT_KIND, source=frame.camera, attempt=1)
         self.book.add(lease)
@@ -802,6 +826,7 @@ class CoordinatorCore:
         SnapshotIn: _on_snapshot,
         NodeCleared: _on_cleared,
         HomeAssistantStatus: _on_ha_status,
+        EndedElsewhere: _on_ended_elsewhere,
         Tick: _on_tick,
         ConnectionRestored: _on_connected,
         ConnectionLost: _on_disconnected,

@@ -84,6 +84,7 @@ class ReadingsIn(NamedTuple):
     sensor: str
     quantity: str
     stamped: list[tuple[SensorReading | ImuReading, float]]
+    replayed: bool = False  # kept by a standby and filed at its takeover (FusionWindows.add)
 
 
 class SnapshotIn(NamedTuple):
@@ -109,6 +110,16 @@ class HomeAssistantStatus(NamedTuple):
     online: bool
 
 
+class EndedElsewhere(NamedTuple):
+    """A job this coordinator took over still running (an orphan) was finished by the coordinator
+    it took over from: its final state, or for a fusion window its result (`output`), was seen
+    published by it. The orphan is closed without a second final state."""
+
+    job_id: str
+    output: object = None  # a fusion window's output, whose posterior is the next prior
+    has_output: bool = False
+
+
 class Tick(NamedTuple):
     """Periodic work: silent nodes, leases of orphans, deadlines, fusion windows due, stats."""
 
@@ -122,7 +133,7 @@ class ConnectionLost(NamedTuple):
 
 
 Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
-         | NodeCleared | HomeAssistantStatus | Tick | ConnectionRestored | ConnectionLost)
+         | NodeCleared | HomeAssistantStatus | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
 
 
 # -- actions: what to do ---------------------------------------------------------------------
@@ -152,7 +163,13 @@ class JournalEnded(NamedTuple):
     job_id: str
 
 
-JournalRecord = JournalAccepted | JournalEnded
+class JournalReplace(NamedTuple):
+    """The whole journal, replaced by these open jobs: a standby's full copy from the active one."""
+
+    jobs: list[tuple[JobRequest, float, int]]  # (request with id, submitted epoch, attempts so far)
+
+
+JournalRecord = JournalAccepted | JournalEnded | JournalReplace
 
 
 @dataclass

@@ -97,6 +97,7 @@ class Group:
     in_flight_window: Window | None = None  # the window being fused, as a job
     done: int = 0  # the last window that ended (fused or failed)
     closed_until: float = -math.inf  # end of the last closed time window: older readings are late
+    last_end: float = -math.inf  # end of the last closed window of either kind (kept in the log: what a takeover replays after)
 
     @property
     def in_flight(self) -> str | None:
@@ -141,11 +142,17 @@ class FusionWindows:
     def wants(self, sensor: str, quantity: str) -> list[Group]:
         return self._by_sensor.get((sensor, quantity), []) + self._by_quantity.get(quantity, [])
 
-    def add(self, sensor: str, quantity: str, reading: SensorReading | ImuReading, ts: float) -> list[str]:
-        """File one reading (stamped `ts`) into each group that wants it; returns why any group refused it."""
+    def add(self, sensor: str, quantity: str, reading: SensorReading | ImuReading, ts: float, replayed: bool = False) -> list[str]:
+        """File one reading (stamped `ts`) into each group that wants it; returns why any group refused it.
+
+        `replayed`: a standby taking over files the readings it kept while the active one ran;
+        a group skips, silently, those at or before the end of its last closed window (the
+        active one filed them already), so the window it had open is rebuilt whole."""
         problems: list[str] = []
         groups = self.wants(sensor, quantity)
-        if groups and reading.seq is not None:
+        if replayed:
+            groups = [g for g in groups if ts > g.last_end]
+        elif groups and reading.seq is not None:
             self._count_gap(sensor, quantity, reading.seq)
         for group in groups:  # units were checked and normalised at the door (parse_readings)
             problem = self._file(group, window_row(sensor, reading, ts), ts)
@@ -202,6 +209,7 @@ class FusionWindows:
         if window is None or not window.readings:
             return
         group.windows = window.number
+        group.last_end = max(group.last_end, window.end)
         self._changed.add(group.name)  # numbering survives a restart: a window number is never reused
         if group.config.window_length_s is not None:
             group.closed_until = window.end
@@ -294,6 +302,10 @@ class FusionWindows:
         self._logged += len(lines)
         return FusionWrite(lines)
 
+    def rewrite_next(self) -> None:
+        """The next `take_state` returns the whole state (to hand a standby a full copy)."""
+        self._logged = -1
+
     def flush_state(self) -> None:
         """Write what changed since the last call (`take_state`) to the log, from this thread."""
         change = self.take_state()
@@ -301,7 +313,8 @@ class FusionWindows:
             self.log.write(change)
 
     def _snapshot(self, group: Group) -> Snapshot:
-        return Snapshot(windows=group.windows, done=group.done, prior=group.prior)
+        return Snapshot(windows=group.windows, done=group.done, prior=group.prior,
+                        until=None if group.last_end == -math.inf else group.last_end)
 
     def _load_state(self) -> None:
         if self.log is None:
@@ -312,6 +325,10 @@ class FusionWindows:
                 continue
             snap = saved.snapshot
             group.prior, group.done = snap.prior, snap.done
+            if snap.until is not None:
+                group.last_end = snap.until
+                if group.config.window_length_s is not None:
+                    group.closed_until = snap.until
             group.windows = max([snap.windows, *saved.closed])
             for number in sorted(n for n in saved.closed if n > snap.done):  # closed, never ended: waiting again
                 entry = saved.closed[number]

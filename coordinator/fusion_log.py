@@ -33,6 +33,7 @@ class Snapshot:
     windows: int = 0
     done: int = 0
     prior: dict[str, Any] | None = None
+    until: float | None = None  # the end of the last window closed (older readings were in it); absent in older logs
 
 
 @dataclass
@@ -52,7 +53,10 @@ class FusionWrite:
 
 
 def snapshot_line(group: str, snapshot: Snapshot) -> bytes:
-    return orjson.dumps({"group": group, "windows": snapshot.windows, "done": snapshot.done, "prior": snapshot.prior})
+    line: dict[str, Any] = {"group": group, "windows": snapshot.windows, "done": snapshot.done, "prior": snapshot.prior}
+    if snapshot.until is not None:
+        line["until"] = snapshot.until
+    return orjson.dumps(line)
 
 
 def closed_line(group: str, window: dict[str, Any]) -> bytes:
@@ -79,7 +83,9 @@ class FusionLog:
                     window = entry["closed"]
                     group.closed[int(window["number"])] = window
                 else:
-                    group.snapshot = Snapshot(int(entry["windows"]), int(entry.get("done", 0)), entry["prior"])
+                    until = entry.get("until")
+                    group.snapshot = Snapshot(int(entry["windows"]), int(entry.get("done", 0)), entry["prior"],
+                                              None if until is None else float(until))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("fusion state %s line %d is unreadable (torn write?); skipped", self.path, number)
         return saved

@@ -135,6 +135,12 @@ class JobJournal:
         self._open[request.id] = (request, ts, attempt)
         self._write(lambda: self._accept_line(request, ts, attempt))
 
+    def replace(self, jobs: Iterable[OpenJob]) -> None:
+        """The open jobs are exactly `jobs` from now on (a standby given the active one's full copy)."""
+        self._open = {request.id: (request, ts, attempt) for request, ts, attempt in jobs if request.id is not None}
+        if self.path is not None:
+            self._try_rewrite(list(self._open.values()))
+
     def ended(self, job_id: str) -> None:
         """Record an end; now and then compact the file down to the open jobs."""
         self._open.pop(job_id, None)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import socket
+
 from pydantic import Field, ValidationError, field_validator
 
+from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.settings import CommonSettings
 
 from .cameras import CameraConfigError, CameraPolicy, parse_cameras
@@ -37,6 +41,32 @@ class CoordinatorSettings(CommonSettings):
     forget_after_s: float = Field(7 * 86400.0, ge=0, description="A node dead this long (no heartbeat, not online) leaves the fleet: the coordinator "
                                   "forgets it, clears its retained capabilities and status, and removes its Home Assistant device (0: never)")
     sensor_max_age_s: float = Field(300.0, gt=0, description="Readings stamped longer ago are refused as stale")
+    coordinator_id: str = Field("", description="This coordinator's id, unique among the coordinators of the fleet: in its leadership claim, "
+                                "its status on coordinator/members/{id} and its MQTT client id ('': the node id, i.e. the balena device UUID, else the host name)")
+    leader_lease_s: float = Field(0.0, ge=0, description="How long the active coordinator's claim on coordinator/leader holds without a renewal; "
+                                  "a standby takes over once it lapses (0: 2 × heartbeat_s)")
+    standby_readings_s: float = Field(120.0, gt=0, le=3600, description="A standby keeps sensor readings this long, to rebuild at takeover "
+                                      "the fusion window the active coordinator had open")
+
+    @field_validator("coordinator_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if value and not re.fullmatch(IDENT_PATTERN, value):
+            raise ValueError("coordinator_id: use letters, digits, '_', '.', ':', '-' (at most 64)")
+        return value
+
+    @property
+    def coordinator_name(self) -> str:
+        """The id in use: EDGEHIVE_COORDINATOR_ID, else the node id (stable across restarts, so the
+        broker keeps this coordinator's persistent session), made into a valid id."""
+        if self.coordinator_id:
+            return self.coordinator_id
+        name = re.sub(r"[^A-Za-z0-9_.:-]", "-", self.node_id or socket.gethostname()).lstrip("_.:-")[:64]
+        return name or "coordinator"
+
+    @property
+    def leader_lease(self) -> float:
+        return self.leader_lease_s or 2 * self.heartbeat_s
 
     @property
     def camera_model_map(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from edgehive.bus import MqttBus, PendingAcks
 
-from .events import JournalAccepted, JournalRecord
+from .events import JournalAccepted, JournalEnded, JournalRecord
 from .fusion_log import FusionLog, FusionWrite
 from .journal import JobJournal
 
@@ -33,6 +33,7 @@ class WriteBatch(NamedTuple):
     journal: Sequence[JournalRecord]
     fusion: FusionWrite | None
     acks: PendingAcks | None
+    written: threading.Event | None = None  # set once this batch (and every one before it) is written
 
 
 class StateWriter:
@@ -53,6 +54,15 @@ class StateWriter:
         if batch.acks is not None and batch.acks.mids:
             self._sent += 1
         self._queue.put(batch)
+
+    def barrier(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything handed over so far is on disk: a standby taking over reads the
+        files next. True if it was (a writer stuck for `timeout_s` is reported by the caller)."""
+        if not self._thread.is_alive():
+            return True
+        written = threading.Event()
+        self._queue.put(WriteBatch((), None, None, written))
+        return written.wait(timeout_s)
 
     def acks_pending(self) -> bool:
         """Acknowledgements handed over and not yet sent: later ones must queue behind them (MQTT
@@ -87,6 +97,8 @@ class StateWriter:
                 if batch is not None and batch.acks is not None and batch.acks.mids:
                     self.bus.ack(batch.acks)
                     self._acked += 1
+                if batch is not None and batch.written is not None:
+                    batch.written.set()
             if stop:
                 return
 
@@ -103,6 +115,8 @@ class StateWriter:
             for record in batch.journal:
                 if isinstance(record, JournalAccepted):
                     journal.accepted(record.request, record.ts, record.attempt)
-                else:
+                elif isinstance(record, JournalEnded):
                     journal.ended(record.job_id)
+                else:
+                    journal.replace(record.jobs)
         journal.flush()

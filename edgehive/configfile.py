@@ -49,10 +49,11 @@ SECTIONS: dict[str, dict[str, str]] = {
              "key_file": "mqtt_key_file", "client": "mqtt_client", "max_payload_bytes": "max_payload_bytes"},
     "node": {"id": "node_id", "log_level": "log_level", "log_format": "log_format", "heartbeat_s": "heartbeat_s"},
     "broker": {"users": "broker_users"},
-    "coordinator": {name: name for name in (
+    "coordinator": {"id": "coordinator_id"} | {name: name for name in (
         "dead_after_s", "lease_s", "max_attempts", "queue_max", "finished_max", "stats_interval_s", "state_dir", "default_model",
         "camera_models", "hand_up", "max_frame_bytes", "fusion_queue_max", "fusion_window_max_readings", "fusion_grace_s",
-        "sensor_max_future_s", "sensor_max_age_s", "ha_discovery_prefix", "ha_max_node_devices", "forget_after_s")},
+        "sensor_max_future_s", "sensor_max_age_s", "ha_discovery_prefix", "ha_max_node_devices", "forget_after_s", "leader_lease_s",
+        "standby_readings_s")},
     "agent": {name: name for name in (
         "workers", "slots", "tags", "models_dir", "models", "backend", "onnx_providers", "tensorrt_cache_dir", "inference_threads",
         "snapshot_interval_s", "host_root", "drain_timeout_s", "prefetch_wait_max_s")},

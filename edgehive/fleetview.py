@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .bus import MqttBus, Rejected
-from .schemas import Capabilities, CoordinatorStats, Heartbeat, NodeStatus, Topics, decode, parse_status
+from .schemas import Capabilities, CoordinatorMember, CoordinatorStats, Heartbeat, LeaderClaim, NodeStatus, Topics, decode, parse_status
 
 
 @dataclass
@@ -31,6 +31,8 @@ class FleetView:
     nodes: dict[str, NodeRow] = field(default_factory=dict)
     stats: CoordinatorStats | None = None
     coordinator: str = "unknown"
+    members: dict[str, CoordinatorMember] = field(default_factory=dict)
+    leader: LeaderClaim | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -40,6 +42,8 @@ class FleetView:
         self.bus.subscribe(t.pattern("heartbeat"), self._on_beat, lambda tp, p: decode(Heartbeat, p), qos=0, max_bytes=1 << 20)
         self.bus.subscribe(t.coordinator_stats, self._on_stats, lambda tp, p: decode(CoordinatorStats, p), qos=0)
         self.bus.subscribe(t.coordinator_status, self._on_coordinator, lambda tp, p: p.decode(errors="replace")[:20])
+        self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, lambda tp, p: decode(CoordinatorMember, p) if p else tp)
+        self.bus.subscribe(t.coordinator_leader, self._on_leader, lambda tp, p: decode(LeaderClaim, p) if p else None)
 
     def _row(self, node: str) -> NodeRow:
         return self.nodes.setdefault(node, NodeRow(node))
@@ -84,6 +88,35 @@ class FleetView:
         with self._lock:
             self.coordinator = state
 
+    def _on_member(self, topic: str, member: CoordinatorMember | str) -> None:
+        with self._lock:
+            if isinstance(member, str):  # cleared: the topic names who
+                self.members.pop(topic.rsplit("/", 1)[-1], None)
+            else:
+                self.members[member.id] = member
+
+    def _on_leader(self, topic: str, claim: LeaderClaim | None) -> None:
+        with self._lock:
+            self.leader = claim
+
+    def coordinators_line(self) -> str | None:
+        """Which coordinator is active (it holds coordinator/leader) and which stand by; None with
+        only one that never published its role (older versions)."""
+        if not self.members:
+            return None
+        leader = self.leader
+        parts = []
+        for member in sorted(self.members.values(), key=lambda m: m.id):
+            if leader is not None and member.id == leader.id and member.role != "offline":
+                parts.append(f"{member.id} active (epoch {leader.epoch})")
+            elif member.role == "active":  # killed (its status has no will): the claim names someone else, or nobody
+                parts.append(f"{member.id} gone (last said active; the claim is held by {leader.id if leader else 'nobody'})")
+            elif member.role == "standby":
+                parts.append(f"{member.id} standby" + ("" if member.synced else " (no journal copy yet)"))
+            else:
+                parts.append(f"{member.id} {member.role}")
+        return "coordinators: " + ", ".join(parts)
+
     def online(self, row: NodeRow) -> bool:
         fresh = row.beat is not None and time.monotonic() - row.beat_at < 3 * self.heartbeat_s
         said_online = row.status is not None and row.status.state == "online"
@@ -106,6 +139,9 @@ class FleetView:
                 )
             online = sum(1 for r in rows if self.online(r))
             lines.append(f"nodes: {online} online / {len(rows)} known; coordinator: {self.coordinator}")
+            coordinators = self.coordinators_line()
+            if coordinators:
+                lines.append(coordinators)
             s = self.stats
             if s is not None:
                 lines.append(

@@ -8,7 +8,7 @@ only on evidence of work, each within a few of its own periods:
 | kind | passes when |
 | --- | --- |
 | `agent` | this node's heartbeat arrives on `nodes/{node}/heartbeat` |
-| `coordinator` | a `coordinator/stats` message arrives |
+| `coordinator` | a `coordinator/stats` message arrives (the active coordinator), or this coordinator's own `coordinator/members/{id}` is published again (a standby) |
 | `camera` | a frame from this camera arrives on `frames/{camera}` |
 | `sensor` | a reading from this device's sensor (`sensors/{sensor}[-*]/+`) arrives |
 | `sink` | the broker takes this container's credentials and InfluxDB answers `/ping` |
@@ -72,8 +72,17 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
         from .coordinator.settings import CoordinatorSettings
 
         coordinator = _settings(CoordinatorSettings, args)
-        return Probe(coordinator, "coordinator stats", f"{coordinator.prefix}/coordinator/stats",
-                     PERIODS * coordinator.stats_interval_s + GRACE_S)
+        stats, member = f"{coordinator.prefix}/coordinator/stats", f"{coordinator.prefix}/coordinator/members/{coordinator.coordinator_name}"
+        members_seen = [0]
+
+        def working(topic: str) -> bool:
+            """Stats (active), or our standby status published anew: the first copy may be the retained one of a dead run."""
+            if topic == member:
+                members_seen[0] += 1
+            return topic == stats or members_seen[0] >= 2
+
+        return Probe(coordinator, "coordinator stats or standby status", f"{coordinator.prefix}/coordinator/+/#",
+                     PERIODS * coordinator.stats_interval_s + GRACE_S, accept=working)
     if kind == "camera":
         from .sensors.camera import CameraSettings
 

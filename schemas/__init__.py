@@ -7,6 +7,7 @@ from .base import Ident, Message, decode, encode
 from .messages import (
     MODELS,
     Capabilities,
+    CoordinatorMember,
     CoordinatorStats,
     ErrorReport,
     FrameMeta,
@@ -15,6 +16,7 @@ from .messages import (
     JobRequest,
     JobState,
     JobStateName,
+    LeaderClaim,
     ModelRuntime,
     NodeStatus,
     Requirements,
@@ -29,6 +31,7 @@ from .vision import Detection, DetectionOutput
 __all__ = [
     "MODELS",
     "Capabilities",
+    "CoordinatorMember",
     "CoordinatorStats",
     "Detection",
     "DetectionOutput",
@@ -40,6 +43,7 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobStateName",
+    "LeaderClaim",
     "Message",
     "ModelRuntime",
     "NodeStatus",

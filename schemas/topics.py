@@ -49,6 +49,9 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "job_state": ("jobs", "{job}", "state"),
     "coordinator_status": ("coordinator", "status"),
     "coordinator_stats": ("coordinator", "stats"),
+    "coordinator_leader": ("coordinator", "leader"),
+    "coordinator_journal": ("coordinator", "journal"),
+    "coordinator_member": ("coordinator", "members", "{coordinator}"),
     "hub_submit": ("hub", "submit"),
     "frigate_status": ("frigate", "status"),
     "errors": ("errors",),
@@ -122,6 +125,20 @@ class Topics:
     @property
     def coordinator_stats(self) -> str:
         return self._join("coordinator", "stats")
+
+    @property
+    def coordinator_leader(self) -> str:
+        """The retained leadership claim (`LeaderClaim`): which coordinator places work, and its epoch."""
+        return self._join("coordinator", "leader")
+
+    @property
+    def coordinator_journal(self) -> str:
+        """The active coordinator's journal records and fusion log lines, streamed to standbys (QoS 1)."""
+        return self._join("coordinator", "journal")
+
+    def coordinator_member(self, coordinator: str) -> str:
+        """One coordinator's own status (`CoordinatorMember`, retained): active, standby or offline."""
+        return self._join("coordinator", "members", _check_ident(coordinator, "coordinator id"))
 
     @property
     def hub_submit(self) -> str:

@@ -330,8 +330,9 @@ class Fleet:
         self.logs[name] = path
         return proc
 
-    def coordinator(self, **env: str) -> subprocess.Popen[bytes]:
-        return self._spawn("coordinator", ["coordinator"], self.env(**env))
+    def coordinator(self, name: str = "coordinator", **env: str) -> subprocess.Popen[bytes]:
+        """A coordinator; give each of several its own `name`, EDGEHIVE_COORDINATOR_ID and state dir."""
+        return self._spawn(name, ["coordinator"], self.env(**env))
 
     def agent(self, node: str, netns: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         """An agent; in network namespace `netns` when given (partition tests)."""

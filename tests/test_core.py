@@ -10,7 +10,7 @@ import orjson
 from core_rig import Rig
 
 from edgehive.coordinator.core import HEARTBEAT_TIMEOUT
-from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, Submitted, Tick
+from edgehive.coordinator.events import ConnectionLost, ConnectionRestored, EndedElsewhere, Submitted, Tick
 from edgehive.coordinator.fusion import GroupConfig
 from edgehive.schemas import JobRequest
 
@@ -332,3 +332,25 @@ def test_a_site_that_hands_up_sends_a_job_it_cannot_run_to_the_hub_instead_of_fa
     plain.node("pi-1")
     plain.submit("j1", requires={"tags": ["till"]})  # without hand_up: FAILED with the reason, as before
     assert plain.state_names("j1")[-1] == "FAILED" and not [m for m in plain.log.publish if m.topic == plain.topics.hub_submit]
+
+
+def test_every_dispatch_carries_the_epoch_of_the_coordinator_that_placed_it() -> None:
+    rig = Rig()
+    rig.core.epoch = 7
+    rig.node("pi-1", slots=2, models=("face",), kinds=("sleep", "detections"))
+    rig.submit("j1")
+    rig.frame("door")
+    sent = rig.sent("pi-1")
+    assert len(sent) == 2 and {job["epoch"] for job in sent} == {7}  # the job and the frame
+
+
+def test_an_orphan_the_coordinator_before_a_takeover_finished_is_closed_without_a_second_final_state() -> None:
+    rig = Rig()
+    rig.core.restore([(JobRequest(kind="sleep", id="done-before"), rig.now.wall - 5, 1), (JobRequest(kind="sleep", id="open"), rig.now.wall - 5, 1)], rig.now)
+    rig.node("pi-1", slots=2)
+    rig.step(EndedElsewhere("done-before"))
+    rig.advance(rig.settings.dead_after + rig.settings.heartbeat_s + 1)
+    rig.beat("pi-1")
+    rig.tick()
+    assert rig.states("done-before") == [] and ("ended", "done-before") in rig.journal()
+    assert rig.sent_ids("pi-1") == ["open"]  # only the one nobody finished runs again

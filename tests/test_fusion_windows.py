@@ -201,3 +201,26 @@ def test_windows_waiting_or_in_flight_come_back_after_a_restart_and_journaled_on
     again = windows(tmp_path, room=group)
     assert again.waiting_count() == 2 and [w.number for w in again.groups["room"].waiting] == [3, 4]
     again.close()
+
+
+def test_readings_a_standby_kept_rebuild_only_the_window_still_open_and_the_end_survives_the_log(tmp_path: Path) -> None:
+    """At a takeover the standby files again the readings it kept: those at or before the end of
+    the group's last closed window (recorded in the log) are skipped without a word; the rest
+    rebuild the window the old coordinator had open, under the same number."""
+    room = GroupConfig(quantity="temperature", window_count=3)
+    active = windows(tmp_path, room=room)
+    sent = [(20.0 + i, 100.0 + i) for i in range(5)]  # window 1: the first three; window 2 open with two
+    for value, ts in sent:
+        assert active.add("t1", "temperature", temp(value), ts) == []
+    active.flush_state()
+    active.close()
+
+    taking_over = windows(tmp_path, room=room)
+    assert taking_over.groups["room"].last_end == 102.0 and taking_over.groups["room"].windows == 1
+    for value, ts in sent:  # every kept reading, as the standby replays them
+        assert taking_over.add("t1", "temperature", temp(value), ts, replayed=True) == []
+    assert taking_over.late["room"] == 0
+    assert taking_over.add("t1", "temperature", temp(25.0), 105.0) == []  # the third reading of window 2
+    waiting = taking_over.groups["room"].waiting  # window 1 from the log (closed, not fused yet), window 2 rebuilt
+    assert [w.number for w in waiting] == [1, 2]
+    assert [[row[1] for row in w.readings] for w in waiting] == [[20.0, 21.0, 22.0], [23.0, 24.0, 25.0]]

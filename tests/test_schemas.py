@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from edgehive.schemas import (
     MODELS,
     Capabilities,
+    CoordinatorMember,
     CoordinatorStats,
     ErrorReport,
     FrameMeta,
@@ -21,6 +22,7 @@ from edgehive.schemas import (
     JobRequest,
     JobState,
     JobStateName,
+    LeaderClaim,
     NodeStatus,
     Requirements,
     Result,
@@ -56,7 +58,7 @@ def samples() -> dict[str, BaseModel]:
             priority=5, deadline_s=2.5, source="cam1",
         ),
         "job": Job(id="job-42", kind="sleep", params={"seconds": 0.05}, source="cam1", attempt=2, boot_id="b-1",
-                   submitted=1_800_000_000.0, dispatched=1_800_000_000.1, deadline=1_800_000_010.0),
+                   submitted=1_800_000_000.0, dispatched=1_800_000_000.1, deadline=1_800_000_010.0, epoch=3),
         "result": Result(job_id="job-42", kind="sleep", node="pi-kitchen", source="cam1", attempt=1, ok=True,
                          output={"slept_s": 0.05},
                          timings=Timings(queued=1.0, dispatched=2.0, received=3.0, started=4.0, finished=5.0)),
@@ -70,6 +72,8 @@ def samples() -> dict[str, BaseModel]:
             frames_in={"cam1": 20}, frames_done={"cam1": 12}, frames_dropped={"cam1": 7}, frames_lost={"cam1": 1},
         ),
         "frame_meta": FrameMeta(captured=1_800_000_000.25, model="face"),
+        "leader_claim": LeaderClaim(id="head-1", run="a1b2c3", epoch=4, lease_s=2.0, ts=1_800_000_000.5),
+        "coordinator_member": CoordinatorMember(id="head-2", run="d4e5f6", role="standby", epoch=4, ts=1_800_000_000.5, synced=True),
     }
 
 

@@ -27,6 +27,10 @@ CASES: dict[str, Case] = {
     "job_state": (lambda t: t.job_state("job-42"), "jobs/job-42/state", TopicRef("job_state", job="job-42")),
     "coordinator_status": (lambda t: t.coordinator_status, "coordinator/status", TopicRef("coordinator_status")),
     "coordinator_stats": (lambda t: t.coordinator_stats, "coordinator/stats", TopicRef("coordinator_stats")),
+    "coordinator_leader": (lambda t: t.coordinator_leader, "coordinator/leader", TopicRef("coordinator_leader")),
+    "coordinator_journal": (lambda t: t.coordinator_journal, "coordinator/journal", TopicRef("coordinator_journal")),
+    "coordinator_member": (lambda t: t.coordinator_member("head-1"), "coordinator/members/head-1",
+                           TopicRef("coordinator_member", extra={"coordinator": "head-1"})),
     "errors": (lambda t: t.errors, "errors", TopicRef("errors")),
 }
 
@@ -61,6 +65,7 @@ def test_parse_then_build(kind: str) -> None:
         "frames": lambda: topics.frames(ref.extra["camera"]),
         "sensor": lambda: topics.sensor(ref.extra["sensor"], ref.extra["quantity"]),
         "job_state": lambda: topics.job_state(ref.job),
+        "coordinator_member": lambda: topics.coordinator_member(ref.extra["coordinator"]),
     }.get(ref.kind, lambda: build(topics))()
     assert rebuilt == f"acme/fleet/{suffix}"
 
