@@ -292,6 +292,26 @@ def coordinator_on_broker(workdir: Path) -> Iterator[tuple[int, str, psutil.Proc
         processes.stop_all()
 
 
+def start_sink(workdir: Path, port: int, prefix: str, processes: Processes) -> tuple[psutil.Process, Path]:
+    """`edgehive sink` writing line protocol to a file (no database to be the bottleneck): what the
+    sink itself costs per heartbeat."""
+    path = workdir / "telemetry.lp"
+    settings = SimpleNamespace(heartbeat_s=1.0, workers=1, slots=1)
+    proc = processes.start("sink", [edgehive_command(None), "sink"], component_env(
+        f"mqtt://127.0.0.1:{port}", prefix, workdir / "sink-state", settings,  # type: ignore[arg-type]
+        EDGEHIVE_NODE_ID="sink", EDGEHIVE_TELEMETRY_FILE=str(path), EDGEHIVE_TELEMETRY_FILE_MAX_BYTES=str(1 << 40)))
+    return psutil.Process(proc.pid), path
+
+
+def heartbeat_lines(path: Path) -> int:
+    """`heartbeat` points the sink has written so far."""
+    try:
+        with path.open("rb") as lines:
+            return sum(1 for line in lines if line.startswith(b"heartbeat,"))
+    except FileNotFoundError:
+        return 0
+
+
 def status_seconds(port: int, prefix: str, n: int) -> float | None:
     """How long `edgehive status` takes to list the fleet (it reads retained births and waits
     for a round of heartbeats and stats, from MQTT alone); None when it failed."""
@@ -310,6 +330,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         watcher = Watcher(port, topics)
         wait_until(lambda: bool(watcher.stats), 30, "coordinator stats", processes.check_alive)
         rss_before = coord.memory_info().rss
+        sink = start_sink(Path(tmp), port, prefix, processes) if args.sink else None
         procs = max(1, min(args.sim_procs, n // 1000 or 1))
         sim: Simulator | SimulatorPool = (Simulator(port, prefix, n, min(args.connections, n)) if procs == 1
                                           else SimulatorPool(port, prefix, n, args.connections, procs))
@@ -322,6 +343,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         row["rss_per_node_kb"] = round((coord.memory_info().rss - rss_before) / n / 1024, 2)
         # steady heartbeats
         t0, c0, sent0 = time.monotonic(), cpu_s(coord), sim.sent()
+        s0, lines0 = (cpu_s(sink[0]), heartbeat_lines(sink[1])) if sink else (0.0, 0)
         if args.profile is not None:  # py-spy costs CPU: a profiled run's figures are not the benchmark's
             args.profile.mkdir(parents=True, exist_ok=True)
             subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", str(int(args.steady_s)),
@@ -332,6 +354,10 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         steady = time.monotonic() - t0
         row["steady_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / steady, 1)
         row["steady_heartbeats_per_s"] = round((sim.sent() - sent0) / steady)  # n when the simulator kept up
+        if sink:
+            row["sink_cpu_pct"] = round(100 * (cpu_s(sink[0]) - s0) / steady, 1)
+            row["sink_heartbeats_per_s"] = round((heartbeat_lines(sink[1]) - lines0) / steady)  # n when the sink kept up
+            row["sink_rss_mb"] = round(sink[0].memory_info().rss / 2**20, 1)
         # burst
         submitter = connect(port, f"fleetsim-submit-{uuid.uuid4().hex[:6]}")
         before_dead = len(watcher.declared_dead)
@@ -370,7 +396,8 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         watcher.close()
     print(f"  {n:>6} nodes: births {row['births_s']} s, `edgehive status` {row['status_s']} s, {row['rss_per_node_kb']} KB/node, steady CPU {row['steady_cpu_pct']} % "
           f"({row['steady_heartbeats_per_s']} heartbeats/s sent), "
-          f"burst of {args.jobs}: {row['burst_s']} s ({row['burst_jobs_per_s']} jobs/s, CPU {row['burst_cpu_pct']} %, "
+          + (f"sink CPU {row['sink_cpu_pct']} % ({row['sink_heartbeats_per_s']} heartbeats/s written, {row['sink_rss_mb']} MB), " if "sink_cpu_pct" in row else "")
+          + f"burst of {args.jobs}: {row['burst_s']} s ({row['burst_jobs_per_s']} jobs/s, CPU {row['burst_cpu_pct']} %, "
           f"longest stats gap {row['burst_stats_gap_s']} s, live nodes declared dead {row['live_nodes_declared_dead']}, "
           f"failed {row['failed']}, retried {row['retried']}, duplicates {row['duplicates']})"
           + (f", half the fleet silenced: first declared dead after {row['mass_death_first_s']} s, the last after "
@@ -386,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4, help="MQTT connections the simulated nodes share")
     parser.add_argument("--sim-procs", type=int, default=1,
                         help="processes the simulated fleet is split over (at most one per 1,000 nodes); one keeps up with about 5,000 nodes")
+    parser.add_argument("--sink", action="store_true", help="also run `edgehive sink` (to a line-protocol file) and measure it in the steady phase")
     parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of heartbeats alone")
     parser.add_argument("--burst-timeout-s", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=None)
