@@ -188,7 +188,7 @@ class Coordinator:
             self._stand_down()
         if decision.became_active:
             self._take_over()
-        self._announce(force=self.core is None and now - self._announced_at >= self.settings.stats_interval_s)
+        self._announce(force=now - self._announced_at >= self.settings.stats_interval_s)
         if self.core is not None and now - self._core_ticked >= self._core_tick_s * 0.9:
             self._core_ticked = now
             self._events.append(_TICK)
@@ -382,8 +382,9 @@ class Coordinator:
         self._announce()
 
     def _announce(self, force: bool = False) -> None:
-        """Our own retained status on coordinator/members/{id}, when it changed; a standby also
-        every stats_interval_s, its sign of life (the active one's is coordinator/stats)."""
+        """Our own retained status on coordinator/members/{id}, when it changed and again every
+        stats_interval_s: a standby's sign of life, and for the sink (the Fleet dashboard's
+        Coordinators table) a point in every time range."""
         if not self.bus.connected.is_set() or self._stopping:
             return
         active = self.core is not None

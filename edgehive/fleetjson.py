@@ -52,9 +52,11 @@ def fleet_json(view: FleetView) -> dict[str, Any]:
             for group, n in sorted(s.fusion_windows.items())
         }
         coordinator = view.coordinator
+        coordinators = view.coordinator_roles()
     return {
         "v": JSON_VERSION,
         "coordinator": coordinator,
+        "coordinators": coordinators,
         "nodes_online": sum(1 for n in nodes if n["state"] != "offline"),
         "nodes": nodes,
         "jobs": jobs,

@@ -99,22 +99,38 @@ class FleetView:
         with self._lock:
             self.leader = claim
 
+    def coordinator_roles(self) -> list[dict[str, object]]:
+        """Each coordinator known, by id: `active` (it holds coordinator/leader), `standby`, `gone`
+        (it last said active but the claim is someone else's or nobody's: killed, its status has
+        no will) or `offline`; with its epoch and, for a standby, whether it holds a journal copy."""
+        leader = self.leader
+        roles: list[dict[str, object]] = []
+        for member in sorted(self.members.values(), key=lambda m: m.id):
+            if leader is not None and member.id == leader.id and member.role != "offline":
+                role, epoch = "active", leader.epoch
+            elif member.role == "active":
+                role, epoch = "gone", member.epoch
+            else:
+                role, epoch = member.role, member.epoch
+            roles.append({"id": member.id, "role": role, "epoch": epoch, "synced": member.synced})
+        return roles
+
     def coordinators_line(self) -> str | None:
-        """Which coordinator is active (it holds coordinator/leader) and which stand by; None with
-        only one that never published its role (older versions)."""
+        """Which coordinator is active and which stand by; None with only one that never published
+        its role (older versions)."""
         if not self.members:
             return None
         leader = self.leader
         parts = []
-        for member in sorted(self.members.values(), key=lambda m: m.id):
-            if leader is not None and member.id == leader.id and member.role != "offline":
-                parts.append(f"{member.id} active (epoch {leader.epoch})")
-            elif member.role == "active":  # killed (its status has no will): the claim names someone else, or nobody
-                parts.append(f"{member.id} gone (last said active; the claim is held by {leader.id if leader else 'nobody'})")
-            elif member.role == "standby":
-                parts.append(f"{member.id} standby" + ("" if member.synced else " (no journal copy yet)"))
+        for c in self.coordinator_roles():
+            if c["role"] == "active":
+                parts.append(f"{c['id']} active (epoch {c['epoch']})")
+            elif c["role"] == "gone":
+                parts.append(f"{c['id']} gone (last said active; the claim is held by {leader.id if leader else 'nobody'})")
+            elif c["role"] == "standby":
+                parts.append(f"{c['id']} standby" + ("" if c["synced"] else " (no journal copy yet)"))
             else:
-                parts.append(f"{member.id} {member.role}")
+                parts.append(f"{c['id']} {c['role']}")
         return "coordinators: " + ", ".join(parts)
 
     def online(self, row: NodeRow) -> bool:

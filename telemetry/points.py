@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
+from edgehive.schemas import CoordinatorMember, CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.fusion import FusionEstimate, FusionOrientation
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
@@ -178,6 +178,16 @@ def coordinator_lines(stats: CoordinatorStats) -> Lines:
     return out
 
 
+def member_lines(member: CoordinatorMember) -> Lines:
+    """`coordinator_member`: one coordinator's role (a standby repeats it every stats interval, the
+    active one when it changes), so the Fleet dashboard shows which one is active."""
+    out: Lines = []
+    _add(out, "coordinator_member", {"coordinator": member.id}, {
+        "role": member.role, "active": int(member.role == "active"), "epoch": member.epoch, "synced": int(member.synced),
+    }, stamp(member.ts, member.run))
+    return out
+
+
 def error_lines(report: ErrorReport) -> Lines:
     out: Lines = []
     _add(out, "error", {"source": report.source}, {"topic": report.topic[:200], "reason": report.reason[:200], "size": report.size},
@@ -218,6 +228,9 @@ def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str,
     def result(topic: str, payload: bytes) -> Lines:
         return result_lines(decode(Result, payload), clock())
 
+    def member(topic: str, payload: bytes) -> Lines:
+        return member_lines(decode(CoordinatorMember, payload)) if payload else []  # empty: a cleared retained status
+
     def reading(topic: str, payload: bytes) -> Lines:
         # The subscription fixed the shape (prefix/sensors/+/+); only the two ids need a check.
         sensor, quantity = topic.rsplit("/", 2)[-2:]
@@ -233,5 +246,6 @@ def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str,
         topics.coordinator_stats: ("coordinator_stats", _model(CoordinatorStats, coordinator_lines)),
         topics.pattern("sensor"): ("sensor", reading),
         topics.errors: ("errors", _model(ErrorReport, error_lines)),
+        topics.pattern("coordinator_member"): ("coordinator_member", member),
     }
 

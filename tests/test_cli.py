@@ -140,6 +140,7 @@ def test_up_runs_the_system_and_status_and_submit_work_against_it(tmp_path: Path
         assert scripted.returncode == 0, scripted.stderr
         fleet = orjson.loads(scripted.stdout)
         assert fleet["v"] == 1 and fleet["coordinator"] == "online" and fleet["nodes_online"] == 2
+        assert [(c["role"], c["epoch"] >= 1) for c in fleet["coordinators"]] == [("active", True)]
         by_node = {n["node"]: n for n in fleet["nodes"]}
         assert set(by_node) == {"laptop-1", "laptop-2"}
         for node in by_node.values():

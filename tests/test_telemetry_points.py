@@ -11,7 +11,7 @@ import pytest
 from influxdb_client import Point
 from pydantic import ValidationError
 
-from edgehive.schemas import CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics
+from edgehive.schemas import CoordinatorMember, CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics
 from edgehive.schemas.messages import JobStateName
 from edgehive.schemas.sensors import parse_reading
 from edgehive.telemetry.lineprotocol import line
@@ -20,6 +20,7 @@ from edgehive.telemetry.points import (
     error_lines,
     heartbeat_lines,
     job_state_lines,
+    member_lines,
     parsers,
     reading_lines,
     result_lines,
@@ -234,13 +235,13 @@ def test_every_subscription_parses_its_topic_and_refuses_garbage() -> None:
     topics = Topics("edgehive/v1")
     table = parsers(topics, clock=lambda: 1795000000.0)
     by_kind = {kind: (pattern, parse) for pattern, (kind, parse) in table.items()}
-    assert set(by_kind) == {"heartbeat", "result", "job_state", "coordinator_stats", "sensor", "errors"}
+    assert set(by_kind) == {"heartbeat", "result", "job_state", "coordinator_stats", "sensor", "errors", "coordinator_member"}
     beat = heartbeat().model_dump_json().encode()
     assert by_kind["heartbeat"][1](topics.heartbeat("pi-1"), beat)[0].startswith("heartbeat,node=pi-1 ")
     assert by_kind["sensor"][1](topics.sensor("t9", "pressure"), b"1013.2") == ["sensor,quantity=pressure,sensor=t9,unit=hPa value=1013.2 1795000000000000000"]
-    for pattern, parse in by_kind.values():
+    for kind, (pattern, parse) in by_kind.items():
         topic = pattern.replace("+", "x")
-        for garbage in (b"", b"\xff\xfe", b"{}", b"[1,2]", b'{"v":2}', orjson.dumps({"v": 1, "ts": "soon"})):
+        for garbage in (b"",) * (kind != "coordinator_member") + (b"\xff\xfe", b"{}", b"[1,2]", b'{"v":2}', orjson.dumps({"v": 1, "ts": "soon"})):
             with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError too
                 parse(topic, garbage)
     with pytest.raises(ValueError):
@@ -252,3 +253,13 @@ def test_every_subscription_parses_its_topic_and_refuses_garbage() -> None:
 def test_stamp_is_microsecond_exact_for_current_epoch_seconds() -> None:
     now = time.time()
     assert abs(stamp(now) - now * 1e9) < 1000
+
+
+def test_a_coordinator_s_role_is_one_point_tagged_by_its_id_and_a_cleared_status_none() -> None:
+    member = CoordinatorMember(id="head-b", run="r2", role="standby", epoch=3, ts=T0, synced=True)
+    [text] = member_lines(member)
+    assert text.startswith("coordinator_member,coordinator=head-b ")
+    assert 'role="standby"' in text and "active=0i" in text and "epoch=3i" in text and "synced=1i" in text
+    parse = parsers(Topics("t/v1"))["t/v1/coordinator/members/+"][1]
+    assert parse("t/v1/coordinator/members/head-b", member.model_dump_json().encode()) == [text]
+    assert parse("t/v1/coordinator/members/head-b", b"") == []
