@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ class Filled:
     from_ms: int
     to_ms: int
     lines: dict[int, list[Points]]
+    tables: dict[int, list[list[str]]] = field(default_factory=dict)  # a table panel's header and rows
 
 
 def _text(x: float, y: float, text: str, size: int = 12, anchor: str = "start", fill: str = "#222", font: str = FONT, weight: str = "normal") -> str:
@@ -165,11 +166,12 @@ CELL_W, CELL_H = 44, 30  # one of Grafana's 24 columns, one grid row
 
 
 def _lines(series: list[dict[str, Any]]) -> list[Points]:
-    """(time, value) points of every value column of every series (Grafana draws each), nulls left out."""
+    """(time, value) points of every value column of every series (Grafana draws each), nulls and
+    text (a table's `role` column) left out."""
     lines = []
     for s in series:
         for value in (i for i, column in enumerate(s["columns"]) if column != "time"):
-            lines.append([(float(row[0]), float(row[value])) for row in s["values"] if row[value] is not None])
+            lines.append([(float(row[0]), float(row[value])) for row in s["values"] if isinstance(row[value], int | float)])
     return [line for line in lines if line]
 
 
@@ -181,12 +183,27 @@ def panel_data(board: dict[str, Any], query: Query, last: str = "", now_s: float
     selection, variables = variable_selection(board, lambda q: [value for s in query(q) for _, value in s["values"]])
     step = interval_ms(from_ms, to_ms)
     data: dict[int, list[Points]] = {}
+    tables: dict[int, list[list[str]]] = {}
     for panel in panels(board):
         lines: list[Points] = []
         for target in panel["targets"]:
-            lines += _lines(query(substitute(target["query"], selection, variables, from_ms, to_ms, step)))
+            series = query(substitute(target["query"], selection, variables, from_ms, to_ms, step))
+            lines += _lines(series)
+            if panel["type"] == "table":
+                tables[panel["id"]] = _table(series)
         data[panel["id"]] = lines
-    return Filled(from_ms, to_ms, data)
+    return Filled(from_ms, to_ms, data, tables)
+
+
+def _table(series: list[dict[str, Any]]) -> list[list[str]]:
+    """A table panel as Grafana lists it: the tags, then each column but time, of each series' last row."""
+    rows: list[list[str]] = []
+    for s in series:
+        tags = s.get("tags") or {}
+        if not rows:
+            rows.append([*tags, *s["columns"][1:]])
+        rows += [[*map(str, tags.values()), *(_number(v) if isinstance(v, int | float) else str(v) for v in s["values"][-1][1:])]]
+    return rows
 
 
 def _sparklines(lines: list[Points], t0: float, t1: float, x: float, y: float, w: float, h: float) -> list[str]:
@@ -226,7 +243,13 @@ def dashboard_svg(board: dict[str, Any], data: Filled | None = None) -> str:
                  f"<rect x='{x}' y='{y}' width='{w}' height='{h}' rx='3' fill='#181b1f' stroke='#2c3235'/>",
                  _text(x + 8, y + 17, title, 12, fill="#d8d9da", weight="bold"), _text(x + w - 8, y + h - 7, panel["type"], 10, "end", "#6e7378")]
         lines = data.lines.get(panel["id"], []) if data else []
-        if lines and panel["type"] in ("stat", "gauge", "bargauge"):
+        table = data.tables.get(panel["id"], []) if data else []
+        if table:
+            cell = (w - 16) / len(table[0])
+            body.append("<g class='data'>" + "".join(
+                _text(x + 8 + c * cell, y + 36 + r * 16, value, 11, fill="#d8d9da" if r else "#8e8e8e", weight="normal" if r else "bold")
+                for r, row in enumerate(table[: int((h - 40) / 16)]) for c, value in enumerate(row)) + "</g>")
+        elif lines and panel["type"] in ("stat", "gauge", "bargauge"):
             body.append(f"<g class='data'>{_text(x + w / 2, y + h / 2 + 14, _number(lines[0][-1][1]), 30, 'middle', '#73bf69', weight='bold')}</g>")
         elif lines:
             assert data is not None
