@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from core_rig import Rig
 
+from edgehive.coordinator.core import CoordinatorCore
+from edgehive.coordinator.fusion import FusionWindows
 from edgehive.coordinator.jobs import FinishedJobs
 from edgehive.coordinator.leases import Lease
-from edgehive.coordinator.service import Coordinator
 from edgehive.coordinator.settings import CoordinatorSettings
 from edgehive.schemas import JobRequest, JobStateName
 
@@ -24,8 +25,11 @@ def test_finished_jobs_keep_only_the_newest() -> None:
 
 def test_coordinator_bound_comes_from_the_setting() -> None:
     """The default is what the soak benchmark measured flat; operators can change it."""
-    assert Coordinator(CoordinatorSettings(state_dir="")).core.finished.capacity == 10_000
-    assert Coordinator(CoordinatorSettings(state_dir="", finished_max=500)).core.finished.capacity == 500
+    def core(settings: CoordinatorSettings) -> CoordinatorCore:  # as the service builds it when it becomes active
+        return CoordinatorCore(settings, FusionWindows({}, 10, 100, 0.25, None), started=0.0)
+
+    assert core(CoordinatorSettings(state_dir="")).finished.capacity == 10_000
+    assert core(CoordinatorSettings(state_dir="", finished_max=500)).finished.capacity == 500
 
 
 def _two_nodes() -> Rig:
