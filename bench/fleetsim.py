@@ -277,16 +277,41 @@ def cpu_s(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
+# `--gc`: the coordinator run through this wrapper, which times every cycle collection with
+# gc.callbacks and writes the totals when the process ends; `default` puts CPython's own
+# thresholds back after edgehive/gctune.py set its own, to compare the two in one invocation.
+GC_WRAPPER = """
+import atexit, gc, json, os, sys, time
+from edgehive import gctune
+if os.environ["FLEETSIM_GC"] == "default":
+    gctune.THRESHOLDS = gc.get_threshold()
+spent, count, started = [0.0], [0], [0.0]
+def timed(phase, info):
+    if phase == "start":
+        started[0] = time.process_time()
+    else:
+        spent[0] += time.process_time() - started[0]
+        count[0] += 1
+gc.callbacks.append(timed)
+atexit.register(lambda: open(os.environ["FLEETSIM_GC_OUT"], "w").write(json.dumps(
+    {"gc_s": spent[0], "collections": count[0], "cpu_s": time.process_time(), "objects": len(gc.get_objects())})))
+from edgehive.cli import main
+sys.exit(main(["coordinator"]))
+"""
+
+
 @contextlib.contextmanager
-def coordinator_on_broker(workdir: Path) -> Iterator[tuple[int, str, psutil.Process, Processes]]:
+def coordinator_on_broker(workdir: Path, gc_mode: str | None = None) -> Iterator[tuple[int, str, psutil.Process, Processes]]:
     processes = Processes(workdir)
     try:
         port, _ = start_mosquitto(workdir, processes)
         prefix = f"sim-{uuid.uuid4().hex[:8]}/v1"
         settings = SimpleNamespace(heartbeat_s=1.0, workers=1, slots=1)
-        proc = processes.start("coordinator", [edgehive_command(None), "coordinator"], component_env(
+        command = [edgehive_command(None), "coordinator"] if gc_mode is None else [sys.executable, "-c", GC_WRAPPER]
+        gc_env = {} if gc_mode is None else {"FLEETSIM_GC": gc_mode, "FLEETSIM_GC_OUT": str(workdir / "gc.json")}
+        proc = processes.start("coordinator", command, component_env(
             f"mqtt://127.0.0.1:{port}", prefix, workdir / "state", settings,  # type: ignore[arg-type]
-            EDGEHIVE_NODE_ID="coordinator", EDGEHIVE_STATS_INTERVAL_S="1", EDGEHIVE_QUEUE_MAX="100000"))
+            EDGEHIVE_NODE_ID="coordinator", EDGEHIVE_STATS_INTERVAL_S="1", EDGEHIVE_QUEUE_MAX="100000", **gc_env))
         yield port, prefix, psutil.Process(proc.pid), processes
     finally:
         processes.stop_all()
@@ -323,77 +348,90 @@ def status_seconds(port: int, prefix: str, n: int) -> float | None:
     return round(time.monotonic() - started, 2) if done.returncode == 0 and listed >= n else None
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_size(n: int, args: argparse.Namespace, gc_mode: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"nodes": n}
-    with tempfile.TemporaryDirectory(prefix="edgehive-fleetsim-") as tmp, coordinator_on_broker(Path(tmp)) as (port, prefix, coord, processes):
-        topics = Topics(prefix)
-        watcher = Watcher(port, topics)
-        wait_until(lambda: bool(watcher.stats), 30, "coordinator stats", processes.check_alive)
-        rss_before = coord.memory_info().rss
-        sink = start_sink(Path(tmp), port, prefix, processes) if args.sink else None
-        procs = max(1, min(args.sim_procs, n // 1000 or 1))
-        sim: Simulator | SimulatorPool = (Simulator(port, prefix, n, min(args.connections, n)) if procs == 1
-                                          else SimulatorPool(port, prefix, n, args.connections, procs))
-        started = time.monotonic()
-        sim.start()
-        wait_until(lambda: watcher.stats.get("nodes_online", 0) >= n, 120, f"{n} nodes online", processes.check_alive)
-        row["births_s"] = round(time.monotonic() - started, 2)
-        row["status_s"] = status_seconds(port, prefix, n)
-        time.sleep(2.0)
-        row["rss_per_node_kb"] = round((coord.memory_info().rss - rss_before) / n / 1024, 2)
-        # steady heartbeats
-        t0, c0, sent0 = time.monotonic(), cpu_s(coord), sim.sent()
-        s0, lines0 = (cpu_s(sink[0]), heartbeat_lines(sink[1])) if sink else (0.0, 0)
-        if args.profile is not None:  # py-spy costs CPU: a profiled run's figures are not the benchmark's
-            args.profile.mkdir(parents=True, exist_ok=True)
-            subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", str(int(args.steady_s)),
-                            "-o", str(args.profile / f"coordinator-{n}-steady.txt"), "-p", str(coord.pid)],
-                           check=False, capture_output=True)
-        else:
-            time.sleep(args.steady_s)
-        steady = time.monotonic() - t0
-        row["steady_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / steady, 1)
-        row["steady_heartbeats_per_s"] = round((sim.sent() - sent0) / steady)  # n when the simulator kept up
-        if sink:
-            row["sink_cpu_pct"] = round(100 * (cpu_s(sink[0]) - s0) / steady, 1)
-            row["sink_heartbeats_per_s"] = round((heartbeat_lines(sink[1]) - lines0) / steady)  # n when the sink kept up
-            row["sink_rss_mb"] = round(sink[0].memory_info().rss / 2**20, 1)
-        # burst
-        submitter = connect(port, f"fleetsim-submit-{uuid.uuid4().hex[:6]}")
-        before_dead = len(watcher.declared_dead)
-        t0, c0 = time.monotonic(), cpu_s(coord)
-        for i in range(args.jobs):
-            submitter.publish(topics.submit, orjson.dumps({"v": 1, "kind": "noop", "id": f"b{i}-{uuid.uuid4().hex[:6]}"}), qos=1)
-        try:
-            wait_until(lambda: watcher.results >= args.jobs, args.burst_timeout_s, f"{args.jobs} results", processes.check_alive)
-            row["burst_s"] = round(time.monotonic() - t0, 2)
+    with tempfile.TemporaryDirectory(prefix="edgehive-fleetsim-") as tmp:
+        with coordinator_on_broker(Path(tmp), gc_mode) as (port, prefix, coord, processes):
+            measure_size(n, args, row, Path(tmp), port, prefix, coord, processes)
+        if gc_mode is not None:  # written when the coordinator ended, as the context closed
+            gc_out = orjson.loads((Path(tmp) / "gc.json").read_bytes())
+            row.update(gc=gc_mode, gc_s=round(gc_out["gc_s"], 3), gc_collections=gc_out["collections"],
+                       gc_share_pct=round(100 * gc_out["gc_s"] / gc_out["cpu_s"], 1), heap_objects=gc_out["objects"])
+            print(f"  {n:>6} nodes, collector thresholds {gc_mode}: {row['gc_collections']} collections, {row['gc_s']} s "
+                  f"of the coordinator's {gc_out['cpu_s']:.2f} s of CPU ({row['gc_share_pct']} %), {row['heap_objects']} objects", flush=True)
+    return row
+
+
+def measure_size(n: int, args: argparse.Namespace, row: dict[str, Any], tmp: Path, port: int, prefix: str,
+                 coord: psutil.Process, processes: Processes) -> None:
+    topics = Topics(prefix)
+    watcher = Watcher(port, topics)
+    wait_until(lambda: bool(watcher.stats), 30, "coordinator stats", processes.check_alive)
+    rss_before = coord.memory_info().rss
+    sink = start_sink(tmp, port, prefix, processes) if args.sink else None
+    procs = max(1, min(args.sim_procs, n // 1000 or 1))
+    sim: Simulator | SimulatorPool = (Simulator(port, prefix, n, min(args.connections, n)) if procs == 1
+                                      else SimulatorPool(port, prefix, n, args.connections, procs))
+    started = time.monotonic()
+    sim.start()
+    wait_until(lambda: watcher.stats.get("nodes_online", 0) >= n, 120, f"{n} nodes online", processes.check_alive)
+    row["births_s"] = round(time.monotonic() - started, 2)
+    row["status_s"] = status_seconds(port, prefix, n)
+    time.sleep(2.0)
+    row["rss_per_node_kb"] = round((coord.memory_info().rss - rss_before) / n / 1024, 2)
+    # steady heartbeats
+    t0, c0, sent0 = time.monotonic(), cpu_s(coord), sim.sent()
+    s0, lines0 = (cpu_s(sink[0]), heartbeat_lines(sink[1])) if sink else (0.0, 0)
+    if args.profile is not None:  # py-spy costs CPU: a profiled run's figures are not the benchmark's
+        args.profile.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", str(int(args.steady_s)),
+                        "-o", str(args.profile / f"coordinator-{n}-steady.txt"), "-p", str(coord.pid)],
+                       check=False, capture_output=True)
+    else:
+        time.sleep(args.steady_s)
+    steady = time.monotonic() - t0
+    row["steady_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / steady, 1)
+    row["steady_heartbeats_per_s"] = round((sim.sent() - sent0) / steady)  # n when the simulator kept up
+    if sink:
+        row["sink_cpu_pct"] = round(100 * (cpu_s(sink[0]) - s0) / steady, 1)
+        row["sink_heartbeats_per_s"] = round((heartbeat_lines(sink[1]) - lines0) / steady)  # n when the sink kept up
+        row["sink_rss_mb"] = round(sink[0].memory_info().rss / 2**20, 1)
+    # burst
+    submitter = connect(port, f"fleetsim-submit-{uuid.uuid4().hex[:6]}")
+    before_dead = len(watcher.declared_dead)
+    t0, c0 = time.monotonic(), cpu_s(coord)
+    for i in range(args.jobs):
+        submitter.publish(topics.submit, orjson.dumps({"v": 1, "kind": "noop", "id": f"b{i}-{uuid.uuid4().hex[:6]}"}), qos=1)
+    try:
+        wait_until(lambda: watcher.results >= args.jobs, args.burst_timeout_s, f"{args.jobs} results", processes.check_alive)
+        row["burst_s"] = round(time.monotonic() - t0, 2)
+    except TimeoutError:
+        row["burst_s"] = None
+    elapsed = time.monotonic() - t0
+    row["burst_results"] = watcher.results
+    row["burst_jobs_per_s"] = round(watcher.results / elapsed, 1)
+    row["burst_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / elapsed, 1)
+    row["burst_stats_gap_s"] = round(watcher.longest_stats_gap(t0), 2)
+    row["live_nodes_declared_dead"] = len(watcher.declared_dead) - before_dead
+    time.sleep(1.0)
+    row["failed"], row["retried"], row["duplicates"] = (watcher.stats.get(k, 0) for k in ("failed", "retried", "duplicates"))
+    submitter.loop_stop()
+    # mass death (the two-node reference skips it)
+    if n > 2:
+        dead_before = len(watcher.declared_dead)
+        gone = set(sim.silence(0.5))
+        t0 = time.monotonic()
+        try:  # timed by the coordinator's own `offline` verdicts (reason "heartbeat timeout"), not its stats
+            wait_until(lambda: gone <= {node for _, node in watcher.declared_dead[dead_before:]}, 60,
+                       "half the fleet declared dead", processes.check_alive)
+            verdicts = [at for at, node in watcher.declared_dead[dead_before:] if node in gone]
+            row["mass_death_first_s"] = round(min(verdicts) - t0, 2)
+            row["mass_death_noticed_s"] = round(max(verdicts) - t0, 2)
         except TimeoutError:
-            row["burst_s"] = None
-        elapsed = time.monotonic() - t0
-        row["burst_results"] = watcher.results
-        row["burst_jobs_per_s"] = round(watcher.results / elapsed, 1)
-        row["burst_cpu_pct"] = round(100 * (cpu_s(coord) - c0) / elapsed, 1)
-        row["burst_stats_gap_s"] = round(watcher.longest_stats_gap(t0), 2)
-        row["live_nodes_declared_dead"] = len(watcher.declared_dead) - before_dead
-        time.sleep(1.0)
-        row["failed"], row["retried"], row["duplicates"] = (watcher.stats.get(k, 0) for k in ("failed", "retried", "duplicates"))
-        submitter.loop_stop()
-        # mass death (the two-node reference skips it)
-        if n > 2:
-            dead_before = len(watcher.declared_dead)
-            gone = set(sim.silence(0.5))
-            t0 = time.monotonic()
-            try:  # timed by the coordinator's own `offline` verdicts (reason "heartbeat timeout"), not its stats
-                wait_until(lambda: gone <= {node for _, node in watcher.declared_dead[dead_before:]}, 60,
-                           "half the fleet declared dead", processes.check_alive)
-                verdicts = [at for at, node in watcher.declared_dead[dead_before:] if node in gone]
-                row["mass_death_first_s"] = round(min(verdicts) - t0, 2)
-                row["mass_death_noticed_s"] = round(max(verdicts) - t0, 2)
-            except TimeoutError:
-                row["mass_death_first_s"] = row["mass_death_noticed_s"] = None
-            row["wrongly_declared_dead"] = len({node for _, node in watcher.declared_dead[dead_before:]} - gone)
-        sim.stop()
-        watcher.close()
+            row["mass_death_first_s"] = row["mass_death_noticed_s"] = None
+        row["wrongly_declared_dead"] = len({node for _, node in watcher.declared_dead[dead_before:]} - gone)
+    sim.stop()
+    watcher.close()
     print(f"  {n:>6} nodes: births {row['births_s']} s, `edgehive status` {row['status_s']} s, {row['rss_per_node_kb']} KB/node, steady CPU {row['steady_cpu_pct']} % "
           f"({row['steady_heartbeats_per_s']} heartbeats/s sent), "
           + (f"sink CPU {row['sink_cpu_pct']} % ({row['sink_heartbeats_per_s']} heartbeats/s written, {row['sink_rss_mb']} MB), " if "sink_cpu_pct" in row else "")
@@ -403,7 +441,6 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
           + (f", half the fleet silenced: first declared dead after {row['mass_death_first_s']} s, the last after "
              f"{row['mass_death_noticed_s']} s (3 s of silence is the bound), live ones declared dead {row['wrongly_declared_dead']}"
              if n > 2 else ""), flush=True)
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4, help="MQTT connections the simulated nodes share")
     parser.add_argument("--sim-procs", type=int, default=1,
                         help="processes the simulated fleet is split over (at most one per 1,000 nodes); one keeps up with about 5,000 nodes")
+    parser.add_argument("--gc", action="store_true",
+                        help="run each size twice, with CPython's default collector thresholds and with edgehive's, and time every collection in the coordinator")
     parser.add_argument("--sink", action="store_true", help="also run `edgehive sink` (to a line-protocol file) and measure it in the steady phase")
     parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of heartbeats alone")
     parser.add_argument("--burst-timeout-s", type=float, default=120.0)
@@ -423,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None and not Path(sys.executable).with_name("py-spy").exists():
         parser.error("--profile needs py-spy beside this interpreter: .venv/bin/pip install py-spy")
     print(f"fleet simulator on {machine()}; heartbeats every 1 s per node, {args.connections} connections", flush=True)
+    if args.gc:  # the collector's cost, by thresholds, from one invocation; no dispatch ratio
+        rows = [run_size(int(n), args, mode) for n in args.nodes.split(",") for mode in ("default", "tuned")]
+        if args.json:
+            args.json.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+        return 0
     rows = [run_size(2, args)] + [run_size(int(n), args) for n in args.nodes.split(",")]
     reference = rows[0]["burst_jobs_per_s"] or float("nan")
     for row in rows[1:]:

@@ -460,7 +460,7 @@ class Coordinator:
     def run_forever(self) -> None:
         """Start, block until SIGTERM or SIGINT (edgehive.signals: reliably), then stop."""
         stop = Stop().install()
-        gctune.tune()  # the heap of a big fleet made the cycle collector a fifth of the work
+        gctune.tune()  # a big fleet's heap made the cycle collector a noticeable share of the work (gctune.py)
         self.start()
         stop.wait()
         log.info("coordinator: %s, stopping", stop.signal_name)

@@ -1,13 +1,13 @@
 """Garbage-collector thresholds for the processes that take fleet-scale message rates.
 
-CPython's cycle collector runs a young-generation pass every 700 container allocations and,
-every 100 of those, a pass over the whole heap. A coordinator taking 5,000 heartbeats a second
-allocates ~30 containers per heartbeat and holds ~140,000 objects (the registry, leases,
-routes), so the default thresholds ran ~1,000 collections in a one-minute fleet run and spent
-1.06 s of its 5.66 s of CPU in them, a fifth of all its work (bench/fleetsim.py at 5,000 nodes,
-measured with `gc.callbacks`). Almost nothing it allocates is cyclic garbage: messages, events
-and models die by reference counting. Raising the thresholds leaves a few MB of rare cyclic
-garbage to wait longer and took the collector's share to 0.025 s in the same run.
+CPython's cycle collector runs a young-generation pass every 700 container allocations and
+older passes after ten of those. A coordinator taking 5,000 heartbeats a second allocates tens
+of containers per heartbeat and holds ~158,000 objects (the registry, leases, routes); with
+the default thresholds it ran 417 collections in a one-minute fleet run, 8.7 % of its CPU, and
+more before heartbeats were read in batches (`bench/fleetsim.py --gc` times each collection).
+Almost nothing it allocates is cyclic garbage: messages, events and models die by reference
+counting. Raising the thresholds leaves a few MB of rare cyclic garbage to wait longer and took
+the collector's share to 0.9 % in the same run.
 """
 
 from __future__ import annotations
