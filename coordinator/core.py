@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Timings, Topics, encode, envelope
+from edgehive.schemas.homeassistant import Message
 from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.messages import job_json, job_state_json
 
 from . import scheduler
 from .cameras import CameraPolicy, detect_params, stage_params
-from .discovery import Message, camera_messages, discovery_messages
+from .discovery import camera_messages, discovery_messages
 from .events import (
     Actions,
     CapabilitiesIn,

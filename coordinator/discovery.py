@@ -13,7 +13,6 @@ follows the coordinator's retained `coordinator/status`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import orjson
 
 from edgehive import __version__
 from edgehive.schemas import Topics
+from edgehive.schemas.homeassistant import Message, entity_config, slug
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.sensors import UNITS
 
@@ -29,39 +29,9 @@ from .fusion import GroupConfig
 # Home Assistant device classes of the quantities it knows.
 DEVICE_CLASSES = {"temperature": "temperature", "humidity": "humidity", "pressure": "atmospheric_pressure"}
 
-# Who published a config: Home Assistant logs it with every discovered entity and shows it in the
-# device's MQTT info, so a user can tell an edgehive entity from one of Zigbee2MQTT's or Frigate's.
-ORIGIN: dict[str, str] = {"name": "edgehive", "sw_version": __version__}
-
-Message = tuple[str, bytes]  # (topic, payload): a retained config to publish, or b"" to remove one
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
-
-
-def entity_slug(text: str) -> str:
-    """`text` as Home Assistant allows an entity id's object part: lowercase letters, digits and
-    single underscores, neither first nor last."""
-    return re.sub(r"_+", "_", _slug(text)).strip("_") or "edgehive"
-
-
-def entity_config(ha_prefix: str, component: str, unique_id: str, name: str, device: dict[str, Any], **fields: Any) -> Message:
-    """One entity's retained discovery config, as Home Assistant's MQTT discovery documents it:
-    on `{prefix}/{component}/{unique_id}/config`, with its `unique_id` (it keeps the entity's
-    settings and history across restarts), `default_entity_id` (the entity id it gets at first:
-    what `object_id` did until Home Assistant 2025.10 deprecated it), the `device` it belongs
-    to and the `origin` that published it; `fields` are the component's own (state_topic,
-    value_template, availability, ...). `unique_id` must be letters, digits, `_` and `-` (the
-    topic level Home Assistant accepts)."""
-    config = {"name": name, "unique_id": unique_id, "default_entity_id": f"{component}.{entity_slug(unique_id)}",
-              "device": device, "origin": ORIGIN, **fields}
-    return f"{ha_prefix}/{component}/{unique_id}/config", orjson.dumps(config)
-
-
 def fleet_id(topics: Topics) -> str:
     """The fleet device's identifier: the coordinator of this prefix, and the `via_device` of its nodes."""
-    return f"edgehive_{_slug(topics.prefix)}"
+    return f"edgehive_{slug(topics.prefix)}"
 
 
 def fleet_device(topics: Topics) -> dict[str, Any]:
@@ -73,7 +43,7 @@ def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequenc
     """A camera's annotated snapshot (`snapshots/{camera}`, a JPEG), its objects per frame, and,
     for each label its settings keep, how many of that label the last frame held (what a
     Frigate user automates on: "a person in the driveway")."""
-    uid = f"edgehive_{_slug(topics.prefix)}_{_slug(camera)}"
+    uid = f"edgehive_{slug(topics.prefix)}_{slug(camera)}"
     common = {"availability_topic": topics.coordinator_status, "payload_available": "online", "payload_not_available": "offline"}
     device = fleet_device(topics)
     snapshot = {"topic": topics.snapshot(camera), **common}
@@ -90,13 +60,13 @@ def camera_messages(ha_prefix: str, topics: Topics, camera: str, labels: Sequenc
                  "value_template": "{% if value_json.ok %}{{ value_json.output.detections | selectattr('label', 'equalto', "
                                    + orjson.dumps(label).decode() + ") | list | length }}{% else %}{{ this.state }}{% endif %}",
                  **common}
-        messages.append(entity_config(ha_prefix, "sensor", f"{uid}_{_slug(label)}", f"{camera} {label}", device, **count))
+        messages.append(entity_config(ha_prefix, "sensor", f"{uid}_{slug(label)}", f"{camera} {label}", device, **count))
     return messages
 
 
 def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupConfig]) -> list[Message]:
     """(topic, retained config) for every entity of every group."""
-    fleet = _slug(topics.prefix)
+    fleet = slug(topics.prefix)
     device = fleet_device(topics)
     out: list[Message] = []
     for name, group in sorted(groups.items()):
@@ -115,7 +85,7 @@ def discovery_messages(ha_prefix: str, topics: Topics, groups: dict[str, GroupCo
                 extra["device_class"] = DEVICE_CLASSES[group.quantity]
             entities = [(name, f"{name} {group.quantity}", extra)]
         for object_id, title, extra in entities:
-            uid = f"edgehive_{fleet}_{_slug(object_id)}"
+            uid = f"edgehive_{fleet}_{slug(object_id)}"
             out.append(entity_config(ha_prefix, "sensor", uid, title, device, state_topic=state_topic, state_class="measurement",
                                      availability_topic=topics.coordinator_status, payload_available="online",
                                      payload_not_available="offline", **extra))

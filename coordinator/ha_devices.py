@@ -25,8 +25,9 @@ import re
 from typing import Any
 
 from edgehive.schemas import Capabilities, Topics
+from edgehive.schemas.homeassistant import Message, entity_config
 
-from .discovery import Message, entity_config, fleet_device, fleet_id
+from .discovery import fleet_device, fleet_id
 
 log = logging.getLogger(__name__)
 

@@ -2,31 +2,24 @@
 "{camera} confirmed" and a sensor "{camera} edgehive score", both read from the verdicts on
 `results/frigate/{camera}`, as entities of one device, "edgehive Frigate bridge".
 
-Its own small builder rather than the coordinator's (coordinator/discovery.py): services do not
-import each other (tests/test_layers.py). The configs are retained under
-`{ha_prefix}/{component}/{object id}/config`, published when a camera's first event arrives and
+Built with the config every edgehive service announces (schemas/homeassistant.py); retained under
+`{ha_prefix}/{component}/{unique id}/config`, published when a camera's first event arrives and
 again whenever Home Assistant announces itself (`online` on `{ha_prefix}/status`).
 Availability follows the bridge's own retained `frigate/status` (its will says `offline`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
-
-import orjson
 
 from edgehive import __version__
 from edgehive.schemas import Topics
 from edgehive.schemas.frigate import VERDICT_KIND
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+from edgehive.schemas.homeassistant import Message, entity_config, slug
 
 
 def device(topics: Topics) -> dict[str, Any]:
-    return {"identifiers": [f"edgehive_{_slug(topics.prefix)}_frigate"], "name": f"edgehive Frigate bridge ({topics.prefix})",
+    return {"identifiers": [f"edgehive_{slug(topics.prefix)}_frigate"], "name": f"edgehive Frigate bridge ({topics.prefix})",
             "manufacturer": "edgehive", "model": "Frigate second opinion", "sw_version": __version__}
 
 
@@ -37,16 +30,13 @@ ATTRIBUTES = ("{{ {'event_id': value_json.event_id, 'label': value_json.label, '
               "'ok': value_json.ok, 'models': value_json.models, 'node': value_json.node, 'error': value_json.error} | tojson }}")
 
 
-def camera_configs(ha_prefix: str, topics: Topics, camera: str) -> list[tuple[str, bytes]]:
+def camera_configs(ha_prefix: str, topics: Topics, camera: str) -> list[Message]:
     """(topic, retained config) of one Frigate camera's entities."""
-    uid = f"edgehive_{_slug(topics.prefix)}_frigate_{_slug(camera)}"
+    uid = f"edgehive_{slug(topics.prefix)}_frigate_{slug(camera)}"
     state = topics.result(VERDICT_KIND, camera)
     common = {"state_topic": state, "json_attributes_topic": state, "json_attributes_template": ATTRIBUTES,
-              "availability_topic": topics.frigate_status, "payload_available": "online", "payload_not_available": "offline",
-              "device": device(topics), "origin": {"name": "edgehive", "sw_version": __version__}}
-    confirmed = {"name": f"{camera} confirmed", "unique_id": f"{uid}_confirmed", "object_id": f"{uid}_confirmed",
-                 "value_template": CONFIRMED, "payload_on": "ON", "payload_off": "OFF", **common}
-    score = {"name": f"{camera} edgehive score", "unique_id": f"{uid}_score", "object_id": f"{uid}_score",
-             "value_template": SCORE, "state_class": "measurement", **common}
-    return [(f"{ha_prefix}/binary_sensor/{uid}_confirmed/config", orjson.dumps(confirmed)),
-            (f"{ha_prefix}/sensor/{uid}_score/config", orjson.dumps(score))]
+              "availability_topic": topics.frigate_status, "payload_available": "online", "payload_not_available": "offline"}
+    return [entity_config(ha_prefix, "binary_sensor", f"{uid}_confirmed", f"{camera} confirmed", device(topics),
+                          value_template=CONFIRMED, payload_on="ON", payload_off="OFF", **common),
+            entity_config(ha_prefix, "sensor", f"{uid}_score", f"{camera} edgehive score", device(topics),
+                          value_template=SCORE, state_class="measurement", **common)]
