@@ -1,6 +1,6 @@
 """Fleet simulator: one process plays N agents over a few MQTT connections, to measure the coordinator at scale.
 
-    .venv/bin/python bench/fleetsim.py [--nodes 1000,5000] [--jobs 2000] [--connections 4] [--json PATH]
+    .venv/bin/python bench/fleetsim.py [--nodes 1000,5000] [--jobs 2000] [--connections 4] [--sim-procs N] [--sink] [--gc] [--json PATH]
 
 Each simulated node speaks only the documented topics and schemas: a retained birth
 (`nodes/{node}/capabilities`, `nodes/{node}/status` online), a heartbeat every second on
