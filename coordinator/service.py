@@ -281,6 +281,15 @@ class Coordinator:
 
     def _stand_by_step(self, events: list[Event], acks: PendingAcks | None) -> None:
         now = time.monotonic()
+        try:
+            self._apply_as_standby(events, acks, now)
+        finally:
+            # A standby claims only when caught up: judged by its own steps, not by the last one it
+            # took while active (a step a SIGSTOP cut in two looked seconds long, and a deposed
+            # coordinator that kept that verdict never claimed again).
+            self._slow_step = time.monotonic() - now > SLOW_STEP * self.settings.heartbeat_s
+
+    def _apply_as_standby(self, events: list[Event], acks: PendingAcks | None, now: float) -> None:
         records: list[JournalRecord] = []
         fusion_lines: FusionWrite | None = None
         standby = self.standby
@@ -378,6 +387,7 @@ class Coordinator:
         self.core = None
         self._fenced = []
         self._events = []
+        self._slow_step = False
         self.standby.synced = False
         self._announce()
 
