@@ -36,6 +36,7 @@ from edgehive.schemas import (
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.signals import Stop
 
+from .directframes import DirectFrames, is_direct
 from .fusion.job import fusion_kind
 from .health import HealthReader
 from .inference import BackendChoice, available_backends
@@ -97,6 +98,8 @@ class Agent:
         )
         self.runner = JobRunner(self.kinds, self.node, settings.workers, settings.effective_slots, self._publish_result, self._decline)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self.direct = DirectFrames(self.node, self.boot_id, self.bus, self.topics, self.runner,
+                                   lambda: self.detectors.models() if self.detectors else [], self.draining)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -159,6 +162,8 @@ class Agent:
             log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
         if not result.ok:  # a failed job is a rejected input too: say so where every reject goes
             self.bus.report_error(self.topics.jobs(self.node), f"job {result.job_id} ({result.kind}) failed: {result.error}")
+        if is_direct(result.job_id):  # a camera's direct frame: ask it for the next one
+            self.direct.finished(result)
 
     # -- handlers (network thread) -----------------------------------------------------------
 
@@ -186,6 +191,9 @@ class Agent:
 
     def _decline(self, job: Job, received: float, reason: str) -> None:
         """Give a job back to the coordinator to run elsewhere (full, draining, stuck behind a worker)."""
+        if is_direct(job.id):  # not the coordinator's: the frame is refused (and counted dropped)
+            self.direct.handed_back(job, received, reason)
+            return
         refusal = Result(
             job_id=job.id, kind=job.kind, node=self.node, source=job.source, attempt=job.attempt,
             ok=False, error=reason, retryable=True, timings=Timings(queued=job.submitted, dispatched=job.dispatched, received=received),
@@ -229,6 +237,8 @@ class Agent:
         self.bus.subscribe(self.topics.status(self.node), self._on_own_status, lambda t, p: parse_status(p), qos=1)
         self.bus.subscribe(self.topics.coordinator_leader, self._on_claim, parse_claim, qos=1)
         self.bus.on_connect(self._birth)
+        if self.detectors is not None and self.detectors.models():
+            self.direct.start()
         self.bus.start(timeout_s=connect_timeout_s)
         self._heartbeat_thread.start()
         log.info("agent %s (boot %s) started: %s", self.node, self.boot_id, ", ".join(self._caps.kinds))
@@ -251,6 +261,7 @@ class Agent:
             self.runner.cancel_all("node is draining")  # cancellable kinds stop; the coordinator re-runs the rest
             self.runner.wait_idle(min(2.0, self.settings.drain_timeout_s))
         self._stop.set()
+        self.direct.stop()
         self.bus.stop([Outgoing(self.topics.status(self.node), self._status("offline", "drained"), qos=1, retain=True)])
         self.runner.shutdown()
         self.health.close()  # jtop's client, where one was started

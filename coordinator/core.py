@@ -23,15 +23,20 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from edgehive.schemas import CoordinatorStats, JobRequest, JobStateName, NodeStatus, Result, Timings, Topics, encode, envelope
+from edgehive.schemas.direct import DIRECT_JOB_PREFIX, CameraAssignment
 from edgehive.schemas.homeassistant import Message
 from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.messages import job_json, job_state_json
+from edgehive.schemas.vision import CameraConfig
 
 from . import scheduler
 from .cameras import CameraPolicy, detect_params, stage_params
+from .direct import DirectCameras, params_for
 from .discovery import camera_messages, discovery_messages
 from .events import (
     Actions,
+    CameraCountsIn,
+    CameraOfferIn,
     CapabilitiesIn,
     ConnectionLost,
     ConnectionRestored,
@@ -93,6 +98,7 @@ class CoordinatorCore:
         self.queue = JobQueue()
         self.frames = FrameRouter()
         self.groups = FrameGroups()
+        self.direct = DirectCameras()
         self.finished = FinishedJobs(settings.finished_max)
         self.orphans: dict[str, Lease] = {}
         self.fusion = fusion
@@ -175,19 +181,25 @@ class CoordinatorCore:
         rate = (done - last_done) / max(1e-6, now.mono - last_mono)
         self._last_stats = (now.mono, done)
         frames = self.frames
+        frames_in, done, dropped, lost = dict(frames.received), dict(frames.done), dict(frames.dropped), dict(frames.lost)
+        for camera, (d_in, d_done, d_dropped, d_lost) in self._direct_totals().items():
+            for table, value in ((frames_in, d_in), (done, d_done), (dropped, d_dropped), (lost, d_lost)):
+                if value:
+                    table[camera] = table.get(camera, 0) + value
         return CoordinatorStats(
             ts=now.wall, uptime_s=now.mono - self._started,
             nodes_online=len(self.registry.alive()), nodes_known=len(self.registry.nodes),
             queued=len(self.queue), in_flight=sum(len(n.jobs) for n in self.registry.nodes.values()),
             queued_by_kind=self.queue.count_by_kind(), jobs_per_s=round(rate, 2), **self.counters,
-            frames_in=dict(frames.received), frames_done=dict(frames.done),
-            frames_dropped=dict(frames.dropped), frames_lost=dict(frames.lost), **self.fusion.stats(),
+            frames_in=frames_in, frames_done=done, frames_dropped=dropped, frames_lost=lost, **self.fusion.stats(),
         )
 
     # -- actions -----------------------------------------------------------------------------
 
     def _at(self, now: Now) -> None:
         self._now = now
+        if not self.direct.started_wall:
+            self.direct.started_wall = now.wall
         self.registry.clock.now = now.mono
 
     def _publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -350,6 +362,9 @@ class CoordinatorCore:
         """Accept a result only from a node its lease was placed on, then relay it, as it came,
         to `results/{kind}/{source}`: what users read there was checked, once per lease."""
         result = event.result
+        if result.job_id.startswith(DIRECT_JOB_PREFIX):
+            self._direct_result(event)
+            return
         sender = self.registry.nodes.get(result.node)
         if sender is not None:
             sender.confirm((result.job_id,))  # it got work sent while it was suspect
@@ -450,6 +465,7 @@ class CoordinatorCore:
         self._apply(change, "restarted")
         if change.node.caps is event.caps:  # not a retired boot's
             self._discovery(self._ha_nodes.seen(event.caps))
+        self._assign_direct()
         self._pump_wanted = True
 
     def _on_status(self, event: StatusIn) -> None:
@@ -461,6 +477,7 @@ class CoordinatorCore:
             return
         why = "went offline" + (f" ({status.reason})" if status.reason else "")
         self._apply(self.registry.on_status(event.node, status, self._now.mono), why if status.state == "offline" else "restarted")
+        self._assign_direct()
         self._pump_wanted = True
 
     def _on_heartbeat(self, event: HeartbeatIn) -> None:
@@ -515,6 +532,79 @@ class CoordinatorCore:
         self._pump_wanted = True
         if new_camera and self.settings.ha_discovery_prefix:
             self._announce_camera(camera)
+
+    # -- direct frames (coordinator/direct.py) ------------------------------------------------
+
+    def _on_camera_offer(self, event: CameraOfferIn) -> None:
+        known = event.camera in self.frames.received or event.camera in self.direct.cameras
+        self.direct.offer(event.camera, event.offer, None)
+        self._assign_direct()
+        if event.offer is not None and not known and self.settings.ha_discovery_prefix:
+            self._announce_camera(event.camera)
+
+    def _on_camera_counts(self, event: CameraCountsIn) -> None:
+        self.direct.counts(event.camera, event.counts)
+
+    def _direct_config(self, camera: str) -> CameraConfig | None:
+        """What a direct camera's frames run with, or None when they need the coordinator (a
+        pipeline, or tiles for frames much larger than the model's input)."""
+        entry = self.direct.cameras[camera]
+        if entry.offer is None:
+            return None
+        config = self._cameras.resolve(camera, entry.offer.model)
+        if config.stages or config.model is None:
+            return None
+        setting = config.tiles or "auto"
+        if setting != "off":
+            model_input = self._model_input(config.model)
+            if model_input is None or len(plan_tiles(setting, (entry.offer.width, entry.offer.height), model_input)) > 1:
+                return None
+        return config
+
+    def _assign_direct(self) -> None:
+        """Each offered camera's assigned nodes, published (retained) when they change."""
+        if not self.direct.cameras:
+            return
+        nodes = list(self.registry.nodes.values())
+        for camera, entry in self.direct.cameras.items():
+            entry.config = self._direct_config(camera)
+            wanted = self.direct.wanted(entry, nodes)
+            if wanted == entry.assigned:
+                continue
+            entry.assigned = wanted
+            entry.ever_assigned.update(wanted)
+            if entry.offer is None:
+                self._publish(self.topics.camera_assigned(camera), b"", qos=1, retain=True)
+                continue
+            assert entry.config is not None or not wanted
+            params = params_for(entry.config) if entry.config is not None else {}
+            log.info("camera %s: direct frames to %s", camera, ", ".join(wanted) or "nobody (through the coordinator)")
+            assignment = CameraAssignment(boot=entry.offer.boot, nodes=list(wanted), params=params, ts=self._now.wall)
+            self._publish(self.topics.camera_assigned(camera), encode(assignment), qos=1, retain=True)
+
+    def _direct_result(self, event: ResultIn) -> None:
+        """A direct frame's result: relayed only from a node assigned to its camera; a refusal is a drop."""
+        result = event.result
+        camera_boot = result.job_id[len(DIRECT_JOB_PREFIX):].partition(".")[0]
+        if not self.direct.is_assigned(result.source, result.node, camera_boot):
+            self._error(event.topic, f"result for a direct frame of camera {result.source} from node {result.node}, "
+                                     "which is not assigned to that camera: refused")
+            return
+        node = self.registry.nodes.get(result.node)
+        pair = f"{result.node}/{node.boot_id if node is not None else ''}"
+        self.direct.result(result.source, camera_boot, pair, refused=result.retryable)
+        if not result.retryable:
+            self._publish(self.topics.result(result.kind, result.source), event.payload, qos=1)
+
+    def _direct_totals(self) -> dict[str, tuple[int, int, int, int]]:
+        live: dict[str, set[str]] = {}
+        for camera, entry in self.direct.cameras.items():
+            pairs = live[camera] = set()
+            for node_id in entry.assigned or ():
+                node = self.registry.nodes.get(node_id)
+                if node is not None and node.alive and node.boot_id:
+                    pairs.add(f"{node_id}/{node.boot_id}")
+        return self.direct.totals(live)
 
     def _announce_camera(self, camera: str) -> None:
         """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""
@@ -712,6 +802,7 @@ class CoordinatorCore:
         self._expire_placed()
         self._expire_groups()
         self._warn_unplaceable_frames()
+        self._assign_direct()
         self._pump_wanted = False
         self._place()  # before the stats, which then count what this tick placed
         if now.mono - self._last_stats[0] >= self.settings.stats_interval_s:
@@ -823,6 +914,8 @@ class CoordinatorCore:
         CapabilitiesIn: _on_capabilities,
         StatusIn: _on_status,
         FrameIn: _on_frame,
+        CameraOfferIn: _on_camera_offer,
+        CameraCountsIn: _on_camera_counts,
         ReadingsIn: _on_readings,
         SnapshotIn: _on_snapshot,
         NodeCleared: _on_cleared,

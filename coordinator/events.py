@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from edgehive.schemas import Capabilities, Heartbeat, JobRequest, NodeStatus, Result
+from edgehive.schemas.direct import CameraCounts, CameraOffer
 from edgehive.schemas.sensors import ImuReading, SensorReading
 
 from .frames import Frame
@@ -96,6 +97,22 @@ class SnapshotIn(NamedTuple):
     jpeg: bytes
 
 
+class CameraOfferIn(NamedTuple):
+    """A camera's retained offer of direct frames on `cameras/{camera}/direct`; None: withdrawn."""
+
+    topic: str
+    camera: str
+    offer: CameraOffer | None
+
+
+class CameraCountsIn(NamedTuple):
+    """A direct camera's own frame counts, on `cameras/{camera}/counts`."""
+
+    topic: str
+    camera: str
+    counts: CameraCounts
+
+
 class NodeCleared(NamedTuple):
     """An empty retained payload on a node's capabilities or status: the retained copy was removed
     (by the coordinator itself when the node left the fleet); nothing to do."""
@@ -133,7 +150,7 @@ class ConnectionLost(NamedTuple):
 
 
 Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
-         | NodeCleared | HomeAssistantStatus | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
+         | CameraOfferIn | CameraCountsIn | NodeCleared | HomeAssistantStatus | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
 
 
 # -- actions: what to do ---------------------------------------------------------------------

@@ -17,11 +17,14 @@ from collections.abc import Callable
 from edgehive.bus import Rejected
 from edgehive.schemas import Capabilities, Heartbeat, JobRequest, Result, Topics, decode, envelope, parse_status
 from edgehive.schemas.base import IDENT_PATTERN
+from edgehive.schemas.direct import CameraCounts, CameraOffer
 from edgehive.schemas.messages import FrameMeta
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
 from .cameras import CameraPolicy
 from .events import (
+    CameraCountsIn,
+    CameraOfferIn,
     CapabilitiesIn,
     Declined,
     FrameIn,
@@ -120,6 +123,19 @@ class Ingest:
         config = self.cameras.resolve(camera, meta.model)
         assert config.model is not None  # the policy's base always names the default model
         return FrameIn(topic, Frame(camera, jpeg, config.model, arrived=self.clock(), captured=meta.captured, config=config))
+
+    @staticmethod
+    def camera_offer(topic: str, payload: bytes) -> CameraOfferIn:
+        """`cameras/{camera}/direct`: only the camera's own account may write it (broker ACL)."""
+        camera = topic.rsplit("/", 2)[-2]
+        _check_ids(camera=camera)
+        return CameraOfferIn(topic, camera, decode(CameraOffer, payload) if payload else None)
+
+    @staticmethod
+    def camera_counts(topic: str, payload: bytes) -> CameraCountsIn:
+        camera = topic.rsplit("/", 2)[-2]
+        _check_ids(camera=camera)
+        return CameraCountsIn(topic, camera, decode(CameraCounts, payload))
 
     def readings(self, topic: str, payload: bytes) -> ReadingsIn:
         """Readings, checked at the door: finite, in their quantity's unit, stamped within the clock limits."""

@@ -431,6 +431,8 @@ class Coordinator:
         self.bus.subscribe(t.pattern("heartbeat"), self._enqueue, door.heartbeat, qos=0, max_bytes=4 * limit)
         self.bus.subscribe(t.pattern("declined"), self._enqueue, door.declined, max_bytes=limit)
         self.bus.subscribe(t.pattern("frames"), self._enqueue, door.frame, qos=0, max_bytes=self.settings.max_frame_bytes)
+        self.bus.subscribe(t.pattern("camera_direct"), self._enqueue, door.camera_offer, qos=1, max_bytes=limit)
+        self.bus.subscribe(t.pattern("camera_counts"), self._enqueue, door.camera_counts, qos=1, max_bytes=limit)
         if self.fusion.groups:
             self.bus.subscribe(t.pattern("sensor"), self._enqueue, door.readings, qos=1, max_bytes=limit)
         self.bus.subscribe(t.submit, self._enqueue, door.submission, max_bytes=limit, refuse_retained=(

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .direct import CameraAssignment, CameraCounts, CameraOffer, DirectFrameMeta, FrameWant
 from .frigate import FrigateVerdict
 from .fusion import FusionEstimate, FusionOrientation, FusionParams
 from .kinds import SleepParams
@@ -33,6 +34,11 @@ EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "fusion_estimate": FusionEstimate,
     "fusion_orientation": FusionOrientation,
     "frigate_verdict": FrigateVerdict,
+    "camera_offer": CameraOffer,
+    "camera_assignment": CameraAssignment,
+    "frame_want": FrameWant,
+    "direct_frame_meta": DirectFrameMeta,
+    "camera_counts": CameraCounts,
 }
 
 JSON_DIR = Path(__file__).with_name("json")

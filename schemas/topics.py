@@ -43,6 +43,11 @@ _SHAPES: dict[str, tuple[str, ...]] = {
     "node_snapshot": ("nodes", "{node}", "snapshots", "{camera}"),
     "result": ("results", "{result_kind}", "{source}"),
     "frames": ("frames", "{camera}"),
+    "camera_direct": ("cameras", "{camera}", "direct"),
+    "camera_assigned": ("cameras", "{camera}", "assigned"),
+    "camera_want": ("cameras", "{camera}", "want", "{node}"),
+    "camera_counts": ("cameras", "{camera}", "counts"),
+    "node_frames": ("nodes", "{node}", "frames", "{camera}"),
     "snapshot": ("snapshots", "{camera}"),
     "sensor": ("sensors", "{sensor}", "{quantity}"),
     "submit": ("jobs", "submit"),
@@ -104,6 +109,26 @@ class Topics:
 
     def frames(self, camera: str) -> str:
         return self._join("frames", _check_ident(camera, "camera"))
+
+    def camera_direct(self, camera: str) -> str:
+        """Our camera service's offer to send frames to agents directly (`CameraOffer`, retained)."""
+        return self._join("cameras", _check_ident(camera, "camera"), "direct")
+
+    def camera_assigned(self, camera: str) -> str:
+        """The coordinator's answer to that offer: which nodes may ask for frames (`CameraAssignment`, retained)."""
+        return self._join("cameras", _check_ident(camera, "camera"), "assigned")
+
+    def camera_want(self, camera: str, node: str) -> str:
+        """An assigned agent asks the camera for its next frame (`FrameWant`)."""
+        return self._join("cameras", _check_ident(camera, "camera"), "want", _check_ident(node, "node id"))
+
+    def camera_counts(self, camera: str) -> str:
+        """The camera's own frame counts (`CameraCounts`), merged into `coordinator/stats`."""
+        return self._join("cameras", _check_ident(camera, "camera"), "counts")
+
+    def node_frames(self, node: str, camera: str) -> str:
+        """A camera's frame for one agent (the envelope with `DirectFrameMeta`): the camera level is the sender."""
+        return self._join("nodes", _check_ident(node, "node id"), "frames", _check_ident(camera, "camera"))
 
     def snapshot(self, camera: str) -> str:
         return self._join("snapshots", _check_ident(camera, "camera"))

@@ -27,12 +27,13 @@ import cv2
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from edgehive.bus import MqttBus
+from edgehive.bus import MqttBus, Outgoing
 from edgehive.schemas import Topics, envelope
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.settings import CommonSettings
 from edgehive.signals import Stop, StopLike
 
+from .direct import DirectLink
 from .sources import Frame, FrameSource, SourceError, cv_message, make_source
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class CameraSettings(CommonSettings):
     model: str = Field("", description="Model this camera asks for (empty: the coordinator's default)")
     loop: bool = Field(True, description="Start a video file or image folder over at its end (false: the camera stops there)")
     source_retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between attempts to reopen a source that dropped or cannot be opened")
+    direct: bool = Field(True, description="Offer frames to the agents the coordinator assigns, each sent straight to the agent that asks (false: every frame on frames/{camera} through the coordinator)")
 
     @field_validator("source")
     @classmethod
@@ -77,7 +79,8 @@ class CameraSettings(CommonSettings):
 @dataclass
 class CameraStats:
     frames_read: int = 0  # frames the source delivered
-    frames_published: int = 0  # accepted by the MQTT client
+    frames_published: int = 0  # accepted by the MQTT client, on frames/{camera}
+    frames_direct: int = 0  # handed to the direct link (sent to an agent that asked, or waiting for one)
     frames_failed: int = 0  # read but not published: JPEG encoding failed, or no connection / queue full
     source_drops: int = 0  # times the source dropped or ended and was reopened
     open_failures: int = 0  # attempts to open the source that failed
@@ -165,7 +168,10 @@ class Camera:
         self.bus = bus or MqttBus(
             settings.broker, self.topics, f"edgehive-camera-{self.camera}-{os.getpid()}-{secrets.token_hex(2)}",
             source=f"camera-{self.camera}", qos0_queue_max=max(2, math.ceil(settings.fps)),
+            # A camera that vanishes withdraws its offer of direct frames (an empty retained message).
+            will=Outgoing(self.topics.camera_direct(self.camera), b"", qos=1, retain=True) if settings.direct else None,
         )
+        self.direct = DirectLink(self.bus, self.topics, self.camera, settings.model or None) if settings.direct else None
         self.exit_code: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,6 +229,8 @@ class Camera:
             return self._loop(stop, opened)
         finally:
             self.source.close()
+            if self.direct is not None:
+                self.direct.withdraw()
             self.bus.stop()
             log.info("camera %s stopped: %s", self.camera, ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items()))
 
@@ -295,11 +303,18 @@ class Camera:
     def _publish(self, frame: Frame) -> None:
         settings, stats = self.settings, self.stats
         try:
-            jpeg = encode_jpeg(fit(frame, settings.width, settings.height), settings.jpeg_quality)
+            image = fit(frame, settings.width, settings.height)
+            jpeg = encode_jpeg(image, settings.jpeg_quality)
         except (cv2.error, ValueError) as error:
             stats.frames_failed += 1
             log.warning("camera %s: a frame could not be encoded: %s", self.camera, cv_message(error))
             return
+        if self.direct is not None:
+            self.direct.set_size(image.shape[1], image.shape[0])
+            if self.direct.offer(jpeg, time.time()):
+                stats.frames_direct += 1
+                self._ever_connected = True
+                return
         if settings.model:  # the envelope carries the model this camera asks for, and when it saw the frame
             jpeg = envelope.pack(orjson.dumps({"v": 1, "captured": time.time(), "model": settings.model}), jpeg)
         if self.bus.publish(self.topic, jpeg, qos=0):

@@ -1,0 +1,143 @@
+"""Cameras that send frames to agents directly: who may serve each, and the counts that make
+`coordinator/stats` add up.
+
+Why here: the frame bytes no longer pass through the coordinator (sensors/direct.py,
+agents/directframes.py), but two decisions still need one view of the fleet. Which nodes may
+see a camera's frames: every live, not draining node whose birth certificate lists the
+camera's model, published as the camera's retained assignment (a node that dies or drains
+leaves it at the next tick, so its share moves to the others, which keep asking). And whose
+results count: a direct frame's result is relayed to `results/detections/{camera}` only from
+a node assigned to that camera (now, or when the frame was sent); any other is refused.
+
+Counts. The camera reports, per boot, frames in, dropped (replaced before any agent asked) and
+sent per `{node}/{agent boot}` pair; the coordinator counts the results it relays per pair, and
+refusals (an agent that could not take a frame) as dropped. A pair whose node is gone (dead,
+restarted, unassigned) has its unanswered frames counted lost, and a late result moves one back
+to done; so, as for frames through the coordinator, frames_in = done + dropped + lost + in flight
++ the one waiting at the camera, and exactly in = done + dropped + lost once nothing is in flight.
+A coordinator that starts while a camera runs counts that camera from its first report on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgehive.schemas.direct import CameraCounts, CameraOffer
+from edgehive.schemas.vision import CameraConfig
+
+from .registry import Node
+
+
+@dataclass
+class _Boot:
+    """One run of a camera, as reported since this coordinator first heard of it."""
+
+    boot: str
+    fresh: bool = False  # the camera started after this coordinator: counted from its first frame
+    base: CameraCounts | None = None  # else from the first report this coordinator saw
+    last: CameraCounts | None = None
+    done: Counter[str] = field(default_factory=Counter)  # "{node}/{agent boot}" → results relayed
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def sent(self, pair: str) -> int:
+        if self.last is None:
+            return 0
+        before = self.base.sent.get(pair, 0) if self.base is not None else 0
+        return self.last.sent.get(pair, 0) - before
+
+    def pairs(self) -> set[str]:
+        return set(self.last.sent if self.last is not None else ()) | set(self.done) | set(self.refused)
+
+    def totals(self, live: set[str]) -> tuple[int, int, int, int]:
+        """(in, done, dropped, lost) of this boot; pairs in `live` still have frames in flight."""
+        base, last = self.base, self.last
+        frames_in = (last.frames_in - base.frames_in) if last is not None and base is not None else 0
+        dropped = (last.dropped - base.dropped) if last is not None and base is not None else 0
+        done = sum(self.done.values())
+        dropped += sum(self.refused.values())
+        lost = 0
+        for pair in self.pairs():
+            if pair not in live:
+                lost += max(0, self.sent(pair) - self.done[pair] - self.refused[pair])
+        return max(frames_in, 0), done, max(dropped, 0), lost
+
+
+@dataclass
+class DirectCamera:
+    camera: str
+    offer: CameraOffer | None = None
+    config: CameraConfig | None = None
+    assigned: tuple[str, ...] | None = None  # as last published; None: never
+    boots: dict[str, _Boot] = field(default_factory=dict)
+    ever_assigned: set[str] = field(default_factory=set)  # nodes assigned during the current boot
+
+
+class DirectCameras:
+    """Offers, assignments and counts of the cameras that send frames directly."""
+
+    def __init__(self, started_wall: float = 0.0) -> None:
+        self.cameras: dict[str, DirectCamera] = {}
+        self.started_wall = started_wall
+
+    def offer(self, camera: str, offer: CameraOffer | None, config: CameraConfig | None) -> DirectCamera:
+        """A camera's retained offer (None: withdrawn); `config`: what the policy gives it, or
+        None when it cannot be served directly (a pipeline, tiles)."""
+        entry = self.cameras.setdefault(camera, DirectCamera(camera))
+        if offer is not None and (entry.offer is None or entry.offer.boot != offer.boot):
+            entry.ever_assigned = set()
+            entry.boots.setdefault(offer.boot, _Boot(offer.boot, fresh=offer.ts >= self.started_wall))
+        entry.offer, entry.config = offer, config
+        return entry
+
+    def counts(self, camera: str, counts: CameraCounts) -> None:
+        entry = self.cameras.setdefault(camera, DirectCamera(camera))
+        boot = entry.boots.setdefault(counts.boot, _Boot(counts.boot))
+        if boot.base is None:
+            boot.base = CameraCounts(boot=counts.boot, frames_in=0, dropped=0, ts=counts.ts) if boot.fresh else counts
+        if boot.last is None or counts.frames_in >= boot.last.frames_in:
+            boot.last = counts
+
+    def wanted(self, entry: DirectCamera, nodes: Iterable[Node]) -> tuple[str, ...]:
+        """The nodes that should serve this camera now: live, not draining, with its model."""
+        if entry.offer is None or entry.config is None or entry.config.model is None:
+            return ()
+        model = entry.config.model
+        return tuple(sorted(n.id for n in nodes if n.alive and not n.draining and n.caps is not None and model in n.caps.models))
+
+    def is_assigned(self, camera: str, node: str, camera_boot: str) -> bool:
+        """A result's node may speak for this camera: assigned now or earlier in the camera's boot."""
+        entry = self.cameras.get(camera)
+        if entry is None or camera_boot not in entry.boots:
+            return False
+        return node in entry.ever_assigned or (entry.assigned is not None and node in entry.assigned)
+
+    def result(self, camera: str, camera_boot: str, pair: str, refused: bool) -> None:
+        boot = self.cameras[camera].boots[camera_boot]
+        (boot.refused if refused else boot.done)[pair] += 1
+
+    def totals(self, live_pairs: dict[str, set[str]]) -> dict[str, tuple[int, int, int, int]]:
+        """Per camera (in, done, dropped, lost); `live_pairs[camera]`: pairs that may still answer."""
+        out: dict[str, tuple[int, int, int, int]] = {}
+        for camera, entry in self.cameras.items():
+            live = live_pairs.get(camera, set())
+            sums = [0, 0, 0, 0]
+            for boot in entry.boots.values():
+                current = entry.offer is not None and entry.offer.boot == boot.boot
+                for i, value in enumerate(boot.totals(live if current else set())):
+                    sums[i] += value
+            if any(sums):
+                out[camera] = (sums[0], sums[1], sums[2], sums[3])
+        return out
+
+
+def params_for(config: CameraConfig) -> dict[str, Any]:
+    """The `detections` params an assigned agent runs the camera's frames with."""
+    params: dict[str, Any] = {"model": config.model}
+    if config.labels is not None:
+        params["labels"] = list(config.labels)
+    if config.min_score:
+        params["min_score"] = dict(config.min_score)
+    return params
