@@ -167,7 +167,8 @@ class DirectFrames:
         else:
             with self._lock:
                 self._held += 1
-            if not self.runner.try_accept(job, received, jpeg):
+            # Wants are sent as a result goes out, a moment before its job leaves the runner: one spare slot covers that.
+            if not self.runner.try_accept(job, received, jpeg, spare=1):
                 with self._lock:
                     self._held -= 1
                 reason = f"node is full ({self.runner.capacity} jobs)"

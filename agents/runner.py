@@ -106,12 +106,13 @@ class JobRunner:
 
     # -- work --------------------------------------------------------------------------------
 
-    def try_accept(self, job: Job, received: float, frame: bytes | None = None) -> bool:
+    def try_accept(self, job: Job, received: float, frame: bytes | None = None, spare: int = 0) -> bool:
         """Queue `job` (with its frame, for kinds that take one); False when full or when it
-        is already here (a redelivery)."""
+        is already here (a redelivery). `spare`: slots beyond `capacity` it may use (a direct
+        frame asked for once a result went out, whose job may not have left `_held` yet)."""
         entry = _Held(job, received, frame, time.monotonic())
         with self._lock:
-            if job.id in self._held or len(self._held) >= self.capacity:
+            if job.id in self._held or len(self._held) >= self.capacity + spare:
                 return False
             self._held[job.id] = entry
         kind = self.kinds.get(job.kind)

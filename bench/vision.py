@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import multiprocessing as mp
 import os
@@ -99,11 +100,13 @@ from dispatch import (
 from edgehive.bus import MqttBus
 from edgehive.schemas import CoordinatorStats, Topics, decode, envelope
 from edgehive.schemas.kinds import DETECT_KIND
+from edgehive.sensors.direct import DirectLink
 from edgehive.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PHOTO = ROOT / "sensors" / "demo" / "01-astronaut.jpg"
-TARGET_EFFICIENCY = {"person": 0.90, "objects": 0.90}  # models without an entry are reported, not judged
+# Issue 12's targets (issue 3 asked 0.90 of the person detector); models without an entry are reported, not judged.
+TARGET_EFFICIENCY = {"person": 0.95, "objects": 0.95, "face": 0.80}
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +312,8 @@ class Cameras:
         self.declined = 0
         self.errors = 0
         self.stats: CoordinatorStats | None = None
+        self.path = "coordinator"  # "direct": each camera answers agents' wants (sensors/direct.py)
+        self.links: dict[str, DirectLink] = {}
         self._lock = threading.Lock()
         self.bus = MqttBus(MqttUrl.parse(system.url), self.topics, f"edgehive-bench-cams-{os.getpid()}", source="bench", inflight_max=0)
         self.bus.subscribe(self.topics.result(DETECT_KIND, "x").rpartition("/")[0] + "/+", self._on_result, qos=1, max_bytes=1 << 20)
@@ -331,8 +336,35 @@ class Cameras:
     def _on_error(self, topic: str, payload: bytes) -> None:
         self.errors += 1
 
+    def go_direct(self, width: int, height: int) -> None:
+        """From now on the cameras speak direct frames, as `edgehive camera` does: each offers
+        itself, the coordinator assigns it to the agents, and a want is answered with a fresh
+        frame at once in the closed loop (a camera that always has a newer frame)."""
+        self.path = "direct"
+        for name in self.names:
+            if name not in self.links:
+                self.links[name] = DirectLink(self.bus, self.topics, name, self.model, on_demand=functools.partial(self._on_demand, name))
+            self.links[name].set_size(width, height)
+
+    def _on_demand(self, camera: str) -> tuple[bytes, float] | None:
+        if self.mode != "closed":
+            return None
+        return self.jpeg, self._stamp(camera)
+
+    def _stamp(self, camera: str) -> float:
+        with self._lock:
+            captured = time.time()
+            while captured in self.sent_at:  # a key per frame, even within one clock tick
+                captured += 1e-6
+            self.sent_at[captured] = time.monotonic()
+            self.published += 1
+        return captured
+
     def publish(self, camera: str) -> None:
         """One frame in the envelope: the capture time travels with it and comes back in the result."""
+        if self.path == "direct":
+            self.links[camera].offer(self.jpeg, self._stamp(camera))
+            return
         with self._lock:
             captured = time.time()
             while captured in self.sent_at:  # a key per frame, even within one clock tick
@@ -361,7 +393,7 @@ class Cameras:
             next_frame = self.mode == "closed" and self.outstanding.get(camera) == captured
             if self.mode != "closed":
                 self.outstanding.pop(camera, None)
-        if next_frame:
+        if next_frame and self.path != "direct":
             self.publish(camera)
 
     def watchdog(self, stalled_s: float) -> None:
@@ -417,6 +449,7 @@ class Profiler:
 class Row:
     model: str
     image: str
+    path: str = "coordinator"  # or "direct": frames from the cameras straight to the agents that ask
     raw_fps: float = 0.0  # mean of the runs before and after the system phase
     raw_fps_before: float = 0.0
     raw_fps_after: float = 0.0
@@ -657,33 +690,56 @@ def bench_model(model: str, images: list[Image], args: argparse.Namespace, workd
                 wait_for_fleet(cams, system)
                 info["broker_set_tcp_nodelay"] = system.tcp_nodelay_broker
                 for image in images:
-                    row = Row(model, image.name)
-                    cams.jpeg = image.jpeg
+                    paths = [Row(model, image.name, path) for path in args.paths]
+                    first = paths[0]
                     log(f"{model} {image.name}: raw throughput (first half)")
-                    raw_throughput(pool, image, args, row, "before")
-                    log(f"{model} {image.name}: system throughput (closed loop)")
-                    counters0 = frame_counters(cams)
-                    declined0, errors0 = cams.declined, cams.errors
-                    system_throughput(cams, system, args, row, f"{model}-{image.name}")
+                    cams.jpeg = image.jpeg
+                    raw_throughput(pool, image, args, first, "before")
+                    counters: dict[str, tuple[tuple[int, int], int, int]] = {}
+                    for row in paths:
+                        use_path(cams, row.path, image)
+                        log(f"{model} {image.name}: system throughput, {row.path} path (closed loop)")
+                        counters[row.path] = (frame_counters(cams), cams.declined, cams.errors)
+                        system_throughput(cams, system, args, row, f"{model}-{image.name}-{row.path}")
                     log(f"{model} {image.name}: raw throughput (second half)")
-                    raw_throughput(pool, image, args, row, "after")
-                    rate = args.latency_rate or args.latency_fraction * row.system_fps
-                    log(f"{model} {image.name}: system latency at {rate:.1f} frames/s")
-                    system_latency(cams, system, args, row, rate)
-                    log(f"{model} {image.name}: raw latency at {rate:.1f} frames/s")
-                    raw_latency(pool, image, args, row, rate)
+                    raw_throughput(pool, image, args, first, "after")
+                    for row in paths:
+                        for name in RAW_FIELDS:
+                            setattr(row, name, getattr(first, name))
+                        use_path(cams, row.path, image)
+                        rate = args.latency_rate or args.latency_fraction * row.system_fps
+                        log(f"{model} {image.name}: system latency, {row.path} path, at {rate:.1f} frames/s")
+                        system_latency(cams, system, args, row, rate)
+                        log(f"{model} {image.name}: raw latency at {rate:.1f} frames/s")
+                        raw_latency(pool, image, args, row, rate)
                     time.sleep(1.2)  # one more stats message covers this image's frames
-                    counters1 = frame_counters(cams)
-                    row.frames_dropped = counters1[0] - counters0[0]
-                    row.frames_lost = counters1[1] - counters0[1]
-                    row.declined, row.errors = cams.declined - declined0, cams.errors - errors0
-                    row.efficiency = round(row.system_fps / row.raw_fps, 3) if row.raw_fps else 0.0
-                    rows.append(row)
+                    for row in paths:  # the counters cover both paths' phases from the row's own start on
+                        (dropped0, lost0), declined0, errors0 = counters[row.path]
+                        counters1 = frame_counters(cams)
+                        row.frames_dropped = counters1[0] - dropped0
+                        row.frames_lost = counters1[1] - lost0
+                        row.declined, row.errors = cams.declined - declined0, cams.errors - errors0
+                        row.efficiency = round(row.system_fps / row.raw_fps, 3) if row.raw_fps else 0.0
+                        rows.append(row)
             finally:
                 cams.stop()
     finally:
         pool.close()
     return rows
+
+
+RAW_FIELDS = ("raw_fps", "raw_fps_before", "raw_fps_after", "raw_frames", "raw_run_p50_ms", "raw_infer_thru_p50_ms",
+              "cpu_raw", "idle_pct_raw", "cpu_ms_per_frame_raw", "detections")
+
+
+def use_path(cams: Cameras, path: str, image: Image) -> None:
+    """Switch the cameras to `path`; direct: wait until the coordinator assigned every camera."""
+    cams.jpeg = image.jpeg
+    if path == "coordinator":
+        cams.path = "coordinator"
+        return
+    cams.go_direct(image.width, image.height)
+    wait_until(lambda: all(link.active for link in cams.links.values()), 30, "every camera assigned to the agents")
 
 
 def log(message: str) -> None:
@@ -723,14 +779,14 @@ def report(rows: list[Row], info: dict[str, object], args: argparse.Namespace, i
         (f"latency: open loop at {'--latency-rate' if args.latency_rate else f'{args.latency_fraction:g} x system frames/s'} for "
          f"{args.latency_seconds:g} s, cameras in turn; raw paced at the same total rate; added = e2e − raw p50"),
         "",
-        (f"  {'model':<11}{'image':<10}{'raw f/s':>9}{'sys f/s':>9}{'effic.':>8}{'target':>10}"
+        (f"  {'model':<7}{'path':<12}{'image':<10}{'raw f/s':>9}{'sys f/s':>9}{'effic.':>8}{'target':>10}"
          f"{'raw p50':>9}{'e2e p50':>9}{'e2e p99':>9}{'+p50':>8}{'+p99':>8}{'@ f/s':>7}"),
     ]
     for r in rows:
         target = TARGET_EFFICIENCY.get(r.model)
         tgt = f">={target:.2f} {verdict(r)}" if target else "report"
         lines.append(
-            f"  {r.model:<11}{r.image:<10}{r.raw_fps:>9.1f}{r.system_fps:>9.1f}{r.efficiency:>8.3f}{tgt:>10}"
+            f"  {r.model:<7}{r.path:<12}{r.image:<10}{r.raw_fps:>9.1f}{r.system_fps:>9.1f}{r.efficiency:>8.3f}{tgt:>10}"
             f"{r.raw_p50_ms:>9.2f}{r.e2e_p50_ms:>9.2f}{r.e2e_p99_ms:>9.2f}{r.added_p50_ms:>+8.2f}{r.added_p99_ms:>+8.2f}{r.latency_rate:>7.1f}"
         )
     lines.append("  (ms; raw p50 = decode + Detector.process per frame; +p50 / +p99 = e2e p50 / p99 minus raw p50)")
@@ -740,7 +796,7 @@ def report(rows: list[Row], info: dict[str, object], args: argparse.Namespace, i
         ok = all(verdict(r) == "PASS" for r in judged)
         worst = min(judged, key=lambda r: r.efficiency)
         lines.append(f"target efficiency >= {TARGET_EFFICIENCY[model]:.2f} with {model}: {'PASS' if ok else 'MISS'} "
-                     f"(lowest {worst.efficiency:.3f}, {worst.image})")
+                     f"(lowest {worst.efficiency:.3f}, {worst.image}, {worst.path} path)")
     if any(r.model in TARGET_EFFICIENCY for r in rows):
         lines.append("")
     lines.append("details per row:")
@@ -748,7 +804,7 @@ def report(rows: list[Row], info: dict[str, object], args: argparse.Namespace, i
         system_total = sum(r.cpu_ms_per_frame_system.values())
         no_cams = system_total - r.cpu_ms_per_frame_system.get("cameras", 0.0)
         lines += [
-            (f"  {r.model} {r.image}: frames counted raw {r.raw_frames}, system {r.system_frames} (failed {r.system_failed}); "
+            (f"  {r.model} {r.path} {r.image}: frames counted raw {r.raw_frames}, system {r.system_frames} (failed {r.system_failed}); "
              f"latency phase {r.latency_frames}/{r.latency_published} returned; detections {r.detections}"),
             f"    raw f/s before / after the system phase: {r.raw_fps_before:.1f} / {r.raw_fps_after:.1f}",
             (f"    CPU % of one core, throughput: system {fmt_cpu(r.cpu_system)} | raw {fmt_cpu(r.cpu_raw)}; "
@@ -794,6 +850,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=5.0, help="duration of each latency phase")
     parser.add_argument("--latency-fraction", type=float, default=0.25, help="latency-phase rate as a fraction of the system frames/s")
     parser.add_argument("--latency-rate", type=float, default=None, help="fixed latency-phase rate in frames/s (overrides the fraction)")
+    parser.add_argument("--paths", default="coordinator,direct", type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+                        help="frame paths to measure, each in the same run: coordinator (frames/{camera}) and/or direct (sensors/direct.py)")
     parser.add_argument("--cameras", type=int, default=0, help="cameras in the closed loop (0: 4 x K)")
     parser.add_argument("--slots", type=int, default=2, help="EDGEHIVE_SLOTS of each agent")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads (EDGEHIVE_INFERENCE_THREADS, and raw)")
@@ -833,7 +891,8 @@ def main(argv: list[str] | None = None) -> int:
         document = {"command": " ".join(sys.argv), "settings": {k: str(v) for k, v in vars(args).items()}, "info": info,
                     "rows": [{k: v for k, v in asdict(r).items() if k not in ("raw_run_samples", "raw_infer_samples")} | {"added_p50_ms": r.added_p50_ms, "added_p99_ms": r.added_p99_ms, "verdict": verdict(r)} for r in rows]}
         args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str))
-    judged = [r for r in rows if r.model in TARGET_EFFICIENCY]
+    # The exit status judges the direct path where it was measured (the coordinator's path is kept for comparison).
+    judged = [r for r in rows if r.model in TARGET_EFFICIENCY and (r.path == "direct" or "direct" not in args.paths)]
     return 0 if all(verdict(r) == "PASS" for r in judged) else 1
 
 

@@ -43,10 +43,13 @@ class _Boot:
     refused: Counter[str] = field(default_factory=Counter)
 
     def sent(self, pair: str) -> int:
-        if self.last is None:
-            return 0
-        before = self.base.sent.get(pair, 0) if self.base is not None else 0
-        return self.last.sent.get(pair, 0) - before
+        """Frames sent on this pair: as reported, or as answered when the report is behind (it
+        comes once a second, results as they happen)."""
+        reported = 0
+        if self.last is not None:
+            before = self.base.sent.get(pair, 0) if self.base is not None else 0
+            reported = self.last.sent.get(pair, 0) - before
+        return max(reported, self.done[pair] + self.refused[pair])
 
     def pairs(self) -> set[str]:
         return set(self.last.sent if self.last is not None else ()) | set(self.done) | set(self.refused)
@@ -55,14 +58,13 @@ class _Boot:
         """(in, done, dropped, lost) of this boot; pairs in `live` still have frames in flight."""
         base, last = self.base, self.last
         frames_in = (last.frames_in - base.frames_in) if last is not None and base is not None else 0
-        dropped = (last.dropped - base.dropped) if last is not None and base is not None else 0
+        dropped = max(0, (last.dropped - base.dropped) if last is not None and base is not None else 0)
+        sent = {pair: self.sent(pair) for pair in self.pairs()}
+        frames_in = max(frames_in, dropped + sum(sent.values()))  # never fewer than what is accounted for
         done = sum(self.done.values())
         dropped += sum(self.refused.values())
-        lost = 0
-        for pair in self.pairs():
-            if pair not in live:
-                lost += max(0, self.sent(pair) - self.done[pair] - self.refused[pair])
-        return max(frames_in, 0), done, max(dropped, 0), lost
+        lost = sum(sent[pair] - self.done[pair] - self.refused[pair] for pair in sent if pair not in live)
+        return frames_in, done, dropped, lost
 
 
 @dataclass

@@ -48,9 +48,11 @@ class DirectLink:
     """One camera's direct path on `bus` (subscribe before `bus.start()`)."""
 
     def __init__(self, bus: MqttBus, topics: Topics, camera: str, model: str | None = None,
-                 clock: Callable[[], float] = time.time, on_demand: Callable[[], bytes] | None = None) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_demand: Callable[[], tuple[bytes, float | None] | None] | None = None) -> None:
         """`on_demand`: a camera that can take a frame at any moment (a benchmark, a still
-        image) makes one for a want that finds none waiting, instead of waiting for its clock."""
+        image) makes one, (JPEG, captured), for a want that finds none waiting, instead of
+        waiting for its clock; None: not now."""
         self.bus = bus
         self.on_demand = on_demand
         self.topics = topics
@@ -129,8 +131,14 @@ class DirectLink:
             send = self._take()
         if send is not None:
             self._send(*send)
-        elif self.on_demand is not None:
-            self.offer(self.on_demand(), self.clock())
+        while self.on_demand is not None:  # every want waiting here gets a fresh frame, oldest want first
+            with self._lock:
+                if not self._wants:
+                    break
+            fresh = self.on_demand()
+            if fresh is None:
+                break
+            self.offer(*fresh)
 
     # -- frames ------------------------------------------------------------------------------
 
