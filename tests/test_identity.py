@@ -178,9 +178,16 @@ def _only_own_topics(secure: AuthMosquitto, watcher: Recorder, prefix: str) -> N
         ("alice", "results/sleep/x"), ("alice", "jobs/x/state"), ("alice", "coordinator/status"),
         ("pi-1", "nodes/pi-1/jobs"), ("pi-1", "results/sleep/x"), ("pi-1", "snapshots/door"), ("pi-1", "frames/door"),
         ("sink", "nodes/pi-1/heartbeat"), ("sink", "jobs/submit"),
+        # Direct frames: a camera sends only its own frames and offers only itself; an agent asks
+        # only as itself; only the coordinator says which nodes may ask.
+        ("door", "nodes/pi-1/frames/yard"), ("door", "cameras/yard/direct"), ("door", "cameras/door/assigned"),
+        ("pi-1", "cameras/door/want/pi-2"), ("pi-1", "cameras/door/assigned"), ("pi-1", "nodes/pi-2/frames/door"),
+        ("alice", "cameras/door/want/alice"),
     ]
     allowed = [("door", "frames/door"), ("t1", "sensors/t1/temperature"), ("alice", "jobs/submit"),
-               ("pi-1", "nodes/pi-1/heartbeat"), ("pi-1", "nodes/pi-1/snapshots/door")]
+               ("pi-1", "nodes/pi-1/heartbeat"), ("pi-1", "nodes/pi-1/snapshots/door"),
+               ("door", "nodes/pi-1/frames/door"), ("door", "cameras/door/direct"), ("door", "cameras/door/counts"),
+               ("pi-1", "cameras/door/want/pi-1")]
     for user, suffix in denied + allowed:
         publish(secure, user, f"{prefix}/{suffix}", f"from {user}")
 
@@ -493,3 +500,25 @@ def test_home_assistant_with_a_client_account_reads_the_configs_and_its_birth_br
         publish(secure, "alice", "homeassistant/status", "online")
         topic, payload = live.next_message()  # not retained: published again, for this birth
     assert topic.startswith("homeassistant/") and orjson.loads(payload)["device"]["identifiers"]
+
+
+def test_direct_frames_flow_through_the_acl_and_a_forged_result_is_refused(
+        secure: AuthMosquitto, watcher: Recorder, secure_fleet: Fleet, prefix: str, models_dir: Path) -> None:
+    """Camera `door` (camera account) sends its frames straight to agent pi-1, which may ask as
+    itself only; a face comes back on results/detections/door. pi-2 (no face model, so not
+    assigned to door) forging a direct frame's result for door is refused by the coordinator."""
+    fleet = secure_fleet
+    fleet.coordinator(EDGEHIVE_MQTT_URL=secure.url_for("coordinator"))
+    fleet.agent("pi-1", EDGEHIVE_MQTT_URL=secure.url_for("pi-1"), EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="face")
+    fleet.agent("pi-2", EDGEHIVE_MQTT_URL=secure.url_for("pi-2"))
+    wait_nodes_online(watcher, 2, timeout_s=60)
+    fleet.camera("door", EDGEHIVE_MQTT_URL=secure.url_for("door"), EDGEHIVE_SOURCE="demo", EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face")
+    wait_until(lambda: any(r.get("ok") and r["job_id"].startswith("d.") and r["node"] == "pi-1"
+                           for r in watcher.json("results/detections/door")), 60, "a direct frame's detections")
+    assert watcher.json("nodes/pi-1/frames/door") and watcher.json("cameras/door/want/pi-1")
+    forged = {"v": 1, "job_id": "d.forged.1", "kind": "detections", "node": "pi-2", "source": "door", "ok": True,
+              "output": {"detections": []}, "timings": {}}
+    publish(secure, "pi-2", f"{prefix}/nodes/pi-2/results", orjson.dumps(forged))
+    wait_until(lambda: any("not assigned to that camera: refused" in e.get("reason", "") for e in watcher.json("errors")), 20,
+               "the forged result refused")
+    assert not [r for r in watcher.json("results/detections/door") if r["job_id"] == "d.forged.1"]
