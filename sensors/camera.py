@@ -53,7 +53,6 @@ class CameraSettings(CommonSettings):
     model: str = Field("", description="Model this camera asks for (empty: the coordinator's default)")
     loop: bool = Field(True, description="Start a video file or image folder over at its end (false: the camera stops there)")
     source_retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between attempts to reopen a source that dropped or cannot be opened")
-    direct: bool = Field(True, description="Offer frames to the agents the coordinator assigns, each sent straight to the agent that asks (false: every frame on frames/{camera} through the coordinator)")
 
     @field_validator("source")
     @classmethod
@@ -156,7 +155,11 @@ class Camera:
     `run(stop)` blocks until `stop` is set (or a non-looping file ends); `start()` / `stop()`
     run it in a thread instead."""
 
-    def __init__(self, settings: CameraSettings, source: FrameSource | None = None, bus: MqttBus | None = None) -> None:
+    def __init__(self, settings: CameraSettings, source: FrameSource | None = None, bus: MqttBus | None = None,
+                 direct: bool = True) -> None:
+        """`direct`: offer frames to the agents the coordinator assigns (sensors/direct.py); with
+        no assignment (an older coordinator, no node with the model, tiles) frames go to
+        `frames/{camera}` as from any camera. A `bus` given by the caller is used as it is."""
         self.settings = settings
         self.camera = settings.camera
         self.topics = Topics(settings.prefix)
@@ -169,9 +172,9 @@ class Camera:
             settings.broker, self.topics, f"edgehive-camera-{self.camera}-{os.getpid()}-{secrets.token_hex(2)}",
             source=f"camera-{self.camera}", qos0_queue_max=max(2, math.ceil(settings.fps)),
             # A camera that vanishes withdraws its offer of direct frames (an empty retained message).
-            will=Outgoing(self.topics.camera_direct(self.camera), b"", qos=1, retain=True) if settings.direct else None,
+            will=Outgoing(self.topics.camera_direct(self.camera), b"", qos=1, retain=True) if direct else None,
         )
-        self.direct = DirectLink(self.bus, self.topics, self.camera, settings.model or None) if settings.direct else None
+        self.direct = DirectLink(self.bus, self.topics, self.camera, settings.model or None) if direct and bus is None else None
         self.exit_code: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
