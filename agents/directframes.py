@@ -24,7 +24,7 @@ from typing import Any
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Job, Result, Timings, Topics, decode, encode, envelope
-from edgehive.schemas.direct import DIRECT_JOB_PREFIX, CameraAssignment, DirectFrameMeta, FrameWant
+from edgehive.schemas.direct import DIRECT_JOB_PREFIX, CameraAssignment, CameraOffer, DirectFrameMeta, FrameWant
 from edgehive.schemas.kinds import DETECT_KIND
 
 from .runner import JobRunner
@@ -36,6 +36,10 @@ WANT_EXPIRY_S = 10.0  # a want never answered (lost with a connection, a camera 
 
 def parse_assignment(topic: str, payload: bytes) -> CameraAssignment | None:
     return decode(CameraAssignment, payload) if payload else None
+
+
+def parse_offer(topic: str, payload: bytes) -> CameraOffer | None:
+    return decode(CameraOffer, payload) if payload else None
 
 
 def parse_direct_frame(topic: str, payload: bytes) -> tuple[DirectFrameMeta, bytes]:
@@ -66,6 +70,10 @@ class DirectFrames:
         self.budget = runner.capacity
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
+        # Each camera's offer and the coordinator's answer, as last seen: a camera is served only
+        # while both name the same camera boot (a retained assignment can outlive its camera).
+        self._offers: dict[str, str] = {}
+        self._assignments: dict[str, CameraAssignment] = {}
         self._turn = 0
         self._held = 0  # direct frames accepted by the runner and not yet finished
         self._stop = threading.Event()
@@ -73,6 +81,7 @@ class DirectFrames:
 
     def start(self) -> None:
         frames = self.topics.node_frames(self.node, "x").rpartition("/")[0] + "/+"
+        self.bus.subscribe(self.topics.pattern("camera_direct"), self._on_offer, parse_offer, qos=1)
         self.bus.subscribe(self.topics.pattern("camera_assigned"), self._on_assigned, parse_assignment, qos=1)
         self.bus.subscribe(frames, self._on_frame, parse_direct_frame, qos=0, max_bytes=16 << 20)
         self.bus.on_connect(self._on_connect)
@@ -83,10 +92,31 @@ class DirectFrames:
 
     # -- assignment --------------------------------------------------------------------------
 
+    def _on_offer(self, topic: str, offer: CameraOffer | None) -> None:
+        camera = self.topics.parse(topic).extra.get("camera")
+        assert camera is not None
+        with self._lock:
+            if offer is None:
+                self._offers.pop(camera, None)
+            else:
+                self._offers[camera] = offer.boot
+        self._update(camera)
+
     def _on_assigned(self, topic: str, assignment: CameraAssignment | None) -> None:
         camera = self.topics.parse(topic).extra.get("camera")
         assert camera is not None
-        mine = (assignment is not None and self.node in assignment.nodes
+        with self._lock:
+            if assignment is None:
+                self._assignments.pop(camera, None)
+            else:
+                self._assignments[camera] = assignment
+        self._update(camera)
+
+    def _update(self, camera: str) -> None:
+        """Serve `camera` while its offer and its assignment agree and name this node and a model it has."""
+        with self._lock:
+            assignment = self._assignments.get(camera)
+        mine = (assignment is not None and self.node in assignment.nodes and self._offers.get(camera) == assignment.boot
                 and assignment.params.get("model") in self.models())
         with self._lock:
             current = self._cameras.get(camera)

@@ -46,6 +46,7 @@ from edgehive.signals import Stop
 
 from .core import CoordinatorCore
 from .events import (
+    CameraOfferIn,
     CapabilitiesIn,
     ConnectionLost,
     ConnectionRestored,
@@ -164,8 +165,8 @@ class Coordinator:
     def _enqueue(self, topic: str, event: Event) -> None:
         self._events.append(event)
 
-    def _enqueue_fleet(self, topic: str, event: CapabilitiesIn | StatusIn | NodeCleared) -> None:
-        """Capabilities and statuses are also remembered whatever our role (Standby.remember)."""
+    def _enqueue_fleet(self, topic: str, event: CapabilitiesIn | StatusIn | NodeCleared | CameraOfferIn) -> None:
+        """Capabilities, statuses and direct cameras' offers are also remembered whatever our role (Standby.remember)."""
         self.standby.remember(event)
         self._events.append(event)
 
@@ -431,7 +432,7 @@ class Coordinator:
         self.bus.subscribe(t.pattern("heartbeat"), self._enqueue, door.heartbeat, qos=0, max_bytes=4 * limit)
         self.bus.subscribe(t.pattern("declined"), self._enqueue, door.declined, max_bytes=limit)
         self.bus.subscribe(t.pattern("frames"), self._enqueue, door.frame, qos=0, max_bytes=self.settings.max_frame_bytes)
-        self.bus.subscribe(t.pattern("camera_direct"), self._enqueue, door.camera_offer, qos=1, max_bytes=limit)
+        self.bus.subscribe(t.pattern("camera_direct"), self._enqueue_fleet, door.camera_offer, qos=1, max_bytes=limit)
         self.bus.subscribe(t.pattern("camera_counts"), self._enqueue, door.camera_counts, qos=1, max_bytes=limit)
         if self.fusion.groups:
             self.bus.subscribe(t.pattern("sensor"), self._enqueue, door.readings, qos=1, max_bytes=limit)

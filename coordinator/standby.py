@@ -37,7 +37,19 @@ from pydantic import ValidationError
 from edgehive.bus import Rejected
 from edgehive.schemas import JobRequest
 
-from .events import CapabilitiesIn, Event, JournalAccepted, JournalEnded, JournalRecord, JournalReplace, NodeCleared, ReadingsIn, StatusIn, Submitted
+from .events import (
+    CameraOfferIn,
+    CapabilitiesIn,
+    Event,
+    JournalAccepted,
+    JournalEnded,
+    JournalRecord,
+    JournalReplace,
+    NodeCleared,
+    ReadingsIn,
+    StatusIn,
+    Submitted,
+)
 from .fusion_log import FusionWrite
 
 log = logging.getLogger(__name__)
@@ -115,6 +127,7 @@ class Standby:
         self.readings_max = readings_max
         self.caps: dict[str, CapabilitiesIn] = {}  # kept across stints: the retained messages come only once per subscription
         self.statuses: dict[str, StatusIn] = {}
+        self.camera_offers: dict[str, CameraOfferIn] = {}  # direct cameras' retained offers, for the same reason
         self._reset()
 
     def _reset(self) -> None:
@@ -134,6 +147,8 @@ class Standby:
             self.caps[event.caps.node] = event
         elif isinstance(event, StatusIn):
             self.statuses[event.node] = event
+        elif isinstance(event, CameraOfferIn):
+            self.camera_offers[event.camera] = event
         elif isinstance(event, NodeCleared):  # the node left the fleet: a takeover must not bring it back
             node = event.topic.rsplit("/", 2)[-2]
             (self.caps if event.topic.endswith("/capabilities") else self.statuses).pop(node, None)
@@ -142,7 +157,7 @@ class Standby:
         """An event the door parsed while we stand by: kept if a takeover will need it."""
         if isinstance(event, Submitted):
             self._hold(event)
-        elif isinstance(event, CapabilitiesIn | StatusIn | NodeCleared):
+        elif isinstance(event, CapabilitiesIn | StatusIn | NodeCleared | CameraOfferIn):
             self.remember(event)
         elif isinstance(event, ReadingsIn):
             self.readings.append((now, event))
@@ -221,7 +236,7 @@ class Standby:
     def takeover(self) -> list[Event]:
         """Everything a new active coordinator needs first, in order: the fleet, the held
         submissions, the kept readings (to be filed again where still open); then forget them."""
-        events: list[Event] = [*self.caps.values(), *self.statuses.values()]
+        events: list[Event] = [*self.caps.values(), *self.statuses.values(), *self.camera_offers.values()]
         events += [event for kept in self.held.values() for _, event in kept]
         events += [event._replace(replayed=True) for _, event in self.readings]
         held = self._held_count
