@@ -543,7 +543,7 @@ class CoordinatorCore:
             self._announce_camera(event.camera)
 
     def _on_camera_counts(self, event: CameraCountsIn) -> None:
-        self.direct.counts(event.camera, event.counts)
+        self.direct.counts(event.camera, event.counts, self._now.mono)
 
     def _direct_config(self, camera: str) -> CameraConfig | None:
         """What a direct camera's frames run with, or None when they need the coordinator (a
@@ -592,19 +592,17 @@ class CoordinatorCore:
             return
         node = self.registry.nodes.get(result.node)
         pair = f"{result.node}/{node.boot_id if node is not None else ''}"
-        self.direct.result(result.source, camera_boot, pair, refused=result.retryable)
+        self.direct.result(result.source, camera_boot, pair, refused=result.retryable, now=self._now.mono)
         if not result.retryable:
             self._publish(self.topics.result(result.kind, result.source), event.payload, qos=1)
 
     def _direct_totals(self) -> dict[str, tuple[int, int, int, int]]:
-        live: dict[str, set[str]] = {}
-        for camera, entry in self.direct.cameras.items():
-            pairs = live[camera] = set()
-            for node_id in entry.assigned or ():
-                node = self.registry.nodes.get(node_id)
-                if node is not None and node.alive and node.boot_id:
-                    pairs.add(f"{node_id}/{node.boot_id}")
-        return self.direct.totals(live)
+        """A direct frame is in flight while its node lives and its camera-node pair moved within a
+        lease (a frame lost on the way, QoS 0, would otherwise be in flight for ever); else lost."""
+        if not self.direct.cameras:
+            return {}
+        live = {f"{n.id}/{n.boot_id}" for n in self.registry.alive() if n.boot_id}
+        return self.direct.totals(live, self._now.mono, self.settings.lease)
 
     def _announce_camera(self, camera: str) -> None:
         """A camera seen for the first time (since this coordinator started) appears in Home Assistant."""

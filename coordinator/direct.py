@@ -12,8 +12,8 @@ a node assigned to that camera (now, or when the frame was sent); any other is r
 Counts. The camera reports, per boot, frames in, dropped (replaced before any agent asked) and
 sent per `{node}/{agent boot}` pair; the coordinator counts the results it relays per pair, and
 refusals (an agent that could not take a frame) as dropped. A pair whose node is gone (dead,
-restarted, unassigned) has its unanswered frames counted lost, and a late result moves one back
-to done; so, as for frames through the coordinator, frames_in = done + dropped + lost + in flight
+restarted), or that went a lease without a frame or an answer, has its unanswered frames
+counted lost, and a late result moves one back to done; so, as for frames through the coordinator, frames_in = done + dropped + lost + in flight
 + the one waiting at the camera, and exactly in = done + dropped + lost once nothing is in flight.
 A coordinator that starts while a camera runs counts that camera from its first report on.
 """
@@ -41,6 +41,7 @@ class _Boot:
     last: CameraCounts | None = None
     done: Counter[str] = field(default_factory=Counter)  # "{node}/{agent boot}" → results relayed
     refused: Counter[str] = field(default_factory=Counter)
+    progress: dict[str, float] = field(default_factory=dict)  # pair → when it last got a frame or answered one (monotonic)
 
     def sent(self, pair: str) -> int:
         """Frames sent on this pair: as reported, or as answered when the report is behind (it
@@ -54,8 +55,9 @@ class _Boot:
     def pairs(self) -> set[str]:
         return set(self.last.sent if self.last is not None else ()) | set(self.done) | set(self.refused)
 
-    def totals(self, live: set[str]) -> tuple[int, int, int, int]:
-        """(in, done, dropped, lost) of this boot; pairs in `live` still have frames in flight."""
+    def totals(self, live: set[str], now: float, quiet_s: float) -> tuple[int, int, int, int]:
+        """(in, done, dropped, lost) of this boot. A pair's unanswered frames are in flight while
+        its node lives (same boot) and the pair moved within `quiet_s`; else they are lost."""
         base, last = self.base, self.last
         frames_in = (last.frames_in - base.frames_in) if last is not None and base is not None else 0
         dropped = max(0, (last.dropped - base.dropped) if last is not None and base is not None else 0)
@@ -63,7 +65,8 @@ class _Boot:
         frames_in = max(frames_in, dropped + sum(sent.values()))  # never fewer than what is accounted for
         done = sum(self.done.values())
         dropped += sum(self.refused.values())
-        lost = sum(sent[pair] - self.done[pair] - self.refused[pair] for pair in sent if pair not in live)
+        lost = sum(sent[pair] - self.done[pair] - self.refused[pair] for pair in sent
+                   if pair not in live or now - self.progress.get(pair, now) > quiet_s)
         return frames_in, done, dropped, lost
 
 
@@ -94,9 +97,13 @@ class DirectCameras:
         entry.offer, entry.config = offer, config
         return entry
 
-    def counts(self, camera: str, counts: CameraCounts) -> None:
+    def counts(self, camera: str, counts: CameraCounts, now: float) -> None:
         entry = self.cameras.setdefault(camera, DirectCamera(camera))
         boot = entry.boots.setdefault(counts.boot, _Boot(counts.boot))
+        before = boot.last.sent if boot.last is not None else {}
+        for pair, sent in counts.sent.items():
+            if sent != before.get(pair):
+                boot.progress[pair] = now
         if boot.base is None:
             boot.base = CameraCounts(boot=counts.boot, frames_in=0, dropped=0, ts=counts.ts) if boot.fresh else counts
         if boot.last is None or counts.frames_in >= boot.last.frames_in:
@@ -116,19 +123,18 @@ class DirectCameras:
             return False
         return node in entry.ever_assigned or (entry.assigned is not None and node in entry.assigned)
 
-    def result(self, camera: str, camera_boot: str, pair: str, refused: bool) -> None:
+    def result(self, camera: str, camera_boot: str, pair: str, refused: bool, now: float) -> None:
         boot = self.cameras[camera].boots[camera_boot]
         (boot.refused if refused else boot.done)[pair] += 1
+        boot.progress[pair] = now
 
-    def totals(self, live_pairs: dict[str, set[str]]) -> dict[str, tuple[int, int, int, int]]:
-        """Per camera (in, done, dropped, lost); `live_pairs[camera]`: pairs that may still answer."""
+    def totals(self, live: set[str], now: float, quiet_s: float) -> dict[str, tuple[int, int, int, int]]:
+        """Per camera (in, done, dropped, lost); `live`: the `{node}/{boot}` of every live node."""
         out: dict[str, tuple[int, int, int, int]] = {}
         for camera, entry in self.cameras.items():
-            live = live_pairs.get(camera, set())
             sums = [0, 0, 0, 0]
             for boot in entry.boots.values():
-                current = entry.offer is not None and entry.offer.boot == boot.boot
-                for i, value in enumerate(boot.totals(live if current else set())):
+                for i, value in enumerate(boot.totals(live, now, quiet_s)):
                     sums[i] += value
             if any(sums):
                 out[camera] = (sums[0], sums[1], sums[2], sums[3])

@@ -107,3 +107,18 @@ def test_counts_never_fall_behind_the_results_and_a_withdrawn_camera_is_unassign
     assert stats["frames_in"]["porch"] >= stats["frames_done"]["porch"] == 3
     rig.step(CameraOfferIn(rig.topics.camera_direct("porch"), "porch", None))
     assert assigned(rig)[-1] is None
+
+
+def test_a_frame_a_live_node_never_answers_is_lost_after_a_lease_and_done_if_it_answers_late() -> None:
+    rig = Rig()
+    face_node(rig, "pi-1")
+    offer(rig)
+    counts(rig, 2, 0, {"pi-1/b1": 2})
+    direct_result(rig, "pi-1", 1)
+    assert rig.stats()["frames_lost"].get("porch", 0) == 0  # one in flight
+    rig.advance(rig.settings.lease + 0.1)
+    rig.beat("pi-1")
+    assert rig.stats()["frames_lost"]["porch"] == 1  # lost on the way (QoS 0), or the node dropped it
+    direct_result(rig, "pi-1", 2)
+    stats = rig.stats()
+    assert (stats["frames_done"]["porch"], stats["frames_lost"].get("porch", 0)) == (2, 0)

@@ -45,12 +45,13 @@ def assigned(recorder: Recorder, camera: str) -> list[str] | None:
 
 
 def final_stats(recorder: Recorder, camera: str) -> dict:  # type: ignore[type-arg]
-    """The first stats, after the camera stopped, in which its frames add up with none in flight."""
+    """Stats, after the camera stopped, in which its frames add up with none in flight and
+    `frames_done` is exactly the results seen on `results/detections/{camera}`."""
     def settled() -> dict | None:  # type: ignore[type-arg]
         for stats in reversed(recorder.json("coordinator/stats")):
             n_in = stats["frames_in"].get(camera, 0)
             rest = sum(stats[k].get(camera, 0) for k in ("frames_done", "frames_dropped", "frames_lost"))
-            if n_in and n_in == rest:
+            if n_in and n_in == rest and stats["frames_done"].get(camera) == len(detections(recorder, camera)):
                 return stats  # type: ignore[no-any-return]
             break
         return None
@@ -75,9 +76,7 @@ def test_a_camera_sends_frames_straight_to_two_agents_and_faces_come_back(fleet:
     assert all("/nodes/" in t for t in topics[first_direct:])
     fleet.kill("porch", signal.SIGTERM)
     stats = final_stats(recorder, "porch")
-    done = stats["frames_done"]["porch"]
-    wait_until(lambda: len(detections(recorder, "porch")) >= done, 10, "every counted result seen")
-    assert len(detections(recorder, "porch")) == done
+    assert stats["frames_done"]["porch"] >= 20
     assert wait_until(lambda: assigned(recorder, "porch") == [] or recorder.json("cameras/porch/assigned")[-1] == {"raw": ""}, 10,
                       "the assignment cleared when the camera stopped")
     assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1") + fleet.log("pi-2") + fleet.log("porch")
