@@ -16,6 +16,7 @@ refusal on its results topic, which the coordinator counts as dropped.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Job, Result, Timings, Topics, decode, encode, envelope
+from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.direct import DIRECT_JOB_PREFIX, CameraAssignment, CameraOffer, DirectFrameMeta, FrameWant
 from edgehive.schemas.kinds import DETECT_KIND
 
@@ -31,6 +33,7 @@ from .runner import JobRunner
 
 log = logging.getLogger(__name__)
 
+_IDENT = re.compile(IDENT_PATTERN)
 WANT_EXPIRY_S = 10.0  # a want never answered (lost with a connection, a camera gone quiet) is asked again elsewhere
 
 
@@ -75,6 +78,7 @@ class DirectFrames:
         self._offers: dict[str, str] = {}
         self._assignments: dict[str, CameraAssignment] = {}
         self._turn = 0
+        self._want_payloads: dict[int, bytes] = {}  # n → the encoded want (the boot never changes)
         self._held = 0  # direct frames accepted by the runner and not yet finished
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._expire_loop, name="direct-wants", daemon=True)
@@ -161,7 +165,10 @@ class DirectFrames:
 
     def _send_wants(self, wants: dict[str, int]) -> None:
         for camera, n in wants.items():
-            self.bus.publish(self.topics.camera_want(camera, self.node), encode(FrameWant(boot=self.boot_id, n=n)), qos=0)
+            payload = self._want_payloads.get(n)
+            if payload is None:
+                payload = self._want_payloads[n] = encode(FrameWant(boot=self.boot_id, n=n))
+            self.bus.publish(self.topics.camera_want(camera, self.node), payload, qos=0)
 
     def _expire_loop(self) -> None:
         while not self._stop.wait(1.0):
@@ -177,18 +184,19 @@ class DirectFrames:
     def _on_frame(self, topic: str, frame: tuple[DirectFrameMeta, bytes]) -> None:
         meta, jpeg = frame
         received = time.time()
-        camera = self.topics.parse(topic).extra.get("camera")
-        assert camera is not None
-        if meta.to != self.boot_id:
+        camera = topic.rsplit("/", 1)[-1]  # the subscription fixes the shape; the id is checked here
+        if meta.to != self.boot_id or not _IDENT.fullmatch(camera):
             return  # meant for an earlier boot of this node: that boot's share is counted lost
         with self._lock:
             state = self._cameras.get(camera)
             if state is not None and state.asked:
                 state.asked.pop(0)
             params = dict(state.params) if state is not None else None
-        job = Job(id=f"{DIRECT_JOB_PREFIX}{meta.boot}.{meta.seq}", kind=DETECT_KIND,
-                  params={**(params or {}), "camera": camera, "captured": meta.captured},
-                  source=camera, attempt=1, boot_id=self.boot_id, submitted=meta.captured or received, dispatched=received)
+        # Built from checked parts (the header, the assignment, this agent's own ids): no second validation per frame.
+        job = Job.model_construct(id=f"{DIRECT_JOB_PREFIX}{meta.boot}.{meta.seq}", kind=DETECT_KIND,
+                                  params={**(params or {}), "camera": camera, "captured": meta.captured},
+                                  source=camera, attempt=1, boot_id=self.boot_id, submitted=meta.captured or received,
+                                  dispatched=received, deadline=None, epoch=None)
         reason = None
         if params is None:
             reason = "camera is not assigned to this node"

@@ -121,8 +121,7 @@ class DirectLink:
         log.info("camera %s: %s", self.camera, f"frames go directly to {', '.join(sorted(nodes))}" if nodes else "frames go to the coordinator")
 
     def _on_want(self, topic: str, want: FrameWant) -> None:
-        node = self.topics.parse(topic).node
-        assert node is not None
+        node = topic.rsplit("/", 1)[-1]  # the subscription fixes the shape; only assigned ids are honoured
         with self._lock:
             if node not in self._nodes:
                 return  # not assigned (or no longer): its want is not honoured
