@@ -571,6 +571,8 @@ class CoordinatorCore:
             wanted = self.direct.wanted(entry, nodes)
             if wanted == entry.assigned:
                 continue
+            if not wanted and entry.offer is not None and self._now.mono - self._started <= self.settings.dead_after:
+                continue  # just started: the fleet's births may still be on their way; an empty answer would only flap
             entry.assigned = wanted
             entry.ever_assigned.update(wanted)
             if entry.offer is None:

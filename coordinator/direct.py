@@ -93,6 +93,7 @@ class DirectCameras:
         entry = self.cameras.setdefault(camera, DirectCamera(camera))
         if offer is not None and (entry.offer is None or entry.offer.boot != offer.boot):
             entry.ever_assigned = set()
+            entry.assigned = None  # a new run of the camera gets its own answer, even naming the same nodes
             entry.boots.setdefault(offer.boot, _Boot(offer.boot, fresh=offer.ts >= self.started_wall))
         entry.offer, entry.config = offer, config
         return entry

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from core_rig import Rig
 
-from edgehive.coordinator.events import CameraCountsIn, CameraOfferIn, ResultIn
+from edgehive.coordinator.events import CameraCountsIn, CameraOfferIn, Now, ResultIn
 from edgehive.schemas import Result
 from edgehive.schemas.direct import CameraCounts, CameraOffer
 
@@ -122,3 +122,19 @@ def test_a_frame_a_live_node_never_answers_is_lost_after_a_lease_and_done_if_it_
     direct_result(rig, "pi-1", 2)
     stats = rig.stats()
     assert (stats["frames_done"]["porch"], stats["frames_lost"].get("porch", 0)) == (2, 0)
+
+
+def test_a_restarted_camera_gets_an_answer_for_its_new_boot() -> None:
+    rig = Rig()
+    face_node(rig, "pi-1")
+    offer(rig, boot="c1")
+    offer(rig, boot="c2")
+    assert [(a["boot"], a["nodes"]) for a in assigned(rig)] == [("c1", ["pi-1"]), ("c2", ["pi-1"])]
+
+
+def test_a_coordinator_that_just_started_does_not_answer_an_offer_with_no_nodes() -> None:
+    rig = Rig(now=Now(1_000_000.0, 0.5))  # half a second after the start
+    offer(rig)  # the offer (retained) came before any birth certificate
+    assert assigned(rig) == []
+    face_node(rig, "pi-1")
+    assert assigned(rig)[-1]["nodes"] == ["pi-1"]

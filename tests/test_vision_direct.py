@@ -115,3 +115,19 @@ def test_raw_jpeg_from_mosquitto_pub_still_goes_through_the_coordinator(fleet: F
     [face] = result["output"]["detections"]
     assert box_iou(face["box"], REFERENCE_FACE) >= 0.5
     wait_until(lambda: any(r["ok"] for r in detections(recorder, "porch")), 30, "the direct camera served too")
+
+
+def test_a_camera_killed_and_started_again_goes_direct_again_under_its_new_boot(fleet: Fleet, recorder: Recorder, models_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    start(fleet, recorder, models_dir, ["pi-1"])
+    folder = astronaut_folder(tmp_path)
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face")
+
+    def direct_boots() -> set[str]:
+        return {r["job_id"].split(".")[1] for r in detections(recorder, "porch") if r["job_id"].startswith("d.") and r["ok"]}
+
+    first = wait_until(direct_boots, 60, "direct detections")
+    fleet.kill("porch")  # SIGKILL: its will withdraws the offer
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face")
+    wait_until(lambda: direct_boots() - first, 60, "direct detections from the new boot")
+    assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1")
