@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, configfile, logs
+from . import __version__, configfile, heap, logs
 from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, EnvSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
@@ -61,6 +61,8 @@ def _settings(model: type[S], args: argparse.Namespace) -> S:
     except ValidationError as error:
         raise SettingsInvalid(describe_settings_error(error, model)) from None
     logs.configure(settings.log_level, settings.log_format)
+    # Each command imports its service before it reads its settings: what starting freed goes back now.
+    heap.release_startup_garbage()
     return settings
 
 
