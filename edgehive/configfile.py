@@ -1,10 +1,10 @@
 """`edgehive.yml`: every setting in one YAML file, in sections, read by the same settings models.
 
 Precedence, highest first: a command-line option, an `EDGEHIVE_*` variable, this file, the
-default. The file is a source just below the environment (`file_source`, asked by
-edgehive/envsettings.py), so the models validate it exactly as they validate variables, and a value means in the file what it means in the variable: a scalar is
-handed over as its text (`influx_version: 2` is the variable's `2`, `i2c_address: 0x76` stays
-`0x76`).
+default. The file is a source just below the environment (`file_source`, which
+edgehive/envsettings.py asks), so the models validate it exactly as they validate variables,
+and a value means in the file what it means in the variable: a scalar is handed over as its
+text (`influx_version: 2` is the variable's `2`, `i2c_address: 0x76` stays `0x76`).
 
 Which file: the command line's `--config FILE`, else `EDGEHIVE_CONFIG` (a path), else
 `EDGEHIVE_CONFIG_YAML` (the YAML itself, for balena, which mounts no files), else
