@@ -101,7 +101,7 @@ def run_up(settings: UpSettings) -> int:
     url = settings.broker
     if settings.embedded_broker:
         # Imported only to run it: amqtt brings asyncio, about 2 MB that `up` beside Mosquitto need not hold.
-        from .broker import EmbeddedBroker
+        from . import broker as embedded
         from .broker.accounts import listens_beyond_loopback
 
         host, port = _listen_address(settings)
@@ -109,7 +109,7 @@ def run_up(settings: UpSettings) -> int:
             print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
                   "read and write every topic. `edgehive up` is for one machine; to serve others run `edgehive broker` with "
                   "EDGEHIVE_BROKER_USERS, or Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
-        broker = EmbeddedBroker(host, port).start()
+        broker = embedded.EmbeddedBroker(host, port).start()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)
     env = dict(os.environ, **configfile.child_env(), EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,
