@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgehive.heap import release_free_heap
 from edgehive.schemas import ModelRuntime
 from edgehive.schemas.kinds import DETECT_KIND
 from edgehive.schemas.vision import DetectionOutput, DetectParams
@@ -31,7 +32,6 @@ from edgehive.schemas.vision import DetectionOutput, DetectParams
 from .detection import DetectionError, Detector, load_detector
 from .detection.filters import keep_wanted
 from .detection.tiles import crop, to_frame
-from .heap import release_free_heap
 from .inference import BACKENDS, BackendChoice, create_backend
 from .kinds import JobFailed, JobKind
 from .modelstore import ModelStoreError, load_manifest

@@ -5,7 +5,7 @@
 #   mkdir -p .fleet/whl .fleet/lib && cp bench/fleet_device.sh .fleet/run.sh
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .fleet/whl \
-#     paho-mqtt pydantic pydantic-core pydantic-settings annotated-types typing-inspection typing-extensions python-dotenv orjson pyyaml
+#     paho-mqtt pydantic pydantic-core annotated-types typing-inspection typing-extensions orjson pyyaml
 #   (pydantic-core at the version pydantic requires), then Debian's broker and its libraries:
 #   cp /usr/sbin/mosquitto .fleet/ && for l in $(ldd /usr/sbin/mosquitto | awk '/=>/{print $3}'); do cp -L "$l" .fleet/lib/; done
 #   (leave libc, libm and libresolv out of .fleet/lib). The machine must have numpy, psutil and OpenCV.

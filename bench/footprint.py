@@ -22,8 +22,8 @@ holds. All three come from `psutil.Process.memory_full_info()` (/proc/PID/smaps_
 Floors, measured in the same run and read the same way:
 
 * `bare python`: the interpreter with nothing imported;
-* `libs`: the interpreter with what every service needs (pydantic, pydantic-settings,
-  paho-mqtt, orjson) imported, and nothing of edgehive's;
+* `libs`: the interpreter with what every service needs (pydantic, paho-mqtt, orjson)
+  imported, and nothing of edgehive's (until 2026-12-04, pydantic-settings too);
 * `agent floor`: the interpreter with numpy, OpenCV and LiteRT imported and one model
   (the person detector) loaded and run once: the least an agent with a model can hold;
 * `agent floor, every TFLite`: the same with one instance of every TFLite model in models/;
@@ -101,7 +101,7 @@ for path in sys.argv[1:]:
 """
 FLOORS: dict[str, tuple[str, ...]] = {
     "bare python": ("-c", _WAIT),
-    "libs": ("-c", "import pydantic, pydantic_settings, paho.mqtt.client, orjson\n" + _WAIT),
+    "libs": ("-c", "import pydantic, paho.mqtt.client, orjson\n" + _WAIT),
 }
 
 

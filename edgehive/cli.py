@@ -11,18 +11,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings
 
-from . import __version__, configfile, logs
+from . import __version__, configfile, heap, logs
 from .errors import EdgehiveError
-from .settings import BrokerSettings, CommonSettings, add_settings_options, env_name, load_settings, option_name
+from .settings import BrokerSettings, CommonSettings, EnvSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
 
 if TYPE_CHECKING:
     from .bus import MqttBus
 
 
-def describe_settings_error(error: ValidationError, model: type[BaseSettings] | None) -> list[str]:
+def describe_settings_error(error: ValidationError, model: type[EnvSettings] | None) -> list[str]:
     """One line per bad setting, naming both ways to set it and what is expected:
     `EDGEHIVE_SLOTS / --slots: Input should be a valid integer, … (got 'lots')`. pydantic's own
     text (a dump with links to its docs) tells a user nothing they can act on."""
@@ -62,6 +61,8 @@ def _settings(model: type[S], args: argparse.Namespace) -> S:
     except ValidationError as error:
         raise SettingsInvalid(describe_settings_error(error, model)) from None
     logs.configure(settings.log_level, settings.log_format)
+    # Each command imports its service before it reads its settings: what starting freed goes back now.
+    heap.release_startup_garbage()
     return settings
 
 
@@ -294,7 +295,7 @@ SETTINGS_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def settings_model(command: str) -> type[BaseSettings]:
+def settings_model(command: str) -> type[EnvSettings]:
     """The settings model of a service subcommand, imported only when asked for.
 
     Each model lives beside its service, and some of those modules import what only that
@@ -302,7 +303,7 @@ def settings_model(command: str) -> type[BaseSettings]:
     `up`). Importing all of them to run one command made every service hold all of it:
     about 30 MB of RSS each (bench/footprint.py)."""
     module, name = SETTINGS_MODELS[command]
-    model: type[BaseSettings] = getattr(importlib.import_module(module, __package__), name)
+    model: type[EnvSettings] = getattr(importlib.import_module(module, __package__), name)
     return model
 
 
@@ -314,7 +315,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     subcommands are listed with their help but their settings models are not imported, so
     their options are not added: argparse never reads them for another subcommand."""
 
-    def model_of(command: str) -> type[BaseSettings] | None:
+    def model_of(command: str) -> type[EnvSettings] | None:
         return settings_model(command) if only is None or only == command else None
 
     parser = argparse.ArgumentParser(prog="edgehive", description="MQTT, event-driven edge AI for Raspberry Pi and Jetson fleets")
@@ -322,7 +323,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help=configfile.CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, model: type[BaseSettings] | None, help_text: str, fields: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, model: type[EnvSettings] | None, help_text: str, fields: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=configfile.CONFIG_HELP)
@@ -366,7 +367,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def command_settings() -> dict[str, type[BaseSettings]]:
+def command_settings() -> dict[str, type[EnvSettings]]:
     """Each subcommand's settings model: the docs tables and the deploy checks walk this, so a
     new command's settings cannot go undocumented."""
     parser = build_parser()

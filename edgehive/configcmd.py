@@ -17,11 +17,10 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings
 
 from . import configfile
 from .configfile import ConfigFile, Problem
-from .settings import CommonSettings, add_settings_options, env_name, load_settings
+from .settings import CommonSettings, EnvSettings, add_settings_options, env_name, load_settings
 
 SHOWN = ("up", "agent", "coordinator", "camera", "sensor", "sink", "hub", "broker")
 NO_FILE = (f"no config file: give --config FILE, set {configfile.CONFIG_ENV} (a path) or {configfile.CONFIG_YAML_ENV} (the YAML), "
@@ -64,14 +63,14 @@ def _is_secret(name: str) -> bool:
     return any(word in name for word in ("password", "token", "users", "mqtt_url", "source"))
 
 
-def _file_only(model: type[BaseSettings], values: dict[str, Any]) -> BaseSettings:
+def _file_only(model: type[EnvSettings], values: dict[str, Any]) -> EnvSettings:
     """The model from the file's values and the defaults, whatever the environment says."""
     full = {name: values[name] if name in values else info.get_default(call_default_factory=True)
             for name, info in model.model_fields.items()}
     return model(**full)
 
 
-def _model_problems(config: ConfigFile, model: type[BaseSettings], values: dict[str, configfile.Located],
+def _model_problems(config: ConfigFile, model: type[EnvSettings], values: dict[str, configfile.Located],
                     skip: set[str]) -> list[Problem]:
     try:
         _file_only(model, {name: spot.value for name, spot in values.items() if name not in skip})
@@ -183,7 +182,7 @@ def origin(name: str, options: argparse.Namespace | None, from_file: dict[str, c
     return "default"
 
 
-def _block(title: str, model: type[BaseSettings], fields: list[str], options: argparse.Namespace | None,
+def _block(title: str, model: type[EnvSettings], fields: list[str], options: argparse.Namespace | None,
            config: ConfigFile | None, camera: str | None = None) -> list[str]:
     overrides = {"camera": camera} if camera else {}
     settings = load_settings(model, options, **overrides)

@@ -1,11 +1,10 @@
 """`edgehive.yml`: every setting in one YAML file, in sections, read by the same settings models.
 
 Precedence, highest first: a command-line option, an `EDGEHIVE_*` variable, this file, the
-default. The file is a pydantic-settings source placed just below the environment
-(`CommonSettings.settings_customise_sources`), so the models validate it exactly as they
-validate variables, and a value means in the file what it means in the variable: a scalar is
-handed over as its text (`influx_version: 2` is the variable's `2`, `i2c_address: 0x76` stays
-`0x76`).
+default. The file is a source just below the environment (`file_source`, which
+edgehive/envsettings.py asks), so the models validate it exactly as they validate variables,
+and a value means in the file what it means in the variable: a scalar is handed over as its
+text (`influx_version: 2` is the variable's `2`, `i2c_address: 0x76` stays `0x76`).
 
 Which file: the command line's `--config FILE`, else `EDGEHIVE_CONFIG` (a path), else
 `EDGEHIVE_CONFIG_YAML` (the YAML itself, for balena, which mounts no files), else
@@ -28,8 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic import BaseModel
 
 from .errors import EdgehiveError
 
@@ -369,7 +367,7 @@ def child_env() -> dict[str, str]:
 
 
 def env_is_set(field_name: str) -> bool:
-    """Whether the field's variable is set (pydantic-settings reads names case-insensitively)."""
+    """Whether the field's variable is set (names are read case-insensitively, edgehive/envsettings.py)."""
     wanted = f"EDGEHIVE_{field_name}".lower()
     return any(name.lower() == wanted for name in os.environ)
 
@@ -386,10 +384,10 @@ def located(field_name: str) -> str | None:
     return f"{config.name}:{spot.line} ({spot.where})" if spot else None
 
 
-# -- the pydantic-settings source ---------------------------------------------------------------
+# -- the settings source ---------------------------------------------------------------------
 
 
-def file_values(config: ConfigFile, settings_cls: type[BaseSettings], camera: str | None) -> dict[str, Located]:
+def file_values(config: ConfigFile, settings_cls: type[BaseModel], camera: str | None) -> dict[str, Located]:
     """The file's values for one model's fields; `camera` picks the entry whose capture settings
     a camera process takes."""
     fields = settings_cls.model_fields
@@ -399,24 +397,20 @@ def file_values(config: ConfigFile, settings_cls: type[BaseSettings], camera: st
     return values
 
 
-class ConfigFileSource(PydanticBaseSettingsSource):
-    """The config file, below the environment and above the defaults."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ hands over the whole mapping
-
-    def __call__(self) -> dict[str, Any]:
-        if set(self.settings_cls.model_fields) <= set(self.current_state):
-            return {}  # options and variables set everything (`config check` validates the file alone this way)
-        config = active()
-        if config is None:
-            return {}
-        config.check_structure()
-        camera = None
-        if "camera" in self.settings_cls.model_fields:  # edgehive camera: its id decides its entry
-            state = self.current_state
-            camera = state.get("camera") or state.get("node_id") or _node_default(config)
-        return {name: spot.value for name, spot in file_values(config, self.settings_cls, camera).items()}
+def file_source(settings_cls: type[BaseModel], state: dict[str, Any]) -> dict[str, Any]:
+    """The config file's values for a settings model, below the environment and above the defaults.
+    `state` holds what the options and variables set, which the file cannot change."""
+    fields = settings_cls.model_fields
+    if set(fields) <= set(state):
+        return {}  # options and variables set everything (`config check` validates the file alone this way)
+    config = active()
+    if config is None:
+        return {}
+    config.check_structure()
+    camera = None
+    if "camera" in fields:  # edgehive camera: its id decides its entry
+        camera = state.get("camera") or state.get("node_id") or _node_default(config)
+    return {name: spot.value for name, spot in file_values(config, settings_cls, camera).items()}
 
 
 def _node_default(config: ConfigFile) -> str:

@@ -29,9 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_settings import BaseSettings
-
-from .settings import CommonSettings, load_settings
+from .settings import CommonSettings, EnvSettings, load_settings
 
 __all__ = ["KINDS", "Probe", "check", "cmd_healthcheck", "probe_for"]
 
@@ -55,7 +53,7 @@ class Probe:
     influx_url: str = ""
 
 
-def _settings(model: type[BaseSettings], args: argparse.Namespace | None) -> Any:
+def _settings(model: type[EnvSettings], args: argparse.Namespace | None) -> Any:
     """The service's settings from its environment (and any option given to the check)."""
     return load_settings(model, args)
 

@@ -3,7 +3,8 @@
 balena and Docker hand settings to containers as environment variables, so the
 environment is the primary source; a command-line option overrides it for one run.
 Every field has a default so that a bare `edgehive agent` works on a laptop. The same fields
-can also come from a YAML config file, below the environment (edgehive/configfile.py).
+can also come from a YAML config file, below the environment (edgehive/configfile.py). How a
+model gathers its values from those sources is edgehive/envsettings.py.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .configfile import ConfigFileSource
+from .envsettings import ENV_PREFIX, EnvSettings
 
-ENV_PREFIX = "EDGEHIVE_"
+__all__ = ["ENV_PREFIX", "BrokerSettings", "CommonSettings", "EnvSettings", "MqttUrl", "add_settings_options", "default_node_id",
+           "env_name", "load_settings", "option_name", "topic_root"]
 
 
 def default_node_id() -> str:
@@ -77,10 +78,8 @@ def topic_root(value: str, what: str) -> str:
     return value
 
 
-class CommonSettings(BaseSettings):
-    """Settings every edgehive process reads."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+class CommonSettings(EnvSettings):
+    """Settings every edgehive process reads: options over variables over the config file over defaults."""
 
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL: mqtt://[user:pass@]host[:port], mqtts:// for TLS")
     prefix: str = Field("edgehive/v1", description="Topic prefix shared by every part of one fleet")
@@ -95,14 +94,6 @@ class CommonSettings(BaseSettings):
     mqtt_client: Literal["fast", "plain"] = Field(
         "fast", description="MQTT client: fast (paho with edgehive's faster reads, writes and acknowledgements; plain paho where "
         "the installed paho-mqtt lacks the internals they replace) or plain (paho as released)")
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Options (passed as init values) over variables over the config file (edgehive/configfile.py) over defaults."""
-        return init_settings, env_settings, ConfigFileSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("mqtt_url")
     @classmethod
@@ -132,7 +123,7 @@ class BrokerSettings(CommonSettings):
                               "`edgehive broker` (empty: anonymous); roles coordinator, sink, agent, camera, sensor, client (broker/acl)")
 
 
-S = TypeVar("S", bound=BaseSettings)
+S = TypeVar("S", bound=EnvSettings)
 
 
 def option_name(field: str) -> str:
@@ -158,7 +149,7 @@ def _shown_default(info: Any) -> str:
     return str(value)
 
 
-def add_settings_options(parser: argparse.ArgumentParser, model: type[BaseSettings], fields: Iterable[str] | None = None) -> None:
+def add_settings_options(parser: argparse.ArgumentParser, model: type[EnvSettings], fields: Iterable[str] | None = None) -> None:
     """One command-line option per settings field (only `fields`, when given: a tool lists just
     what it reads); the help names its environment variable. A boolean is a flag pair
     (`--sink` / `--no-sink`) rather than an option taking a value."""

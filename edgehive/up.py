@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from pydantic import Field
 
 from . import configfile
 from .agents.settings import AgentSettings
-from .broker import EmbeddedBroker
-from .broker.accounts import listens_beyond_loopback
 from .bus import MqttBus
 from .fleetview import FleetView
 from .livetable import LiveTable
@@ -30,6 +29,9 @@ from .sensors.publisher import demo_groups
 from .settings import CommonSettings, MqttUrl
 from .signals import SLICE_S, Stop
 from .telemetry.settings import SinkSettings
+
+if TYPE_CHECKING:
+    from .broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,16 @@ def run_up(settings: UpSettings) -> int:
     broker: EmbeddedBroker | None = None
     url = settings.broker
     if settings.embedded_broker:
+        # Imported only to run it: amqtt brings asyncio, about 2 MB that `up` beside Mosquitto need not hold.
+        from . import broker as embedded
+        from .broker.accounts import listens_beyond_loopback
+
         host, port = _listen_address(settings)
         if listens_beyond_loopback(host):
             print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
                   "read and write every topic. `edgehive up` is for one machine; to serve others run `edgehive broker` with "
                   "EDGEHIVE_BROKER_USERS, or Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
-        broker = EmbeddedBroker(host, port).start()
+        broker = embedded.EmbeddedBroker(host, port).start()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)
     env = dict(os.environ, **configfile.child_env(), EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,

@@ -11,6 +11,10 @@ Rules that hold for every point:
   hold anyway: the microsecond of the message plus a hash of the job id. Two jobs of the same
   kind finishing in the same microsecond on the same node (the coordinator stamps a burst of
   states with one clock reading) stay two points.
+- **Fusion points carry the window number** in those digits (`window % 1000`): two windows of a
+  group can end at the same instant (count windows cut from one batch of readings, which the
+  coordinator stamps with one arrival time), and without it the later would overwrite the
+  earlier. A window number is never reused, so the same result is still the same point.
 - **Tags are low-cardinality**: node, kind, state, camera, model, label, group, sensor,
   quantity. A job id is a field, never a tag; a result's `source` is a tag only when it is not
   the job id (a camera or a sensor group, not an ad-hoc job).
@@ -117,17 +121,22 @@ def _detection_lines(out: Lines, result: Result, output: DetectionOutput, ts: in
              {"count": len(scores), "score_max": round(max(scores), 4), "score_mean": round(sum(scores) / len(scores), 4)}, ts)
 
 
+def window_stamp(window_end: float, window: int) -> int:
+    """A fusion window's point time: its end, plus its number in the nanosecond digits (see above)."""
+    return stamp(window_end) + window % 1000
+
+
 def _fusion_lines(out: Lines, output: Any) -> None:
     method = output.get("method") if isinstance(output, dict) else None
     if method == "imu":
         o = FusionOrientation.model_validate(output)
         _add(out, "orientation", {"group": o.group}, {"roll": o.roll, "pitch": o.pitch, "yaw": o.yaw, "samples": o.samples, "window": o.window},
-             stamp(o.window_end))
+             window_stamp(o.window_end, o.window))
         return
     if method != "kalman":
         raise ValueError(f"fusion output has unknown method {str(method)[:20]!r} (expected kalman or imu)")
     e = FusionEstimate.model_validate(output)
-    ts = stamp(e.window_end)
+    ts = window_stamp(e.window_end, e.window)
     _add(out, "fusion", {"group": e.group, "quantity": e.quantity, "unit": e.unit}, {
         "estimate": e.estimate, "variance": e.variance, "stddev": e.variance ** 0.5, "readings": e.readings,
         "used": len(e.used), "rejected": sum(r.count for r in e.rejected), "window": e.window,

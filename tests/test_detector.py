@@ -242,7 +242,7 @@ def test_a_manifest_that_does_not_fit_the_model_is_refused(manifest: Manifest) -
 
 
 HEAP_PROBE = """
-from edgehive.agents.heap import release_free_heap
+from edgehive.heap import release_free_heap
 
 def rss_mb():
     with open("/proc/self/status") as status:

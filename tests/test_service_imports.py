@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from vision_fixtures import models_dir  # noqa: F401 - fixture
 
-HEAVY = ("numpy", "cv2", "urllib3", "ai_edge_litert", "onnxruntime")
+HEAVY = ("numpy", "cv2", "urllib3", "ai_edge_litert", "onnxruntime", "pydantic_settings", "asyncio", "dotenv")
 
 PROBE = """
 import contextlib, io, sys

@@ -7,7 +7,7 @@ import os
 import socket
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from edgehive.agents.settings import AgentSettings
 from edgehive.coordinator.settings import CoordinatorSettings
@@ -202,6 +202,33 @@ def test_bad_option_is_refused() -> None:
     args = parse_args(CommonSettings, ["--prefix", "fleet/#"])
     with pytest.raises(ValidationError, match="prefix"):
         load_settings(CommonSettings, args)
+
+
+def test_a_variable_is_read_whatever_its_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names match without regard to case, as they did under pydantic-settings: `edgehive_prefix` counts."""
+    monkeypatch.setenv("edgehive_prefix", "lower/case")
+    monkeypatch.setenv("EDGEHIVE_HEARTBEAT_S", "2")
+    settings = CommonSettings()
+    assert (settings.prefix, settings.heartbeat_s) == ("lower/case", 2.0)
+
+
+def test_an_empty_variable_is_a_value_not_an_absence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`EDGEHIVE_SLOTS=` is the empty text, which a number refuses; it does not fall back to the default."""
+    monkeypatch.setenv("EDGEHIVE_SLOTS", "")
+    with pytest.raises(ValidationError, match="slots"):
+        AgentSettings()
+    monkeypatch.setenv("EDGEHIVE_SLOTS", "lots")
+    with pytest.raises(ValidationError, match="slots"):
+        AgentSettings()
+
+
+def test_a_field_a_variable_cannot_hold_is_refused_when_the_model_is_made() -> None:
+    """A variable holds text: a list or mapping field would need rules no source here has, so
+    settings that carry structure take JSON text (cameras, fusion groups) and the model says so."""
+    with pytest.raises(TypeError, match="tags_list"):
+
+        class Wrong(CommonSettings):
+            tags_list: list[str] = Field(default_factory=list)
 
 
 # -- agent and coordinator settings ------------------------------------------------------------

@@ -11,9 +11,12 @@ import pytest
 from influxdb_client import Point
 from pydantic import ValidationError
 
+from edgehive.agents.fusion.job import run_fusion
+from edgehive.coordinator.fusion import FusionWindows, GroupConfig
 from edgehive.schemas import CoordinatorMember, CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics
+from edgehive.schemas.fusion import FusionParams
 from edgehive.schemas.messages import JobStateName
-from edgehive.schemas.sensors import parse_reading
+from edgehive.schemas.sensors import SensorReading, parse_reading
 from edgehive.telemetry.lineprotocol import line
 from edgehive.telemetry.points import (
     coordinator_lines,
@@ -155,16 +158,39 @@ def test_a_kalman_result_is_a_fusion_point_at_the_window_end_and_a_point_per_rej
     got = by_measurement(result_lines(result(kind="fusion", job_id="fz-1", source="room", output=kalman()), arrival=0))
     [(tags, fields, ts)] = got["fusion"]
     assert tags == {"group": "room", "quantity": "temperature", "unit": "°C"}
-    assert ts == stamp(T0)
+    assert ts == stamp(T0) + 4  # the window's end, its number in the nanoseconds
     assert "estimate=21.3" in fields and "stddev=0.2" in fields and "used=2i" in fields and "rejected=5i" in fields and "window=4i" in fields
-    assert got["fusion_rejected"] == [({"group": "room", "sensor": "t3", "reason": "stuck"}, "count=5i", stamp(T0))]
+    assert got["fusion_rejected"] == [({"group": "room", "sensor": "t3", "reason": "stuck"}, "count=5i", ts)]
+
+
+def test_count_windows_cut_from_one_batch_end_at_one_instant_and_each_stays_its_own_point() -> None:
+    """A batch of readings without times is stamped with one arrival time by the coordinator, so
+    every count window cut from it starts and ends then. InfluxDB keeps one point per series and
+    time: without the window number in the time, the last window would overwrite the others."""
+    fw = FusionWindows({"room": GroupConfig(quantity="temperature", window_count=2)}, 100, 1000, 0.25, None)
+    for value in (20.0, 20.2, 20.4, 20.1, 20.3, 20.5):
+        fw.add("t1", "temperature", SensorReading(value=value, unit="°C"), T0)
+    lines: list[str] = []
+    outputs: list[tuple[str, dict[str, object]]] = []
+    while jobs := fw.ready_jobs():
+        [job] = jobs
+        output = run_fusion(FusionParams.model_validate(job.params))
+        assert output["window_end"] == T0
+        fw.finished(job.id, job.params, output)
+        outputs.append((job.id, output))
+        lines += result_lines(result(kind="fusion", job_id=job.id, source="room", output=output), arrival=0)
+    fused = by_measurement(lines)["fusion"]
+    assert [re.search(r"window=(\d+)i", fields)[1] for _, fields, _ in fused] == ["1", "2", "3"]  # type: ignore[index]
+    assert len({(tuple(tags.items()), ts) for tags, _, ts in fused}) == 3, "three windows, three points"
+    again = [text for job_id, output in outputs for text in result_lines(result(kind="fusion", job_id=job_id, source="room", output=output), arrival=9)]
+    assert again == lines, "a window's result written twice (a replay) is the same point"
 
 
 def test_an_imu_result_is_an_orientation_point_and_an_unknown_method_is_refused() -> None:
     imu = {"method": "imu", "group": "arm", "window": 2, "roll": 1.5, "pitch": -2.0, "yaw": 90.0, "samples": 50,
            "window_start": T0 - 1, "window_end": T0, "state": {"quaternion": [1.0, 0.0, 0.0, 0.0], "timestamp": T0}}
     got = by_measurement(result_lines(result(kind="fusion", source="arm", output=imu), arrival=0))
-    assert got["orientation"] == [({"group": "arm"}, "pitch=-2,roll=1.5,samples=50i,window=2i,yaw=90", stamp(T0))]
+    assert got["orientation"] == [({"group": "arm"}, "pitch=-2,roll=1.5,samples=50i,window=2i,yaw=90", stamp(T0) + 2)]
     with pytest.raises(ValueError, match="unknown method"):
         result_lines(result(kind="fusion", source="arm", output={"method": "magic"}), arrival=0)
 

@@ -13,10 +13,14 @@ runs on, and a config that names a GPU provider explicitly refuses to load on an
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -176,18 +180,25 @@ class OnnxBackend(InferenceBackend):
             data = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if input_size is not None:
-            data = _with_input_size(path, data, input_size)
+        # The file by its name unless it is rewritten: onnxruntime keeps what it was given (below).
+        source: str | bytes = str(path) if input_size is None else _with_input_size(path, data, input_size)
+        del data
         options = runtime.SessionOptions()
         options.intra_op_num_threads = self.config.num_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: old exporters trigger a warning per weight
         wanted = _wanted(self.config, list(runtime.get_available_providers()))
+        if wanted == ["cpu"]:
+            # A memory pattern (one block planned for all of a run's tensors) is built at the second
+            # run, beside the arena the first run filled, and both stay: CenterFace at 960x544 held
+            # 184 MB with it and 112 MB without, at the same speed on the CPU (bench/footprint.py).
+            options.enable_mem_pattern = False
         try:
-            session = runtime.InferenceSession(
-                data, options, providers=[PROVIDERS[p] for p in wanted],
-                provider_options=[self._provider_options(p) for p in wanted],
-            )
+            with _session_source(source, wanted) as given:
+                session = runtime.InferenceSession(
+                    given, options, providers=[PROVIDERS[p] for p in wanted],
+                    provider_options=[self._provider_options(p) for p in wanted],
+                )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load {path}: {type(exc).__name__}: {exc}") from None
         running = [short_provider(p) for p in session.get_providers()]
@@ -200,6 +211,32 @@ class OnnxBackend(InferenceBackend):
         log.info("loaded %s with onnxruntime %s on %s (%d thread(s))", path, runtime.__version__,
                  ", ".join(running), self.config.num_threads)
         return model
+
+
+@contextlib.contextmanager
+def _session_source(source: str | bytes, wanted: list[str]) -> Iterator[str | bytes]:
+    """What to hand InferenceSession. onnxruntime keeps a model given as bytes for the session's
+    whole life, to build the session again on the next provider when a GPU provider fails while
+    running; for CenterFace that is 7.3 MB an agent holds for nothing (bench/footprint.py). With
+    the CPU provider alone there is nothing to fall back to, so a rewritten model goes through a
+    temporary file, removed once the session is built, and onnxruntime keeps only its name. Where
+    the file cannot be written, the bytes are handed over as before."""
+    if isinstance(source, str) or wanted != ["cpu"]:
+        yield source
+        return
+    try:
+        handle, name = tempfile.mkstemp(prefix="edgehive-", suffix=".onnx")
+        with os.fdopen(handle, "wb") as out:
+            out.write(source)
+    except OSError as exc:
+        log.debug("model kept in memory: cannot write a temporary copy (%s)", exc)
+        yield source
+        return
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def _with_input_size(path: Path, data: bytes, input_size: tuple[int, int]) -> bytes:
