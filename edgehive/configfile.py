@@ -74,7 +74,7 @@ SECTIONS: dict[str, dict[str, str]] = {
 CAMERAS, FUSION_GROUPS = "cameras", "fusion_groups"
 # A camera entry: what `edgehive camera` captures (its settings fields) and what the coordinator
 # runs on its frames (CameraConfig, the `cameras` setting).
-CAMERA_CAPTURE = ("source", "fps", "jpeg_quality", "width", "height", "loop", "source_retry_max_s")
+CAMERA_CAPTURE = ("source", "fps", "jpeg_quality", "width", "height", "loop", "source_retry_max_s", "direct")
 CAMERA_DETECTION = ("model", "labels", "min_score", "tiles", "stages")
 # camera_models: `{door: face}` is the variable's `door=face`; lists are the variables' comma lists.
 _PAIRS = {"camera_models"}

@@ -53,6 +53,10 @@ class CameraSettings(CommonSettings):
     model: str = Field("", description="Model this camera asks for (empty: the coordinator's default)")
     loop: bool = Field(True, description="Start a video file or image folder over at its end (false: the camera stops there)")
     source_retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between attempts to reopen a source that dropped or cannot be opened")
+    direct: bool = Field(False, description=(
+        "Send each frame straight to an agent that asks for it (direct frames) instead of on frames/{camera}: "
+        "the coordinator's CPU per frame about halves (for a weak head device), but frames no longer appear on "
+        "frames/{camera} and the latency's tail (p99) grows when an agent serves many cameras"))
 
     @field_validator("source")
     @classmethod
@@ -155,11 +159,13 @@ class Camera:
     `run(stop)` blocks until `stop` is set (or a non-looping file ends); `start()` / `stop()`
     run it in a thread instead."""
 
-    def __init__(self, settings: CameraSettings, source: FrameSource | None = None, bus: MqttBus | None = None,
-                 direct: bool = True) -> None:
-        """`direct`: offer frames to the agents the coordinator assigns (sensors/direct.py); with
-        no assignment (an older coordinator, no node with the model, tiles) frames go to
-        `frames/{camera}` as from any camera. A `bus` given by the caller is used as it is."""
+    def __init__(self, settings: CameraSettings, source: FrameSource | None = None, bus: MqttBus | None = None) -> None:
+        """With `settings.direct` on (it is off by default), the camera offers frames to the agents
+        the coordinator assigns (sensors/direct.py); with no assignment (an older coordinator, no
+        node with the model, tiles) frames go to `frames/{camera}` as from any camera. With it off,
+        the camera never announces itself on `cameras/{camera}/direct` and every frame goes to
+        `frames/{camera}`. A `bus` given by the caller is used as it is (and never goes direct)."""
+        direct = settings.direct
         self.settings = settings
         self.camera = settings.camera
         self.topics = Topics(settings.prefix)

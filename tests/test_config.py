@@ -195,7 +195,7 @@ def test_check_prints_every_mistake_with_its_line_and_what_is_expected(isolated:
         f"{name}:11: agent.tags: given twice (first on line 10)",
         f"{name}:14: cameras.door.fps: Input should be less than or equal to 120 (got '500')",
         f"{name}:15: cameras.door.modle: unknown key (did you mean model?); a camera takes source, fps, jpeg_quality, width, height, "
-        "loop, source_retry_max_s, model, labels, min_score, tiles, stages",
+        "loop, source_retry_max_s, direct, model, labels, min_score, tiles, stages",
         f"{name}:16: cameras.door.min_score.person: Input should be less than or equal to 1 (got 2)",
         f"{name}:18: cameras.door.stages.0.tile: unknown key; expected model, on, labels, min_score",
         f"{name}:20: fusion_groups.room: give window_s or window_count, not both",
@@ -204,6 +204,20 @@ def test_check_prints_every_mistake_with_its_line_and_what_is_expected(isolated:
         f"{name}:23: sink.influx_version: Input should be 'auto', '1' or '2' (got '3')",
     ]
     assert checked.stderr.strip() == f"{name}: 13 mistakes"
+
+
+def test_a_cameras_direct_frames_are_off_unless_its_entry_turns_them_on(isolated: Path) -> None:
+    """`direct` is a capture setting: it sits in the camera's entry, and the check validates it."""
+    good = write(isolated / "direct.yml", "cameras:\n  door:\n    source: demo\n    direct: true\n  yard:\n    source: demo\n")
+    checked = run_cli("config", "check", "--config", str(good))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    configfile.use(str(good))
+    assert CameraSettings(camera="door").direct is True
+    assert CameraSettings(camera="yard").direct is False
+    bad = write(isolated / "bad-direct.yml", "cameras:\n  door:\n    direct: sometimes\n")
+    checked = run_cli("config", "check", "--config", str(bad))
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert checked.stdout.startswith(f"{bad}:3: cameras.door.direct: Input should be a valid boolean")
 
 
 def test_a_file_that_is_not_yaml_says_its_line(isolated: Path) -> None:

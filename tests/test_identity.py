@@ -512,7 +512,8 @@ def test_direct_frames_flow_through_the_acl_and_a_forged_result_is_refused(
     fleet.agent("pi-1", EDGEHIVE_MQTT_URL=secure.url_for("pi-1"), EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="face")
     fleet.agent("pi-2", EDGEHIVE_MQTT_URL=secure.url_for("pi-2"))
     wait_nodes_online(watcher, 2, timeout_s=60)
-    fleet.camera("door", EDGEHIVE_MQTT_URL=secure.url_for("door"), EDGEHIVE_SOURCE="demo", EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face")
+    fleet.camera("door", EDGEHIVE_MQTT_URL=secure.url_for("door"), EDGEHIVE_SOURCE="demo", EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face",
+                 EDGEHIVE_DIRECT="true")
     wait_until(lambda: any(r.get("ok") and r["job_id"].startswith("d.") and r["node"] == "pi-1"
                            for r in watcher.json("results/detections/door")), 60, "a direct frame's detections")
     assert watcher.json("nodes/pi-1/frames/door") and watcher.json("cameras/door/want/pi-1")

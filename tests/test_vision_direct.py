@@ -1,6 +1,7 @@
 """Direct frames end to end on real brokers: `edgehive camera` → the agent that asked → detections.
 
-The coordinator assigns the camera to the agents with its model; the frames never reach
+Direct frames are opt-in (`EDGEHIVE_DIRECT=true`): these cameras turn them on, and one test
+checks that a camera left at the default never goes direct. With them on, the coordinator assigns the camera to the agents with its model; the frames never reach
 `frames/{camera}` (so never the coordinator); results still come out on
 `results/detections/{camera}`, checked and relayed by the coordinator, and its stats add up.
 """
@@ -61,7 +62,7 @@ def final_stats(recorder: Recorder, camera: str) -> dict:  # type: ignore[type-a
 def test_a_camera_sends_frames_straight_to_two_agents_and_faces_come_back(fleet: Fleet, recorder: Recorder, models_dir: Path,
                                                                           tmp_path: Path) -> None:
     start(fleet, recorder, models_dir, ["pi-1", "pi-2"])
-    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="20", EDGEHIVE_MODEL="face")
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="20", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
     wait_until(lambda: assigned(recorder, "porch") == ["pi-1", "pi-2"], 30, "porch assigned to both agents")
     results = wait_until(lambda: len(found := [r for r in detections(recorder, "porch") if r["ok"]]) >= 20
                          and {r["node"] for r in found} == {"pi-1", "pi-2"} and found, 60, "detections from both agents")
@@ -85,7 +86,7 @@ def test_a_camera_sends_frames_straight_to_two_agents_and_faces_come_back(fleet:
 def test_a_killed_agents_share_moves_to_the_other_and_the_books_still_balance(fleet: Fleet, recorder: Recorder, models_dir: Path,
                                                                              tmp_path: Path) -> None:
     start(fleet, recorder, models_dir, ["pi-1", "pi-2"])
-    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="20", EDGEHIVE_MODEL="face")
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="20", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
     wait_until(lambda: {r["node"] for r in detections(recorder, "porch") if r["ok"]} == {"pi-1", "pi-2"}, 60, "both agents serving")
     fleet.kill("pi-2")
     wait_until(lambda: assigned(recorder, "porch") == ["pi-1"], 30, "pi-2 left the assignment")
@@ -103,7 +104,7 @@ def test_raw_jpeg_from_mosquitto_pub_still_goes_through_the_coordinator(fleet: F
                                                                         prefix: str, tmp_path: Path) -> None:
     """A camera that is not ours (no offer) keeps the coordinator's path, next to a direct one."""
     start(fleet, recorder, models_dir, ["pi-1"])
-    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face")
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
     wait_until(lambda: assigned(recorder, "porch") == ["pi-1"], 30, "porch assigned")
     jpeg = tmp_path / "frames" / "astronaut.jpg"
     port = str(fleet.broker.port)
@@ -121,13 +122,37 @@ def test_a_camera_killed_and_started_again_goes_direct_again_under_its_new_boot(
                                                                                tmp_path: Path) -> None:
     start(fleet, recorder, models_dir, ["pi-1"])
     folder = astronaut_folder(tmp_path)
-    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face")
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
 
     def direct_boots() -> set[str]:
         return {r["job_id"].split(".")[1] for r in detections(recorder, "porch") if r["job_id"].startswith("d.") and r["ok"]}
 
     first = wait_until(direct_boots, 60, "direct detections")
     fleet.kill("porch")  # SIGKILL: its will withdraws the offer
-    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face")
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(folder), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
     wait_until(lambda: direct_boots() - first, 60, "direct detections from the new boot")
     assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1")
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)  # the camera's choice does not depend on the broker
+def test_a_camera_left_at_the_default_publishes_on_frames_and_never_offers_itself(fleet: Fleet, recorder: Recorder, models_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Without EDGEHIVE_DIRECT every frame goes to frames/porch (users watch that topic) and is
+    served through the coordinator; the camera never offers itself on cameras/porch/direct."""
+    start(fleet, recorder, models_dir, ["pi-1"])
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="10", EDGEHIVE_MODEL="face")
+    results = wait_until(lambda: len(found := [r for r in detections(recorder, "porch") if r["ok"]]) >= 10 and found, 60,
+                         "detections through the coordinator")
+    for result in results:
+        assert not result["job_id"].startswith("d.")
+        [face] = result["output"]["detections"]
+        assert face["label"] == "face" and box_iou(face["box"], REFERENCE_FACE) >= 0.5
+    fleet.kill("porch", signal.SIGTERM)
+    frames = [t for t, _, _ in list(recorder.messages) if t.endswith("/frames/porch")]
+    assert len(frames) >= 10 and all(t == f"{recorder.prefix}/frames/porch" for t in frames)
+    # The recorder subscribed to everything before the camera started, so an offer (retained or
+    # not), a want or an assignment naming agents would be here.
+    assert recorder.json("cameras/porch/direct") == []
+    assert recorder.json("cameras/porch/want/+") == []
+    assert not [a for a in recorder.json("cameras/porch/assigned") if a.get("nodes")]
+    assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1") + fleet.log("porch")
