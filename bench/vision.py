@@ -337,7 +337,8 @@ class Cameras:
         self.errors += 1
 
     def go_direct(self, width: int, height: int) -> None:
-        """From now on the cameras speak direct frames, as `edgehive camera` does: each offers
+        """From now on the cameras speak direct frames, as `edgehive camera --direct` does (they
+        are opt-in there, off by default; this path turns them on for every camera): each offers
         itself, the coordinator assigns it to the agents, and a want is answered with a fresh
         frame at once in the closed loop (a camera that always has a newer frame)."""
         self.path = "direct"
@@ -851,7 +852,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-fraction", type=float, default=0.25, help="latency-phase rate as a fraction of the system frames/s")
     parser.add_argument("--latency-rate", type=float, default=None, help="fixed latency-phase rate in frames/s (overrides the fraction)")
     parser.add_argument("--paths", default="coordinator,direct", type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
-                        help="frame paths to measure, each in the same run: coordinator (frames/{camera}) and/or direct (sensors/direct.py)")
+                        help="frame paths to measure, each in the same run: coordinator (frames/{camera}, the cameras' default) "
+                             "and/or direct (sensors/direct.py, as with EDGEHIVE_DIRECT=true)")
     parser.add_argument("--cameras", type=int, default=0, help="cameras in the closed loop (0: 4 x K)")
     parser.add_argument("--slots", type=int, default=2, help="EDGEHIVE_SLOTS of each agent")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads (EDGEHIVE_INFERENCE_THREADS, and raw)")
