@@ -57,6 +57,8 @@ from .events import (
     JournalReplace,
     NodeCleared,
     Now,
+    ResultIn,
+    ResultsIn,
     StatusIn,
     Submitted,
     Tick,
@@ -136,6 +138,7 @@ class Coordinator:
         self._stopping = False  # set by stop(): nothing more is decided or announced
         self._core_tick_s = min(0.5, settings.heartbeat_s / 2)  # the core's periodic work (coordinator/core.py _on_tick)
         self._core_ticked = 0.0
+        self._watching = False  # subscribed to jobs/+/state (and fusion results): see _watch
 
     def _stored_epoch(self) -> int:
         """The highest epoch this coordinator held before: a broker that lost the retained claim
@@ -163,6 +166,15 @@ class Coordinator:
 
     def _enqueue(self, topic: str, event: Event) -> None:
         self._events.append(event)
+
+    def _enqueue_results(self, topic: str, value: ResultIn | ResultsIn) -> None:
+        """One result, or an array of them: its good items are queued one by one, its bad ones refused on `errors`."""
+        if isinstance(value, ResultIn):
+            self._events.append(value)
+            return
+        self._events += value.results
+        for reason, item in value.refused:
+            self.bus.report_error(topic, reason, item)
 
     def _enqueue_fleet(self, topic: str, event: CapabilitiesIn | StatusIn | NodeCleared) -> None:
         """Capabilities and statuses are also remembered whatever our role (Standby.remember)."""
@@ -252,6 +264,8 @@ class Coordinator:
                 journal = [JournalReplace(self.core.open_jobs())]
             fusion = self.fusion.take_state()
             quiet = not actions.publish and len(events) < BIG_BURST and all(type(event) is HeartbeatIn for event in events)
+            if self._watching and not self.core.orphans:
+                self._watch(False)
             if self._standbys:
                 self._stream(events, journal, fusion)
         self._write(journal, fusion, acks)
@@ -310,6 +324,27 @@ class Coordinator:
         self._write(records, fusion_lines, acks)
         if any(isinstance(r, JournalReplace) for r in records):
             self._announce()
+
+    def _watch(self, on: bool) -> None:
+        """Subscribe to the job states (and fusion results) on the broker, or stop. Only a standby
+        and an active coordinator that still holds orphans read them; the active one would
+        otherwise get every state it publishes back, four per job: measured, that echo was most
+        of the coordinator's read path under load (BENCHMARKS.md). So the active one stops
+        reading them once it holds no orphans, and reads them again when it stands by."""
+        if on == self._watching:
+            return
+        self._watching = on
+        t = self.topics
+        fusion_results = f"{t.prefix}/results/{FUSION_KIND}/+"
+        if not on:
+            self.bus.unsubscribe(t.pattern("job_state"))
+            if self.fusion.groups:
+                self.bus.unsubscribe(fusion_results)
+            return
+        self.bus.subscribe(t.pattern("job_state"), self._on_job_state, lambda tp, p: decode(JobState, p))
+        if self.fusion.groups:
+            self.bus.subscribe(fusion_results, self._on_fusion_result, lambda tp, p: decode(Result, p),
+                               max_bytes=16 * self.settings.max_payload_bytes)
 
     def _on_stream(self, topic: str, stream: StreamIn) -> None:
         if self.core is None:  # the active one ignores the stream (its own, or a deposed leader's late one)
@@ -385,6 +420,7 @@ class Coordinator:
             return
         log.warning("coordinator %s deposed (a higher claim holds: epoch %d); standing by", self.id, self.election.highest)
         self.core = None
+        self._watch(True)
         self._fenced = []
         self._events = []
         self._slow_step = False
@@ -422,10 +458,7 @@ class Coordinator:
         self.bus.subscribe(t.coordinator_journal, self._on_stream, parse_stream, max_bytes=64 * limit)
         self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, _parse_member)
         self.bus.subscribe(t.coordinator_status, self._on_status)
-        self.bus.subscribe(t.pattern("job_state"), self._on_job_state, lambda tp, p: decode(JobState, p))
-        if self.fusion.groups:
-            self.bus.subscribe(f"{t.prefix}/results/{FUSION_KIND}/+", self._on_fusion_result, lambda tp, p: decode(Result, p),
-                               max_bytes=16 * limit)
+        self._watch(True)
         self.bus.subscribe(t.pattern("capabilities"), self._enqueue_fleet, door.capabilities, max_bytes=limit)
         self.bus.subscribe(t.pattern("status"), self._enqueue_fleet, door.status, max_bytes=limit)
         self.bus.subscribe(t.pattern("heartbeat"), self._enqueue, door.heartbeat, qos=0, max_bytes=4 * limit)
@@ -436,7 +469,7 @@ class Coordinator:
         self.bus.subscribe(t.submit, self._enqueue, door.submission, max_bytes=limit, refuse_retained=(
             "retained submissions are refused (a retained job would run again at every coordinator restart); "
             "publish without -r; the coordinator has cleared the retained copy"))
-        self.bus.subscribe(t.pattern("node_result"), self._enqueue, door.result, max_bytes=16 * limit)
+        self.bus.subscribe(t.pattern("node_result"), self._enqueue_results, door.result, max_bytes=16 * limit)
         self.bus.subscribe(t.pattern("node_snapshot"), self._enqueue, door.snapshot, qos=0, max_bytes=self.settings.max_frame_bytes)
         if self.settings.ha_discovery_prefix:  # Home Assistant's birth: every discovery config again
             self.bus.subscribe(f"{self.settings.ha_discovery_prefix}/status", self._enqueue, door.ha_status, max_bytes=limit)

@@ -46,6 +46,7 @@ class PlainClient(paho.Client):
         self.hold_wakeups = False  # set by the one thread acknowledging a batch: it wakes the loop once, at the end
         self.loop_timeout = 1.0  # the longest the loop sleeps in select
         self.periodic: Callable[[], None] | None = None  # run after each turn of the loop
+        self.soon: collections.deque[Callable[[], None]] = collections.deque()  # run once, at the loop's next turn (call_soon)
         self._min_delay, self._max_delay = 1.0, 120.0  # paho's defaults, until reconnect_delay_set
 
     # -- failed connects: paho keeps the reason to itself -----------------------------------
@@ -84,8 +85,27 @@ class PlainClient(paho.Client):
     def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
         return super().loop_forever(min(timeout, self.loop_timeout), retry_first_connection)
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once on the network thread, at the loop's next turn (from any thread)."""
+        self.soon.append(fn)
+        thread = self.network_thread_ident()
+        if thread is not None and thread != threading.get_ident():
+            self.wake()
+
+    def _run_soon(self) -> None:
+        soon = self.soon
+        while soon:
+            try:
+                soon.popleft()()
+            except Exception:
+                log.exception("call_soon hook failed")
+
     def loop_misc(self) -> MQTTErrorCode:
         rc = super().loop_misc()
+        if self.soon:
+            self._run_soon()
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.want_write() and self.socket() is not None:
+                rc = self.loop_write()  # what they queued goes now, not after the next select
         if self.periodic is not None and self.socket() is not None:
             try:
                 self.periodic()
