@@ -69,7 +69,7 @@ from .ingest import Ingest
 from .journal import JobJournal
 from .leader import Election, Role, Timing
 from .settings import CoordinatorSettings
-from .standby import Standby, StreamIn, encode_stream, parse_stream, submission_key
+from .standby import Standby, StreamIn, encode_stream, parse_stream, submission_key, submission_key_of
 from .writer import StateWriter, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ class Coordinator:
         journal: Sequence[JournalRecord] = ()
         fusion = None
         quiet = False
+        settled: list[str] = []
         if events:
             # The unread count is a system call: asked only where it can matter, at a tick (where
             # silence is judged) or after a big burst; a burst of a few messages came from a read
@@ -262,12 +263,16 @@ class Coordinator:
                 self._sync_wanted = False
                 self.fusion.rewrite_next()
                 journal = [JournalReplace(self.core.open_jobs())]
+                # With the copy, the jobs that ended lately: a standby may hold their submissions
+                # (a deposed coordinator reads the submissions it missed once it stands by, and it
+                # no longer reads our final states, see _watch); the copy settles them.
+                settled = [submission_key_of(job_id) for job_id in self.core.finished.ids()]
             fusion = self.fusion.take_state()
             quiet = not actions.publish and len(events) < BIG_BURST and all(type(event) is HeartbeatIn for event in events)
             if self._watching and not self.core.orphans:
                 self._watch(False)
             if self._standbys:
-                self._stream(events, journal, fusion)
+                self._stream(events, journal, fusion, settled)
         self._write(journal, fusion, acks)
         return quiet
 
@@ -278,9 +283,11 @@ class Coordinator:
         elif acks is not None:
             self.bus.ack(acks)  # nothing to wait for: acknowledged in the write that follows this read
 
-    def _stream(self, events: Sequence[Event], journal: Sequence[JournalRecord], fusion: FusionWrite | None) -> None:
+    def _stream(self, events: Sequence[Event], journal: Sequence[JournalRecord], fusion: FusionWrite | None,
+                settled: Sequence[str] = ()) -> None:
         """What this step wrote, and the submissions it handled, to the standbys (QoS 1)."""
         handled = [submission_key(e.request) for e in events if isinstance(e, Submitted)]
+        handled += settled
         if journal or fusion is not None or handled:
             payload = encode_stream(self.id, self.election.epoch, journal, fusion, handled)
             self.bus.publish(self.topics.coordinator_journal, payload, qos=1)
