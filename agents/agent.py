@@ -134,7 +134,11 @@ class Agent:
         )
 
     def _publish_heartbeat(self) -> None:
-        self.bus.publish(self.topics.heartbeat(self.node), encode(self.heartbeat()), qos=0)
+        beat = encode(self.heartbeat())
+        # A job the heartbeat no longer lists must have its result ahead of it on the wire: a
+        # coordinator that reads the heartbeat first would take the job for lost.
+        self.results.flush()
+        self.bus.publish(self.topics.heartbeat(self.node), beat, qos=0)
 
     def _birth(self) -> None:
         """On every (re)connect: the retained birth certificate, `online`, and a first heartbeat."""

@@ -51,6 +51,7 @@ class ResultOutbox:
         self._call_soon = call_soon
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._sending = threading.Lock()  # one flush at a time: what one took goes out before what the next takes
         self._pending: list[bytes] = []
         self._holding = False  # the network thread is handling a jobs message: it sends at the end
         self._scheduled = False  # a send is asked of the network thread already
@@ -77,10 +78,13 @@ class ResultOutbox:
             self.flush()
 
     def flush(self) -> None:
-        """Send everything pending now (the network thread's turn, or a stop)."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._scheduled = False
-        if pending:
-            for payload in pack(pending, self._max_bytes):
-                self._send(payload)
+        """Send everything pending now (the network thread's turn, a heartbeat, a stop). Two
+        flushes never overlap, so a message sent after a flush returns (a heartbeat) follows
+        every result added before it."""
+        with self._sending:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._scheduled = False
+            if pending:
+                for payload in pack(pending, self._max_bytes):
+                    self._send(payload)
