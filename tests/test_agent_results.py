@@ -112,6 +112,38 @@ def test_every_result_from_many_threads_is_sent_exactly_once() -> None:
     assert sorted(ids) == sorted(f"j{w * 1000 + n}" for w in range(6) for n in range(500))
 
 
+def test_a_heartbeat_s_flush_waits_for_a_send_in_progress_so_results_go_first() -> None:
+    """The heartbeat thread flushes before it publishes; if the network thread is sending what
+    it took a moment ago, the heartbeat must still go after those results."""
+    order: list[str] = []
+    sending, release = threading.Event(), threading.Event()
+
+    def send(payload: bytes) -> None:
+        sending.set()
+        release.wait(10)
+        order.append("result")
+
+    outbox = ResultOutbox(send, lambda fn: None)
+    outbox.add(item(1))
+    network = threading.Thread(target=outbox.flush)
+    network.start()
+    assert sending.wait(10)
+    beat_sent = threading.Event()
+
+    def heartbeat() -> None:
+        outbox.flush()
+        order.append("heartbeat")
+        beat_sent.set()
+
+    beats = threading.Thread(target=heartbeat)
+    beats.start()
+    beat_sent.wait(0.5)  # a heartbeat that did not wait for the send would be out by now
+    release.set()
+    network.join()
+    beats.join()
+    assert order == ["result", "heartbeat"]
+
+
 @pytest.mark.integration
 def test_results_added_from_worker_threads_reach_the_broker_through_the_network_thread(mosquitto: MosquittoBroker, prefix: str) -> None:
     """On a real bus: call_soon runs on paho's network thread, and what it publishes goes out."""
