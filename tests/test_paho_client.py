@@ -72,7 +72,8 @@ def test_the_plain_client_passes_the_bus_tests_and_a_flow() -> None:
     env = {**os.environ, "EDGEHIVE_MQTT_CLIENT": "plain"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bus.py",
-         "tests/test_flows.py::test_mosquitto_pub_job_produces_result_seen_by_mosquitto_sub"],
+         "tests/test_flows.py::test_mosquitto_pub_job_produces_result_seen_by_mosquitto_sub",
+         "tests/test_agent_results.py::test_results_added_from_worker_threads_reach_the_broker_through_the_network_thread"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=880, check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
