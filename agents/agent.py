@@ -42,6 +42,7 @@ from .health import HealthReader
 from .inference import BackendChoice, available_backends
 from .kinds import KindRegistry, builtin_kinds
 from .probe import probe_device
+from .results import ResultOutbox
 from .runner import JobRunner
 from .settings import AgentSettings
 from .snapshots import SnapshotPublisher
@@ -96,6 +97,7 @@ class Agent:
             will=Outgoing(self.topics.status(self.node), self._status("offline", "will: connection lost"), qos=1, retain=True),
             max_payload_bytes=settings.max_payload_bytes,
         )
+        self.results = ResultOutbox(self._send_results, self.bus.call_soon)
         self.runner = JobRunner(self.kinds, self.node, settings.workers, settings.effective_slots, self._publish_result, self._decline)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.direct = DirectFrames(self.node, self.boot_id, self.bus, self.topics, self.runner,
@@ -135,7 +137,11 @@ class Agent:
         )
 
     def _publish_heartbeat(self) -> None:
-        self.bus.publish(self.topics.heartbeat(self.node), encode(self.heartbeat()), qos=0)
+        beat = encode(self.heartbeat())
+        # A job the heartbeat no longer lists must have its result ahead of it on the wire: a
+        # coordinator that reads the heartbeat first would take the job for lost.
+        self.results.flush()
+        self.bus.publish(self.topics.heartbeat(self.node), beat, qos=0)
 
     def _birth(self) -> None:
         """On every (re)connect: the retained birth certificate, `online`, and a first heartbeat."""
@@ -158,8 +164,7 @@ class Agent:
                   "(EDGEHIVE_NODE_ID=%s; broker/README.md)", ECHO_TIMEOUT_S, user, self.settings.prefix, self.node, self.node)
 
     def _publish_result(self, result: Result) -> None:
-        if not self.bus.publish(self.topics.node_results(self.node), encode(result), qos=1):
-            log.error("result of job %s could not be queued; the coordinator will re-run it", result.job_id)
+        self.results.add(encode(result))
         if not result.ok:  # a failed job is a rejected input too: say so where every reject goes
             self.bus.report_error(self.topics.jobs(self.node), f"job {result.job_id} ({result.kind}) failed: {result.error}")
         if is_direct(result.job_id):  # a camera's direct frame: ask it for the next one
@@ -167,9 +172,14 @@ class Agent:
 
     # -- handlers (network thread) -----------------------------------------------------------
 
+    def _send_results(self, payload: bytes) -> None:
+        if not self.bus.publish(self.topics.node_results(self.node), payload, qos=1):
+            log.error("results (%d bytes) could not be queued; the coordinator will re-run their jobs", len(payload))
+
     def _on_jobs(self, topic: str, jobs: list[tuple[Job, bytes | None]]) -> None:
-        for job, frame in jobs:
-            self._on_job(job, frame)
+        with self.results.holding():  # inline kinds finish here: their results go out together
+            for job, frame in jobs:
+                self._on_job(job, frame)
 
     def _on_job(self, job: Job, frame: bytes | None = None) -> None:
         received = time.time()
@@ -262,6 +272,7 @@ class Agent:
             self.runner.wait_idle(min(2.0, self.settings.drain_timeout_s))
         self._stop.set()
         self.direct.stop()
+        self.results.flush()  # anything the network thread had not sent yet
         self.bus.stop([Outgoing(self.topics.status(self.node), self._status("offline", "drained"), qos=1, retain=True)])
         self.runner.shutdown()
         self.health.close()  # jtop's client, where one was started

@@ -45,6 +45,7 @@ class _Held:
     accepted_mono: float
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    finishing: bool = False  # its result is being published: its slot is free for the next job
     cancel_reason: str | None = None
     hand_back: bool = False
 
@@ -79,6 +80,7 @@ class JobRunner:
         self._held: dict[str, _Held] = {}
         self._handed_back: OrderedDict[str, None] = OrderedDict()
         self._running = 0
+        self._finishing = 0  # held entries whose result is being published (they no longer use a slot)
         self.done = 0
         self.failed = 0
         self.service_by_kind: dict[str, float] = {}
@@ -112,7 +114,7 @@ class JobRunner:
         frame asked for once a result went out, whose job may not have left `_held` yet)."""
         entry = _Held(job, received, frame, time.monotonic())
         with self._lock:
-            if job.id in self._held or len(self._held) >= self.capacity + spare:
+            if job.id in self._held or len(self._held) - self._finishing >= self.capacity + spare:
                 return False
             self._held[job.id] = entry
         kind = self.kinds.get(job.kind)
@@ -171,6 +173,12 @@ class JobRunner:
                 self._release(job.id)
             return
         self._record(job.kind, ok, finished - started, self._model_of(job))
+        # The slot is free before the result leaves: the coordinator sends the next job as soon as
+        # it reads the result, which can be before this thread runs again. The job stays held
+        # (listed in heartbeats) until its result is queued.
+        with self._lock:
+            entry.finishing = True
+            self._finishing += 1
         try:
             self._publish(job, received, started, ok, output, error, finished, frame is not None)
         finally:
@@ -191,7 +199,9 @@ class JobRunner:
 
     def _release(self, job_id: str) -> None:
         with self._lock:
-            self._held.pop(job_id, None)
+            entry = self._held.pop(job_id, None)
+            if entry is not None and entry.finishing:
+                self._finishing -= 1
             self._running -= 1
             self._idle.notify_all()
 

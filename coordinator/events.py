@@ -46,6 +46,15 @@ class ResultIn(NamedTuple):
     payload: bytes
 
 
+class ResultsIn(NamedTuple):
+    """What the door made of an array of results on `nodes/{node}/results`: each valid item as its
+    own `ResultIn` (the core sees no batches), and each refused one with its reason and bytes."""
+
+    topic: str
+    results: list[ResultIn]
+    refused: list[tuple[str, bytes]]
+
+
 class Declined(NamedTuple):
     """A node handed back work it could not take (full, draining), on `nodes/{node}/declined`."""
 

@@ -14,7 +14,10 @@ import re
 import time
 from collections.abc import Callable
 
-from edgehive.bus import Rejected
+import orjson
+from pydantic import ValidationError
+
+from edgehive.bus import Rejected, describe_validation_error
 from edgehive.schemas import Capabilities, Heartbeat, JobRequest, Result, Topics, decode, envelope, parse_status
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.schemas.direct import CameraCounts, CameraOffer
@@ -33,6 +36,7 @@ from .events import (
     NodeCleared,
     ReadingsIn,
     ResultIn,
+    ResultsIn,
     SnapshotIn,
     StatusIn,
     Submitted,
@@ -96,15 +100,51 @@ class Ingest:
         self._same_node(topic, refusal.node, "message")
         return Declined(topic, refusal)
 
-    def result(self, topic: str, payload: bytes) -> ResultIn:
+    def result(self, topic: str, payload: bytes) -> ResultIn | ResultsIn:
         """A result from `nodes/{node}/results`: the broker's ACL lets only that node's account write
         there, so the topic names the publisher, and the payload must agree with it. The raw payload
-        is kept so that the relay to `results/{kind}/{source}` is byte for byte."""
+        is kept so that the relay to `results/{kind}/{source}` is byte for byte. A JSON array holds
+        several results (agents send those that finish together in one message): see `results`."""
+        first = payload[:1]
+        if first in b" \t\r\n" and first:
+            first = payload.lstrip()[:1]
+        if first == b"[":
+            return self.results(topic, payload)
         result = decode(Result, payload)
         topic_node = _topic_node(topic)
         if result.node != topic_node:
             raise Rejected(f"result of job {result.job_id} names node {result.node!r} but arrived on node {topic_node[:80]!r}'s topic")
         return ResultIn(topic, result, payload)
+
+    @staticmethod
+    def results(topic: str, payload: bytes) -> ResultsIn:
+        """An array of results: each item is checked on its own, as a single result would be (valid,
+        naming the node whose topic it came on), so a bad item is refused with its reason and the
+        others still count. Each good item is relayed as its own message: its JSON, compact."""
+        items = orjson.loads(payload)  # not JSON at all: a ValueError, the whole message is refused
+        if not isinstance(items, list) or not items:
+            raise Rejected("an array of results must hold at least one result")
+        topic_node = _topic_node(topic)
+        count = len(items)
+        good: list[ResultIn] = []
+        refused: list[tuple[str, bytes]] = []
+        for index, item in enumerate(items, 1):
+            try:
+                raw = orjson.dumps(item)
+            except TypeError as error:  # orjson.JSONEncodeError: a value orjson read but cannot write (a huge integer)
+                refused.append((f"result {index} of {count}: {error}", b""))
+                continue
+            try:
+                result = decode(Result, raw)
+            except ValidationError as error:
+                refused.append((f"result {index} of {count}: {describe_validation_error(error)}", raw))
+                continue
+            if result.node != topic_node:
+                refused.append((f"result {index} of {count} (job {result.job_id}) names node {result.node!r} "
+                                f"but arrived on node {topic_node[:80]!r}'s topic", raw))
+                continue
+            good.append(ResultIn(topic, result, raw))
+        return ResultsIn(topic, good, refused)
 
     def snapshot(self, topic: str, payload: bytes) -> SnapshotIn:
         node, _, camera = topic.rsplit("/", 3)[-3:]

@@ -92,5 +92,9 @@ class FinishedJobs:
     def get(self, job_id: str) -> tuple[JobStateName, str, str | None, int, str | None] | None:
         return self._states.get(job_id)
 
+    def ids(self) -> list[str]:
+        """Every job id kept, oldest first."""
+        return list(self._states)
+
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._states

@@ -58,6 +58,8 @@ from .events import (
     JournalReplace,
     NodeCleared,
     Now,
+    ResultIn,
+    ResultsIn,
     StatusIn,
     Submitted,
     Tick,
@@ -68,7 +70,7 @@ from .ingest import Ingest
 from .journal import JobJournal
 from .leader import Election, Role, Timing
 from .settings import CoordinatorSettings
-from .standby import Standby, StreamIn, encode_stream, parse_stream, submission_key
+from .standby import Standby, StreamIn, encode_stream, parse_stream, submission_key, submission_key_of
 from .writer import StateWriter, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ class Coordinator:
         self._stopping = False  # set by stop(): nothing more is decided or announced
         self._core_tick_s = min(0.5, settings.heartbeat_s / 2)  # the core's periodic work (coordinator/core.py _on_tick)
         self._core_ticked = 0.0
+        self._watching = False  # subscribed to jobs/+/state (and fusion results): see _watch
 
     def _stored_epoch(self) -> int:
         """The highest epoch this coordinator held before: a broker that lost the retained claim
@@ -164,6 +167,15 @@ class Coordinator:
 
     def _enqueue(self, topic: str, event: Event) -> None:
         self._events.append(event)
+
+    def _enqueue_results(self, topic: str, value: ResultIn | ResultsIn) -> None:
+        """One result, or an array of them: its good items are queued one by one, its bad ones refused on `errors`."""
+        if isinstance(value, ResultIn):
+            self._events.append(value)
+            return
+        self._events += value.results
+        for reason, item in value.refused:
+            self.bus.report_error(topic, reason, item)
 
     def _enqueue_fleet(self, topic: str, event: CapabilitiesIn | StatusIn | NodeCleared | CameraOfferIn) -> None:
         """Capabilities, statuses and direct cameras' offers are also remembered whatever our role (Standby.remember)."""
@@ -234,6 +246,7 @@ class Coordinator:
         journal: Sequence[JournalRecord] = ()
         fusion = None
         quiet = False
+        settled: list[str] = []
         if events:
             # The unread count is a system call: asked only where it can matter, at a tick (where
             # silence is judged) or after a big burst; a burst of a few messages came from a read
@@ -251,10 +264,16 @@ class Coordinator:
                 self._sync_wanted = False
                 self.fusion.rewrite_next()
                 journal = [JournalReplace(self.core.open_jobs())]
+                # With the copy, the jobs that ended lately: a standby may hold their submissions
+                # (a deposed coordinator reads the submissions it missed once it stands by, and it
+                # no longer reads our final states, see _watch); the copy settles them.
+                settled = [submission_key_of(job_id) for job_id in self.core.finished.ids()]
             fusion = self.fusion.take_state()
             quiet = not actions.publish and len(events) < BIG_BURST and all(type(event) is HeartbeatIn for event in events)
+            if self._watching and not self.core.orphans:
+                self._watch(False)
             if self._standbys:
-                self._stream(events, journal, fusion)
+                self._stream(events, journal, fusion, settled)
         self._write(journal, fusion, acks)
         return quiet
 
@@ -265,9 +284,11 @@ class Coordinator:
         elif acks is not None:
             self.bus.ack(acks)  # nothing to wait for: acknowledged in the write that follows this read
 
-    def _stream(self, events: Sequence[Event], journal: Sequence[JournalRecord], fusion: FusionWrite | None) -> None:
+    def _stream(self, events: Sequence[Event], journal: Sequence[JournalRecord], fusion: FusionWrite | None,
+                settled: Sequence[str] = ()) -> None:
         """What this step wrote, and the submissions it handled, to the standbys (QoS 1)."""
         handled = [submission_key(e.request) for e in events if isinstance(e, Submitted)]
+        handled += settled
         if journal or fusion is not None or handled:
             payload = encode_stream(self.id, self.election.epoch, journal, fusion, handled)
             self.bus.publish(self.topics.coordinator_journal, payload, qos=1)
@@ -311,6 +332,27 @@ class Coordinator:
         self._write(records, fusion_lines, acks)
         if any(isinstance(r, JournalReplace) for r in records):
             self._announce()
+
+    def _watch(self, on: bool) -> None:
+        """Subscribe to the job states (and fusion results) on the broker, or stop. Only a standby
+        and an active coordinator that still holds orphans read them; the active one would
+        otherwise get every state it publishes back, four per job: measured, that echo was most
+        of the coordinator's read path under load (BENCHMARKS.md). So the active one stops
+        reading them once it holds no orphans, and reads them again when it stands by."""
+        if on == self._watching:
+            return
+        self._watching = on
+        t = self.topics
+        fusion_results = f"{t.prefix}/results/{FUSION_KIND}/+"
+        if not on:
+            self.bus.unsubscribe(t.pattern("job_state"))
+            if self.fusion.groups:
+                self.bus.unsubscribe(fusion_results)
+            return
+        self.bus.subscribe(t.pattern("job_state"), self._on_job_state, lambda tp, p: decode(JobState, p))
+        if self.fusion.groups:
+            self.bus.subscribe(fusion_results, self._on_fusion_result, lambda tp, p: decode(Result, p),
+                               max_bytes=16 * self.settings.max_payload_bytes)
 
     def _on_stream(self, topic: str, stream: StreamIn) -> None:
         if self.core is None:  # the active one ignores the stream (its own, or a deposed leader's late one)
@@ -386,6 +428,7 @@ class Coordinator:
             return
         log.warning("coordinator %s deposed (a higher claim holds: epoch %d); standing by", self.id, self.election.highest)
         self.core = None
+        self._watch(True)
         self._fenced = []
         self._events = []
         self._slow_step = False
@@ -423,10 +466,7 @@ class Coordinator:
         self.bus.subscribe(t.coordinator_journal, self._on_stream, parse_stream, max_bytes=64 * limit)
         self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, _parse_member)
         self.bus.subscribe(t.coordinator_status, self._on_status)
-        self.bus.subscribe(t.pattern("job_state"), self._on_job_state, lambda tp, p: decode(JobState, p))
-        if self.fusion.groups:
-            self.bus.subscribe(f"{t.prefix}/results/{FUSION_KIND}/+", self._on_fusion_result, lambda tp, p: decode(Result, p),
-                               max_bytes=16 * limit)
+        self._watch(True)
         self.bus.subscribe(t.pattern("capabilities"), self._enqueue_fleet, door.capabilities, max_bytes=limit)
         self.bus.subscribe(t.pattern("status"), self._enqueue_fleet, door.status, max_bytes=limit)
         self.bus.subscribe(t.pattern("heartbeat"), self._enqueue, door.heartbeat, qos=0, max_bytes=4 * limit)
@@ -439,7 +479,7 @@ class Coordinator:
         self.bus.subscribe(t.submit, self._enqueue, door.submission, max_bytes=limit, refuse_retained=(
             "retained submissions are refused (a retained job would run again at every coordinator restart); "
             "publish without -r; the coordinator has cleared the retained copy"))
-        self.bus.subscribe(t.pattern("node_result"), self._enqueue, door.result, max_bytes=16 * limit)
+        self.bus.subscribe(t.pattern("node_result"), self._enqueue_results, door.result, max_bytes=16 * limit)
         self.bus.subscribe(t.pattern("node_snapshot"), self._enqueue, door.snapshot, qos=0, max_bytes=self.settings.max_frame_bytes)
         if self.settings.ha_discovery_prefix:  # Home Assistant's birth: every discovery config again
             self.bus.subscribe(f"{self.settings.ha_discovery_prefix}/status", self._enqueue, door.ha_status, max_bytes=limit)

@@ -67,6 +67,11 @@ def submission_key(request: JobRequest) -> str:
     return "sha:" + hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
+def submission_key_of(job_id: str) -> str:
+    """The key of a submission that carried `job_id` (see `submission_key`)."""
+    return "id:" + job_id
+
+
 class StreamIn(NamedTuple):
     """One message on `coordinator/journal`."""
 

@@ -294,6 +294,12 @@ class MqttBus:
 
         client.periodic = maybe
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once on the network thread at its next turn; callable from any thread. It
+        wakes the loop (as a publish from another thread does), so what `fn` sends goes out as
+        soon as a publish would have, and what other threads add meanwhile can go with it."""
+        self._client.call_soon(fn)
+
     def after_read_burst(self, hook: Callable[[], None]) -> None:
         """Run `hook` on the network thread after each burst of incoming messages is handled,
         so that work triggered by many messages (placing jobs) is done once per burst."""

@@ -17,12 +17,12 @@ from .direct import CameraAssignment, CameraCounts, CameraOffer, DirectFrameMeta
 from .frigate import FrigateVerdict
 from .fusion import FusionEstimate, FusionOrientation, FusionParams
 from .kinds import SleepParams
-from .messages import MODELS
+from .messages import MODELS, NodeJobs, NodeResults
 from .sensors import ImuReading, SensorReading
 from .vision import CamerasConfig, DetectionOutput, DetectParams
 
-# Readings, and parts that are not messages of their own but that clients parse: jobs' `params`
-# and results' `output`.
+# Readings, parts that are not messages of their own but that clients parse (jobs' `params` and
+# results' `output`), and what a node's jobs and results topics carry (one message or an array).
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "sensor_reading": SensorReading,
     "imu_reading": ImuReading,
@@ -39,6 +39,8 @@ EXTRA_MODELS: dict[str, type[BaseModel]] = {
     "frame_want": FrameWant,
     "direct_frame_meta": DirectFrameMeta,
     "camera_counts": CameraCounts,
+    "node_jobs": NodeJobs,
+    "node_results": NodeResults,
 }
 
 JSON_DIR = Path(__file__).with_name("json")

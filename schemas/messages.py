@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Annotated, Any, Generic, Literal
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import Field, RootModel, model_validator
 from typing_extensions import TypeVar
 
 from .base import MAX_COUNT, Count, Ident, JsonObject, JsonValue, Message, Part, decode
@@ -315,6 +315,17 @@ class CoordinatorStats(Message):
     fusion_overflow: dict[str, Count] = Field(default_factory=dict, description="Windows or readings refused at a bound, per group")
     fusion_late: dict[str, Count] = Field(default_factory=dict, description="Readings older than an already closed window, per group")
     sensor_missing: dict[str, Count] = Field(default_factory=dict, description="Readings a fused sensor numbered (seq) that never arrived, per sensor")
+
+
+class NodeJobs(RootModel[Job | Annotated[list[Job], Field(min_length=1)]]):
+    """What `nodes/{node}/jobs` carries (a frame's envelope aside): one job, or a JSON array of the
+    jobs placed on the node at once. Only the schema is exported; the agent parses the jobs."""
+
+
+class NodeResults(RootModel[Result | Annotated[list[Result], Field(min_length=1)]]):
+    """What `nodes/{node}/results` carries: one result, or a JSON array of the results that
+    finished together. Each item of an array is checked and counted on its own, as a single one
+    is. Only the schema is exported; the coordinator's door parses the items."""
 
 
 MODELS: dict[str, type[Message]] = {

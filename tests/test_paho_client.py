@@ -72,7 +72,8 @@ def test_the_plain_client_passes_the_bus_tests_and_a_flow() -> None:
     env = {**os.environ, "EDGEHIVE_MQTT_CLIENT": "plain"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bus.py",
-         "tests/test_flows.py::test_mosquitto_pub_job_produces_result_seen_by_mosquitto_sub"],
+         "tests/test_flows.py::test_mosquitto_pub_job_produces_result_seen_by_mosquitto_sub",
+         "tests/test_agent_results.py::test_results_added_from_worker_threads_reach_the_broker_through_the_network_thread"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=880, check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
@@ -120,6 +121,66 @@ def test_the_fast_read_hands_on_whole_publishes_and_leaves_the_rest_to_paho() ->
         while len(acks) < 8:
             acks += broker.recv(64)
         assert acks == b"\x40\x02\x00\x07\x40\x02\x00\x08"  # a PUBACK for each QoS 1 message, in order
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+
+
+def test_the_fast_publish_packet_is_paho_s_byte_for_byte() -> None:
+    """Every size class of the remaining length, QoS 0/1/2, retain and dup: the packet the fast
+    client queues is the one paho would queue."""
+    import itertools
+    import socket
+
+    queued: dict[str, list[tuple[int, bytes, int, int]]] = {"paho": [], "fast": []}
+    clients: dict[str, Any] = {}
+    pairs = []
+    for name, cls in (("paho", paho.Client), ("fast", FastClient)):
+        client: Any = cls(paho.CallbackAPIVersion.VERSION2, client_id=f"publish-{name}", protocol=paho.MQTTv311)
+        ours, other = socket.socketpair()
+        pairs += [ours, other]
+        client._sock = ours
+        client._packet_queue = lambda command, packet, mid, qos, info=None, name=name: (
+            queued[name].append((command, bytes(packet), mid, qos)) or MQTTErrorCode.MQTT_ERR_SUCCESS)
+        clients[name] = client
+    try:
+        for size, qos, retain, dup, topic_len in itertools.product(
+                [0, 1, 120, 123, 124, 125, 126, 127, 128, 16_380, 16_384, 2_097_152], [0, 1, 2], [False, True], [False, True], [1, 300]):
+            topic, payload = b"t" * topic_len, b"p" * size
+            paho.Client._send_publish(clients["paho"], 513, topic, payload, qos, retain, dup, None, None)
+            clients["fast"]._send_publish(513, topic, payload, qos, retain, dup, None, None)
+        assert len(queued["fast"]) == 288 and queued["fast"] == queued["paho"]
+    finally:
+        for client in clients.values():
+            client._sock = None
+        for sock in pairs:
+            sock.close()
+
+
+def test_the_fast_read_takes_whole_pubacks_and_marks_each_message_published() -> None:
+    """Three QoS 1 messages sent; the broker's PUBACKs come in one read, one split across reads:
+    each message is published once its own PUBACK is read, and paho no longer keeps it for resending."""
+    import socket
+
+    client: Any = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="fast-puback-test", protocol=paho.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        infos = [client.publish(f"a/{n}", b"x", qos=1) for n in range(3)]
+        mids = [info.mid for info in infos]
+        assert set(client._out_messages) == set(mids)
+        acks = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
+        broker.sendall(acks[:6])  # the first whole, the second split
+        for _ in range(10):
+            client._packet_read()
+        assert [info.is_published() for info in infos] == [True, False, False]
+        broker.sendall(acks[6:])
+        for _ in range(10):
+            client._packet_read()
+        assert [info.is_published() for info in infos] == [True, True, True]
+        assert client._out_messages == {} and client._inflight_messages == 0
     finally:
         client._sock = None
         ours.close()

@@ -415,3 +415,30 @@ def test_waiting_job_handed_back_once_and_deadline_fails_it(kinds: KindRegistry,
         gate.set()
         runner.wait_idle(WAIT_S)
         runner.shutdown()
+
+
+def test_a_job_s_slot_is_free_once_its_result_is_published_and_it_stays_held_until_then() -> None:
+    """The coordinator sends the next job as soon as it reads a result, which can be before the
+    worker that published it runs again: by then the slot must take that job. Until the result
+    is queued, the job is still held, so a heartbeat never drops a job whose result is not out."""
+    seen: list[tuple[bool, list[str]]] = []
+    runner: JobRunner | None = None
+
+    def publish(result: Result) -> None:
+        assert runner is not None
+        if result.job_id == "first":  # inside the publish of the one slot's result: the next job arrives
+            seen.append((runner.try_accept(job("second", "sleep", {"seconds": 0.0}), time.time()), runner.held_ids()))
+
+    runner = JobRunner(builtin_kinds(), "node-1", workers=1, capacity=1, publish_result=publish)
+    try:
+        assert runner.try_accept(job("first", "sleep", {"seconds": 0.0}), time.time())
+        eventually(lambda: bool(seen), "the first result published")
+        accepted, held = seen[0]
+        assert accepted, "the slot was free for the next job"
+        assert "first" in held, "the first job is still held while its result goes out"
+        assert runner.wait_idle(WAIT_S) and runner.held_ids() == []
+        assert runner.try_accept(job("third", "sleep", {"seconds": 60.0}), time.time())
+        assert not runner.try_accept(job("fourth", "sleep", {"seconds": 0.0}), time.time()), "one slot: full again"
+    finally:
+        runner.cancel_all("test over")
+        runner.shutdown()

@@ -409,3 +409,19 @@ def test_counters_and_sequence_numbers_stay_within_what_json_readers_keep_exact(
     body["done"] = 2**60
     with pytest.raises(ValidationError):
         decode(CoordinatorStats, orjson.dumps(body))
+
+
+def test_the_node_topics_schemas_take_one_message_or_a_non_empty_array() -> None:
+    """nodes/{node}/jobs and nodes/{node}/results carry one message or an array of them (the
+    coordinator batches what it places at once, an agent what finished together): the exported
+    schemas say so to non-Python clients, and refuse an empty array."""
+    import jsonschema
+
+    result = json.loads(encode(samples()["result"]))
+    job = json.loads(encode(samples()["job"]))
+    for name, one in (("node_results", result), ("node_jobs", job)):
+        schema = json.loads(render_all()[f"{name}.schema.json"])
+        validator = jsonschema.Draft202012Validator(schema)
+        assert validator.is_valid(one) and validator.is_valid([one, one])
+        assert not validator.is_valid([]), name
+        assert not validator.is_valid([{**one, "prority": 3}]), name
