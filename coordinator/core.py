@@ -127,6 +127,7 @@ class CoordinatorCore:
         self._ha_announced_mono = -HA_REANNOUNCE_MIN_S  # when every config last went out on Home Assistant's `online`
         self._ha_reannounce_due = False
         self.epoch: int | None = None  # the leadership epoch stamped on every dispatch (coordinator/leader.py); None: no election
+        self._final_states_only = settings.job_states == "final"  # EDGEHIVE_JOB_STATES: see _publish_state
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -209,7 +210,12 @@ class CoordinatorCore:
         self._out.errors.append(ReportError(topic, reason))
 
     def _publish_state(self, lease: Lease, state: JobStateName, reason: str | None = None, ts: float | None = None) -> None:
+        """The lease takes `state`; it goes out on jobs/{id}/state unless it is an intermediate one
+        and EDGEHIVE_JOB_STATES is `final` (the lease still records it: a resubmission, the
+        journal and the standbys work from the lease and the final states alone)."""
         lease.state = state
+        if self._final_states_only and not state.terminal:
+            return
         payload = job_state_json(lease.id, state, ts or self._now.wall, lease.kind, lease.attempt, lease.node, reason)
         if not lease.state_topic:
             lease.state_topic = self.topics.job_state(lease.id)
@@ -224,7 +230,9 @@ class CoordinatorCore:
         self._accept(request, event.topic)
 
     def _answer_resubmission(self, job_id: str, topic: str) -> bool:
-        """A job id we already have: repeat its state (the submitter's ack got lost) and stop."""
+        """A job id we already have: repeat its state (the submitter's ack got lost) and stop. With
+        EDGEHIVE_JOB_STATES=final a job still under way has no state to repeat: the submitter
+        hears its final state when it comes."""
         lease = self.book.get(job_id)
         if lease is not None:
             if lease.policy.announced:

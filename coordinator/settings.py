@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -27,6 +28,10 @@ class CoordinatorSettings(CommonSettings):
     cameras: str = Field("", description="Per-camera detection: JSON {camera: {model, labels, min_score, tiles, stages}} ('*' for every camera) or a path to a JSON file")
     hand_up: bool = Field(False, description="At a site bridged to a hub: a job no node here can run goes up to the hub (hub/submit) "
                           "instead of FAILING, and its states and result come back down (README: Sites bridged to a hub)")
+    job_states: Literal["all", "final"] = Field(
+        "all", description="Job states published on jobs/{id}/state: all (REQUESTED, SCHEDULED, RUNNING, then DONE or FAILED) or "
+        "final (only DONE or FAILED: one message per job, a job refused at the door included; cheaper per job, for submitters "
+        "that wait only for the outcome)")
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest frame accepted; larger ones are refused on the errors topic")
     fusion_groups: str = Field("", description="Sensor groups to fuse: JSON {group: {quantity, sensors, window_s | window_count, method, config}} or a path to a JSON file")
     fusion_queue_max: int = Field(1000, ge=1, description="Closed fusion windows waiting across all groups; beyond it a window is refused on errors and counted")

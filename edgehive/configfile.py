@@ -49,7 +49,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "broker": {"users": "broker_users"},
     "coordinator": {"id": "coordinator_id"} | {name: name for name in (
         "dead_after_s", "lease_s", "max_attempts", "queue_max", "finished_max", "stats_interval_s", "state_dir", "default_model",
-        "camera_models", "hand_up", "max_frame_bytes", "fusion_queue_max", "fusion_window_max_readings", "fusion_grace_s",
+        "camera_models", "hand_up", "job_states", "max_frame_bytes", "fusion_queue_max", "fusion_window_max_readings", "fusion_grace_s",
         "sensor_max_future_s", "sensor_max_age_s", "ha_discovery_prefix", "ha_max_node_devices", "forget_after_s", "leader_lease_s",
         "standby_readings_s")},
     "agent": {name: name for name in (

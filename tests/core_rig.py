@@ -46,6 +46,7 @@ class Rig:
     max_attempts: int = 3
     queue_max: int = 10_000
     hand_up: bool = False
+    job_states: str = "all"
     ha_discovery_prefix: str = ""
     forget_after_s: float = 7 * 86400.0
     ha_max_node_devices: int = 250
@@ -57,7 +58,7 @@ class Rig:
         self.settings = CoordinatorSettings(state_dir="", heartbeat_s=self.heartbeat_s, max_attempts=self.max_attempts,
                                             queue_max=self.queue_max, ha_discovery_prefix=self.ha_discovery_prefix, prefix=PREFIX,
                                             hand_up=self.hand_up, forget_after_s=self.forget_after_s,
-                                            ha_max_node_devices=self.ha_max_node_devices)
+                                            ha_max_node_devices=self.ha_max_node_devices, job_states=self.job_states)
         self.topics = Topics(PREFIX)
         self.core = CoordinatorCore(self.settings, FusionWindows(self.fusion_groups, 10, 100, 0.25, None), started=0.0, run_id="run")
         self.seq = 0
