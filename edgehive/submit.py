@@ -5,6 +5,10 @@ The submission is re-sent with the same job id until the coordinator acknowledge
 (amqtt), this is what keeps a submission from being lost across a coordinator restart.
 The coordinator treats a repeated id as the same job. `timeout_s` bounds everything,
 the first connection included: a broker that comes up late is waited for.
+
+With the coordinator's EDGEHIVE_JOB_STATES=final the first state it publishes is the final one:
+the submission is re-sent every `resend_s` until then, and the coordinator answers a job id it
+already has under way with nothing, so the wait ends on the result or the final state as usual.
 """
 
 from __future__ import annotations
