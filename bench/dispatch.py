@@ -1,6 +1,6 @@
 """Dispatch benchmark: `noop` jobs through a real Mosquitto to two local agents.
 
-    .venv/bin/python bench/dispatch.py [--jobs N] [--seconds S] [--window W] [--json PATH]
+    .venv/bin/python bench/dispatch.py [--jobs N] [--seconds S] [--window W] [--job-states all|final] [--json PATH]
 
 What runs: Debian's `mosquitto` started from the project's own config
 (`edgehive.broker.mosquitto.render_config`), one `edgehive coordinator` and two
@@ -30,7 +30,8 @@ Each path runs two phases:
 Targets (from the issue): system jobs/s >= 0.90 x the paho floor's, measured in the same
 run; added p50 < 1 ms at half the system's rate. The exit status is 0 when both are met,
 1 when one is missed. `--json PATH` writes every figure; `--keep` keeps the component logs;
-`--edgehive CMD` runs another build's CLI (the floors and the generator are this build's).
+`--edgehive CMD` runs another build's CLI (the floors and the generator are this build's);
+`--job-states final` has the coordinator publish only each job's final state (EDGEHIVE_JOB_STATES).
 """
 
 from __future__ import annotations
@@ -423,7 +424,8 @@ def running_system(workdir: Path, args: argparse.Namespace) -> Iterator[System]:
         prefix = f"bench-{uuid.uuid4().hex[:8]}/v1"
         url = f"mqtt://127.0.0.1:{port}"
         exe = edgehive_command(args.edgehive)
-        processes.start("coordinator", [exe, "coordinator"], component_env(url, prefix, workdir / "state", args, EDGEHIVE_NODE_ID="coordinator"))
+        processes.start("coordinator", [exe, "coordinator"], component_env(url, prefix, workdir / "state", args, EDGEHIVE_NODE_ID="coordinator",
+                                                                      EDGEHIVE_JOB_STATES=args.job_states))
         for node in AGENT_IDS:
             processes.start(node, [exe, "agent"], component_env(url, prefix, workdir / "state", args, EDGEHIVE_NODE_ID=node))
         yield System(port, prefix, processes, config_value(config, "set_tcp_nodelay"))
@@ -784,7 +786,8 @@ def report(rows: dict[tuple[str, str], PhaseResult], verdict: dict[str, object],
         (f"broker: set_tcp_nodelay {info['broker_set_tcp_nodelay']} (broker/mosquitto.conf); clients: TCP_NODELAY "
          f"{'on' if info['client_tcp_nodelay'] else 'OFF'} (edgehive.bus.MqttBus; read back from the generator's socket), "
          f"{'on' if info.get('floor_client_tcp_nodelay') else 'OFF'} (paho floor requester)"),
-        f"fleet: 1 coordinator, 2 agents (workers {args.workers}, slots {args.slots} each); noop jobs; submit and results QoS 1",
+        (f"fleet: 1 coordinator (job states: {args.job_states}), 2 agents (workers {args.workers}, slots {args.slots} each); "
+         "noop jobs; submit and results QoS 1"),
         "paho floor: plain paho requester here, echoing replier process, QoS 1 both ways, same broker, fleet idle",
         "",
         f"  {'':<26}{'jobs/s':>10}{'p50 ms':>11}{'p99 ms':>11}{'jobs':>8}",
@@ -841,6 +844,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=64, help="EDGEHIVE_SLOTS of each agent (and capacity of each raw runner)")
     parser.add_argument("--heartbeat-s", type=float, default=1.0, help="EDGEHIVE_HEARTBEAT_S of all components")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on a phase's missing results after this many seconds")
+    parser.add_argument("--job-states", choices=("all", "final"), default="all",
+                        help="the coordinator's EDGEHIVE_JOB_STATES: final publishes one state per job, as a request/reply floor has no progress messages")
     parser.add_argument("--edgehive", default=None, metavar="CMD", help="the edgehive command for the components (default: the one beside this Python)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (component logs, broker config)")
