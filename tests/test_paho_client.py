@@ -185,3 +185,107 @@ def test_the_fast_read_takes_whole_pubacks_and_marks_each_message_published() ->
         client._sock = None
         ours.close()
         broker.close()
+
+
+def _read_packet(sock: Any) -> bytes:
+    """One whole MQTT packet from a blocking socket: fixed header, remaining length, body."""
+    def take(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            assert chunk, f"the client closed the connection after {data!r}"
+            data += chunk
+        return data
+
+    head = take(1)
+    length, shift = 0, 0
+    while True:
+        byte = take(1)
+        head += byte
+        length |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            return head + take(length)
+
+
+def _session_on_the_wire(cls: type[paho.Client]) -> dict[str, Any]:
+    """What a client of `cls` writes to a broker that records bytes: QoS 0 and 1 messages,
+    retained or not, small and large; then the broker drops the connection without
+    acknowledging the QoS 1 ones, one more QoS 1 message is published while disconnected, and
+    the client reconnects. The loop is driven by hand (no network thread), so the order is fixed."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    client: Any = cls(paho.CallbackAPIVersion.VERSION2, client_id="wire-test", protocol=paho.MQTTv311)
+    client.max_inflight_messages_set(0)  # as the bus sets it
+    client.max_queued_messages_set(4)  # the bus keeps 100,000; 4 is reached below
+    conns: list[socket.socket] = []
+
+    def accept() -> socket.socket:
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        conns.append(conn)
+        assert _read_packet(conn)[0] == 0x10  # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+        for _ in range(100):
+            if client.is_connected():
+                break
+            client.loop(0.1)
+        assert client.is_connected()
+        return conn
+
+    try:
+        client.connect("127.0.0.1", port, keepalive=60)
+        first = accept()
+        sent = [("a/state", b'{"s":"done"}', 0, False), ("a/jobs", b'{"id":1}', 1, False),
+                ("a/status", b"online", 1, True), ("a/frames", bytes(range(256)) * 80, 1, False),
+                ("a/last", b"", 0, True)]
+        infos = [client.publish(t, p, qos=q, retain=r) for t, p, q, r in sent]
+        before = [_read_packet(first) for _ in sent]
+        kept = {mid: (m.state, m.dup) for mid, m in client._out_messages.items()}
+        first.close()  # dropped without a PUBACK
+        for _ in range(100):
+            if not client.is_connected():
+                break
+            client.loop(0.1)
+        assert not client.is_connected()
+        offline = client.publish("a/jobs", b'{"id":2}', qos=1)
+        refused = client.publish("a/jobs", b'{"id":3}', qos=1)  # a fifth unacknowledged message: over the queue limit
+        assert client.reconnect() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        second = accept()
+        after = [_read_packet(second) for _ in range(4)]  # the three unacknowledged ones, and the offline one
+        second.sendall(b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in [*kept, offline.mid]))  # PUBACKs
+        for _ in range(100):
+            if not client._out_messages:
+                break
+            client.loop(0.1)
+        return {"before": before, "after": after, "kept": kept, "mids": [i.mid for i in [*infos, offline]],
+                "rcs": [i.rc for i in [*infos, offline, refused]], "published": [i.is_published() for i in infos],
+                "left": dict(client._out_messages), "inflight": client._inflight_messages}
+    finally:
+        client._sock_close()
+        for conn in conns:
+            conn.close()
+        server.close()
+
+
+def test_the_fast_client_writes_paho_s_bytes_and_resends_qos1_after_a_reconnect() -> None:
+    """The fast client (its packet builder, batched writes and PUBACK read) against paho's own
+    client, through `publish` on a real TCP connection: the same packets byte for byte (QoS 0
+    and 1, retain, a three-byte remaining length), the same message ids, kept state and refusal
+    over the queue limit; after the broker drops the connection the unacknowledged QoS 1
+    messages, and one published while disconnected, are sent again (DUP set on the re-sent ones)
+    and then released by their PUBACKs."""
+    ours, theirs = _session_on_the_wire(FastClient), _session_on_the_wire(paho.Client)
+    assert ours == theirs
+    big = bytes(range(256)) * 80
+    assert ours["before"] == [_publish_packet("a/state", b'{"s":"done"}', 0), _publish_packet("a/jobs", b'{"id":1}', 1, 2),
+                              _publish_packet("a/status", b"online", 1, 3, retain=True), _publish_packet("a/frames", big, 1, 4),
+                              _publish_packet("a/last", b"", 0, retain=True)]
+    dup = [bytes([p[0] | 0x08]) + p[1:] for p in ours["before"][1:4]]
+    assert ours["after"] == [*dup, _publish_packet("a/jobs", b'{"id":2}', 1, 6)]
+    assert ours["mids"] == [1, 2, 3, 4, 5, 6]  # QoS 0 messages take an id too, as in paho
+    assert ours["rcs"] == [MQTTErrorCode.MQTT_ERR_SUCCESS] * 5 + [MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE]
+    assert ours["published"] == [True] * 5 and ours["left"] == {} and ours["inflight"] == 0  # the offline one too: none left
