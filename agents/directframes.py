@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Job, Result, Timings, Topics, decode, encode, envelope
@@ -32,6 +32,7 @@ from edgehive.schemas.kinds import DETECT_KIND
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _IDENT = re.compile(IDENT_PATTERN)
 WANT_EXPIRY_S = 10.0  # a want never answered (lost with a connection, a camera gone quiet) is asked again elsewhere
@@ -97,23 +98,20 @@ class DirectFrames:
     # -- assignment --------------------------------------------------------------------------
 
     def _on_offer(self, topic: str, offer: CameraOffer | None) -> None:
-        camera = self.topics.parse(topic).extra.get("camera")
-        assert camera is not None
-        with self._lock:
-            if offer is None:
-                self._offers.pop(camera, None)
-            else:
-                self._offers[camera] = offer.boot
-        self._update(camera)
+        self._remember(self._offers, topic, None if offer is None else offer.boot)
 
     def _on_assigned(self, topic: str, assignment: CameraAssignment | None) -> None:
+        self._remember(self._assignments, topic, assignment)
+
+    def _remember(self, seen: dict[str, T], topic: str, value: T | None) -> None:
+        """A camera's retained offer or assignment, or its clearing; then serve it or not."""
         camera = self.topics.parse(topic).extra.get("camera")
         assert camera is not None
         with self._lock:
-            if assignment is None:
-                self._assignments.pop(camera, None)
+            if value is None:
+                seen.pop(camera, None)
             else:
-                self._assignments[camera] = assignment
+                seen[camera] = value
         self._update(camera)
 
     def _update(self, camera: str) -> None:
