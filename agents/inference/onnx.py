@@ -190,8 +190,9 @@ class OnnxBackend(InferenceBackend):
         wanted = _wanted(self.config, list(runtime.get_available_providers()))
         if wanted == ["cpu"]:
             # A memory pattern (one block planned for all of a run's tensors) is built at the second
-            # run, beside the arena the first run filled, and both stay: CenterFace at 960x544 held
-            # 184 MB with it and 112 MB without, at the same speed on the CPU (bench/footprint.py).
+            # run, beside the arena the first run filled, and both stay: CenterFace at 960x544 grew
+            # by 72 MB over 16 runs with it and not at all without, at the same speed on the CPU
+            # (bench/onnx_mempattern.py, BENCHMARKS.md).
             options.enable_mem_pattern = False
         try:
             with _session_source(source, wanted) as given:
