@@ -26,7 +26,15 @@ from typing import Any, TypeVar
 from edgehive.bus import MqttBus
 from edgehive.schemas import Job, Result, Timings, Topics, decode, encode, envelope
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.schemas.direct import DIRECT_JOB_PREFIX, CameraAssignment, CameraOffer, DirectFrameMeta, FrameWant
+from edgehive.schemas.direct import (
+    DIRECT_JOB_PREFIX,
+    CameraAssignment,
+    CameraOffer,
+    DirectFrameMeta,
+    FrameWant,
+    parse_assignment,
+    parse_offer,
+)
 from edgehive.schemas.kinds import DETECT_KIND
 
 from .runner import JobRunner
@@ -36,14 +44,6 @@ T = TypeVar("T")
 
 _IDENT = re.compile(IDENT_PATTERN)
 WANT_EXPIRY_S = 10.0  # a want never answered (lost with a connection, a camera gone quiet) is asked again elsewhere
-
-
-def parse_assignment(topic: str, payload: bytes) -> CameraAssignment | None:
-    return decode(CameraAssignment, payload) if payload else None
-
-
-def parse_offer(topic: str, payload: bytes) -> CameraOffer | None:
-    return decode(CameraOffer, payload) if payload else None
 
 
 def parse_direct_frame(topic: str, payload: bytes) -> tuple[DirectFrameMeta, bytes]:

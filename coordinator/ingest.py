@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from edgehive.bus import Rejected, describe_validation_error
 from edgehive.schemas import Capabilities, Heartbeat, JobRequest, Result, Topics, decode, envelope, parse_status
 from edgehive.schemas.base import IDENT_PATTERN
-from edgehive.schemas.direct import CameraCounts, CameraOffer
+from edgehive.schemas.direct import CameraCounts, parse_offer
 from edgehive.schemas.messages import FrameMeta
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
 
@@ -169,7 +169,7 @@ class Ingest:
         """`cameras/{camera}/direct`: only the camera's own account may write it (broker ACL)."""
         camera = topic.rsplit("/", 2)[-2]
         _check_ids(camera=camera)
-        return CameraOfferIn(topic, camera, decode(CameraOffer, payload) if payload else None)
+        return CameraOfferIn(topic, camera, parse_offer(topic, payload))
 
     @staticmethod
     def camera_counts(topic: str, payload: bytes) -> CameraCountsIn:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from .base import Count, Ident, Message
+from .base import Count, Ident, Message, decode
 
 DIRECT_JOB_PREFIX = "d."  # job ids of direct frames: d.{camera boot}.{seq}; never a coordinator lease id
 
@@ -71,3 +71,13 @@ class CameraCounts(Message):
     waiting: int = Field(0, ge=0, le=1)
     sent: dict[str, Count] = Field(default_factory=dict, description="Frames sent, by `{node}/{agent boot}`")
     ts: float
+
+
+def parse_offer(topic: str, payload: bytes) -> CameraOffer | None:
+    """A camera's retained offer on `cameras/{camera}/direct`; empty (withdrawn) is None."""
+    return decode(CameraOffer, payload) if payload else None
+
+
+def parse_assignment(topic: str, payload: bytes) -> CameraAssignment | None:
+    """The coordinator's retained assignment on `cameras/{camera}/assigned`; empty (cleared) is None."""
+    return decode(CameraAssignment, payload) if payload else None

@@ -25,17 +25,12 @@ from dataclasses import dataclass
 
 from edgehive.bus import MqttBus
 from edgehive.schemas import Topics, decode, encode, envelope
-from edgehive.schemas.direct import CameraAssignment, CameraCounts, CameraOffer, DirectFrameMeta, FrameWant
+from edgehive.schemas.direct import CameraAssignment, CameraCounts, CameraOffer, DirectFrameMeta, FrameWant, parse_assignment
 
 log = logging.getLogger(__name__)
 
 COUNTS_INTERVAL_S = 1.0
 MAX_WANTS_PER_NODE = 64  # a node's wants beyond this are ignored (a bound, not a limit any agent reaches)
-
-
-def parse_assignment(topic: str, payload: bytes) -> CameraAssignment | None:
-    """The retained assignment; empty (cleared by the coordinator) is None."""
-    return decode(CameraAssignment, payload) if payload else None
 
 
 @dataclass
