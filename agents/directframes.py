@@ -203,8 +203,9 @@ class DirectFrames:
         else:
             with self._lock:
                 self._held += 1
-            # Wants are sent as a result goes out, a moment before its job leaves the runner: one spare slot covers that.
-            if not self.runner.try_accept(job, received, jpeg, spare=1):
+            # A want goes out with a result, before its job leaves the runner: the runner counts
+            # a job whose result is being published as no longer using its slot.
+            if not self.runner.try_accept(job, received, jpeg):
                 with self._lock:
                     self._held -= 1
                 reason = f"node is full ({self.runner.capacity} jobs)"

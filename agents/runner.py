@@ -108,13 +108,12 @@ class JobRunner:
 
     # -- work --------------------------------------------------------------------------------
 
-    def try_accept(self, job: Job, received: float, frame: bytes | None = None, spare: int = 0) -> bool:
+    def try_accept(self, job: Job, received: float, frame: bytes | None = None) -> bool:
         """Queue `job` (with its frame, for kinds that take one); False when full or when it
-        is already here (a redelivery). `spare`: slots beyond `capacity` it may use (a direct
-        frame asked for once a result went out, whose job may not have left `_held` yet)."""
+        is already here (a redelivery)."""
         entry = _Held(job, received, frame, time.monotonic())
         with self._lock:
-            if job.id in self._held or len(self._held) - self._finishing >= self.capacity + spare:
+            if job.id in self._held or len(self._held) - self._finishing >= self.capacity:
                 return False
             self._held[job.id] = entry
         kind = self.kinds.get(job.kind)
