@@ -31,6 +31,7 @@ from edgehive.schemas import (
     decode,
     encode,
     envelope,
+    parse_claim,
     parse_status,
 )
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
@@ -54,11 +55,6 @@ _JOB_BATCH = TypeAdapter(list[Job])
 # MQTT 3.1.1 cannot tell a client that the broker's ACL dropped its publish; our own retained
 # status coming back to us (we read our own topics) is the proof that the broker took it.
 ECHO_TIMEOUT_S = 5.0
-
-
-def parse_claim(topic: str, payload: bytes) -> LeaderClaim | None:
-    """The retained leadership claim; an empty message (a coordinator stopped and cleared it) is None."""
-    return decode(LeaderClaim, payload) if payload else None
 
 
 def parse_jobs(topic: str, payload: bytes) -> list[tuple[Job, bytes | None]]:

@@ -40,7 +40,7 @@ import orjson
 
 from edgehive import gctune
 from edgehive.bus import MqttBus, Outgoing, PendingAcks
-from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Result, Topics, decode, encode
+from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Result, Topics, decode, encode, parse_claim
 from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.signals import Stop
 
@@ -91,10 +91,6 @@ COALESCE_S = 0.002
 FENCED_KEPT = 200_000  # events kept while fenced; beyond, the oldest go (a takeover elsewhere covers them)
 FINAL_STATES = (JobStateName.DONE, JobStateName.FAILED)
 READINGS_KEPT = 200_000  # readings messages a standby keeps at most (and for standby_readings_s)
-
-
-def _parse_claim(topic: str, payload: bytes) -> LeaderClaim | None:
-    return decode(LeaderClaim, payload) if payload else None
 
 
 def _parse_member(topic: str, payload: bytes) -> CoordinatorMember | None:
@@ -462,7 +458,7 @@ class Coordinator:
         if open_jobs:
             log.info("journal holds %d open jobs; they are taken up if this coordinator becomes active", len(open_jobs))
         t, door, limit = self.topics, self.ingest, self.settings.max_payload_bytes
-        self.bus.subscribe(t.coordinator_leader, self._on_claim, _parse_claim)
+        self.bus.subscribe(t.coordinator_leader, self._on_claim, parse_claim)
         self.bus.subscribe(t.coordinator_journal, self._on_stream, parse_stream, max_bytes=64 * limit)
         self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, _parse_member)
         self.bus.subscribe(t.coordinator_status, self._on_status)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .bus import MqttBus, Rejected
-from .schemas import Capabilities, CoordinatorMember, CoordinatorStats, Heartbeat, LeaderClaim, NodeStatus, Topics, decode, parse_status
+from .schemas import Capabilities, CoordinatorMember, CoordinatorStats, Heartbeat, LeaderClaim, NodeStatus, Topics, decode, parse_claim, parse_status
 
 
 @dataclass
@@ -43,7 +43,7 @@ class FleetView:
         self.bus.subscribe(t.coordinator_stats, self._on_stats, lambda tp, p: decode(CoordinatorStats, p), qos=0)
         self.bus.subscribe(t.coordinator_status, self._on_coordinator, lambda tp, p: p.decode(errors="replace")[:20])
         self.bus.subscribe(t.pattern("coordinator_member"), self._on_member, lambda tp, p: decode(CoordinatorMember, p) if p else tp)
-        self.bus.subscribe(t.coordinator_leader, self._on_leader, lambda tp, p: decode(LeaderClaim, p) if p else None)
+        self.bus.subscribe(t.coordinator_leader, self._on_leader, parse_claim)
 
     def _row(self, node: str) -> NodeRow:
         return self.nodes.setdefault(node, NodeRow(node))

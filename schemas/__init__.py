@@ -22,6 +22,7 @@ from .messages import (
     Requirements,
     Result,
     Timings,
+    parse_claim,
     parse_status,
 )
 from .results import parse_result
@@ -55,6 +56,7 @@ __all__ = [
     "Topics",
     "decode",
     "encode",
+    "parse_claim",
     "parse_result",
     "parse_status",
 ]

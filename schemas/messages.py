@@ -262,6 +262,11 @@ class LeaderClaim(Message):
     ts: float
 
 
+
+def parse_claim(topic: str, payload: bytes) -> LeaderClaim | None:
+    """The retained claim on `coordinator/leader`; an empty message (a graceful stop cleared it) is None."""
+    return decode(LeaderClaim, payload) if payload else None
+
 class CoordinatorMember(Message):
     """One coordinator's own status on `coordinator/members/{id}` (retained): active or standby,
     and `offline` when it stopped. Read by `edgehive status` and the sink."""
