@@ -82,11 +82,15 @@ ENV PYTHONUNBUFFERED=1 \
     EDGEHIVE_TENSORRT_CACHE_DIR=/var/lib/edgehive/tensorrt
 
 # With the `onnx` extra (onnxruntime's CPU wheel) for the onnx backend, except where the base
-# stage already put a GPU build of onnxruntime into the venv (Jetson).
+# stage already put a GPU build of onnxruntime into the venv (Jetson). Every dependency at the
+# version the tests ran on (constraints.txt, resolved for Python 3.10-3.13), as `./edgehive.sh`
+# installs it.
 COPY --from=wheel /wheels /tmp/wheels
+COPY constraints.txt /tmp/wheels/constraints.txt
 RUN python3 -m venv /opt/edgehive/venv \
     && wheel="$(ls /tmp/wheels/edgehive-*.whl)" \
-    && if pip show --quiet onnxruntime-gpu 2>/dev/null; then pip install "$wheel"; else pip install "$wheel[onnx]"; fi \
+    && if pip show --quiet onnxruntime-gpu 2>/dev/null; then extras=""; else extras="[onnx]"; fi \
+    && pip install -c /tmp/wheels/constraints.txt "$wheel$extras" \
     && rm -rf /tmp/wheels
 
 # The models are fetched and their SHA-256 checked against the manifest now, at build time:

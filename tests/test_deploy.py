@@ -274,6 +274,9 @@ def test_the_edgehive_image_fetches_checked_models_and_runs_unprivileged() -> No
     final = commands[max(i for i, c in enumerate(commands) if c.cmd == "FROM"):]
     runs = " ".join(c.value[0] for c in final if c.cmd == "RUN")
     assert "edgehive models --models-dir /opt/edgehive/models" in runs
+    # the image runs the dependency versions the tests ran on, as ./edgehive.sh installs them
+    copies = {c.value[0]: c.value[-1] for c in final if c.cmd == "COPY" and len(c.value) == 2}
+    assert f"pip install -c {copies['constraints.txt']}" in runs
     assert image_env()["EDGEHIVE_MODELS_DIR"] == "/opt/edgehive/models"
     assert [c.value for c in final if c.cmd == "USER"] == [("edgehive",)]
     assert [c.value for c in final if c.cmd == "ENTRYPOINT"] == [("role-gate", "--edgehive")]
