@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, configfile, heap, lazyssl, logs
+from . import __version__, configfile, heap, lazymodules, logs
 from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, EnvSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
@@ -68,7 +68,7 @@ def _settings(model: type[S], args: argparse.Namespace) -> S:
         raise SettingsInvalid(describe_settings_error(error, model)) from None
     logs.configure(settings.log_level, settings.log_format)
     if uses_tls(settings):
-        lazyssl.load()  # a command that deferred ssl (edgehive/lazyssl.py) and will need it: loaded while starting, as before
+        lazymodules.load("ssl")  # a command that deferred ssl (edgehive/lazymodules.py) will need it: loaded while starting, as before
     # Each command imports its service before it reads its settings: what starting freed goes back now.
     heap.release_startup_garbage()
     return settings
@@ -316,11 +316,13 @@ def settings_model(command: str) -> type[EnvSettings]:
 
 
 SERVICE_COMMANDS = tuple(SETTINGS_MODELS)
-# Services that talk MQTT and nothing else, held to 40 MB (bench/footprint.py): they load `ssl` only
-# when their settings say TLS (`_settings`) or when something uses it (edgehive/lazyssl.py). The
-# sink (an https InfluxDB), the Frigate bridge (an https Frigate) and `up` (the embedded broker's
-# asyncio) are not among them; nor the agent and the camera, whose libraries dwarf ssl's 1.2 MB.
-SSL_ON_FIRST_USE = ("coordinator", "sensor")
+# Services that talk MQTT and nothing else, held to 40 MB (bench/footprint.py): they load what paho
+# imports for TLS and proxies (`ssl`, `urllib.request`) only when their settings say TLS
+# (`_settings`) or when something uses it (edgehive/lazymodules.py). The sink (an https InfluxDB),
+# the Frigate bridge (an https Frigate) and `up` (the embedded broker's asyncio) are not among them;
+# nor the agent and the camera, whose libraries dwarf these modules' 2 MB.
+LEAN_COMMANDS = ("coordinator", "sensor")
+DEFERRED_MODULES = ("ssl", "urllib.request")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -395,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         from .agents.modelstore import main as modelstore_main
 
         return modelstore_main(argv[1:])
-    if argv[:1] and argv[0] in SSL_ON_FIRST_USE:
-        lazyssl.defer()  # before paho is imported, which the sensor's settings module already does
+    if argv[:1] and argv[0] in LEAN_COMMANDS:
+        lazymodules.defer(*DEFERRED_MODULES)  # before paho is imported, which the sensor's settings module already does
     parser = build_parser(only=argv[0] if argv[:1] and argv[0] in SERVICE_COMMANDS else None)
     args = parser.parse_args(argv)
     try:

@@ -110,8 +110,8 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
 
 def _influx_answers(url: str, timeout_s: float) -> str | None:
     """None when InfluxDB's /ping answers (1.x, 2.x and 3.x all have it), else the reason."""
-    # Imported here: every command's parser imports this module, and urllib.request imports ssl,
-    # which the coordinator and the sensors load only when they use it (edgehive/lazyssl.py).
+    # Imported here: every command's parser imports this module, and the coordinator and the
+    # sensors load urllib.request and ssl only when they use them (edgehive/lazymodules.py).
     import urllib.error
     import urllib.request
 

@@ -222,7 +222,7 @@ class FastClient(PlainClient):
     def _recv_now(self, bufsize: int) -> bytes:
         """paho's `_sock_recv`. Without TLS, the socket is read directly: paho's except clauses
         name `ssl.SSLWantReadError`, and evaluating that on every would-block read would load the
-        `ssl` module that a process without TLS defers (edgehive/lazyssl.py). A plain socket never
+        `ssl` module that a process without TLS defers (edgehive/lazymodules.py). A plain socket never
         raises ssl's errors, so the result and the errors are the same."""
         if self._ssl:
             return paho.Client._sock_recv(self, bufsize)
