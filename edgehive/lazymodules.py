@@ -39,7 +39,7 @@ from typing import Any
 __all__ = ["defer", "deferred", "load"]
 
 _lock = threading.RLock()
-_running: set[int] = set()  # the threads running a deferred module's code now: a lookup from that code must not start it again
+_running: set[int] = set()  # ids of the modules whose code runs now: a lookup from that code must not start it again
 
 
 class _NotLoaded(types.ModuleType):
@@ -54,17 +54,18 @@ class _NotLoaded(types.ModuleType):
 
 
 def _run(module: types.ModuleType) -> None:
-    """Run the module's code in it, once, whichever thread gets here first; the others wait."""
+    """Run the module's code in it, once, whichever thread gets here first; the others wait. The
+    lock is reentrant: one deferred module's code may use another (secrets imports from hmac)."""
     with _lock:
-        if type(module) is not _NotLoaded or threading.get_ident() in _running:
+        if type(module) is not _NotLoaded or id(module) in _running:
             return  # loaded while we waited; or we are inside its own code, which looks a name up before defining it
         spec = module.__spec__
         assert spec is not None and spec.loader is not None
-        _running.add(threading.get_ident())
+        _running.add(id(module))
         try:
             spec.loader.exec_module(module)
         finally:
-            _running.discard(threading.get_ident())
+            _running.discard(id(module))
         module.__class__ = types.ModuleType  # type: ignore[assignment]  # mypy narrowed it to _NotLoaded above; leaving that class is the point
 
 

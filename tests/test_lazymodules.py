@@ -61,6 +61,17 @@ except ImportError as error:
                      "module 'ssl' has no attribute 'no_such_name'", "ImportError"]
 
 
+def test_a_deferred_module_whose_code_uses_another_deferred_module() -> None:
+    """secrets imports a name from hmac as it runs: hmac's code runs then, inside secrets' own."""
+    lines = run("""
+from edgehive import lazymodules
+print(lazymodules.defer("secrets", "hmac"))
+import secrets
+print(len(secrets.token_hex(4)), lazymodules.deferred("secrets"), lazymodules.deferred("hmac"))
+""")
+    assert lines == ["['secrets', 'hmac']", "8 False False"]
+
+
 def test_a_module_already_imported_or_missing_is_left_as_it_is() -> None:
     lines = run("""
 import json
