@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# First, before anything builds a pydantic model: edgehive loads no pydantic plugins, and skipping
+# pydantic's search for them saves each service the modules it imports (edgehive/pydanticplugins.py).
+from . import pydanticplugins  # noqa: F401
+
+# isort: split
 import argparse
 import importlib
 import sys

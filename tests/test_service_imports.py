@@ -52,7 +52,9 @@ def test_light_service_imports_nothing_heavy(command: str, module: str) -> None:
     assert heavy_modules_after(command, module) == []
 
 
-DEFERRED = ("_ssl", "http.client")  # what loading ssl and urllib.request for real brings in (edgehive/lazymodules.py)
+# What loading ssl and urllib.request for real brings in (edgehive/lazymodules.py), and what
+# pydantic's plugin search imports (edgehive/pydanticplugins.py).
+DEFERRED = ("_ssl", "http.client", "importlib.metadata")
 
 DEFERRED_PROBE = """
 import contextlib, io, sys
@@ -75,7 +77,8 @@ print(type(context).__name__, paho.mqtt.client.ssl is ssl, hasattr(urllib.reques
 def test_the_coordinator_and_the_sensors_load_ssl_and_urllib_only_when_used(command: str, module: str) -> None:
     """paho imports `ssl` and `urllib.request`. These two services talk plain MQTT unless their
     settings say TLS, so both stay unloaded (about 1.8 MB): an import hands out a stand-in whose
-    code runs at its first use. Used, they are the real modules, HTTPS included."""
+    code runs at its first use. Used, they are the real modules, HTTPS included. Nor does
+    pydantic's plugin search import `importlib.metadata` (1.6 MB more)."""
     code = DEFERRED_PROBE.format(command=command, module=module, deferred=DEFERRED)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     before, after = done.stdout.splitlines()[-2:]
