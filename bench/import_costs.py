@@ -8,12 +8,13 @@ modules in question it holds. The variants differ only in what runs first:
 
 - `nothing deferred`: the start before the fourth round (every module imported for real, pydantic's
   plugin search included);
-- `ssl deferred`, `+ urllib.request deferred`: edgehive/lazymodules.py as the CLI applies it to
-  the coordinator and the sensors, with pydantic's plugin search;
-- `+ no pydantic plugin search`: edgehive/pydanticplugins.py too, as the CLI does: what the
-  coordinator and the sensors run since the fourth round;
-- `+ hashlib, hmac, secrets deferred` (measurement only, not applied): OpenSSL's libcrypto not
-  loaded, then the same after `secrets.token_hex(4)`, which the coordinator's constructor calls.
+- `ssl deferred`, `+ urllib.request deferred`: edgehive/lazymodules.py, with pydantic's plugin
+  search;
+- `+ no pydantic plugin search`: edgehive/pydanticplugins.py too, as the CLI does:
+  what the coordinator and the sensors run since the fourth round;
+- `+ hashlib, hmac, secrets deferred` (measurement only, not applied): OpenSSL's libcrypto, which
+  paho's `hashlib` and pydantic's `secrets` (through `hmac`) load, not loaded. For the
+  coordinator, the same again after `secrets.token_hex(4)`, which its constructor calls.
 
 Variants alternate within each round, so a busy machine weighs on all of them alike.
 
@@ -75,7 +76,7 @@ print(json.dumps(result))
 
 
 def measure(command: str, prelude: str) -> dict[str, object]:
-    extra = ["secrets"] if "'secrets'" in prelude else []
+    extra = ["secrets"] if "'secrets'" in prelude and command == "coordinator" else []
     done = subprocess.run([sys.executable, "-c", _CHILD.format(prelude=prelude), command, json.dumps(WATCHED), *extra],
                           cwd="/", capture_output=True, text=True, check=True)
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,9 +4,9 @@ paho-mqtt imports `ssl` and `urllib.request` at the top of its client module: `s
 `urllib.request` to read proxy settings, which it does only when PySocks is installed.
 `urllib.request` brings `http.client` (which imports `ssl` too) and `email`'s parser. A process
 pays for them whether or not it ever makes a TLS connection or reads a proxy setting: about
-1.2 MB of RSS for `ssl` (its code, its C extension and libssl's pages) and 0.6 MB for
-`urllib.request` and `http.client` (bench/footprint.py, fourth round). The coordinator and the
-sensors are held to 40 MB, and most of them talk plain MQTT to a broker on their own network.
+1.1 MB of RSS for `ssl` (its code, its C extension and libssl's pages) and 0.6 MB for
+`urllib.request` (bench/import_costs.py). The coordinator and the sensors are held to 40 MB, and
+most of them talk plain MQTT to a broker on their own network.
 
 `defer(name, ...)`, called before paho is imported, puts a stand-in for each module in
 `sys.modules` (and on its package, for `urllib.request`): the module an import would make, with
