@@ -138,8 +138,9 @@ def sample(procs: dict[str, psutil.Process], samples: int) -> dict[str, Reading]
 
 
 def heavy_modules(pid: int) -> str:
-    """Which of numpy, OpenCV, LiteRT, ONNX Runtime a live process has mapped (its shared libraries)."""
-    markers = {"numpy": "/numpy/", "cv2": "/cv2/", "litert": "/ai_edge_litert/", "onnxruntime": "/onnxruntime/"}
+    """Which of numpy, OpenCV, LiteRT, ONNX Runtime and OpenSSL's libssl (the `ssl` module loaded) a live
+    process has mapped (its shared libraries)."""
+    markers = {"numpy": "/numpy/", "cv2": "/cv2/", "litert": "/ai_edge_litert/", "onnxruntime": "/onnxruntime/", "ssl": "/libssl"}
     found: set[str] = set()
     with contextlib.suppress(psutil.Error):
         for mapping in psutil.Process(pid).memory_maps(grouped=True):

@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -147,10 +146,14 @@ def describe_connect_error(error: OSError, url: MqttUrl) -> str:
     """The reason a connect failed, as a person can act on it."""
     if isinstance(error, socket.gaierror):
         return f"unknown host ({error.strerror or error})"
+    if not url.tls:  # only a TLS connection raises ssl's errors; a process without TLS need not load ssl (edgehive/tlsless.py)
+        return str(error) or type(error).__name__
+    import ssl
+
     if isinstance(error, ssl.SSLError):
         hint = " (a plain MQTT port? mqtts:// needs a TLS listener)" if error.reason == "WRONG_VERSION_NUMBER" else ""
         return tls_failure(url, error) + hint
-    if url.tls and isinstance(error, ConnectionResetError):
+    if isinstance(error, ConnectionResetError):
         return f"{error} (a plain MQTT port? mqtts:// needs a TLS listener)"
     return str(error) or type(error).__name__
 
@@ -158,6 +161,8 @@ def describe_connect_error(error: OSError, url: MqttUrl) -> str:
 def tls_failure(url: MqttUrl, error: BaseException) -> str:
     """A failed TLS handshake in words, with what to change: a broker signed by a private CA is
     the usual case, and Python's message alone does not name our setting."""
+    import ssl
+
     text = f"TLS handshake with {url.host}:{url.port} failed: "
     if isinstance(error, ssl.SSLCertVerificationError):
         text += f"certificate verify failed: {error.verify_message}"
@@ -254,6 +259,8 @@ class MqttBus:
         if url.username:
             client.username_pw_set(url.username, url.password)
         if url.tls:
+            import ssl
+
             try:
                 client.tls_set(ca_certs=url.ca_file, certfile=url.cert_file, keyfile=url.key_file, cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ValueError) as error:  # ssl.SSLError is an OSError: a file missing, unreadable or not PEM

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# First, before anything builds a pydantic model: edgehive loads no pydantic plugins, and skipping
+# pydantic's search for them saves each service the modules it imports (edgehive/pydanticplugins.py).
+from . import pydanticplugins  # noqa: F401
+
+# isort: split
 import argparse
 import importlib
 import sys
@@ -12,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, configfile, heap, logs
+from . import __version__, configfile, heap, lazymodules, logs
 from .errors import EdgehiveError
 from .settings import BrokerSettings, CommonSettings, EnvSettings, add_settings_options, env_name, load_settings, option_name
 from .signals import Stop
@@ -55,12 +60,20 @@ class SettingsInvalid(EdgehiveError):
 S = TypeVar("S", bound=CommonSettings)
 
 
+def uses_tls(settings: CommonSettings) -> bool:
+    """Whether these settings may make this process connect over TLS: an `mqtts://` broker, or a
+    TLS file set (which matters only with mqtts://, but says TLS is meant)."""
+    return settings.broker.tls or bool(settings.mqtt_ca_file or settings.mqtt_cert_file or settings.mqtt_key_file)
+
+
 def _settings(model: type[S], args: argparse.Namespace) -> S:
     try:
         settings = load_settings(model, args)
     except ValidationError as error:
         raise SettingsInvalid(describe_settings_error(error, model)) from None
     logs.configure(settings.log_level, settings.log_format)
+    if uses_tls(settings):
+        lazymodules.load("ssl")  # a command that deferred ssl (edgehive/lazymodules.py) will need it: loaded while starting, as before
     # Each command imports its service before it reads its settings: what starting freed goes back now.
     heap.release_startup_garbage()
     return settings
@@ -308,6 +321,13 @@ def settings_model(command: str) -> type[EnvSettings]:
 
 
 SERVICE_COMMANDS = tuple(SETTINGS_MODELS)
+# Services that talk MQTT and nothing else, held to 40 MB (bench/footprint.py): they load what paho
+# imports for TLS and proxies (`ssl`, `urllib.request`) only when their settings say TLS
+# (`_settings`) or when something uses it (edgehive/lazymodules.py). The sink (an https InfluxDB),
+# the Frigate bridge (an https Frigate) and `up` (the embedded broker's asyncio) are not among them;
+# nor the agent and the camera, whose libraries dwarf these modules' 2 MB.
+LEAN_COMMANDS = ("coordinator", "sensor")
+DEFERRED_MODULES = ("ssl", "urllib.request")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -382,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         from .agents.modelstore import main as modelstore_main
 
         return modelstore_main(argv[1:])
+    if argv[:1] and argv[0] in LEAN_COMMANDS:
+        lazymodules.defer(*DEFERRED_MODULES)  # before paho is imported, which the sensor's settings module already does
     parser = build_parser(only=argv[0] if argv[:1] and argv[0] in SERVICE_COMMANDS else None)
     args = parser.parse_args(argv)
     try:

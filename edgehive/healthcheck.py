@@ -24,8 +24,6 @@ import dataclasses
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +110,11 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
 
 def _influx_answers(url: str, timeout_s: float) -> str | None:
     """None when InfluxDB's /ping answers (1.x, 2.x and 3.x all have it), else the reason."""
+    # Imported here: every command's parser imports this module, and the coordinator and the
+    # sensors load urllib.request and ssl only when they use them (edgehive/lazymodules.py).
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout_s) as response:
             return None if response.status < 300 else f"InfluxDB /ping answered {response.status}"

@@ -206,7 +206,8 @@ class FastClient(PlainClient):
     `send` per outgoing packet, and wakes its own select loop through a socketpair on every
     publish, even from the network thread. This subclass reads into a 64 KiB buffer, sends
     queued packets together, and wakes the loop only when it may be asleep. It also
-    acknowledges 3.1.1 PUBACKs without paho's MQTT 5 decoding. It relies on paho internals:
+    acknowledges 3.1.1 PUBACKs without paho's MQTT 5 decoding, and reads and writes a connection
+    without TLS without naming `ssl` (which would load it). It relies on paho internals:
     `missing_fast_features` lists what it needs, and `choose_client` uses it only when all of
     that is there.
     """
@@ -216,11 +217,38 @@ class FastClient(PlainClient):
         self._rbuf = b""
         self._rpos = 0
 
+    # -- plain sockets: what paho does, without naming ssl ---------------------------------
+
+    def _recv_now(self, bufsize: int) -> bytes:
+        """paho's `_sock_recv`. Without TLS, the socket is read directly: paho's except clauses
+        name `ssl.SSLWantReadError`, and evaluating that on every would-block read would load the
+        `ssl` module that a process without TLS defers (edgehive/lazymodules.py). A plain socket never
+        raises ssl's errors, so the result and the errors are the same."""
+        if self._ssl:
+            return paho.Client._sock_recv(self, bufsize)
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("self._sock is None")
+        return sock.recv(bufsize)
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        """paho's `_sock_send`; without TLS, the socket is written directly (see `_recv_now`)."""
+        if self._ssl:
+            return super()._sock_send(buf)
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("self._sock is None")
+        try:
+            return sock.send(buf)
+        except BlockingIOError:
+            self._call_socket_register_write()  # as paho: have the loop wait until the socket takes more
+            raise
+
     # -- reads: one recv for many packets --------------------------------------------------
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(max(bufsize, 65536))
+            data = self._recv_now(max(bufsize, 65536))
             if len(data) <= bufsize:
                 return data
             self._rbuf, self._rpos = data, 0
@@ -246,7 +274,7 @@ class FastClient(PlainClient):
             return super()._packet_read()
         if self._rpos >= len(self._rbuf):  # at a packet boundary with nothing buffered: read, then look
             try:
-                data = paho.Client._sock_recv(self, 65536)
+                data = self._recv_now(65536)
             except BlockingIOError:
                 return MQTTErrorCode.MQTT_ERR_AGAIN
             except OSError:
@@ -428,12 +456,13 @@ _METHODS: dict[str, tuple[str, ...]] = {
     "_send_puback": ("self", "mid"),
     "_send_publish": ("self", "mid", "topic", "payload", "qos", "retain", "dup", "info", "properties"),
     "_easy_log": ("self", "level", "fmt", "args"),
+    "_call_socket_register_write": ("self",),
 }
 # The private state it reads or changes (a new client's attributes).
 _ATTRIBUTES = (
     "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex", "_inflight_messages",
     "_max_inflight_messages", "_protocol", "_thread", "_sockpairW", "_msgtime_mutex", "_last_msg_out", "_sock",
-    "_last_bytes_received", "_in_callback_mutex", "_manual_ack", "_userdata", "suppress_exceptions", "_on_message_filtered",
+    "_last_bytes_received", "_in_callback_mutex", "_manual_ack", "_userdata", "suppress_exceptions", "_on_message_filtered", "_ssl",
 )
 # The fields of paho's record of a queued packet that `_packet_write` reads and writes.
 _PACKET_KEYS = frozenset({"command", "mid", "qos", "pos", "to_process", "packet", "info"})

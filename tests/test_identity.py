@@ -453,6 +453,46 @@ def test_agents_connect_over_tls_with_a_private_ca_and_say_why_when_the_ca_is_wr
         fleet.stop_all()
 
 
+def mapped_files(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split()[-1] for line in maps if len(line.split()) > 5}
+
+
+def test_a_coordinator_loads_ssl_over_mqtts_and_never_on_a_plain_listener(
+        tls_broker: tuple[AuthMosquitto, Path, int, int], prefix: str, tmp_path: Path) -> None:
+    """The coordinator defers `ssl` (edgehive/lazymodules.py), about 1.2 MB of its 40. On a plain
+    listener it never loads it, though paho reads and writes its socket all along (paho's own
+    reads name ssl's errors; edgehive's client does not on a plain socket). With mqtts:// it works
+    over TLS as before, and its memory maps show ssl's C extension: the probe can see it."""
+    import _ssl
+
+    extension = getattr(_ssl, "__file__", None)
+    if extension is None:
+        pytest.skip("this Python has ssl built in: the maps cannot tell")
+    secure, tls, tls_port, _ = tls_broker
+    fleet = Fleet(secure, prefix, tmp_path)
+
+    def stats(port: int, *tls_args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), *tls_args, "-u", "sink", "-P", secure.passwords["sink"],
+                               "-t", f"{prefix}/coordinator/stats", "-C", "3", "-W", "20"], capture_output=True, text=True, timeout=60, check=False)
+
+    try:
+        plain = fleet.coordinator("plain", EDGEHIVE_MQTT_URL=secure.url_for("coordinator"))
+        got = stats(secure.port)  # not retained: three fresh ones, 0.2 s apart
+        assert got.returncode == 0 and len(got.stdout.splitlines()) == 3, got.stderr
+        assert extension not in mapped_files(plain.pid)
+        fleet.kill("plain", signal.SIGTERM)
+
+        url = secure.url_for("coordinator").replace("mqtt://", "mqtts://").replace(f":{secure.port}", f":{tls_port}")
+        over_tls = fleet.coordinator("tls", EDGEHIVE_MQTT_URL=url, EDGEHIVE_MQTT_CA_FILE=str(tls / "good.crt"))
+        got = stats(tls_port, "--cafile", str(tls / "good.crt"))
+        assert got.returncode == 0 and len(got.stdout.splitlines()) == 3, got.stderr
+        assert all("nodes_online" in orjson.loads(line) for line in got.stdout.splitlines())
+        assert extension in mapped_files(over_tls.pid)
+    finally:
+        fleet.stop_all()
+
+
 def test_a_tls_file_that_cannot_be_read_is_a_clear_error_at_start(tmp_path: Path) -> None:
     from edgehive.bus import BusError, MqttBus
     from edgehive.schemas import Topics

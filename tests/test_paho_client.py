@@ -91,6 +91,41 @@ def _publish_packet(topic: str, payload: bytes, qos: int = 0, mid: int = 0, reta
     return bytes([0x30 | (qos << 1) | int(retain)]) + bytes(encoded) + body
 
 
+@pytest.mark.parametrize("client_class", [PlainClient, FastClient])
+def test_a_plain_socket_that_would_block_raises_as_paho_does(client_class: type[PlainClient]) -> None:
+    """Without TLS the fast client reads and writes the socket itself, not through paho's
+    methods (whose except clauses name `ssl`, which would load it: edgehive/lazymodules.py).
+    What the loop sees must not change: BlockingIOError on an empty or a full socket, the loop
+    asked to wait until the socket takes more, ConnectionError once the socket is gone."""
+    import socket
+
+    client: Any = client_class(paho.CallbackAPIVersion.VERSION2, client_id="would-block-test", protocol=paho.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    registered: list[object] = []
+    client.on_socket_register_write = lambda _c, _u, sock: registered.append(sock)
+    try:
+        with pytest.raises(BlockingIOError):
+            client._sock_recv(1)
+        chunk = b"x" * 65536
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):  # until the socket's buffers are full
+                client._sock_send(chunk)
+        assert registered == [ours]
+        broker.sendall(b"\xd0\x00")
+        assert client._sock_recv(2) == b"\xd0\x00"
+        client._sock = None
+        with pytest.raises(ConnectionError):
+            client._sock_recv(1)
+        with pytest.raises(ConnectionError):
+            client._sock_send(b"x")
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+
+
 def test_the_fast_read_hands_on_whole_publishes_and_leaves_the_rest_to_paho() -> None:
     """Packets as the broker sends them, several per read, one split across reads, one larger
     than a read, and a PINGRESP between them: every message arrives once, whole, in order, with

@@ -52,6 +52,40 @@ def test_light_service_imports_nothing_heavy(command: str, module: str) -> None:
     assert heavy_modules_after(command, module) == []
 
 
+# What loading ssl and urllib.request for real brings in (edgehive/lazymodules.py), and what
+# pydantic's plugin search imports (edgehive/pydanticplugins.py).
+DEFERRED = ("_ssl", "http.client", "importlib.metadata")
+
+DEFERRED_PROBE = """
+import contextlib, io, sys
+from edgehive import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        cli.main([{command!r}, "--help"])
+    except SystemExit:
+        pass
+import {module}
+print(",".join(m for m in {deferred!r} if m in sys.modules))
+import ssl, urllib.request, paho.mqtt.client
+context = ssl.create_default_context()  # a later use: the real module, and paho holds the same one
+print(type(context).__name__, paho.mqtt.client.ssl is ssl, hasattr(urllib.request, "HTTPSHandler"),
+      ",".join(m for m in {deferred!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(("command", "module"), [("coordinator", "edgehive.coordinator.service"), ("sensor", "edgehive.sensors.publisher")])
+def test_the_coordinator_and_the_sensors_load_ssl_and_urllib_only_when_used(command: str, module: str) -> None:
+    """paho imports `ssl` and `urllib.request`. These two services talk plain MQTT unless their
+    settings say TLS, so both stay unloaded (about 1.8 MB): an import hands out a stand-in whose
+    code runs at its first use. Used, they are the real modules, HTTPS included. Nor does
+    pydantic's plugin search import `importlib.metadata` (1.6 MB more)."""
+    code = DEFERRED_PROBE.format(command=command, module=module, deferred=DEFERRED)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, after = done.stdout.splitlines()[-2:]
+    assert before == ""
+    assert after == "SSLContext True True _ssl,http.client"
+
+
 def test_the_probe_sees_a_heavy_import() -> None:
     """The camera needs OpenCV: the same probe reports it, so an empty list above means something."""
     assert "cv2" in heavy_modules_after("camera", "edgehive.sensors.camera")
