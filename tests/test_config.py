@@ -333,3 +333,24 @@ def test_up_hands_the_chosen_file_to_the_processes_it_starts(isolated: Path) -> 
     assert configfile.child_env() == {"EDGEHIVE_CONFIG": str(isolated / "edgehive.yml")}
     configfile.reset()
     assert configfile.child_env() == {}
+
+
+def test_show_covers_the_frigate_bridge_like_every_other_section(isolated: Path) -> None:
+    """`frigate` is a section of the file, so `config show` lists the bridge's settings with
+    their origins, and `config show frigate` takes the bridge's options."""
+    write(isolated / "edgehive.yml", """
+frigate:
+  url: http://frigate:5000
+  min_score: 0.7
+""")
+    shown = run_cli("config", "show", cwd=isolated)
+    assert shown.returncode == 0, shown.stderr
+    assert "\nfrigate\n" in shown.stdout
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    assert rows["frigate_url"].split()[1] == "http://frigate:5000"
+    assert rows["frigate_url"].endswith("[file edgehive.yml:2 (frigate.url)]")
+    one = run_cli("config", "show", "frigate", "--frigate-min-score", "0.9", cwd=isolated)
+    assert one.returncode == 0, one.stderr
+    rows = {line.split()[0]: line for line in one.stdout.splitlines() if line.startswith("  ")}
+    assert rows["frigate_min_score"].split()[1] == "0.9"
+    assert rows["frigate_min_score"].endswith("[option --frigate-min-score]")
