@@ -152,6 +152,9 @@ def _client(settings: CommonSettings, role: str) -> MqttBus:
     return tool_client(settings.broker, settings.prefix, role)
 
 
+STATUS_STATS_WAIT_S = 5.0  # longest extra wait for an online coordinator's stats
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .fleetview import FleetView
 
@@ -168,6 +171,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edgehive status: {error}", file=sys.stderr)
         return 2
     time.sleep(args.wait)  # retained messages arrive at once; heartbeats within one period
+    # The coordinator's stats are neither retained nor asked for: they come every stats
+    # interval (2 s by default), which the default wait is shorter than. While an online
+    # coordinator's first stats are missing, listen a little longer rather than print no jobs.
+    deadline = time.monotonic() + STATUS_STATS_WAIT_S
+    while view.coordinator == "online" and view.stats is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     bus.stop()
     if args.json:
         from .fleetjson import fleet_json

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import Recorder, free_port, port_answers, wait_nodes_online, wait_until
+from harness import Fleet, Recorder, free_port, port_answers, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +206,20 @@ def test_a_cameras_setting_that_does_not_parse_is_one_clear_line(tmp_path: Path)
     assert line.startswith("edgehive coordinator: EDGEHIVE_CAMERAS / --cameras:") and "door.labels" in line
     missing = run_cli("coordinator", env=dict(env, EDGEHIVE_CAMERAS=str(tmp_path / "cameras.json")), timeout=30)
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_status_waits_for_an_online_coordinators_stats(fleet: Fleet, recorder: Recorder) -> None:
+    """`coordinator/stats` is not retained and comes every stats interval, longer than the
+    default `--wait`: status must still print the job counts of a coordinator that is online,
+    not `"jobs": null` as if it had never published any."""
+    fleet.coordinator(EDGEHIVE_STATS_INTERVAL_S="4")
+    wait_until(lambda: recorder.json("coordinator/stats"), 20, "the coordinator's first stats")
+    env = fleet.env()
+    for _ in range(3):
+        scripted = run_cli("status", "--json", "--wait", "0.3", env=env)
+        assert scripted.returncode == 0, scripted.stderr
+        fleet_view = orjson.loads(scripted.stdout)
+        assert fleet_view["coordinator"] == "online"
+        assert fleet_view["jobs"] is not None, scripted.stdout
+    plain = run_cli("status", "--wait", "0.3", env=env)
+    assert "jobs: 0 queued" in plain.stdout, plain.stdout
