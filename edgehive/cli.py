@@ -90,13 +90,17 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from .broker import EmbeddedBroker
+    from .broker import BrokerStartError, EmbeddedBroker
     from .broker.accounts import AccountError, listens_beyond_loopback
+    from .settings import parse_listen
 
     settings = _settings(BrokerSettings, args)
     url = settings.broker
-    host = (args.listen.rpartition(":")[0] if args.listen else url.host) or "0.0.0.0"
-    port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
+    try:
+        host, port = parse_listen(args.listen) if args.listen else (url.host or "0.0.0.0", url.port)
+    except ValueError as error:
+        print(f"edgehive broker: --listen: {error}", file=sys.stderr)
+        return 2
     stop = Stop().install()
     try:
         broker = EmbeddedBroker(host, port, users=settings.broker_users, prefix=settings.prefix)
@@ -107,10 +111,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
               "read and write every topic. Set EDGEHIVE_BROKER_USERS (user:password[:role]) or listen on 127.0.0.1; "
               "production fleets run Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
-    with broker:
+    try:
+        broker.start()
+    except BrokerStartError as error:
+        print(f"edgehive broker: {error}", file=sys.stderr)
+        return 1
+    try:
         auth = f"{len(broker.accounts)} accounts" if broker.accounts else "anonymous"
         print(f"embedded amqtt broker listening on {broker.host}:{broker.port} ({auth})", flush=True)
         stop.wait()
+    finally:
+        broker.stop()
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import Fleet, Recorder, free_port, port_answers, wait_nodes_online, wait_until
+from harness import Fleet, MosquittoBroker, Recorder, free_port, port_answers, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +223,19 @@ def test_status_waits_for_an_online_coordinators_stats(fleet: Fleet, recorder: R
         assert fleet_view["jobs"] is not None, scripted.stdout
     plain = run_cli("status", "--wait", "0.3", env=env)
     assert "jobs: 0 queued" in plain.stdout, plain.stdout
+
+
+def test_a_broker_that_cannot_listen_says_why_in_one_line(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """`edgehive broker` and `edgehive up` on a port another broker holds, or with a `--listen`
+    that is no host:port: a message and an exit status, never a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_STATE_DIR=str(tmp_path / "state"), EDGEHIVE_TELEMETRY_FILE=str(tmp_path / "t.lp"))
+    taken = f"127.0.0.1:{mosquitto.port}"
+    for args in (["broker", "--listen", taken], ["up", "--listen", taken, "--no-sink", "--no-demo-sensors", "--demo-camera", ""]):
+        out = run_cli(*args, env=env, timeout=60)
+        assert out.returncode == 1, out
+        assert "Traceback" not in out.stderr and f"cannot listen on {taken}" in out.stderr and "address already in use" in out.stderr, out.stderr
+    for args in (["broker", "--listen", "nonsense"], ["up", "--listen", "nonsense"]):
+        out = run_cli(*args, env=env, timeout=60)
+        assert out.returncode == 2, out
+        assert "Traceback" not in out.stderr and "expected host:port" in out.stderr and "'nonsense'" in out.stderr, out.stderr
