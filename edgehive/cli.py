@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -411,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         lines = error.lines
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
         lines = describe_settings_error(error, None)
+    except BrokenPipeError:
+        # The reader went away (`edgehive config show | head`): what it wanted it has. Point stdout
+        # at /dev/null so that the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     for line in lines:
         print(f"edgehive {args.command}: {line}", file=sys.stderr)
     return 2

@@ -354,3 +354,13 @@ frigate:
     rows = {line.split()[0]: line for line in one.stdout.splitlines() if line.startswith("  ")}
     assert rows["frigate_min_score"].split()[1] == "0.9"
     assert rows["frigate_min_score"].endswith("[option --frigate-min-score]")
+
+
+def test_show_into_a_pipe_closed_early_ends_quietly(isolated: Path) -> None:
+    """`edgehive config show | head`: the reader leaving early is no error worth a traceback."""
+    write(isolated / "edgehive.yml", "coordinator:\n  queue_max: 5\n")
+    with subprocess.Popen([*CLI, "config", "show"], cwd=isolated, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
