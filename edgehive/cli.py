@@ -199,18 +199,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadArgument(ValueError):
+    """An option of `edgehive submit` that cannot become a job (exit 2: an invalid job)."""
+
+
 def _json_arg(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        raise SystemExit(f"edgehive submit: {what} is not JSON: {error}") from None
+        raise _BadArgument(f"{what} is not JSON: {error}") from None
     if not isinstance(value, dict):
-        raise SystemExit(f"edgehive submit: {what} must be a JSON object")
+        raise _BadArgument(f"{what} must be a JSON object")
     return value
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .bus import BusError
+    from .bus import BusError, describe_validation_error
     from .schemas import JobRequest, JobState
     from .submit import submit_and_wait
 
@@ -221,8 +225,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "requires": _json_arg(args.requires, "--requires") if args.requires else None,
             "priority": args.priority, "deadline_s": args.deadline, "source": args.source,
         })
+    except _BadArgument as error:
+        print(f"edgehive submit: {error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
-        print(f"edgehive submit: invalid job: {error}", file=sys.stderr)
+        print(f"edgehive submit: invalid job: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     bus = _client(settings, "submit")
     try:

@@ -239,3 +239,15 @@ def test_a_broker_that_cannot_listen_says_why_in_one_line(mosquitto: MosquittoBr
         out = run_cli(*args, env=env, timeout=60)
         assert out.returncode == 2, out
         assert "Traceback" not in out.stderr and "expected host:port" in out.stderr and "'nonsense'" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--params", "x"], "--params is not JSON"),
+    (["--requires", "[1]"], "--requires must be a JSON object"),
+    (["--priority", "1000"], "invalid job: priority: Input should be less than or equal to 100"),
+])
+def test_submit_of_an_invalid_job_exits_2_with_the_reason(args: list[str], said: str) -> None:
+    """`--help` says: 2 for an invalid job, as for no result or no broker (1 is a job that FAILED)."""
+    env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"}
+    out = run_cli("submit", "noop", *args, env=env, timeout=30)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out
