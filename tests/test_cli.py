@@ -251,3 +251,11 @@ def test_submit_of_an_invalid_job_exits_2_with_the_reason(args: list[str], said:
     env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"}
     out = run_cli("submit", "noop", *args, env=env, timeout=30)
     assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out
+
+
+def test_an_agent_whose_node_id_cannot_be_a_topic_level_says_so() -> None:
+    """The node id is a level of the agent's topics (`nodes/{node}/jobs`): one that cannot be
+    one stops the agent at start with the rule, like a camera's or a sensor's id, not a traceback."""
+    env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin", "EDGEHIVE_MODELS_DIR": "/nonexistent"}
+    out = run_cli("agent", "--node-id", "pi/1", env=env, timeout=60)
+    assert out.returncode == 2 and "invalid node id 'pi/1'" in out.stderr and "Traceback" not in out.stderr, out
