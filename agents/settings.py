@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from edgehive.schemas.topics import Topics
 from edgehive.settings import CommonSettings
 
 
@@ -34,6 +35,11 @@ class AgentSettings(CommonSettings):
     host_root: str = Field("/", description="Where the device's /proc and /sys are visible (containers may mount them elsewhere)")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long to let in-flight jobs finish; then they are handed back")
     prefetch_wait_max_s: float = Field(30.0, ge=0, description="A job accepted but still waiting for a worker after this long (a worker is stuck) is handed back to run elsewhere, once per job (0: never)")
+
+    @model_validator(mode="after")
+    def _node_id_is_a_topic_level(self) -> AgentSettings:
+        Topics(self.prefix).jobs(self.node_id)  # TopicError (a ValueError) names what an id may hold
+        return self
 
     @property
     def effective_slots(self) -> int:

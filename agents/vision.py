@@ -146,11 +146,17 @@ def load_pool(models_dir: Path, wanted: list[str], backend: str | BackendChoice,
     loaded: dict[str, list[Detector]] = {}
     runtimes: dict[str, ModelRuntime] = {}
     grow: dict[str, Instances] = {}
+    known = [spec.name for spec in manifest.models]
+    for name in wanted:
+        if name not in known:  # asked for by name (EDGEHIVE_MODELS): its absence is a mistake to say, not to skip
+            log.error("model %s not loaded: not in the manifest %s (models there: %s)", name, models_dir / "manifest.json", ", ".join(known))
     for spec in manifest.models:
         if wanted and spec.name not in wanted:
             continue
         if not spec.path.is_file():
-            log.info("model %s not present at %s (fetch with: python -m edgehive.agents.modelstore)", spec.name, spec.path)
+            # Named in EDGEHIVE_MODELS: a WARNING; otherwise "every model present" simply skips it.
+            log.log(logging.WARNING if wanted else logging.INFO, "model %s not present at %s (fetch with: edgehive models)",
+                    spec.name, spec.path)
             continue
         config, reason = choice.choose(spec.model_format)
         if config is None:

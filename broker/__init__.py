@@ -1,5 +1,5 @@
 """The broker: amqtt embedded in-process for laptops and tests; Mosquitto config for production."""
 
-from .embedded import EmbeddedBroker
+from .embedded import BrokerStartError, EmbeddedBroker
 
-__all__ = ["EmbeddedBroker"]
+__all__ = ["BrokerStartError", "EmbeddedBroker"]

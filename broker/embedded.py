@@ -23,6 +23,22 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_BOUND_S = 3.0
 
 
+class BrokerStartError(RuntimeError):
+    """The embedded broker could not listen (the port is taken, the address is not this
+    machine's): a message for the user, not a traceback."""
+
+
+class _NoStartupTraceback(logging.Filter):
+    """amqtt logs its own failed start with a traceback; `start()` raises BrokerStartError
+    with the same reason, which the commands print as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Broker startup failed"
+
+
+logging.getLogger("amqtt.broker").addFilter(_NoStartupTraceback())
+
+
 def _patched_broker_class() -> type:
     """amqtt 0.12.1 with one fix: on every connect it sends the new client the retained
     messages matching *any* client's subscriptions, and meanwhile holds back that client's
@@ -82,9 +98,10 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            raise RuntimeError(f"embedded broker did not start within {timeout_s:g} s")
+            raise BrokerStartError(f"embedded broker did not start within {timeout_s:g} s")
         if self._error is not None:
-            raise RuntimeError(f"embedded broker failed to start on {self.host}:{self.port}: {self._error}") from None
+            reason = self._error.__cause__ or self._error  # amqtt wraps the OSError that says it all
+            raise BrokerStartError(f"embedded broker cannot listen on {self.host}:{self.port}: {reason}") from None
         return self
 
     def _run(self) -> None:

@@ -34,7 +34,7 @@ def parse_cameras(text: str) -> dict[str, CameraConfig]:
     text = text.strip()
     if not text:
         return {}
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):  # JSON (an array is refused for its shape), else a path
         try:
             text = Path(text).read_text()
         except OSError as error:

@@ -73,7 +73,7 @@ def parse_groups(text: str) -> dict[str, GroupConfig]:
     text = text.strip()
     if not text:
         return {}
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):  # JSON (an array is refused for its shape, not looked for as a file), else a path
         text = Path(text).read_text()
     return GROUPS.validate_json(text)
 
@@ -366,4 +366,5 @@ def validate_groups(groups: Iterable[GroupConfig]) -> None:
         try:
             (ImuConfig if config.fusion_method == "imu" else KalmanConfig).model_validate(config.config)
         except ValidationError as error:
-            raise ValueError(f"fusion group config: {error}") from None
+            problems = ["config.{}: {}".format(".".join(str(p) for p in item["loc"]), item["msg"]) for item in error.errors(include_url=False)[:3]]
+            raise ValueError(f"fusion group config: {'; '.join(problems)}") from None

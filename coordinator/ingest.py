@@ -183,12 +183,14 @@ class Ingest:
         _check_ids(sensor=sensor, quantity=quantity)
         now = self.clock()
         stamped: list[tuple[SensorReading | ImuReading, float]] = []
-        for reading in parse_readings(quantity, payload):
+        readings = parse_readings(quantity, payload)
+        for index, reading in enumerate(readings):
             ts = reading.ts or now
+            which = f"reading {index} of the batch" if payload.lstrip()[:1] == b"[" else "reading"  # as parse_readings names a bad element
             if ts > now + self.sensor_max_future_s:
-                raise Rejected(f"reading from {sensor} is stamped {ts - now:.1f} s in the future (limit {self.sensor_max_future_s:g} s; check the sensor's clock)")
+                raise Rejected(f"{which} from {sensor} is stamped {ts - now:.1f} s in the future (limit {self.sensor_max_future_s:g} s; check the sensor's clock)")
             if ts < now - self.sensor_max_age_s:
-                raise Rejected(f"reading from {sensor} is {now - ts:.0f} s old (limit {self.sensor_max_age_s:g} s)")
+                raise Rejected(f"{which} from {sensor} is {now - ts:.0f} s old (limit {self.sensor_max_age_s:g} s)")
             stamped.append((reading, ts))
         return ReadingsIn(topic, sensor, quantity, stamped)
 

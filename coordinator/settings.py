@@ -96,8 +96,12 @@ class CoordinatorSettings(CommonSettings):
     def _valid_groups(cls, value: str) -> str:
         try:
             validate_groups(parse_groups(value).values())
-        except (OSError, ValidationError) as error:
-            raise ValueError(f"fusion_groups: {error}") from None
+        except OSError as error:
+            raise ValueError(f"fusion_groups: cannot read {value.strip()[:200]}: {error.strerror or error}") from None
+        except ValidationError as error:  # pydantic's own text names its generic types: say where and what instead
+            problems = ["{}: {}".format(".".join(str(p) for p in item["loc"] if p != "[key]") or "(top)", item["msg"].removeprefix("Value error, "))
+                        for item in error.errors(include_url=False)[:3]]
+            raise ValueError(f"fusion_groups: {'; '.join(problems)}") from None
         return value
 
     @property

@@ -9,6 +9,7 @@ from . import pydanticplugins  # noqa: F401
 # isort: split
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -103,13 +104,17 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from .broker import EmbeddedBroker
+    from .broker import BrokerStartError, EmbeddedBroker
     from .broker.accounts import AccountError, listens_beyond_loopback
+    from .settings import parse_listen
 
     settings = _settings(BrokerSettings, args)
     url = settings.broker
-    host = (args.listen.rpartition(":")[0] if args.listen else url.host) or "0.0.0.0"
-    port = int(args.listen.rpartition(":")[2]) if args.listen else url.port
+    try:
+        host, port = parse_listen(args.listen) if args.listen else (url.host or "0.0.0.0", url.port)
+    except ValueError as error:
+        print(f"edgehive broker: --listen: {error}", file=sys.stderr)
+        return 2
     stop = Stop().install()
     try:
         broker = EmbeddedBroker(host, port, users=settings.broker_users, prefix=settings.prefix)
@@ -120,10 +125,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
               "read and write every topic. Set EDGEHIVE_BROKER_USERS (user:password[:role]) or listen on 127.0.0.1; "
               "production fleets run Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
-    with broker:
+    try:
+        broker.start()
+    except BrokerStartError as error:
+        print(f"edgehive broker: {error}", file=sys.stderr)
+        return 1
+    try:
         auth = f"{len(broker.accounts)} accounts" if broker.accounts else "anonymous"
         print(f"embedded amqtt broker listening on {broker.host}:{broker.port} ({auth})", flush=True)
         stop.wait()
+    finally:
+        broker.stop()
     return 0
 
 
@@ -165,6 +177,9 @@ def _client(settings: CommonSettings, role: str) -> MqttBus:
     return tool_client(settings.broker, settings.prefix, role)
 
 
+STATUS_STATS_WAIT_S = 5.0  # longest extra wait for an online coordinator's stats
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .fleetview import FleetView
 
@@ -181,6 +196,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edgehive status: {error}", file=sys.stderr)
         return 2
     time.sleep(args.wait)  # retained messages arrive at once; heartbeats within one period
+    # The coordinator's stats are neither retained nor asked for: they come every stats
+    # interval (2 s by default), which the default wait is shorter than. While an online
+    # coordinator's first stats are missing, listen a little longer rather than print no jobs.
+    deadline = time.monotonic() + STATUS_STATS_WAIT_S
+    while view.coordinator == "online" and view.stats is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     bus.stop()
     if args.json:
         from .fleetjson import fleet_json
@@ -191,18 +212,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadArgument(ValueError):
+    """An option of `edgehive submit` that cannot become a job (exit 2: an invalid job)."""
+
+
 def _json_arg(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        raise SystemExit(f"edgehive submit: {what} is not JSON: {error}") from None
+        raise _BadArgument(f"{what} is not JSON: {error}") from None
     if not isinstance(value, dict):
-        raise SystemExit(f"edgehive submit: {what} must be a JSON object")
+        raise _BadArgument(f"{what} must be a JSON object")
     return value
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .bus import BusError
+    from .bus import BusError, describe_validation_error
     from .schemas import JobRequest, JobState
     from .submit import submit_and_wait
 
@@ -213,8 +238,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "requires": _json_arg(args.requires, "--requires") if args.requires else None,
             "priority": args.priority, "deadline_s": args.deadline, "source": args.source,
         })
+    except _BadArgument as error:
+        print(f"edgehive submit: {error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
-        print(f"edgehive submit: invalid job: {error}", file=sys.stderr)
+        print(f"edgehive submit: invalid job: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     bus = _client(settings, "submit")
     try:
@@ -413,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         lines = error.lines
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
         lines = describe_settings_error(error, None)
+    except BrokenPipeError:
+        # The reader went away (`edgehive config show | head`): what it wanted it has. Point stdout
+        # at /dev/null so that the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     for line in lines:
         print(f"edgehive {args.command}: {line}", file=sys.stderr)
     return 2

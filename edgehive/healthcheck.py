@@ -62,7 +62,7 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
         from .agents.settings import AgentSettings
 
         agent = _settings(AgentSettings, args)
-        return Probe(agent, f"a heartbeat from node {agent.node_id}", f"{agent.prefix}/nodes/{agent.node_id}/heartbeat",
+        return Probe(agent, f"heartbeat from node {agent.node_id}", f"{agent.prefix}/nodes/{agent.node_id}/heartbeat",
                      PERIODS * agent.heartbeat_s + GRACE_S)
     if kind == "coordinator":
         from .coordinator.settings import CoordinatorSettings
@@ -83,7 +83,7 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
         from .sensors.camera import CameraSettings
 
         camera = _settings(CameraSettings, args)
-        return Probe(camera, f"a frame from camera {camera.camera}", f"{camera.prefix}/frames/{camera.camera}",
+        return Probe(camera, f"frame from camera {camera.camera}", f"{camera.prefix}/frames/{camera.camera}",
                      PERIODS / camera.fps + GRACE_S, max_bytes=max(camera.max_payload_bytes, 64 << 20))
     if kind == "sensor":
         from .sensors.publisher import SensorSettings
@@ -95,7 +95,7 @@ def probe_for(kind: str, args: argparse.Namespace | None = None) -> Probe:
             level = topic[len(sensor.prefix) + 1:].split("/")[1]
             return level == base or level.startswith(base + "-")
 
-        return Probe(sensor, f"a reading from sensor {base}", f"{sensor.prefix}/sensors/+/+",
+        return Probe(sensor, f"reading from sensor {base}", f"{sensor.prefix}/sensors/+/+",
                      PERIODS / sensor.sensor_rate_hz + GRACE_S, accept=ours)
     if kind == "sink":
         from .telemetry.settings import SinkSettings

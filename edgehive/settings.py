@@ -115,6 +115,14 @@ class CommonSettings(EnvSettings):
                                       "key_file": self.mqtt_key_file or None})
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """`host:port` (`EDGEHIVE_LISTEN`, `--listen`); an empty host is every interface."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, e.g. 0.0.0.0:1883 or 127.0.0.1:1883 (got {text[:80]!r})")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class BrokerSettings(CommonSettings):
     """Settings of `edgehive broker` (the embedded amqtt broker)."""
 

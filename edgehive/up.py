@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from . import configfile
 from .agents.settings import AgentSettings
@@ -26,7 +26,7 @@ from .livetable import LiveTable
 from .schemas import Topics
 from .schemas.kinds import DETECT_KIND, FUSION_KIND, SLEEP_KIND
 from .sensors.publisher import demo_groups
-from .settings import CommonSettings, MqttUrl
+from .settings import CommonSettings, MqttUrl, parse_listen
 from .signals import SLICE_S, Stop
 from .telemetry.settings import SinkSettings
 
@@ -45,13 +45,19 @@ class UpSettings(CommonSettings):
     sink: bool = Field(True, description="Start the telemetry sink (InfluxDB at EDGEHIVE_INFLUX_URL, else a line-protocol file)")
     demo_sensors: bool = Field(True, description="Start the demo sensors (three thermometers and an IMU) and fuse them in groups room and motion")
 
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        if value:
+            parse_listen(value)  # its ValueError names what was expected
+        return value
+
 
 def _listen_address(settings: UpSettings) -> tuple[str, int]:
     url = settings.broker
     if not settings.listen:
         return url.host, url.port
-    host, _, port = settings.listen.rpartition(":")
-    return host or "0.0.0.0", int(port)
+    return parse_listen(settings.listen)
 
 
 # What a child may need beyond its drain: the last words' publish wait (bus.stop, 5 s) and exit.
@@ -109,7 +115,11 @@ def run_up(settings: UpSettings) -> int:
             print(f"WARNING: the embedded broker listens on {host}:{port} without credentials: any machine that reaches it may "
                   "read and write every topic. `edgehive up` is for one machine; to serve others run `edgehive broker` with "
                   "EDGEHIVE_BROKER_USERS, or Mosquitto (broker/README.md).", file=sys.stderr, flush=True)
-        broker = embedded.EmbeddedBroker(host, port).start()
+        try:
+            broker = embedded.EmbeddedBroker(host, port).start()
+        except embedded.BrokerStartError as error:
+            print(f"edgehive up: {error}", file=sys.stderr)
+            return 1
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         url = MqttUrl(host=connect_host, port=broker.port)
     env = dict(os.environ, **configfile.child_env(), EDGEHIVE_MQTT_URL=f"mqtt://{url.host}:{url.port}", EDGEHIVE_PREFIX=settings.prefix,

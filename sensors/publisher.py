@@ -206,6 +206,11 @@ class SensorPublisher:
 
     def run(self, stop: StopLike) -> None:
         self.bus.start(timeout_s=None)
+        # QoS 0 readings published before the first connection are dropped by the client (the
+        # first one always was): start the clock once the broker takes them. A broker that is
+        # not there yet is waited for as long as it takes, as before, just without losing readings.
+        while not stop.is_set() and not self.bus.connected.wait(0.1):
+            pass
         period = 1.0 / self.settings.sensor_rate_hz
         start = time.monotonic()
         started = time.time()

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from edgehive.schemas import CoordinatorMember, CoordinatorStats, ErrorReport, Heartbeat, JobState, Result, Topics, decode
 from edgehive.schemas.base import IDENT_PATTERN
+from edgehive.schemas.frigate import VERDICT_KIND, FrigateVerdict
 from edgehive.schemas.fusion import FusionEstimate, FusionOrientation
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 from edgehive.schemas.sensors import ImuReading, SensorReading, parse_readings
@@ -204,6 +205,18 @@ def error_lines(report: ErrorReport) -> Lines:
     return out
 
 
+def frigate_lines(verdict: FrigateVerdict) -> Lines:
+    """`frigate`: one point per Frigate event judged, at the verdict's time (tie-break: the event id)."""
+    out: Lines = []
+    _add(out, "frigate", {"camera": verdict.camera, "label": verdict.label, "node": verdict.node}, {
+        "event_id": verdict.event_id, "ok": int(verdict.ok), "confirmed": int(verdict.confirmed), "score": verdict.score,
+        "frigate_score": verdict.frigate_score, "elapsed_ms": round(verdict.elapsed_s * 1000.0, 3),
+        "job_ms": None if verdict.job_s is None else round(verdict.job_s * 1000.0, 3),
+        "error": verdict.error[:200] if verdict.error else None,
+    }, stamp(verdict.ts, verdict.event_id))
+    return out
+
+
 # -- sensors ----------------------------------------------------------------------------------
 
 
@@ -235,6 +248,10 @@ def parsers(topics: Topics, clock: Callable[[], float] = time.time) -> dict[str,
     input (pydantic.ValidationError, ValueError) so that the bus reports it on `errors`."""
 
     def result(topic: str, payload: bytes) -> Lines:
+        # `results/frigate/{camera}` shares the results tree but carries the Frigate bridge's
+        # verdict, not a job's result: read as a result it would be refused on `errors`.
+        if topic.rsplit("/", 2)[-2] == VERDICT_KIND:
+            return frigate_lines(decode(FrigateVerdict, payload))
         return result_lines(decode(Result, payload), clock())
 
     def member(topic: str, payload: bytes) -> Lines:

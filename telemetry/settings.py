@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgehive.settings import CommonSettings
 
@@ -34,6 +35,15 @@ class SinkSettings(CommonSettings):
     sink_flush_s: float = Field(1.0, gt=0, description="Longest a point waits before its batch is written")
     sink_retry_max_s: float = Field(10.0, gt=0, description="Longest wait between write attempts while InfluxDB is unreachable (backoff doubles up to it)")
     sink_stats_s: float = Field(10.0, gt=0, description="Seconds between the sink's own `sink` points (spool size, drops, writes)")
+
+    @field_validator("influx_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Anything else was taken as a host name and retried forever, every point spooled.
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://influxdb:8086")
+        return value
 
     @property
     def target(self) -> Literal["file", "1", "2"]:

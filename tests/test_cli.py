@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from harness import Recorder, free_port, port_answers, wait_nodes_online, wait_until
+from harness import Fleet, MosquittoBroker, Recorder, free_port, port_answers, wait_nodes_online, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +206,56 @@ def test_a_cameras_setting_that_does_not_parse_is_one_clear_line(tmp_path: Path)
     assert line.startswith("edgehive coordinator: EDGEHIVE_CAMERAS / --cameras:") and "door.labels" in line
     missing = run_cli("coordinator", env=dict(env, EDGEHIVE_CAMERAS=str(tmp_path / "cameras.json")), timeout=30)
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_status_waits_for_an_online_coordinators_stats(fleet: Fleet, recorder: Recorder) -> None:
+    """`coordinator/stats` is not retained and comes every stats interval, longer than the
+    default `--wait`: status must still print the job counts of a coordinator that is online,
+    not `"jobs": null` as if it had never published any."""
+    fleet.coordinator(EDGEHIVE_STATS_INTERVAL_S="4")
+    wait_until(lambda: recorder.json("coordinator/stats"), 20, "the coordinator's first stats")
+    env = fleet.env()
+    for _ in range(3):
+        scripted = run_cli("status", "--json", "--wait", "0.3", env=env)
+        assert scripted.returncode == 0, scripted.stderr
+        fleet_view = orjson.loads(scripted.stdout)
+        assert fleet_view["coordinator"] == "online"
+        assert fleet_view["jobs"] is not None, scripted.stdout
+    plain = run_cli("status", "--wait", "0.3", env=env)
+    assert "jobs: 0 queued" in plain.stdout, plain.stdout
+
+
+def test_a_broker_that_cannot_listen_says_why_in_one_line(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """`edgehive broker` and `edgehive up` on a port another broker holds, or with a `--listen`
+    that is no host:port: a message and an exit status, never a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEHIVE_")}
+    env.update(EDGEHIVE_STATE_DIR=str(tmp_path / "state"), EDGEHIVE_TELEMETRY_FILE=str(tmp_path / "t.lp"))
+    taken = f"127.0.0.1:{mosquitto.port}"
+    for args in (["broker", "--listen", taken], ["up", "--listen", taken, "--no-sink", "--no-demo-sensors", "--demo-camera", ""]):
+        out = run_cli(*args, env=env, timeout=60)
+        assert out.returncode == 1, out
+        assert "Traceback" not in out.stderr and f"cannot listen on {taken}" in out.stderr and "address already in use" in out.stderr, out.stderr
+    for args in (["broker", "--listen", "nonsense"], ["up", "--listen", "nonsense"]):
+        out = run_cli(*args, env=env, timeout=60)
+        assert out.returncode == 2, out
+        assert "Traceback" not in out.stderr and "expected host:port" in out.stderr and "'nonsense'" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--params", "x"], "--params is not JSON"),
+    (["--requires", "[1]"], "--requires must be a JSON object"),
+    (["--priority", "1000"], "invalid job: priority: Input should be less than or equal to 100"),
+])
+def test_submit_of_an_invalid_job_exits_2_with_the_reason(args: list[str], said: str) -> None:
+    """`--help` says: 2 for an invalid job, as for no result or no broker (1 is a job that FAILED)."""
+    env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"}
+    out = run_cli("submit", "noop", *args, env=env, timeout=30)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out
+
+
+def test_an_agent_whose_node_id_cannot_be_a_topic_level_says_so() -> None:
+    """The node id is a level of the agent's topics (`nodes/{node}/jobs`): one that cannot be
+    one stops the agent at start with the rule, like a camera's or a sensor's id, not a traceback."""
+    env = {"EDGEHIVE_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin", "EDGEHIVE_MODELS_DIR": "/nonexistent"}
+    out = run_cli("agent", "--node-id", "pi/1", env=env, timeout=60)
+    assert out.returncode == 2 and "invalid node id 'pi/1'" in out.stderr and "Traceback" not in out.stderr, out

@@ -333,3 +333,34 @@ def test_up_hands_the_chosen_file_to_the_processes_it_starts(isolated: Path) -> 
     assert configfile.child_env() == {"EDGEHIVE_CONFIG": str(isolated / "edgehive.yml")}
     configfile.reset()
     assert configfile.child_env() == {}
+
+
+def test_show_covers_the_frigate_bridge_like_every_other_section(isolated: Path) -> None:
+    """`frigate` is a section of the file, so `config show` lists the bridge's settings with
+    their origins, and `config show frigate` takes the bridge's options."""
+    write(isolated / "edgehive.yml", """
+frigate:
+  url: http://frigate:5000
+  min_score: 0.7
+""")
+    shown = run_cli("config", "show", cwd=isolated)
+    assert shown.returncode == 0, shown.stderr
+    assert "\nfrigate\n" in shown.stdout
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    assert rows["frigate_url"].split()[1] == "http://frigate:5000"
+    assert rows["frigate_url"].endswith("[file edgehive.yml:2 (frigate.url)]")
+    one = run_cli("config", "show", "frigate", "--frigate-min-score", "0.9", cwd=isolated)
+    assert one.returncode == 0, one.stderr
+    rows = {line.split()[0]: line for line in one.stdout.splitlines() if line.startswith("  ")}
+    assert rows["frigate_min_score"].split()[1] == "0.9"
+    assert rows["frigate_min_score"].endswith("[option --frigate-min-score]")
+
+
+def test_show_into_a_pipe_closed_early_ends_quietly(isolated: Path) -> None:
+    """`edgehive config show | head`: the reader leaving early is no error worth a traceback."""
+    write(isolated / "edgehive.yml", "coordinator:\n  queue_max: 5\n")
+    with subprocess.Popen([*CLI, "config", "show"], cwd=isolated, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err

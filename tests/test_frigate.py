@@ -378,3 +378,21 @@ def test_the_compose_override_adds_the_bridge_with_its_own_account_and_keeps_the
     roles = {account.name: account.role for account in parse_users(users)}
     assert roles["frigate"] == "frigate" and roles["frigate-bridge"] == "frigate-bridge"
     assert bridge["environment"]["EDGEHIVE_MQTT_URL"].startswith("mqtt://frigate-bridge:")
+
+
+@pytest.mark.integration
+def test_the_sink_writes_verdicts_as_points_and_does_not_refuse_them(fleet: Fleet, recorder: Recorder, tmp_path: Path) -> None:
+    """`results/frigate/{camera}` lies in the results tree the sink reads, but is a verdict, not a
+    job's result: the sink writes it as a `frigate` point instead of reporting it on `errors`."""
+    file = tmp_path / "telemetry.lp"
+    fleet.sink(EDGEHIVE_TELEMETRY_FILE=str(file), EDGEHIVE_SPOOL_DIR=str(tmp_path / "spool"), EDGEHIVE_SINK_FLUSH_S="0.2")
+    fleet.frigate(EDGEHIVE_FRIGATE_SNAPSHOT_WAIT_S="1")
+    bridge_online(recorder)
+    wait_until(lambda: file.exists() and b"\nsink," in b"\n" + file.read_bytes(), 30, "the sink writing")
+    frigate_pub(fleet, "frigate/events", event("new", "1607126000.1-alone", "yard"))  # no snapshot: ok false, said why
+    verdict = verdict_of(recorder, "yard", "1607126000.1-alone")
+    assert verdict["ok"] is False
+    line = wait_until(lambda: next((t for t in file.read_text().splitlines() if t.startswith("frigate,")), None), 30, "a frigate point")
+    assert line.startswith("frigate,camera=yard,label=person ") and 'event_id="1607126000.1-alone"' in line
+    assert "ok=0i" in line and "confirmed=0i" in line and 'error="no snapshot' in line
+    assert not [e for e in recorder.json("errors") if e["source"].startswith("sink")], recorder.json("errors")

@@ -179,3 +179,21 @@ def test_empty_and_stale_windows() -> None:
     assert [(r.sensor, r.reason) for r in stale.rejected] == [("a", "stale")]
     with pytest.raises(ValueError, match="first window"):
         fuse_window(None, [], KalmanConfig())
+
+
+def test_a_filter_thrown_far_off_reacquires_the_truth_instead_of_collapsing_to_zero() -> None:
+    """Two of the first window's three readings absurd (finite, so not refused at the door): the
+    median start is absurd, the next window gates every reading and widens the variance to match.
+    The window after must land on the sensors' value: the update used to cancel catastrophically
+    (1.8e19 − 1.8e19 + 21 → 0.0) and report 0 °C with a variance of 0.0002."""
+    t, config = 1_800_000_000.0, KalmanConfig()
+    first = [Reading(sensor="t1", value=21.0, timestamp=t), Reading(sensor="t2", value=1.8e19, timestamp=t + 0.1),
+             Reading(sensor="t3", value=1.8e19, timestamp=t + 0.2)]
+    out = fuse_window(None, first, config)
+    estimates = []
+    for k in range(1, 4):
+        window = [Reading(sensor=s, value=21.0 + 0.01 * i, timestamp=t + k + 0.1 * i) for i, s in enumerate(("t1", "t2", "t3"))]
+        out = fuse_window(out.state, window, config)
+        estimates.append(out.estimate)
+    assert estimates[0] > 1e18  # everything gated: the filter widens, it does not move yet
+    assert estimates[1] == pytest.approx(21.01, abs=0.05) and estimates[2] == pytest.approx(21.01, abs=0.05), estimates

@@ -87,6 +87,10 @@ def test_bad_readings_are_refused_on_errors_never_fused_and_nothing_crashes(flee
     for _, _, why in bad:
         assert any(why in r for r in reasons), (why, reasons)
     assert any("future" in r for r in reasons)
+    # A batch is refused whole for one stale element, and the report names which one.
+    recorder.publish("sensors/t2/temperature", orjson.dumps([{"v": 1, "value": 21, "ts": time.time()}, {"v": 1, "value": 21, "ts": 1000}]))
+    wait_until(lambda: [e for e in recorder.json("errors") if "reading 1 of the batch from t2 is" in e["reason"] and "old" in e["reason"]],
+               20, "the stale batch element named")
 
     now = time.time()
     for i, (sensor, value) in enumerate((("t1", 20.0), ("t2", 20.2), ("t3", 20.4))):

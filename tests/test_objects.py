@@ -102,3 +102,27 @@ def test_face_far_finds_one_face_in_the_portrait_and_none_without_people(face_fa
     noise = np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     assert face_far_detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
     assert face_far_detector.detect(noise) == []
+
+
+def test_a_model_named_in_edgehive_models_that_cannot_load_is_said_not_skipped(models_dir, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """EDGEHIVE_MODELS names models on purpose: one the manifest lacks (a typo) is an ERROR
+    naming the models there, one whose file is not fetched a WARNING; the others still load."""
+    import logging
+    import shutil
+    from pathlib import Path
+
+    from edgehive.agents.vision import load_pool
+
+    with caplog.at_level(logging.INFO, logger="edgehive.agents.vision"):
+        pool = load_pool(models_dir, ["objcts", "objects"], "auto", 1, 1)
+    assert "objects" in pool.models()
+    [typo] = [r for r in caplog.records if "objcts" in r.getMessage()]
+    assert typo.levelno == logging.ERROR and "not in the manifest" in typo.getMessage() and "objects" in typo.getMessage()
+    empty = Path(tmp_path) / "models"
+    empty.mkdir()
+    shutil.copy(models_dir / "manifest.json", empty / "manifest.json")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgehive.agents.vision"):
+        load_pool(empty, ["objects"], "auto", 1, 1)
+    [missing] = [r for r in caplog.records if "not present" in r.getMessage()]
+    assert missing.levelno == logging.WARNING and "edgehive models" in missing.getMessage()

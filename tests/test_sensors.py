@@ -109,6 +109,18 @@ def test_simulated_sensor_publishes_json_readings_of_its_quantity(mosquitto: Mos
 
 
 @pytest.mark.integration
+def test_a_sensor_loses_not_even_its_first_reading(mosquitto: MosquittoBroker, prefix: str) -> None:
+    """Readings are QoS 0: one published before the connection is up is gone. The publisher
+    starts its clock once connected, so the first reading a subscriber sees is number 1."""
+    with MosquittoSub(str(mosquitto.port), f"{prefix}/sensors/#") as sub:
+        proc = subprocess.Popen([sys.executable, "-m", "edgehive.cli", "sensor", "--mqtt-url", mosquitto.url, "--prefix", prefix,
+                                 "--sensor", "t1", "--sensor-rate-hz", "10", "--sensor-duration-s", "0.5"])
+        topic, payload = sub.next_message(10)
+        assert proc.wait(30) == 0
+    assert topic == f"{prefix}/sensors/t1/temperature" and orjson.loads(payload)["seq"] == 1, payload
+
+
+@pytest.mark.integration
 def test_demo_sensors_are_fused_into_room_and_motion_results(mosquitto: MosquittoBroker, prefix: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     fleet = Fleet(mosquitto, prefix, tmp_path)
     recorder = Recorder(mosquitto.url, prefix)

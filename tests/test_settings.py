@@ -274,3 +274,18 @@ def test_coordinator_derived_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEHIVE_LEASE_S", "1.5")
     explicit = CoordinatorSettings()
     assert (explicit.dead_after, explicit.lease) == (10.0, 1.5)
+
+
+@pytest.mark.parametrize(("groups", "said"), [
+    ("[]", "fusion_groups: (top): Input should be an object"),
+    ('{"room": {"quantity": "temperature", "window_s": -1}}', "fusion_groups: room.window_s: Input should be greater than 0"),
+    ('{"room": {"quantity": "temperature", "window_s": 1, "window_count": 5}}', "fusion_groups: room: give window_s or window_count, not both"),
+    ("/no/such/groups.json", "fusion_groups: cannot read /no/such/groups.json: No such file or directory"),
+])
+def test_bad_fusion_groups_say_where_and_what(groups: str, said: str) -> None:
+    """A JSON array is JSON, not a file name; each mistake is named by its place, without
+    pydantic's generic type names (`dict[constrained-str,...]`)."""
+    with pytest.raises(ValidationError) as caught:
+        CoordinatorSettings(fusion_groups=groups)
+    text = str(caught.value)
+    assert said in text and "validation error for dict[" not in text, text

@@ -500,3 +500,5 @@ def test_edgehive_sink_lists_every_setting_and_refuses_a_bad_one_with_a_message(
     assert all(env_name(name) in helped.stdout for name in SinkSettings.model_fields)
     refused = subprocess.run([*cli, "--influx-version", "7"], capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "edgehive sink: EDGEHIVE_INFLUX_VERSION / --influx-version: " in refused.stderr and "Traceback" not in refused.stderr
+    not_a_url = subprocess.run([*cli, "--influx-url", "influxdb:8086"], capture_output=True, text=True, timeout=60, check=False)
+    assert not_a_url.returncode == 2 and "EDGEHIVE_INFLUX_URL / --influx-url: must be an http:// or https:// URL" in not_a_url.stderr, not_a_url.stderr

@@ -101,15 +101,17 @@ def fuse_window(prior: FilterState | None, readings: Sequence[Reading | ScalarRo
             rejected[(r.sensor, "gated")] += 1
             worst_gated = max(worst_gated, y * y)
             continue
-        gain = p / innovation_var
         if p < s.noise_var:
             # Only once the estimate is sharper than the sensor does an innovation say much about
             # the sensor; during start-up y² is mostly the prior's own spread, and learning from
             # it would collapse the noise estimate onto the floor.
             noise = (1 - config.noise_alpha) * s.noise_var + config.noise_alpha * (y * y - p)
             sensors[r.sensor] = s.model_copy(update={"noise_var": max(config.noise_floor, noise)})
-        x += gain * y
-        p *= 1 - gain
+        # x + gain·y and p·(1 − gain), written as weighted means: the same numbers, but when the
+        # prior is far off and wide (after a window that gated everything) `x + gain·y` cancels
+        # catastrophically (1.8e19 + (−1.8e19 + 21) came out 0.0, and 1 − gain rounded to 0).
+        x = (s.noise_var * x + p * (r.value - s.bias)) / innovation_var
+        p = p * s.noise_var / innovation_var
         used.add(r.sensor)
     if not used and worst_gated > 0:
         # Everything was gated: the filter, not every sensor, is probably wrong (a long outage,
