@@ -349,12 +349,13 @@ def settings_model(command: str) -> type[EnvSettings]:
 
 
 SERVICE_COMMANDS = tuple(SETTINGS_MODELS)
-# Services that talk MQTT and nothing else, held to 40 MB (bench/footprint.py): they load what paho
-# imports for TLS and proxies (`ssl`, `urllib.request`) only when their settings say TLS
+# Services that talk MQTT and nothing else over the network (the agent reads its models from disk:
+# `edgehive models` fetches them), held to a memory target (bench/footprint.py): they load what
+# paho imports for TLS and proxies (`ssl`, `urllib.request`) only when their settings say TLS
 # (`_settings`) or when something uses it (edgehive/lazymodules.py). The sink (an https InfluxDB),
-# the Frigate bridge (an https Frigate) and `up` (the embedded broker's asyncio) are not among them;
-# nor the agent and the camera, whose libraries dwarf these modules' 2 MB.
-LEAN_COMMANDS = ("coordinator", "sensor")
+# the Frigate bridge (an https Frigate), the camera (http:// sources) and `up` (the embedded
+# broker's asyncio) are not among them.
+LEAN_COMMANDS = ("coordinator", "sensor", "agent")
 DEFERRED_MODULES = ("ssl", "urllib.request")
 
 

@@ -73,9 +73,10 @@ print(type(context).__name__, paho.mqtt.client.ssl is ssl, hasattr(urllib.reques
 """
 
 
-@pytest.mark.parametrize(("command", "module"), [("coordinator", "edgehive.coordinator.service"), ("sensor", "edgehive.sensors.publisher")])
-def test_the_coordinator_and_the_sensors_load_ssl_and_urllib_only_when_used(command: str, module: str) -> None:
-    """paho imports `ssl` and `urllib.request`. These two services talk plain MQTT unless their
+@pytest.mark.parametrize(("command", "module"), [("coordinator", "edgehive.coordinator.service"), ("sensor", "edgehive.sensors.publisher"),
+                                                 ("agent", "edgehive.agents.agent")])
+def test_the_coordinator_the_sensors_and_the_agent_load_ssl_and_urllib_only_when_used(command: str, module: str) -> None:
+    """paho imports `ssl` and `urllib.request`. These services talk plain MQTT unless their
     settings say TLS, so both stay unloaded (about 1.8 MB): an import hands out a stand-in whose
     code runs at its first use. Used, they are the real modules, HTTPS included. Nor does
     pydantic's plugin search import `importlib.metadata` (1.6 MB more)."""
