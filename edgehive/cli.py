@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsInvalid, configfile.ConfigFileError) as error:
         lines = error.lines
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
-        lines = describe_settings_error(error, None)
+        owner = next((m for m in command_settings().values() if m.__name__ == error.title), None)
+        lines = describe_settings_error(error, owner)
     for line in lines:
         print(f"edgehive {args.command}: {line}", file=sys.stderr)
     return 2
