@@ -21,6 +21,7 @@ from pydantic import Field
 from . import configfile
 from .agents.settings import AgentSettings
 from .bus import MqttBus
+from .coordinator.settings import CoordinatorSettings
 from .fleetview import FleetView
 from .livetable import LiveTable
 from .schemas import Topics
@@ -102,6 +103,7 @@ def run_up(settings: UpSettings) -> int:
     # used to end `up` with the children left running and the broker gone.
     drain_bound_s = AgentSettings().drain_timeout_s + STOP_MARGIN_S
     sink = SinkSettings() if settings.sink else None
+    CoordinatorSettings()  # only checked here (EDGEHIVE_CAMERAS, fusion groups); the child reads its own
     broker: EmbeddedBroker | None = None
     url = settings.broker
     if settings.embedded_broker:

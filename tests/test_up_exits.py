@@ -58,6 +58,10 @@ def test_a_bad_child_setting_stops_up_before_anything_starts(tmp_path: Path) -> 
                                   "unable to parse string as an integer (got 'lots')"), out.stderr
     assert "edgehive is up" not in out.stdout  # no broker, no coordinator, no agent was started
     assert not port_answers(port)
+    out = subprocess.run([*CLI, *UP_ARGS], env=dict(_env(tmp_path, port), EDGEHIVE_CAMERAS='{"door": {"labels": "face"}}'),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "edgehive is up" not in out.stdout, out
+    assert out.stderr.startswith("edgehive up: EDGEHIVE_CAMERAS / --cameras: cameras: door.labels: Input should be a valid array"), out.stderr
 
 
 def test_up_exits_1_when_one_of_its_agents_dies_and_stops_the_rest(tmp_path: Path) -> None:
