@@ -24,6 +24,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _UnacknowledgedDelivery(logging.Filter):
+    """The embedded broker (amqtt) logs a QoS 1/2 delivery that a client never acknowledged (a
+    frozen or vanished client: `kill -STOP` on an agent) twice: a WARNING that says it ("Timeout
+    waiting for PUBACK for packet ID 13") and then an ERROR with the traceback of that same
+    timeout, once per message. The warning is the news; the traceback is noise that reads like a
+    crash, so it is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, TimeoutError) and str(record.msg).startswith("Task failed"))
+
+
+_UNACKNOWLEDGED = _UnacknowledgedDelivery()
+
+
 def configure(level: str = "WARNING", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -37,4 +52,5 @@ def configure(level: str = "WARNING", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # amqtt logs every connection at INFO; keep it one level quieter than ours.
     logging.getLogger("amqtt").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("amqtt.broker").addFilter(_UNACKNOWLEDGED)
     logging.getLogger("transitions").setLevel(logging.WARNING)
