@@ -16,11 +16,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgehiveError
 from .accounts import amqtt_plugins, parse_users
 
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_BOUND_S = 3.0
+
+
+class BrokerStartError(EdgehiveError, RuntimeError):
+    """The embedded broker could not start (its port taken, most often by a broker already
+    running there): said in one line by the command, not as a traceback."""
 
 
 def _patched_broker_class() -> type:
@@ -82,9 +88,10 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            raise RuntimeError(f"embedded broker did not start within {timeout_s:g} s")
+            raise BrokerStartError(f"the embedded broker did not start within {timeout_s:g} s")
         if self._error is not None:
-            raise RuntimeError(f"embedded broker failed to start on {self.host}:{self.port}: {self._error}") from None
+            hint = " (is another broker running there?)" if "already in use" in str(self._error) else ""
+            raise BrokerStartError(f"the embedded broker cannot listen on {self.host}:{self.port}{hint}: {self._error}") from None
         return self
 
     def _run(self) -> None:

@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
         owner = next((m for m in command_settings().values() if m.__name__ == error.title), None)
         lines = describe_settings_error(error, owner)
+    except EdgehiveError as error:  # raised on purpose and not handled by the command (a broker port taken): one line
+        print(f"edgehive {args.command}: {error}", file=sys.stderr)
+        return 1
     for line in lines:
         print(f"edgehive {args.command}: {line}", file=sys.stderr)
     return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,20 @@ def test_up_exits_1_when_one_of_its_agents_dies_and_stops_the_rest(tmp_path: Pat
     assert "agent laptop-2 exited (code -9); stopping" in text, text[-2000:]
     assert any(s.get("state") == "offline" and s.get("reason") == "drained" for s in statuses), statuses  # the other agent stopped cleanly
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("command", [UP_ARGS, ["broker"]], ids=["up", "broker"])
+def test_a_taken_broker_port_is_one_line_not_a_traceback(command: list[str], tmp_path: Path) -> None:
+    """Port 1883 already served (a Mosquitto on the Pi): `edgehive up` and `edgehive broker`
+    say so in one line and exit 1; they used to print amqtt's and their own tracebacks."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([*CLI, *command, "--listen", f"127.0.0.1:{port}"], env=_env(tmp_path, port),
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"edgehive {command[0]}: the embedded broker cannot listen on 127.0.0.1:{port} "
+                           "(is another broker running there?): "), line
