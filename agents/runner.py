@@ -132,10 +132,17 @@ class JobRunner:
         kind = self.kinds.get(job.kind)
         limits = []
         if job.deadline is not None:
-            limits.append((job.deadline, "deadline passed while running"))
+            limits.append((job.deadline, self._deadline_reason(job, "while running")))
         if kind is not None and kind.max_runtime_s is not None:
             limits.append((started + kind.max_runtime_s, f"ran longer than kind {job.kind!r} allows ({kind.max_runtime_s:g} s)"))
         return min(limits) if limits else None
+
+    def _deadline_reason(self, job: Job, when: str) -> str:
+        """The same words the coordinator uses when it fails a job at its deadline ("deadline of
+        2 s passed while running on node pi-1"): whichever of the two speaks first, a submitter
+        reads one reason. The job carries its deadline as an epoch; `submitted` gives back `deadline_s`."""
+        assert job.deadline is not None
+        return f"deadline of {job.deadline - job.submitted:g} s passed {when} on node {self.node}"
 
     def _cancel(self, entry: _Held, reason: str, hand_back: bool = False) -> None:
         with self._lock:
@@ -226,7 +233,7 @@ class JobRunner:
                 self._idle.notify_all()
         for entry in expired:
             self._record(entry.job.kind, False, 0.0)
-            self._publish(entry.job, entry.received, None, False, None, "deadline passed while waiting for a worker", None)
+            self._publish(entry.job, entry.received, None, False, None, self._deadline_reason(entry.job, "while waiting for a worker"), None)
         for entry in stale:
             assert self._hand_back is not None
             log.warning("job %s waited %.0f s for a worker; handing it back", entry.job.id, now_mono - entry.accepted_mono)
@@ -253,7 +260,7 @@ class JobRunner:
         if kind is None:
             return False, None, f"this node does not run job kind {job.kind!r}"
         if job.deadline is not None and started > job.deadline:
-            return False, None, "deadline passed before the job could start"
+            return False, None, self._deadline_reason(job, "before the job could start")
         try:
             params = kind.params.model_validate(job.params)
         except ValidationError as error:

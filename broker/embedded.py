@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgehiveError
 from .accounts import amqtt_plugins, parse_users
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_BOUND_S = 3.0
 
 
-class BrokerStartError(RuntimeError):
-    """The embedded broker could not listen (the port is taken, the address is not this
-    machine's): a message for the user, not a traceback."""
+class BrokerStartError(EdgehiveError, RuntimeError):
+    """The embedded broker could not start (its port taken, most often by a broker already
+    running there, or an address that is not this machine's): said in one line by the command,
+    not as a traceback."""
 
 
 class _NoStartupTraceback(logging.Filter):
@@ -98,10 +100,11 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            raise BrokerStartError(f"embedded broker did not start within {timeout_s:g} s")
+            raise BrokerStartError(f"the embedded broker did not start within {timeout_s:g} s")
         if self._error is not None:
             reason = self._error.__cause__ or self._error  # amqtt wraps the OSError that says it all
-            raise BrokerStartError(f"embedded broker cannot listen on {self.host}:{self.port}: {reason}") from None
+            hint = " (is another broker running there?)" if "already in use" in str(reason) else ""
+            raise BrokerStartError(f"the embedded broker cannot listen on {self.host}:{self.port}{hint}: {reason}") from None
         return self
 
     def _run(self) -> None:

@@ -576,16 +576,18 @@ class CoordinatorCore:
         nodes = list(self.registry.nodes.values())
         for camera, entry in self.direct.cameras.items():
             entry.config = self._direct_config(camera)
+            if entry.offer is None:  # withdrawn: so is the retained answer, with nodes or without (once)
+                if not entry.cleared:
+                    entry.assigned, entry.cleared = None, True
+                    self._publish(self.topics.camera_assigned(camera), b"", qos=1, retain=True)
+                continue
             wanted = self.direct.wanted(entry, nodes)
             if wanted == entry.assigned:
                 continue
-            if not wanted and entry.offer is not None and self._now.mono - self._started <= self.settings.dead_after:
+            if not wanted and self._now.mono - self._started <= self.settings.dead_after:
                 continue  # just started: the fleet's births may still be on their way; an empty answer would only flap
             entry.assigned = wanted
             entry.ever_assigned.update(wanted)
-            if entry.offer is None:
-                self._publish(self.topics.camera_assigned(camera), b"", qos=1, retain=True)
-                continue
             assert entry.config is not None or not wanted
             params = params_for(entry.config) if entry.config is not None else {}
             log.info("camera %s: direct frames to %s", camera, ", ".join(wanted) or "nobody (through the coordinator)")

@@ -78,6 +78,7 @@ class DirectCamera:
     assigned: tuple[str, ...] | None = None  # as last published; None: never
     boots: dict[str, _Boot] = field(default_factory=dict)
     ever_assigned: set[str] = field(default_factory=set)  # nodes assigned during the current boot
+    cleared: bool = False  # the retained answer was cleared after the offer was withdrawn
 
 
 class DirectCameras:
@@ -95,6 +96,8 @@ class DirectCameras:
             entry.ever_assigned = set()
             entry.assigned = None  # a new run of the camera gets its own answer, even naming the same nodes
             entry.boots.setdefault(offer.boot, _Boot(offer.boot, fresh=offer.ts >= self.started_wall))
+        if offer is not None:
+            entry.cleared = False
         entry.offer, entry.config = offer, config
         return entry
 

@@ -449,7 +449,7 @@ class Coordinator:
         self.bus.publish(self.topics.coordinator_member(self.id), encode(member), qos=1, retain=True)
 
     def _report_journal_problem(self, problem: str) -> None:
-        self.bus.report_error(self.topics.submit, problem)
+        self.bus.report_error(self.topics.submit, problem, logged=True)  # the journal logged it (ERROR); nothing was rejected
 
     # -- lifecycle ---------------------------------------------------------------------------
 

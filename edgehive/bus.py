@@ -465,12 +465,15 @@ class MqttBus:
         """Packets queued in paho but not yet written to the socket."""
         return self._client.outgoing_backlog()
 
-    def report_error(self, topic: str, reason: str, payload: bytes = b"") -> None:
-        """Tell people (log) and machines (`errors` topic) about a rejected input."""
+    def report_error(self, topic: str, reason: str, payload: bytes = b"", logged: bool = False) -> None:
+        """Tell people (log) and machines (`errors` topic) about a rejected input. `logged`: the
+        caller has already said it in the log, in its own words (a journal that cannot be written
+        is no input of `topic` rejected), so only the `errors` message goes out."""
         self.errors_reported += 1
         if not self._error_limit.allow():
             return
-        log.warning("rejected %s: %s", topic[:200], reason)
+        if not logged:
+            log.warning("rejected %s: %s", topic[:200], reason)
         report = ErrorReport(
             ts=time.time(), source=self.source, topic=topic[:512], reason=reason[:1000],
             excerpt=excerpt(payload), size=len(payload),

@@ -441,12 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsInvalid, configfile.ConfigFileError) as error:
         lines = error.lines
     except ValidationError as error:  # settings a command reads itself (up reads its children's)
-        lines = describe_settings_error(error, None)
+        owner = next((m for m in command_settings().values() if m.__name__ == error.title), None)
+        lines = describe_settings_error(error, owner)
     except BrokenPipeError:
         # The reader went away (`edgehive config show | head`): what it wanted it has. Point stdout
         # at /dev/null so that the interpreter's own flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except EdgehiveError as error:  # raised on purpose and not handled by the command (a broker port taken): one line
+        print(f"edgehive {args.command}: {error}", file=sys.stderr)
+        return 1
     for line in lines:
         print(f"edgehive {args.command}: {line}", file=sys.stderr)
     return 2

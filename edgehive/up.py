@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from . import configfile
 from .agents.settings import AgentSettings
 from .bus import MqttBus
+from .coordinator.settings import CoordinatorSettings
 from .fleetview import FleetView
 from .livetable import LiveTable
 from .schemas import Topics
@@ -103,6 +104,12 @@ def _stop_children(children: list[Child], stop: Stop, bound_s: float) -> bool:
 
 def run_up(settings: UpSettings) -> int:
     stop = Stop().install(force_on_second=False)  # first thing: a Ctrl-C while starting still stops cleanly
+    # Settings `up` reads on its children's behalf, read before any child starts: a bad one
+    # (EDGEHIVE_SLOTS=lots) is then one line and nothing running, where reading it at the stop
+    # used to end `up` with the children left running and the broker gone.
+    drain_bound_s = AgentSettings().drain_timeout_s + STOP_MARGIN_S
+    sink = SinkSettings() if settings.sink else None
+    CoordinatorSettings()  # only checked here (EDGEHIVE_CAMERAS, fusion groups); the child reads its own
     broker: EmbeddedBroker | None = None
     url = settings.broker
     if settings.embedded_broker:
@@ -157,8 +164,7 @@ def run_up(settings: UpSettings) -> int:
     if settings.demo_sensors:
         print(f"  fusion: sensors demo-t1..t3, demo-imu → mosquitto_sub -h {url.host} -p {url.port} -t '{settings.prefix}/results/{FUSION_KIND}/#' -v")
         print(f"  reading: mosquitto_pub -h {url.host} -p {url.port} -t '{settings.prefix}/sensors/demo-t1/temperature' -m 21.5")
-    if settings.sink:
-        sink = SinkSettings()  # what the sink child will read from the same environment
+    if sink is not None:  # what the sink child reads from the same environment
         where = f"InfluxDB at {sink.influx_url}" if sink.influx_url else f"line protocol in {sink.telemetry_file}"
         print(f"  telemetry: sink → {where} (docs/TELEMETRY.md; Grafana dashboards in grafana/)")
     print("  status: edgehive status   (Ctrl-C stops everything)", flush=True)
@@ -167,22 +173,26 @@ def run_up(settings: UpSettings) -> int:
     view = FleetView(view_bus, heartbeat_s=settings.heartbeat_s)
     view_bus.start(timeout_s=None)
     clean = False
+    died: Child | None = None
     table = LiveTable(sys.stdout)
     try:
         next_table = time.monotonic() + settings.status_every_s
         while not stop.wait(SLICE_S):
             exited = [c for c in children if c.proc.poll() is not None]
             if exited:
-                print(f"{exited[0].name} exited (code {exited[0].proc.returncode}); stopping", file=sys.stderr)
+                died = exited[0]
+                print(f"{died.name} exited (code {died.proc.returncode}); stopping", file=sys.stderr)
                 break
             if settings.status_every_s and time.monotonic() >= next_table:
                 next_table = time.monotonic() + settings.status_every_s
                 table.show(view.render())
     finally:
-        clean = _stop_children(children, stop, AgentSettings().drain_timeout_s + STOP_MARGIN_S)
+        clean = _stop_children(children, stop, drain_bound_s)
         view_bus.stop()
         if broker is not None:
             broker.stop()
+    if died is not None:  # a part of the system ended on its own: not a success, whatever the rest did
+        return 1
     if clean:
         return 0
     return 128 + stop.signals[-1] if stop.signals else 1  # like a shell: 130 after a forcing Ctrl-C

@@ -61,6 +61,17 @@ def test_a_camera_that_needs_tiles_or_a_pipeline_stays_on_the_coordinator_path()
     assert assigned(rig) == [{**assigned(rig)[0], "nodes": []}]
 
 
+def test_a_withdrawn_camera_that_was_served_through_the_coordinator_is_unassigned_too() -> None:
+    """Its retained answer named no nodes; withdrawing the offer clears it all the same (it used
+    to stay on the broker, retained, naming the camera's old boot)."""
+    rig = Rig()
+    face_node(rig, "pi-1")
+    offer(rig, size=(3840, 2160))  # tiled: no nodes, frames through the coordinator
+    assert assigned(rig)[-1]["nodes"] == []
+    rig.step(CameraOfferIn(rig.topics.camera_direct("porch"), "porch", None))
+    assert assigned(rig)[-1] is None
+
+
 def test_a_result_is_relayed_only_from_an_assigned_node() -> None:
     rig = Rig()
     face_node(rig, "pi-1")

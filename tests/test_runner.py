@@ -366,9 +366,10 @@ def test_running_ids_exclude_waiting_jobs(make_runner: Callable[..., JobRunner],
 def test_sleep_is_cancelled_at_its_deadline(make_runner: Callable[..., JobRunner], results: Results) -> None:
     """A running sleep far longer than its deadline ends at the deadline with the reason."""
     runner = make_runner()
-    assert runner.try_accept(job("long", "sleep", {"seconds": 600}, deadline=time.time() + 0.2), time.time())
+    long = job("long", "sleep", {"seconds": 600})
+    assert runner.try_accept(long.model_copy(update={"deadline": long.submitted + 0.25}), time.time())
     (result,) = results.wait(1)
-    assert not result.ok and result.error == "deadline passed while running"
+    assert not result.ok and result.error == f"deadline of 0.25 s passed while running on node {runner.node}"
     assert runner.wait_idle(WAIT_S)
 
 
@@ -400,11 +401,13 @@ def test_waiting_job_handed_back_once_and_deadline_fails_it(kinds: KindRegistry,
         assert runner.try_accept(job("stuck", "gate"), time.time())
         eventually(lambda: runner.running_ids() == ["stuck"], "the gate job to start")
         assert runner.try_accept(job("behind", "sleep", {"seconds": 0.01}), time.time())
-        assert runner.try_accept(job("late", "sleep", deadline=time.time() - 1), time.time())
+        late = job("late", "sleep")  # submitted a second ago with a deadline of half a second
+        late = late.model_copy(update={"submitted": late.submitted - 1, "deadline": late.submitted - 0.5})
+        assert runner.try_accept(late, time.time())
         runner.check_waiting(max_wait_s=1e-9)
         assert [h[0] for h in handed] == ["behind"] and "waited" in handed[0][1]
         (failed,) = results.wait(1)
-        assert failed.job_id == "late" and failed.error == "deadline passed while waiting for a worker"
+        assert failed.job_id == "late" and failed.error == "deadline of 0.5 s passed while waiting for a worker on node n1"
         assert runner.held_ids() == ["stuck"]
         assert runner.try_accept(job("behind", "sleep", {"seconds": 0.01}), time.time())  # sent here again: it stays
         runner.check_waiting(max_wait_s=1e-9)

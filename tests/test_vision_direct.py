@@ -156,3 +156,20 @@ def test_a_camera_left_at_the_default_publishes_on_frames_and_never_offers_itsel
     assert recorder.json("cameras/porch/want/+") == []
     assert not [a for a in recorder.json("cameras/porch/assigned") if a.get("nodes")]
     assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1") + fleet.log("porch")
+
+
+def test_a_camera_served_through_the_coordinator_leaves_no_assignment_behind(fleet: Fleet, recorder: Recorder, models_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """A direct camera whose settings need the coordinator (tiles) is answered with no nodes and
+    falls back to frames/porch; once it stops, that retained answer is cleared like any other
+    (it used to stay on the broker, naming the camera's old boot)."""
+    fleet.coordinator(EDGEHIVE_CAMERAS='{"porch": {"tiles": "3x2"}}')
+    fleet.agent("pi-1", EDGEHIVE_MODELS_DIR=str(models_dir), EDGEHIVE_MODELS="face", EDGEHIVE_WORKERS="1")
+    wait_nodes_online(recorder, 1, timeout_s=60)
+    fleet.camera("porch", EDGEHIVE_SOURCE=str(astronaut_folder(tmp_path)), EDGEHIVE_FPS="5", EDGEHIVE_MODEL="face", EDGEHIVE_DIRECT="true")
+    wait_until(lambda: assigned(recorder, "porch") == [], 60, "an answer with no nodes")
+    wait_until(lambda: [r for r in detections(recorder, "porch") if r["ok"] and "parts" in r["output"]], 60, "tiled results via the coordinator")
+    fleet.kill("porch", signal.SIGTERM)  # a clean stop withdraws the offer
+    wait_until(lambda: recorder.json("cameras/porch/direct")[-1] == {"raw": ""}, 30, "the offer withdrawn")
+    wait_until(lambda: recorder.json("cameras/porch/assigned")[-1] == {"raw": ""}, 30, "the answer cleared")
+    assert "Traceback" not in fleet.log("coordinator") + fleet.log("pi-1") + fleet.log("porch")
