@@ -22,7 +22,7 @@ from . import configfile
 from .configfile import ConfigFile, Problem
 from .settings import CommonSettings, EnvSettings, add_settings_options, env_name, load_settings
 
-SHOWN = ("up", "agent", "coordinator", "camera", "sensor", "sink", "hub", "broker")
+SHOWN = ("up", "agent", "coordinator", "camera", "sensor", "sink", "frigate", "hub", "broker")
 NO_FILE = (f"no config file: give --config FILE, set {configfile.CONFIG_ENV} (a path) or {configfile.CONFIG_YAML_ENV} (the YAML), "
            f"or create ./{configfile.DEFAULT_FILE}")
 
