@@ -18,6 +18,7 @@ reason a person can act on, naming the setting to change.
 
 from __future__ import annotations
 
+import http.client
 import http.cookies
 import logging
 import ssl
@@ -107,8 +108,8 @@ class FrigateApi:
                 raise ApiError(f"Frigate answered 401 Unauthorized right after a successful login as {self.login.user!r}"
                                f"{_detail(answer.body)} (EDGEHIVE_FRIGATE_USER)")
         if answer.status == 401:
-            raise ApiError(f"Frigate answered 401 Unauthorized{_detail(answer.body)}: this URL needs a login "
-                           "(port 8971): set EDGEHIVE_FRIGATE_USER and EDGEHIVE_FRIGATE_PASSWORD, or use port 5000")
+            raise ApiError(f"Frigate answered 401 Unauthorized{_detail(answer.body)} (this URL needs a login, as port 8971 does: "
+                           "set EDGEHIVE_FRIGATE_USER and EDGEHIVE_FRIGATE_PASSWORD, or use port 5000)")
         if answer.status >= 400:
             raise ApiError(f"Frigate answered {answer.status} {_reason(answer.status)}{_detail(answer.body)}")
         self._keep_fresh_token(answer)
@@ -158,7 +159,7 @@ class FrigateApi:
                 return _Answer(response.status, response.read(READ_MAX), response.headers.get_all("Set-Cookie") or [])
         except urllib.error.HTTPError as error:
             return _Answer(error.code, error.read(READ_MAX), error.headers.get_all("Set-Cookie") or [])
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:  # the last: a reply that is not HTTP
             raise ApiError(self._unreachable(error)) from None
 
     def _unreachable(self, error: BaseException) -> str:
@@ -168,7 +169,10 @@ class FrigateApi:
         if isinstance(cause, ssl.SSLError):
             hint = " (an http:// port? https:// needs Frigate's TLS port, 8971)" if cause.reason == "WRONG_VERSION_NUMBER" else ""
             return f"TLS with Frigate's API at {self.url} failed: {cause.reason or cause}{hint}"
-        return f"Frigate's API did not answer: {cause} (EDGEHIVE_FRIGATE_URL={self.url})"
+        hint = ""
+        if isinstance(cause, (ConnectionResetError, http.client.RemoteDisconnected)) and urlsplit(self.url).scheme == "http":
+            hint = "; an https:// port such as 8971? use https://"
+        return f"Frigate's API did not answer: {cause} (EDGEHIVE_FRIGATE_URL={self.url}{hint})"
 
     def _tls_hint(self, error: ssl.SSLCertVerificationError) -> str:
         host = urlsplit(self.url).hostname
