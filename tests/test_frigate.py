@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from vision_fixtures import REFERENCE_FACE, box_iou, models_dir, photo  # noqa: F401  (fixture)
 
 from edgehive.bus import describe_validation_error
-from edgehive.frigate.events import SnapshotParser, parse_event
 from edgehive.frigate.api import FrigateApi
+from edgehive.frigate.events import SnapshotParser, parse_event
 from edgehive.frigate.sublabel import SubLabels
 from edgehive.schemas.frigate import FrigateVerdict
 

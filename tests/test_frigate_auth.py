@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import pytest
 from harness import Fleet, MosquittoBroker, Recorder, call_failed, run_fleet, wait_nodes_online, wait_until
-from test_frigate import PIPELINES, bridge_online, event, frigate_pub, jpeg, verdict_of
 from test_config import run_cli
+from test_frigate import PIPELINES, bridge_online, event, frigate_pub, jpeg, verdict_of
 from vision_fixtures import models_dir  # noqa: F401  (fixture)
 
 from edgehive.frigate.api import FrigateApi, Login
