@@ -68,7 +68,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "frigate_topic_prefix", "frigate_cameras", "frigate_labels", "frigate_camera_prefix", "frigate_model", "frigate_min_score",
         "frigate_confirm_labels", "frigate_snapshot_wait_s", "frigate_snapshot_max_age_s", "frigate_job_timeout_s",
         "frigate_max_snapshot_bytes", "frigate_queue_max", "frigate_url", "frigate_http_timeout_s", "frigate_sub_label_confirmed",
-        "frigate_sub_label_unconfirmed")},
+        "frigate_sub_label_unconfirmed", "frigate_user", "frigate_password", "frigate_cookie_name", "frigate_ca_file",
+        "frigate_tls_verify")},
     "up": {name: name for name in ("agents", "embedded_broker", "listen", "status_every_s", "demo_camera", "sink", "demo_sensors")},
 }
 CAMERAS, FUSION_GROUPS = "cameras", "fusion_groups"

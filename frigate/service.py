@@ -22,6 +22,7 @@ from edgehive.schemas.results import parse_result
 from edgehive.schemas.vision import DetectionOutput
 from edgehive.signals import Stop
 
+from .api import FrigateApi, Login
 from .discovery import camera_configs
 from .events import SnapshotParser, parse_event
 from .judge import Judge, Limits
@@ -51,7 +52,7 @@ class FrigateBridge:
                         settings.frigate_queue_max)
         self.judge = Judge(rules, self, limits, frigate_prefix=settings.frigate_topic_prefix, camera_prefix=settings.frigate_camera_prefix,
                            model=settings.frigate_model, cameras=frozenset(settings.camera_list), labels=frozenset(settings.label_list))
-        self.sub_labels = SubLabels(settings.frigate_url, settings.frigate_http_timeout_s, self.report) if settings.frigate_url else None
+        self.sub_labels = SubLabels(frigate_api(settings), self.report) if settings.frigate_url else None
         self.ha_prefix = settings.ha_discovery_prefix.strip("/")
         self.announced: list[str] = []  # cameras whose Home Assistant configs went out
         frigate = settings.frigate_topic_prefix
@@ -130,13 +131,19 @@ class FrigateBridge:
             self.sub_labels.stop()
 
 
+def frigate_api(settings: FrigateSettings) -> FrigateApi:
+    """Frigate's HTTP API as the settings describe it: port 5000 as it is, port 8971 with a login."""
+    login = Login(settings.frigate_user, settings.frigate_password, settings.frigate_cookie_name) if settings.frigate_user else None
+    return FrigateApi(settings.frigate_url, settings.frigate_http_timeout_s, login, settings.frigate_ca_file, settings.frigate_tls_verify)
+
+
 def run_frigate(settings: FrigateSettings) -> int:
     """The `edgehive frigate` process: until SIGTERM/SIGINT."""
     stop = Stop().install()
     bridge = FrigateBridge(settings)
     bridge.start(timeout_s=None)  # connects in the background, with backoff, for as long as it takes
-    log.info("frigate bridge %s: %s/events on %s → results/frigate/+ (sub labels: %s)", os.getpid(), settings.frigate_topic_prefix,
-             settings.broker.redacted(), settings.frigate_url or "off")
+    log.info("frigate bridge %s: %s/events on %s → results/frigate/+ (sub labels: %s%s)", os.getpid(), settings.frigate_topic_prefix,
+             settings.broker.redacted(), settings.frigate_url or "off", f", as {settings.frigate_user!r}" if settings.frigate_user else "")
     try:
         stop.wait()
     finally:

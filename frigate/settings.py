@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgehive.schemas.base import IDENT_PATTERN
 from edgehive.settings import CommonSettings, topic_root
@@ -45,8 +45,13 @@ class FrigateSettings(CommonSettings):
     frigate_job_timeout_s: float = Field(30.0, gt=0, le=3600, description="How long the fleet may take over one snapshot before the verdict is ok:false")
     frigate_max_snapshot_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest snapshot JPEG accepted; larger ones are refused on the errors topic")
     frigate_queue_max: int = Field(32, ge=1, le=10000, description="Events of one camera waiting for the fleet (one snapshot per camera is in flight at a time); beyond it an event's verdict is ok:false")
-    frigate_url: str = Field("", description="Frigate's HTTP API, e.g. http://frigate:5000 (the unauthenticated port): each verdict sets the event's sub label there (empty: off)")
+    frigate_url: str = Field("", description="Frigate's HTTP API, e.g. http://frigate:5000 (the unauthenticated port) or https://frigate:8971 (the authenticated one, with EDGEHIVE_FRIGATE_USER and EDGEHIVE_FRIGATE_PASSWORD): each verdict sets the event's sub label there (empty: off)")
     frigate_http_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of each call to Frigate's HTTP API")
+    frigate_user: str = Field("", description="Frigate user the bridge logs in as (POST /api/login) before setting sub labels, for the authenticated port 8971 (empty: no login, for port 5000)")
+    frigate_password: str = Field("", description="Password of EDGEHIVE_FRIGATE_USER")
+    frigate_cookie_name: str = Field("frigate_token", min_length=1, max_length=200, description="The cookie holding the token Frigate's login sets: Frigate's auth.cookie_name")
+    frigate_ca_file: str = Field("", description="With an https:// EDGEHIVE_FRIGATE_URL: PEM file of the certificate, or of the CA that signed it, that Frigate's API serves (empty: the system's CAs)")
+    frigate_tls_verify: bool = Field(True, description="With an https:// EDGEHIVE_FRIGATE_URL: check Frigate's certificate and host name; false accepts any certificate, Frigate's self-signed default included (not safe on a network you do not trust)")
     frigate_sub_label_confirmed: str = Field("confirmed", max_length=100, description="Sub label set on a confirmed event, with edgehive's score (empty: none)")
     frigate_sub_label_unconfirmed: str = Field("unconfirmed", max_length=100, description="Sub label set on an event edgehive did not confirm (empty: none)")
     ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant MQTT discovery prefix: fused estimates and cameras appear as entities ('' to disable)")
@@ -84,6 +89,24 @@ class FrigateSettings(CommonSettings):
         if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
             raise ValueError("must be an http:// or https:// URL, e.g. http://frigate:5000")
         return value
+
+    @field_validator("frigate_cookie_name")
+    @classmethod
+    def _valid_cookie_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", value):
+            raise ValueError("must be a cookie name: letters, digits and !#$%&'*+-.^_`|~, no spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _login_complete(self) -> FrigateSettings:
+        if bool(self.frigate_user) != bool(self.frigate_password):
+            given, missing = ("EDGEHIVE_FRIGATE_USER", "EDGEHIVE_FRIGATE_PASSWORD") if self.frigate_user else \
+                ("EDGEHIVE_FRIGATE_PASSWORD", "EDGEHIVE_FRIGATE_USER")
+            raise ValueError(f"{given} is set but {missing} is empty: Frigate's login needs both (set neither for port 5000)")
+        if self.frigate_ca_file and not self.frigate_tls_verify:
+            raise ValueError("EDGEHIVE_FRIGATE_CA_FILE is set but EDGEHIVE_FRIGATE_TLS_VERIFY is false: "
+                             "trust Frigate's certificate with the file, or check no certificate, not both")
+        return self
 
     @property
     def camera_list(self) -> list[str]:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from vision_fixtures import REFERENCE_FACE, box_iou, models_dir, photo  # noqa: F401  (fixture)
 
 from edgehive.bus import describe_validation_error
+from edgehive.frigate.api import FrigateApi
 from edgehive.frigate.events import SnapshotParser, parse_event
 from edgehive.frigate.sublabel import SubLabels
 from edgehive.schemas.frigate import FrigateVerdict
@@ -327,14 +328,14 @@ def test_a_snapshot_is_checked_and_its_refusal_told() -> None:
 def test_sub_label_calls_report_frigate_errors_and_an_absent_frigate(frigate_api: tuple[str, list[Any]]) -> None:
     url, calls = frigate_api
     reports: list[tuple[str, str]] = []
-    labels = SubLabels(url, 5.0, lambda where, reason: reports.append((where, reason)))
+    labels = SubLabels(FrigateApi(url, 5.0), lambda where, reason: reports.append((where, reason)))
     assert labels.post("1607123955.475377-mxklsc", "confirmed", 0.87) is True
     assert labels.post("missing-1", "confirmed", None) is False
     assert calls == [("/api/events/1607123955.475377-mxklsc/sub_label", {"subLabel": "confirmed", "subLabelScore": 0.87}),
                      ("/api/events/missing-1/sub_label", {"subLabel": "confirmed"})]
     assert reports[0][0] == f"{url}/api/events/missing-1/sub_label" and "404" in reports[0][1] and "not found" in reports[0][1]
     with socket_closed() as dead:
-        absent = SubLabels(dead, 2.0, lambda where, reason: reports.append((where, reason)))
+        absent = SubLabels(FrigateApi(dead, 2.0), lambda where, reason: reports.append((where, reason)))
         assert absent.post("1607123955.475377-mxklsc", "confirmed", 0.9) is False
     assert "did not answer" in reports[1][1] and "EDGEHIVE_FRIGATE_URL" in reports[1][1]
 
