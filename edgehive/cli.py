@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-class _BadArgument(ValueError):
+class _BadArgument(EdgehiveError, ValueError):
     """An option of `edgehive submit` that cannot become a job (exit 2: an invalid job)."""
 
 
