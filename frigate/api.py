@@ -30,12 +30,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ..errors import EdgehiveError
+
 log = logging.getLogger(__name__)
 
 READ_MAX = 64 * 1024  # an answer to a sub-label call or a login is a few hundred bytes
 
 
-class ApiError(Exception):
+class ApiError(EdgehiveError):
     """A call that did not succeed, in words (no secret in them)."""
 
 
