@@ -20,6 +20,7 @@ from harness import Fleet, Recorder, wait_until
 from edgehive import cli, configfile
 from edgehive.agents.settings import AgentSettings
 from edgehive.coordinator.settings import CoordinatorSettings
+from edgehive.frigate.settings import FrigateSettings
 from edgehive.sensors.camera import CameraSettings
 from edgehive.sensors.publisher import SensorSettings
 from edgehive.settings import BrokerSettings, load_settings
@@ -125,7 +126,7 @@ def test_the_file_is_found_by_variable_by_yaml_variable_and_in_the_working_folde
 def test_the_example_file_passes_the_check_and_lands_in_the_models(isolated: Path) -> None:
     checked = run_cli("config", "check", "--config", str(EXAMPLE))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == f"{EXAMPLE}: OK (31 settings, 3 cameras, 2 fusion groups)"
+    assert checked.stdout.strip() == f"{EXAMPLE}: OK (38 settings, 3 cameras, 2 fusion groups)"
 
     configfile.use(str(EXAMPLE))
     coordinator = CoordinatorSettings()
@@ -148,6 +149,9 @@ def test_the_example_file_passes_the_check_and_lands_in_the_models(isolated: Pat
     sink = SinkSettings()
     assert sink.target == "2" and sink.sink_batch_size == 5000 and sink.influx_org == "edgehive"
     assert BrokerSettings().broker_users == "coordinator:change-me:coordinator,client:change-me-too:client"
+    frigate = FrigateSettings()
+    assert frigate.camera_list == ["driveway"] and frigate.label_list == ["person", "car"]
+    assert frigate.frigate_url == "https://frigate:8971" and frigate.frigate_user == "edgehive" and frigate.frigate_ca_file.endswith("frigate-ca.pem")
 
 
 # -- mistakes -----------------------------------------------------------------------------------
