@@ -178,7 +178,7 @@ class Ingest:
         return CameraCountsIn(topic, camera, decode(CameraCounts, payload))
 
     def readings(self, topic: str, payload: bytes) -> ReadingsIn:
-        """Readings, checked at the door: finite, in their quantity's unit, stamped within the clock limits."""
+        """Readings, checked at the door: finite, in their quantity's unit, physically possible (schemas/sensors.py, the sink's check too), stamped within the clock limits."""
         sensor, quantity = topic.rsplit("/", 2)[-2:]
         _check_ids(sensor=sensor, quantity=quantity)
         now = self.clock()

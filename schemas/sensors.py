@@ -6,7 +6,11 @@ arrival. An IMU publishes on quantity `imu`, one sample a message.
 
 Units are checked, not guessed: each known quantity has one canonical unit and a few spellings
 of it, and a reading in any other unit is refused on `errors` (a Fahrenheit sensor in a Celsius
-group would otherwise bias the estimate without anyone noticing).
+group would otherwise bias the estimate without anyone noticing). Values are checked against
+physics, not opinion: a temperature below absolute zero, a relative humidity outside 0-100 %
+or a pressure that is not positive cannot have been measured, and one such value would throw a
+fusion filter off for many windows. This module is the one check both the coordinator and the
+telemetry sink apply, so the two never disagree about which readings exist.
 """
 
 from __future__ import annotations
@@ -28,13 +32,23 @@ UNITS: dict[str, tuple[str, frozenset[str]]] = {
     "pressure": ("hPa", frozenset({"hPa", "mbar"})),
 }
 
+# quantity → (lowest, lowest allowed?, highest or None) in the canonical unit, and what the
+# range is, for the refusal. Only bounds physics sets; other quantities are not bounded.
+ABSOLUTE_ZERO_C = -273.15
+RANGES: dict[str, tuple[float, bool, float | None, str]] = {
+    "temperature": (ABSOLUTE_ZERO_C, True, None, f"absolute zero is {ABSOLUTE_ZERO_C} °C"),
+    "humidity": (0.0, True, 100.0, "relative humidity is 0 to 100 %"),
+    "pressure": (0.0, False, None, "a pressure is above 0 hPa"),
+}
+
 Vector3 = tuple[float, float, float]
 
 
 class SensorReading(Message):
     """One scalar reading; the sensor and the quantity are the topic's last two levels."""
 
-    value: float
+    value: float = Field(description="Finite; within what physics allows for known quantities: temperature at least "
+                                     "-273.15 °C (absolute zero), humidity 0 to 100 %, pressure above 0 hPa")
     unit: str | None = Field(None, max_length=16, description="Defaults to the quantity's canonical unit")
     ts: float | None = Field(None, gt=0, description="When it was measured (epoch s); default: arrival")
     seq: int | None = Field(None, ge=0, le=MAX_COUNT, description="The sensor's own counter, to spot gaps")
@@ -65,12 +79,13 @@ def parse_reading(quantity: str, payload: bytes) -> SensorReading | ImuReading:
             raise ReadingError(f"not a reading: expected JSON or a bare number, got {text[:40]!r}") from None
         if not math.isfinite(value):
             raise ReadingError(f"value {text[:40].decode(errors='replace')} is not a finite number")
-        return SensorReading(value=value, unit=canonical_unit(quantity))
+        return SensorReading(value=check_range(quantity, value), unit=canonical_unit(quantity))
     try:
         reading = decode(SensorReading, payload)
     except ValidationError as error:
         raise ReadingError(_first_error(error)) from None
     unit = canonical_unit(quantity, reading.unit)
+    check_range(quantity, reading.value)  # after the unit check: the bounds are in the canonical unit
     return reading if unit == reading.unit else reading.model_copy(update={"unit": unit})
 
 
@@ -107,6 +122,19 @@ def canonical_unit(quantity: str, unit: str | None = None) -> str | None:
     if unit is None or unit in spellings:
         return canonical
     raise ReadingError(f"unit {unit[:16]!r} is not a unit of {quantity} (expected {canonical})")
+
+
+def check_range(quantity: str, value: float) -> float:
+    """`value` (in `quantity`'s canonical unit) if physics allows it; raises ReadingError if not.
+    A unit conversion, if one is ever added, must come before this check."""
+    bound = RANGES.get(quantity)
+    if bound is None:
+        return value
+    low, low_allowed, high, why = bound
+    if value < low or (value == low and not low_allowed) or (high is not None and value > high):
+        canonical = UNITS[quantity][0]
+        raise ReadingError(f"value {value:g} {canonical} is impossible for {quantity} ({why})")
+    return value
 
 
 def _first_error(error: ValidationError) -> str:

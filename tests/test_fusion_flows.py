@@ -240,3 +240,50 @@ def test_a_batch_of_readings_in_one_message_is_fused_and_a_bad_element_refuses_i
     reasons = [e["reason"] for e in recorder.json("errors") if e["topic"].endswith("/sensors/t1/temperature")]
     assert any("reading 1 of the batch" in r and "'K'" in r for r in reasons), reasons
 
+
+
+IMPOSSIBLE = [  # (sensor, quantity, payload as typed, the reason on `errors`)
+    ("t1", "temperature", "-300", "value -300 °C is impossible for temperature (absolute zero is -273.15 °C)"),
+    ("h1", "humidity", "150", "value 150 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+    ("h1", "humidity", '{"v":1,"value":-5,"unit":"%RH"}', "value -5 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+    ("p1", "pressure", '{"v":1,"value":-1013.2,"unit":"hPa"}', "value -1013.2 hPa is impossible for pressure (a pressure is above 0 hPa)"),
+    ("t2", "temperature", '[{"v":1,"value":20.5},{"v":1,"value":-300,"unit":"C"}]',
+     "reading 1 of the batch: value -300 °C is impossible for temperature (absolute zero is -273.15 °C)"),
+    ("t2", "temperature", '{"v":1,"value":0,"unit":"K"}', "unit 'K' is not a unit of temperature (expected °C)"),
+]
+
+
+def test_physically_impossible_readings_are_refused_on_errors_and_boundaries_are_fused(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    spec = {"room": {"quantity": "temperature", "window_count": 2}, "air": {"quantity": "humidity", "window_count": 2},
+            "baro": {"quantity": "pressure", "window_count": 1}}
+    fleet.coordinator(EDGEHIVE_FUSION_GROUPS=orjson.dumps(spec).decode())
+    fleet.agent("pi-1")
+    wait_nodes_online(recorder, 1)
+    port = str(fleet.broker.port)
+
+    def pub(sensor: str, quantity: str, payload: str) -> None:
+        subprocess.run(["mosquitto_pub", "-p", port, "-q", "1", "-t", f"{prefix}/sensors/{sensor}/{quantity}", "-m", payload], check=True)
+
+    for sensor, quantity, payload, _ in IMPOSSIBLE:
+        pub(sensor, quantity, payload)
+
+    def refused() -> list[tuple[str, str]]:
+        return [(e["topic"], e["reason"]) for e in recorder.json("errors") if "/sensors/" in e["topic"]]
+
+    wait_until(lambda: len(refused()) >= len(IMPOSSIBLE), 20, "an error per impossible reading")
+    for sensor, quantity, _, why in IMPOSSIBLE:
+        assert any(topic == f"{prefix}/sensors/{sensor}/{quantity}" and why in reason for topic, reason in refused()), (why, refused())
+
+    # The edges of what physics allows are readings like any other, and fused.
+    for sensor, quantity, payload in (("h1", "humidity", "0"), ("h2", "humidity", '{"v":1,"value":100,"unit":"%RH"}'),
+                                      ("t1", "temperature", "-273.15"), ("t3", "temperature", '{"v":1,"value":-273.15,"unit":"degC"}'),
+                                      ("p1", "pressure", "0.01")):
+        pub(sensor, quantity, payload)
+    air = wait_until(lambda: fusion_results(recorder, "air").get(1), 20, "the humidity window fused")["output"]
+    assert air["readings"] == 2 and 0.0 <= air["estimate"] <= 100.0
+    room = wait_until(lambda: fusion_results(recorder, "room").get(1), 20, "the temperature window fused")["output"]
+    assert room["readings"] == 2 and room["estimate"] == pytest.approx(-273.15)  # no refused value got in
+    baro = wait_until(lambda: fusion_results(recorder, "baro").get(1), 20, "the pressure window fused")["output"]
+    assert baro["readings"] == 1 and baro["estimate"] == pytest.approx(0.01)
+    assert len(refused()) == len(IMPOSSIBLE)
+    assert fleet.alive("coordinator") and fleet.alive("pi-1")

@@ -32,6 +32,7 @@ from edgehive.schemas import (
     parse_status,
 )
 from edgehive.schemas.export import EXTRA_MODELS, render_all
+from edgehive.schemas.sensors import ReadingError, parse_readings
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO / "schemas" / "json"
@@ -192,6 +193,36 @@ def test_non_finite_numbers_are_refused(bad: float, name: str, path: tuple[str, 
     # Python's json writes NaN/Infinity literals; the JSON path must refuse them as well.
     with pytest.raises(ValidationError):
         decode(MODELS[name], json.dumps(payload))
+
+
+@pytest.mark.parametrize(("quantity", "payload", "why"), [
+    ("temperature", b"-300", "value -300 °C is impossible for temperature (absolute zero is -273.15 °C)"),
+    ("temperature", b'{"v":1,"value":-273.16,"unit":"degC"}', "value -273.16 °C is impossible for temperature (absolute zero is -273.15 °C)"),
+    ("humidity", b"150", "value 150 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+    ("humidity", b'{"v":1,"value":-5,"unit":"%RH"}', "value -5 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+    ("pressure", b"-1013", "value -1013 hPa is impossible for pressure (a pressure is above 0 hPa)"),
+    ("pressure", b'{"v":1,"value":0,"unit":"mbar"}', "value 0 hPa is impossible for pressure (a pressure is above 0 hPa)"),
+    # Other temperature units are refused for their unit, before any range: nothing is guessed.
+    ("temperature", b'{"v":1,"value":-300,"unit":"F"}', "unit 'F' is not a unit of temperature (expected °C)"),
+    ("temperature", b'{"v":1,"value":0,"unit":"K"}', "unit 'K' is not a unit of temperature (expected °C)"),
+    ("pressure", b'[{"v":1,"value":1013},{"v":1,"value":-2}]', "reading 1 of the batch: value -2 hPa is impossible for pressure (a pressure is above 0 hPa)"),
+])
+def test_physically_impossible_readings_are_refused_with_the_range(quantity: str, payload: bytes, why: str) -> None:
+    with pytest.raises(ReadingError) as error:
+        parse_readings(quantity, payload)
+    assert str(error.value) == why
+
+
+@pytest.mark.parametrize(("quantity", "payload", "value"), [
+    ("temperature", b"-273.15", -273.15), ("temperature", b'{"v":1,"value":-273.15,"unit":"C"}', -273.15),
+    ("temperature", b"1.8e19", 1.8e19),  # hot, but no law of physics says impossible: fusion's gating deals with it
+    ("humidity", b"0", 0.0), ("humidity", b'{"v":1,"value":100,"unit":"%RH"}', 100.0),
+    ("pressure", b"0.001", 0.001), ("pressure", b"1e6", 1e6),
+    ("co2", b"-5", -5.0),  # a quantity the system does not know takes any finite value
+])
+def test_boundary_readings_are_accepted(quantity: str, payload: bytes, value: float) -> None:
+    [reading] = parse_readings(quantity, payload)
+    assert reading.value == value  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("payload", [b"online", b"offline", b"  ONLINE\n", b"Offline"])

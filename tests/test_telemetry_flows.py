@@ -473,6 +473,37 @@ def test_without_influxdb_the_sink_writes_line_protocol_that_influxdb_imports(fl
     assert stored_readings(influxdb, "t1") == publisher.expected()
 
 
+@mosquitto_only
+def test_the_sink_refuses_physically_impossible_readings_on_errors_and_writes_no_point(fleet: Fleet, recorder: Recorder, prefix: str,
+                                                                                      tmp_path: Path) -> None:
+    file = tmp_path / "telemetry.lp"
+    fleet.sink(**sink_env(tmp_path))  # no URL: the file, which shows every point the sink wrote
+    wait_subscribed(recorder, lambda: file.exists() and b"sensor=ready" in file.read_bytes())
+    impossible = [("cold", "temperature", "-300", "value -300 °C is impossible for temperature (absolute zero is -273.15 °C)"),
+                  ("wet", "humidity", "150", "value 150 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+                  ("dry", "humidity", '{"v":1,"value":-5,"unit":"%"}', "value -5 % is impossible for humidity (relative humidity is 0 to 100 %)"),
+                  ("vacuum", "pressure", "-1", "value -1 hPa is impossible for pressure (a pressure is above 0 hPa)"),
+                  ("batch", "temperature", '[{"v":1,"value":21},{"v":1,"value":-274}]',
+                   "reading 1 of the batch: value -274 °C is impossible for temperature (absolute zero is -273.15 °C)")]
+    port = str(fleet.broker.port)
+    for sensor, quantity, payload, _ in impossible:
+        subprocess.run(["mosquitto_pub", "-p", port, "-q", "1", "-t", f"{prefix}/sensors/{sensor}/{quantity}", "-m", payload], check=True)
+    for sensor, quantity, payload in (("edge-t", "temperature", "-273.15"), ("edge-h", "humidity", "0"), ("edge-h", "humidity", "100")):
+        subprocess.run(["mosquitto_pub", "-p", port, "-q", "1", "-t", f"{prefix}/sensors/{sensor}/{quantity}", "-m", payload], check=True)
+
+    def reasons() -> dict[str, str]:
+        return {e["topic"]: e["reason"] for e in recorder.json("errors") if e["source"].startswith("sink")}
+
+    wait_until(lambda: len(reasons()) >= len(impossible), 20, "the sink's error per impossible reading")
+    for sensor, quantity, _, why in impossible:
+        assert why in reasons()[f"{prefix}/sensors/{sensor}/{quantity}"]
+    wait_until(lambda: file.read_bytes().count(b"sensor=edge-") == 3, 20, "the boundary readings written")
+    written = file.read_text()
+    assert "sensor=edge-t,unit=°C value=-273.15 " in written and "sensor=edge-h,unit=% value=0 " in written
+    assert not any(f"sensor={sensor}," in written for sensor, *_ in impossible)  # not even the batch's good first reading
+    assert "Traceback" not in fleet.log("sink")
+
+
 def test_write_errors_say_whether_trying_the_same_batch_again_can_help(influxdb: InfluxDB, tmp_path: Path) -> None:
     writer = InfluxV1Writer(influxdb.url, "fresh", compress=True)
     writer.write(b"m x=1i 1795000000000000000\n")  # the database is created before the first write
