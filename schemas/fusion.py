@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from .base import MAX_COUNT, Ident, Part
-from .sensors import ImuReading, SensorReading
+from .sensors import ImuReading, ReadingError, SensorReading, canonical_unit, check_range
 
 FusionMethod = Literal["kalman", "imu"]
 RejectReason = Literal["gated", "stuck", "stale"]
@@ -176,6 +176,21 @@ class KalmanWindow(_Window):
     prior: FilterState | None = Field(None, description="The previous window's posterior; none for the group's first")
     readings: list[ScalarRow] = Field(min_length=1, description="[sensor, value, timestamp] per reading")
     config: KalmanConfig = Field(default_factory=KalmanConfig)
+
+    @model_validator(mode="after")
+    def _possible_values(self) -> KalmanWindow:
+        """A window submitted by hand (`jobs/submit`) gets the range check the coordinator's door
+        gives every reading (schemas/sensors.py), when its unit is the quantity's own."""
+        try:
+            canonical_unit(self.quantity, self.unit)
+        except ReadingError:
+            return self  # another unit: values are not comparable with the bounds
+        for i, row in enumerate(self.readings):
+            try:
+                check_range(self.quantity, row.value)
+            except ReadingError as error:
+                raise ValueError(f"readings[{i}]: {error}") from None
+        return self
 
 
 class ImuWindow(_Window):

@@ -32,6 +32,7 @@ from edgehive.schemas import (
     parse_status,
 )
 from edgehive.schemas.export import EXTRA_MODELS, render_all
+from edgehive.schemas.fusion import FusionParams
 from edgehive.schemas.sensors import ReadingError, parse_readings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +224,19 @@ def test_physically_impossible_readings_are_refused_with_the_range(quantity: str
 def test_boundary_readings_are_accepted(quantity: str, payload: bytes, value: float) -> None:
     [reading] = parse_readings(quantity, payload)
     assert reading.value == value  # type: ignore[union-attr]
+
+
+def test_a_fusion_window_submitted_by_hand_gets_the_same_range_check() -> None:
+    """A `fusion` job's params (jobs/submit) are a second door for readings: the agent that
+    validates them refuses what the coordinator's door refuses, naming the row."""
+    window = {"method": "kalman", "group": "room", "quantity": "humidity", "unit": "%", "window": 1,
+              "window_start": 0.0, "window_end": 1.0, "readings": [["a", 40.0, 0.5], ["b", 0.0, 0.6], ["c", 100.0, 0.7]]}
+    assert len(FusionParams.model_validate(window).root.readings) == 3  # the bounds themselves are possible
+    with pytest.raises(ValidationError) as error:
+        FusionParams.model_validate({**window, "readings": [["a", 40.0, 0.5], ["b", 150.0, 0.6]]})
+    assert "readings[1]: value 150 % is impossible for humidity (relative humidity is 0 to 100 %)" in str(error.value)
+    other_unit = {**window, "quantity": "co2", "unit": "ppm", "readings": [["a", -5.0, 0.5]]}
+    assert FusionParams.model_validate(other_unit).root.readings[0].value == -5.0  # no bounds for co2
 
 
 @pytest.mark.parametrize("payload", [b"online", b"offline", b"  ONLINE\n", b"Offline"])
