@@ -941,7 +941,8 @@ class CoordinatorCore:
                 if topic not in {t for t, _ in camera_messages(prefix, self.topics, camera, labels)}:
                     stale.append(topic)  # a label count its settings no longer keep
             else:
-                self._ha_unseen.setdefault(camera, []).append(topic)
+                if topic not in (unseen := self._ha_unseen.setdefault(camera, [])):  # read again at a reconnect
+                    unseen.append(topic)
         if stale:
             log.info("Home Assistant: clearing %d retained configs of fusion groups and entities no longer configured", len(stale))
         self._discovery([(topic, b"") for topic in stale])
