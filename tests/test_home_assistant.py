@@ -316,3 +316,25 @@ def test_configs_of_cameras_and_groups_taken_out_of_the_settings_are_removed(fle
 
 def first_fleet_id(prefix: str) -> str:
     return "edgehive_" + prefix.replace("-", "_").replace("/", "_")
+
+
+def test_only_the_active_coordinator_clears_configs_a_standby_does_not(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    """A standby configured without the group leaves its config alone; once it takes over it
+    is the active one, and clears it."""
+    port = fleet.broker.port
+    for name, env in (("head-a", {"EDGEHIVE_FUSION_GROUPS": '{"g": {"quantity": "temperature"}}'}), ("head-b", {})):
+        fleet.coordinator(name, EDGEHIVE_COORDINATOR_ID=name, EDGEHIVE_STATE_DIR=str(fleet.workdir / f"state-{name}"), **env)
+        wait_until(lambda: (recorder.json(f"coordinator/members/{name}") or [{}])[-1].get("role") == ("active" if name == "head-a" else "standby"),
+                   30, f"{name} up")
+
+    def group_config() -> dict[str, dict]:
+        return {t: c for t, c in retained_now(port).items() if c.get("state_topic") == f"{prefix}/results/fusion/g"}
+
+    assert wait_until(group_config, 20, "g's config")
+    wait_until(lambda: (recorder.json("coordinator/members/head-b") or [{}])[-1].get("synced"), 30, "head-b synced")
+    assert group_config()  # head-b stands by: it cleared nothing
+    assert "Home Assistant" not in fleet.log("head-b")
+    fleet.kill("head-a", signal.SIGTERM)
+    wait_until(lambda: not group_config(), 30, "g's config cleared by head-b, now active")
+    log = fleet.log("head-b")
+    assert log.index("coordinator head-b is active") < log.index("clearing 1 retained configs")
