@@ -3,11 +3,8 @@
 Discovery configs are retained: a fusion group or camera taken out of the settings would keep
 its entities in Home Assistant for ever (Zigbee2MQTT clears a device that left; we do the same).
 So the active coordinator, when it becomes active and at every reconnect, reads the retained
-configs on the discovery topics it uses (`RetainedConfigs`), for as long as it takes a probe it
-publishes itself to come back (the broker hands out the retained copies of a subscription
-before it handles the subscriptions and publishes the same client sent after it; the probe is
-published again at every tick until one comes back); the core then clears the stale ones
-(`classify` says what each config is for).
+configs on the discovery topics it uses (edgehive/haretained.py); the core then clears the stale
+ones (`classify` says what each config is for).
 
 Only configs of this fleet are considered: the topic's unique id starts with the fleet id
 (`edgehive_{prefix}_`), the config says `origin: edgehive`, belongs to the fleet's device, and
@@ -18,19 +15,14 @@ they leave by their own rule (EDGEHIVE_FORGET_AFTER_S, coordinator/ha_devices.py
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from edgehive.bus import MqttBus
 from edgehive.schemas import Topics
 from edgehive.schemas.kinds import DETECT_KIND, FUSION_KIND
 
 from .discovery import fleet_id
-
-log = logging.getLogger(__name__)
 
 # The components edgehive's fleet device uses (fusion groups, cameras, the coordinator's own).
 COMPONENTS = ("binary_sensor", "camera", "sensor")
@@ -42,6 +34,11 @@ class Owned(NamedTuple):
 
     what: Literal["group", "camera", "coordinator"]
     name: str
+
+
+def config_patterns(ha_prefix: str) -> list[str]:
+    """The discovery topics the fleet device's configs are on."""
+    return [f"{ha_prefix}/{component}/+/config" for component in COMPONENTS]
 
 
 def ours(ha_prefix: str, topics: Topics, topic: str) -> bool:
@@ -77,57 +74,3 @@ def classify(topics: Topics, payload: bytes) -> Owned | None:
     if state in (topics.coordinator_status, topics.coordinator_stats):
         return Owned("coordinator", "")
     return None
-
-
-class RetainedConfigs:
-    """Reads this fleet's retained discovery configs once: subscribes to the discovery topics
-    of `COMPONENTS` and to a probe topic of its own, publishes the probe, and when the probe
-    comes back hands every config of ours it read to `done` and unsubscribes."""
-
-    def __init__(self, bus: MqttBus, ha_prefix: str, topics: Topics, probe_topic: str,
-                 done: Callable[[dict[str, bytes]], None]) -> None:
-        self.bus, self.ha_prefix, self.topics, self.probe_topic, self.done = bus, ha_prefix, topics, probe_topic, done
-        self.patterns = [f"{ha_prefix}/{component}/+/config" for component in COMPONENTS]
-        self.found: dict[str, bytes] = {}
-        self.reading = False
-        self._probe = b""
-        self._round = 0
-
-    def start(self) -> None:
-        """(Again) from the start: call while connected; a read cut by a disconnect is started again."""
-        self.stop()
-        self.reading = True
-        self._round += 1
-        self._probe = f"sweep {self._round}".encode()
-        for pattern in self.patterns:
-            self.bus.subscribe(pattern, self._on_config, max_bytes=1 << 20)
-        self.bus.subscribe(self.probe_topic, self._on_probe)
-        self.bus.publish(self.probe_topic, self._probe, qos=1)
-
-    def again(self) -> None:
-        """(At every tick) the probe once more while it has not come back: a broker may handle a
-        publish before a subscription sent ahead of it (amqtt does), and a probe it delivered
-        before our subscription to the probe topic is lost. That subscription is sent last, so
-        the first probe back proves every config subscription handled, retained copies sent."""
-        if self.reading:
-            self.bus.publish(self.probe_topic, self._probe, qos=1)
-
-    def stop(self) -> None:
-        if not self.reading:
-            return
-        self.reading = False
-        for pattern in (*self.patterns, self.probe_topic):
-            self.bus.unsubscribe(pattern)
-        self.found = {}
-
-    def _on_config(self, topic: str, payload: bytes) -> None:
-        if self.reading and payload and ours(self.ha_prefix, self.topics, topic):
-            self.found[topic] = payload
-
-    def _on_probe(self, topic: str, payload: bytes) -> None:
-        if not self.reading or payload != self._probe:
-            return  # an earlier round's, cut short
-        found = self.found
-        self.stop()
-        log.info("Home Assistant: %d retained configs of this fleet's device read from the broker", len(found))
-        self.done(found)

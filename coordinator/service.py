@@ -40,6 +40,7 @@ import orjson
 
 from edgehive import gctune
 from edgehive.bus import MqttBus, Outgoing, PendingAcks
+from edgehive.haretained import RetainedConfigs
 from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Result, Topics, decode, encode, parse_claim
 from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.signals import Stop
@@ -67,7 +68,7 @@ from .events import (
 )
 from .fusion import FusionWindows
 from .fusion_log import FusionWrite
-from .ha_sweep import RetainedConfigs
+from .ha_sweep import config_patterns, ours
 from .ingest import Ingest
 from .journal import JobJournal
 from .leader import Election, Role, Timing
@@ -136,7 +137,8 @@ class Coordinator:
         self._announced_at = 0.0
         self._stopping = False  # set by stop(): nothing more is decided or announced
         # Only the active coordinator reads and clears stale Home Assistant configs (coordinator/ha_sweep.py).
-        self._ha_configs = RetainedConfigs(self.bus, settings.ha_discovery_prefix, self.topics,
+        ha_prefix = settings.ha_discovery_prefix
+        self._ha_configs = RetainedConfigs(self.bus, config_patterns(ha_prefix), lambda topic: ours(ha_prefix, self.topics, topic),
                                            f"{self.topics.coordinator_member(self.id)}/ha-probe",
                                            lambda found: self._events.append(HomeAssistantConfigs(found)))
         self._core_tick_s = min(0.5, settings.heartbeat_s / 2)  # the core's periodic work (coordinator/core.py _on_tick)
