@@ -338,3 +338,25 @@ def test_only_the_active_coordinator_clears_configs_a_standby_does_not(fleet: Fl
     wait_until(lambda: not group_config(), 30, "g's config cleared by head-b, now active")
     log = fleet.log("head-b")
     assert log.index("coordinator head-b is active") < log.index("clearing 1 retained configs"), log
+
+
+def test_the_frigate_bridge_clears_configs_of_cameras_taken_out_of_its_list(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    port = fleet.broker.port
+    other = f"{prefix}-other"  # another fleet's bridge, whose unique ids start like ours
+    other_id = "edgehive_" + other.replace("-", "_").replace("/", "_") + "_frigate"
+    foreign_topic = f"homeassistant/binary_sensor/{other_id}_back_confirmed/config"
+    foreign = {"name": "back confirmed", "unique_id": f"{other_id}_back_confirmed", "state_topic": f"{other}/results/frigate/back",
+               "device": {"identifiers": [other_id]}, "origin": ORIGIN}
+    subprocess.run(["mosquitto_pub", "-p", str(port), "-r", "-q", "1", "-t", foreign_topic, "-m", orjson.dumps(foreign).decode()], check=True)
+
+    def bridge(configs: dict[str, dict]) -> set[str]:
+        return {c["name"] for c in configs.values() if c.get("state_topic", "").startswith(f"{prefix}/results/frigate/")}
+
+    fleet.frigate(EDGEHIVE_FRIGATE_CAMERAS="front,back")
+    wait_until(lambda: len(bridge(retained_now(port))) == 4, 20, "both cameras' configs")
+    fleet.kill("frigate", signal.SIGTERM)
+    fleet.frigate(EDGEHIVE_FRIGATE_CAMERAS="front")
+    after = wait_until(lambda: (c := retained_now(port)) and "back confirmed" not in bridge(c) and c, 20, "back's configs cleared")
+    assert bridge(after) == {"front confirmed", "front edgehive score"}
+    assert after[foreign_topic] == foreign
+    assert "clearing 2 retained configs of Frigate cameras" in fleet.log("frigate")
