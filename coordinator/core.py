@@ -30,7 +30,7 @@ from edgehive.schemas.messages import job_json, job_state_json
 from edgehive.schemas.vision import CameraConfig
 
 from . import scheduler
-from .cameras import CameraPolicy, detect_params, stage_params
+from .cameras import EVERY_CAMERA, CameraPolicy, detect_params, stage_params
 from .direct import DirectCameras, params_for
 from .discovery import camera_messages, discovery_messages
 from .events import (
@@ -45,6 +45,7 @@ from .events import (
     Event,
     FrameIn,
     HeartbeatIn,
+    HomeAssistantConfigs,
     HomeAssistantStatus,
     JournalAccepted,
     JournalEnded,
@@ -63,6 +64,7 @@ from .framegroups import FrameGroup, FrameGroups, Stage
 from .frames import Frame, FrameRouter
 from .fusion import FusionWindows
 from .ha_devices import NodeDevices, coordinator_messages
+from .ha_sweep import classify
 from .jobs import FinishedJobs, JobQueue
 from .journal import OpenJob
 from .leases import FRAME, PART, Lease, LeaseBook, policy_for
@@ -126,6 +128,7 @@ class CoordinatorCore:
         self._ha_nodes = NodeDevices(settings.ha_discovery_prefix, self.topics, settings.dead_after, settings.ha_max_node_devices)
         self._ha_announced_mono = -HA_REANNOUNCE_MIN_S  # when every config last went out on Home Assistant's `online`
         self._ha_reannounce_due = False
+        self._ha_unseen: dict[str, list[str]] = {}  # camera → its retained config topics, while it may be stale (_on_ha_configs)
         self.epoch: int | None = None  # the leadership epoch stamped on every dispatch (coordinator/leader.py); None: no election
         self._final_states_only = settings.job_states == "final"  # EDGEHIVE_JOB_STATES: see _publish_state
 
@@ -798,6 +801,8 @@ class CoordinatorCore:
             self._publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
         if listening and self.settings.forget_after_s:
             self._forget_nodes()
+        if self._ha_unseen and self.settings.forget_after_s and now.mono - self._started >= self.settings.forget_after_s:
+            self._forget_cameras()
         if self._ha_reannounce_due and now.mono - self._ha_announced_mono >= HA_REANNOUNCE_MIN_S:
             self._ha_reannounce_due = False
             self._ha_announced_mono = now.mono
@@ -910,6 +915,51 @@ class CoordinatorCore:
         self._ha_announced_mono = self._now.mono
         self._announce_all()
 
+    def _on_ha_configs(self, event: HomeAssistantConfigs) -> None:
+        """Our retained configs as the broker held them: those of fusion groups no longer in the
+        settings (and entities the coordinator and the groups no longer have) are cleared now; a
+        camera's are kept while the camera settings name it or it sends frames, and cleared when
+        it sent none for `forget_after_s` since this start (_forget_cameras)."""
+        prefix = self.settings.ha_discovery_prefix
+        if not prefix:
+            return
+        groups = {name: group.config for name, group in self.fusion.groups.items()}
+        wanted = {topic for topic, _ in discovery_messages(prefix, self.topics, groups)}
+        wanted |= {topic for topic, _ in coordinator_messages(prefix, self.topics, self.settings.stats_interval_s)}
+        named = {camera for camera in (*self._cameras.cameras, *self._cameras.camera_models) if camera != EVERY_CAMERA}
+        stale: list[str] = []
+        for topic, payload in sorted(event.configs.items()):
+            owned = classify(self.topics, payload)
+            if owned is None or topic in wanted:
+                continue
+            if owned.what != "camera":
+                stale.append(topic)
+                continue
+            camera = owned.name
+            if camera in self.frames.received or camera in self.direct.cameras or camera in named:
+                labels = self._cameras.resolve(camera).labels or ()
+                if topic not in {t for t, _ in camera_messages(prefix, self.topics, camera, labels)}:
+                    stale.append(topic)  # a label count its settings no longer keep
+            else:
+                if topic not in (unseen := self._ha_unseen.setdefault(camera, [])):  # read again at a reconnect
+                    unseen.append(topic)
+        if stale:
+            log.info("Home Assistant: clearing %d retained configs of fusion groups and entities no longer configured", len(stale))
+        self._discovery([(topic, b"") for topic in stale])
+        if self._ha_unseen and self.settings.forget_after_s and self._now.mono - self._started >= self.settings.forget_after_s:
+            self._forget_cameras()
+
+    def _forget_cameras(self) -> None:
+        """Cameras with retained configs that the settings do not name and that sent no frame
+        for `forget_after_s` since this start leave Home Assistant, as nodes do."""
+        for camera, topics in sorted(self._ha_unseen.items()):
+            if camera in self.frames.received or camera in self.direct.cameras:
+                continue  # announced again by its first frame
+            log.info("Home Assistant: camera %s sent no frame for %g s and is not in the camera settings; its entities are removed",
+                     camera, self.settings.forget_after_s)
+            self._discovery([(topic, b"") for topic in topics])
+        self._ha_unseen.clear()
+
     def _on_cleared(self, event: NodeCleared) -> None:
         """A node's retained capabilities or status removed (our own clearing coming back): nothing to do."""
 
@@ -930,6 +980,7 @@ class CoordinatorCore:
         SnapshotIn: _on_snapshot,
         NodeCleared: _on_cleared,
         HomeAssistantStatus: _on_ha_status,
+        HomeAssistantConfigs: _on_ha_configs,
         EndedElsewhere: _on_ended_elsewhere,
         Tick: _on_tick,
         ConnectionRestored: _on_connected,

@@ -136,6 +136,13 @@ class HomeAssistantStatus(NamedTuple):
     online: bool
 
 
+class HomeAssistantConfigs(NamedTuple):
+    """This fleet's retained discovery configs as the broker held them (topic → config), read by
+    the active coordinator when it became active or reconnected (coordinator/ha_sweep.py)."""
+
+    configs: dict[str, bytes]
+
+
 class EndedElsewhere(NamedTuple):
     """A job this coordinator took over still running (an orphan) was finished by the coordinator
     it took over from: its final state, or for a fusion window its result (`output`), was seen
@@ -159,7 +166,8 @@ class ConnectionLost(NamedTuple):
 
 
 Event = (Submitted | ResultIn | Declined | HeartbeatIn | CapabilitiesIn | StatusIn | FrameIn | ReadingsIn | SnapshotIn
-         | CameraOfferIn | CameraCountsIn | NodeCleared | HomeAssistantStatus | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
+         | CameraOfferIn | CameraCountsIn | NodeCleared | HomeAssistantStatus | HomeAssistantConfigs
+         | EndedElsewhere | Tick | ConnectionRestored | ConnectionLost)
 
 
 # -- actions: what to do ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ import orjson
 
 from edgehive import gctune
 from edgehive.bus import MqttBus, Outgoing, PendingAcks
+from edgehive.haretained import RetainedConfigs
 from edgehive.schemas import CoordinatorMember, JobState, JobStateName, LeaderClaim, Result, Topics, decode, encode, parse_claim
 from edgehive.schemas.kinds import FUSION_KIND
 from edgehive.signals import Stop
@@ -53,6 +54,7 @@ from .events import (
     EndedElsewhere,
     Event,
     HeartbeatIn,
+    HomeAssistantConfigs,
     JournalEnded,
     JournalRecord,
     JournalReplace,
@@ -66,6 +68,7 @@ from .events import (
 )
 from .fusion import FusionWindows
 from .fusion_log import FusionWrite
+from .ha_sweep import config_patterns, ours
 from .ingest import Ingest
 from .journal import JobJournal
 from .leader import Election, Role, Timing
@@ -133,6 +136,11 @@ class Coordinator:
         self._announced: tuple[str, int, bool] | None = None
         self._announced_at = 0.0
         self._stopping = False  # set by stop(): nothing more is decided or announced
+        # Only the active coordinator reads and clears stale Home Assistant configs (coordinator/ha_sweep.py).
+        ha_prefix = settings.ha_discovery_prefix
+        self._ha_configs = RetainedConfigs(self.bus, config_patterns(ha_prefix), lambda topic: ours(ha_prefix, self.topics, topic),
+                                           f"{self.topics.coordinator_member(self.id)}/ha-probe",
+                                           lambda found: self._events.append(HomeAssistantConfigs(found)))
         self._core_tick_s = min(0.5, settings.heartbeat_s / 2)  # the core's periodic work (coordinator/core.py _on_tick)
         self._core_ticked = 0.0
         self._watching = False  # subscribed to jobs/+/state (and fusion results): see _watch
@@ -198,6 +206,7 @@ class Coordinator:
         if decision.became_active:
             self._take_over()
         self._announce(force=now - self._announced_at >= self.settings.stats_interval_s)
+        self._ha_configs.again()
         if self.core is not None and now - self._core_ticked >= self._core_tick_s * 0.9:
             self._core_ticked = now
             self._events.append(_TICK)
@@ -209,11 +218,18 @@ class Coordinator:
         self._announced = None
         self._announce()
         self._events.append(ConnectionRestored())
+        self._read_ha_configs()
         problem = self.writer.journal.problem
         if problem:  # found before we were connected (at recovery), or still unhealed: say it now
             self._report_journal_problem(problem)
 
+    def _read_ha_configs(self) -> None:
+        """The active coordinator, connected, reads its retained Home Assistant configs (again)."""
+        if self.core is not None and self.settings.ha_discovery_prefix and self.bus.connected.is_set() and not self._stopping:
+            self._ha_configs.start()
+
     def _disconnected(self) -> None:
+        self._ha_configs.stop()  # started again at the next connect
         self.election.disconnected(time.monotonic())
         self._events.append(ConnectionLost())
 
@@ -417,6 +433,7 @@ class Coordinator:
         kept = self.standby.takeover()
         self._events = [*kept, ConnectionRestored(), *self._events]
         log.warning("coordinator %s is active (epoch %d)", self.id, self.election.epoch)
+        self._read_ha_configs()
 
     def _stand_down(self) -> None:
         """Deposed: a higher claim exists. Drop everything at once; stand by for a full copy."""
@@ -424,6 +441,7 @@ class Coordinator:
             return
         log.warning("coordinator %s deposed (a higher claim holds: epoch %d); standing by", self.id, self.election.highest)
         self.core = None
+        self._ha_configs.stop()  # the active one clears what is stale, not us
         self._watch(True)
         self._fenced = []
         self._events = []

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from edgehive import __version__
 from edgehive.schemas import Topics
 from edgehive.schemas.frigate import VERDICT_KIND
 from edgehive.schemas.homeassistant import Message, entity_config, slug
 
 
+def device_id(topics: Topics) -> str:
+    return f"edgehive_{slug(topics.prefix)}_frigate"
+
+
 def device(topics: Topics) -> dict[str, Any]:
-    return {"identifiers": [f"edgehive_{slug(topics.prefix)}_frigate"], "name": f"edgehive Frigate bridge ({topics.prefix})",
+    return {"identifiers": [device_id(topics)], "name": f"edgehive Frigate bridge ({topics.prefix})",
             "manufacturer": "edgehive", "model": "Frigate second opinion", "sw_version": __version__}
 
 
@@ -40,3 +46,37 @@ def camera_configs(ha_prefix: str, topics: Topics, camera: str) -> list[Message]
                           value_template=CONFIRMED, payload_on="ON", payload_off="OFF", **common),
             entity_config(ha_prefix, "sensor", f"{uid}_score", f"{camera} edgehive score", device(topics),
                           value_template=SCORE, state_class="measurement", **common)]
+
+
+# The components of the bridge's entities: where its retained configs are read back from.
+COMPONENTS = ("binary_sensor", "sensor")
+
+
+def ours(ha_prefix: str, topics: Topics, topic: str) -> bool:
+    """`topic` is a config topic this bridge may have published (its unique id starts with the
+    device id): cheap, before any parsing."""
+    levels, base = topic.split("/"), ha_prefix.split("/")
+    return (len(levels) == len(base) + 3 and levels[:len(base)] == base and levels[-1] == "config"
+            and levels[-3] in COMPONENTS and levels[-2].startswith(device_id(topics) + "_"))
+
+
+def stale(ha_prefix: str, topics: Topics, found: dict[str, bytes], cameras: set[str]) -> list[str]:
+    """The topics of retained configs of this bridge's device (origin edgehive, the device of this
+    prefix, the state topic a verdict topic of this prefix) whose camera is not in `cameras`."""
+    base = topics.result(VERDICT_KIND, "x")[:-1]
+    out = []
+    for topic, payload in sorted(found.items()):
+        try:
+            config: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(config, dict) or not ours(ha_prefix, topics, topic):
+            continue
+        origin, dev, state = config.get("origin"), config.get("device"), config.get("state_topic")
+        if not (isinstance(origin, dict) and origin.get("name") == "edgehive" and isinstance(dev, dict)
+                and dev.get("identifiers") == [device_id(topics)] and isinstance(state, str) and state.startswith(base)):
+            continue
+        camera = state[len(base):]
+        if camera and "/" not in camera and camera not in cameras:
+            out.append(topic)
+    return out

@@ -14,6 +14,7 @@ import logging
 import os
 
 from edgehive.bus import MqttBus, Outgoing
+from edgehive.haretained import RetainedConfigs
 from edgehive.schemas import Topics, encode
 from edgehive.schemas.frigate import VERDICT_KIND, FrigateVerdict
 from edgehive.schemas.kinds import DETECT_KIND
@@ -22,6 +23,7 @@ from edgehive.schemas.results import parse_result
 from edgehive.schemas.vision import DetectionOutput
 from edgehive.signals import Stop
 
+from . import discovery
 from .api import FrigateApi, Login
 from .discovery import camera_configs
 from .events import SnapshotParser, parse_event
@@ -61,8 +63,16 @@ class FrigateBridge:
         self.bus.subscribe(f"{frigate}/+/+/snapshot", self._snapshot, snapshots, max_bytes=MAX_SNAPSHOT_READ)
         if self.ha_prefix:
             self.bus.subscribe(f"{self.ha_prefix}/status", self._ha_status)
+        # With EDGEHIVE_FRIGATE_CAMERAS, configs of cameras no longer in it are cleared at every
+        # connect (read back from the broker first); without it no camera is known to be gone.
+        ha, topics = self.ha_prefix, self.topics
+        self._ha_configs = RetainedConfigs(
+            self.bus, [f"{ha}/{component}/+/config" for component in discovery.COMPONENTS],
+            lambda topic: discovery.ours(ha, topics, topic), f"{topics.frigate_status.rpartition('/')[0]}/ha-probe", self._clear_stale,
+        ) if ha and settings.camera_list else None
         self.bus.on_connect(self._online)
-        self.bus.every(0.25, self.judge.tick)
+        self.bus.on_disconnect(self._offline)
+        self.bus.every(0.25, self._tick)
         for camera in settings.camera_list:  # named cameras appear in Home Assistant before their first event
             source = settings.frigate_camera_prefix + camera
             if camera not in self.judge.known_cameras:
@@ -110,6 +120,26 @@ class FrigateBridge:
     def _online(self) -> None:
         self.bus.publish(self.topics.frigate_status, b"online", qos=1, retain=True)
         self._announce(self.announced)
+        if self._ha_configs is not None:
+            self._ha_configs.start()
+
+    def _offline(self) -> None:
+        if self._ha_configs is not None:
+            self._ha_configs.stop()  # read again at the next connect
+
+    def _tick(self) -> None:
+        self.judge.tick()
+        if self._ha_configs is not None:
+            self._ha_configs.again()
+
+    def _clear_stale(self, found: dict[str, bytes]) -> None:
+        """Our retained configs as the broker held them: those of cameras no longer in
+        EDGEHIVE_FRIGATE_CAMERAS (nor seen since the start) get an empty retained message."""
+        gone = discovery.stale(self.ha_prefix, self.topics, found, set(self.settings.camera_list) | set(self.announced))
+        if gone:
+            log.info("Home Assistant: clearing %d retained configs of Frigate cameras not in EDGEHIVE_FRIGATE_CAMERAS", len(gone))
+        for topic in gone:
+            self.bus.publish(topic, b"", qos=1, retain=True)
 
     def _announce(self, cameras: list[str]) -> None:
         if not self.ha_prefix:

@@ -3,8 +3,12 @@ with the real mosquitto_sub (the configs are retained, so they arrive on subscri
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +222,143 @@ def test_a_node_that_leaves_the_fleet_has_its_configs_removed(fleet: Fleet, reco
         view_bus.stop()
     assert "left the fleet" in fleet.log("coordinator")
     wait_until(lambda: recorder.json("coordinator/stats")[-1]["nodes_known"] == 0, 20, "the node forgotten")
+
+
+# -- configs of cameras and fusion groups no longer configured ---------------------------------
+
+def retained_now(port: int) -> dict[str, dict]:
+    """Every config retained under homeassistant/ now, read with the real mosquitto_sub as Home
+    Assistant reads them when it subscribes: the retained copies arrive before a probe published
+    after the subscription is known to be in place."""
+    probe, first, second = f"probe/{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
+    lines: queue.Queue[str] = queue.Queue()
+    with subprocess.Popen(["mosquitto_sub", "-p", str(port), "-v", "-W", "60", "-t", probe, "-t", "homeassistant/#"],
+                          stdout=subprocess.PIPE, text=True) as sub:
+        assert sub.stdout is not None
+        threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in sub.stdout or ()], daemon=True).start()
+        configs: dict[str, dict] = {}
+
+        def read_until(token: str, republish: bool) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if republish or deadline - time.monotonic() > 19.9:
+                    subprocess.run(["mosquitto_pub", "-p", str(port), "-t", probe, "-m", token], check=True)
+                try:
+                    while True:
+                        topic, _, payload = lines.get(timeout=0.2).partition(" ")
+                        if topic == probe and payload == token:
+                            return
+                        if topic != probe:
+                            if payload == "(null)":  # how mosquitto_sub prints an empty payload: a config cleared
+                                configs.pop(topic, None)
+                            else:
+                                configs[topic] = orjson.loads(payload)
+                except queue.Empty:
+                    continue
+            raise AssertionError(f"probe {token} never came back")
+
+        try:
+            read_until(first, republish=True)  # subscribed
+            read_until(second, republish=False)  # and every retained copy delivered
+        finally:
+            sub.kill()
+    return configs
+
+
+def test_configs_of_cameras_and_groups_taken_out_of_the_settings_are_removed(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    port = fleet.broker.port
+    fleet.coordinator(EDGEHIVE_CAMERAS='{"a": {"labels": ["person"]}, "b": {"labels": ["car"]}}',
+                      EDGEHIVE_FUSION_GROUPS='{"g": {"quantity": "temperature"}}')
+    coordinator_online(recorder)
+    for camera in ("a", "b"):
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-t", f"{prefix}/frames/{camera}", "-f", str(DEMO_JPEG)], check=True)
+    # Not ours: another edgehive fleet on the same broker whose prefix starts like ours (so do its
+    # unique ids), and another integration's config.
+    other = f"{prefix}-other"
+    other_id = "edgehive_" + other.replace("-", "_").replace("/", "_")
+    foreign = {
+        f"homeassistant/sensor/{other_id}_g/config": {
+            "name": "g temperature", "unique_id": f"{other_id}_g", "state_topic": f"{other}/results/fusion/g",
+            "availability_topic": f"{other}/coordinator/status", "device": {"identifiers": [other_id]}, "origin": ORIGIN},
+        "homeassistant/sensor/0x00158d0001a2b3c4_temperature/config": {
+            "name": "Kitchen temperature", "unique_id": "0x00158d0001a2b3c4_temperature", "state_topic": "zigbee2mqtt/kitchen",
+            "device": {"identifiers": ["zigbee2mqtt_0x00158d0001a2b3c4"]}, "origin": {"name": "Zigbee2MQTT"}},
+    }
+    for topic, config in foreign.items():
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-r", "-q", "1", "-t", topic, "-m", orjson.dumps(config).decode()], check=True)
+
+    def of(configs: dict[str, dict], what: str) -> set[str]:
+        return {c["name"] for c in configs.values() if c.get("state_topic", c.get("topic", "")).startswith(f"{prefix}/{what}")}
+
+    def cameras_announced() -> dict[str, dict] | None:
+        configs = retained_now(port)
+        return configs if len(of(configs, "results/detections/") | of(configs, "snapshots/")) == 6 else None
+
+    first = wait_until(cameras_announced, 20, "both cameras' configs")
+    assert of(first, "results/fusion/") == {"g temperature"} and set(foreign) <= set(first)
+    assert of(first, "results/detections/") | of(first, "snapshots/") == {
+        "a detections", "a objects", "a person", "b detections", "b objects", "b car"}
+
+    fleet.kill("coordinator", signal.SIGTERM)
+    fleet.coordinator(EDGEHIVE_CAMERAS='{"a": {"labels": ["person"]}}', EDGEHIVE_FORGET_AFTER_S="1")
+    # b, no longer named and sending no frame, leaves a second after the start; g at once.
+    def cleared() -> dict[str, dict] | None:
+        configs = retained_now(port)
+        return configs if not of(configs, "results/fusion/") and "b objects" not in of(configs, "results/") else None
+
+    after = wait_until(cleared, 30, "b's and g's configs cleared")
+    assert of(after, "results/detections/") | of(after, "snapshots/") == {"a detections", "a objects", "a person"}
+    assert {t: after.get(t) for t in foreign} == foreign  # the other fleet's and Zigbee2MQTT's untouched
+    assert {c["name"] for c in after.values() if c["device"]["identifiers"] == [first_fleet_id(prefix)]} >= COORDINATOR_ENTITIES
+    log = fleet.log("coordinator")
+    assert "clearing 1 retained configs" in log and "camera b sent no frame" in log
+
+
+def first_fleet_id(prefix: str) -> str:
+    return "edgehive_" + prefix.replace("-", "_").replace("/", "_")
+
+
+def test_only_the_active_coordinator_clears_configs_a_standby_does_not(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    """A standby configured without the group leaves its config alone; once it takes over it
+    is the active one, and clears it."""
+    port = fleet.broker.port
+    for name, env in (("head-a", {"EDGEHIVE_FUSION_GROUPS": '{"g": {"quantity": "temperature"}}'}), ("head-b", {})):
+        fleet.coordinator(name, EDGEHIVE_COORDINATOR_ID=name, EDGEHIVE_STATE_DIR=str(fleet.workdir / f"state-{name}"), **env)
+        wait_until(lambda: (recorder.json(f"coordinator/members/{name}") or [{}])[-1].get("role") == ("active" if name == "head-a" else "standby"),
+                   30, f"{name} up")
+
+    def group_config() -> dict[str, dict]:
+        return {t: c for t, c in retained_now(port).items() if c.get("state_topic") == f"{prefix}/results/fusion/g"}
+
+    assert wait_until(group_config, 20, "g's config")
+    wait_until(lambda: (recorder.json("coordinator/members/head-b") or [{}])[-1].get("synced"), 30, "head-b synced")
+    present = group_config()
+    if "coordinator head-b is active" not in fleet.log("head-b"):  # (on a loaded machine head-a's lease may lapse)
+        assert present, fleet.log("head-b")  # head-b stands by: it cleared nothing
+        assert "Home Assistant" not in fleet.log("head-b"), fleet.log("head-b")
+    fleet.kill("head-a", signal.SIGTERM)
+    wait_until(lambda: not group_config(), 30, "g's config cleared by head-b, now active")
+    log = fleet.log("head-b")
+    assert log.index("coordinator head-b is active") < log.index("clearing 1 retained configs"), log
+
+
+def test_the_frigate_bridge_clears_configs_of_cameras_taken_out_of_its_list(fleet: Fleet, recorder: Recorder, prefix: str) -> None:
+    port = fleet.broker.port
+    other = f"{prefix}-other"  # another fleet's bridge, whose unique ids start like ours
+    other_id = "edgehive_" + other.replace("-", "_").replace("/", "_") + "_frigate"
+    foreign_topic = f"homeassistant/binary_sensor/{other_id}_back_confirmed/config"
+    foreign = {"name": "back confirmed", "unique_id": f"{other_id}_back_confirmed", "state_topic": f"{other}/results/frigate/back",
+               "device": {"identifiers": [other_id]}, "origin": ORIGIN}
+    subprocess.run(["mosquitto_pub", "-p", str(port), "-r", "-q", "1", "-t", foreign_topic, "-m", orjson.dumps(foreign).decode()], check=True)
+
+    def bridge(configs: dict[str, dict]) -> set[str]:
+        return {c["name"] for c in configs.values() if c.get("state_topic", "").startswith(f"{prefix}/results/frigate/")}
+
+    fleet.frigate(EDGEHIVE_FRIGATE_CAMERAS="front,back")
+    wait_until(lambda: len(bridge(retained_now(port))) == 4, 20, "both cameras' configs")
+    fleet.kill("frigate", signal.SIGTERM)
+    fleet.frigate(EDGEHIVE_FRIGATE_CAMERAS="front")
+    after = wait_until(lambda: (c := retained_now(port)) and "back confirmed" not in bridge(c) and c, 20, "back's configs cleared")
+    assert bridge(after) == {"front confirmed", "front edgehive score"}
+    assert after[foreign_topic] == foreign
+    assert "clearing 2 retained configs of Frigate cameras" in fleet.log("frigate")
