@@ -44,7 +44,9 @@ class CoordinatorSettings(CommonSettings):
     ha_max_node_devices: int = Field(250, ge=0, description="Home Assistant devices for at most this many nodes (the first ones seen); a bigger "
                                      "fleet's other nodes get none, said once in the log (each device is 8 retained configs, ~6 KB; 0: no node devices)")
     forget_after_s: float = Field(7 * 86400.0, ge=0, description="A node dead this long (no heartbeat, not online) leaves the fleet: the coordinator "
-                                  "forgets it, clears its retained capabilities and status, and removes its Home Assistant device (0: never)")
+                                  "forgets it, clears its retained capabilities and status, and removes its Home Assistant device (0: never); "
+                                  "a camera not named in cameras that sent no frame this long since the coordinator started loses its "
+                                  "Home Assistant entities")
     sensor_max_age_s: float = Field(300.0, gt=0, description="Readings stamped longer ago are refused as stale")
     coordinator_id: str = Field("", description="This coordinator's id, unique among the coordinators of the fleet: in its leadership claim, "
                                 "its status on coordinator/members/{id} and its MQTT client id ('': the node id, i.e. the balena device UUID, else the host name)")

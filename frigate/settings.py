@@ -34,7 +34,8 @@ class FrigateSettings(CommonSettings):
     """Where Frigate publishes, what the fleet runs on its snapshots, and what counts as confirmed."""
 
     frigate_topic_prefix: str = Field("frigate", description="Frigate's MQTT topic_prefix: events on {prefix}/events, snapshots on {prefix}/{camera}/{label}/snapshot")
-    frigate_cameras: str = Field("", description="Frigate cameras to judge, comma-separated (empty: every camera); events of others are ignored, reported once each on errors")
+    frigate_cameras: str = Field("", description="Frigate cameras to judge, comma-separated (empty: every camera); events of others are ignored, reported once each on errors, "
+                                 "and the bridge clears the Home Assistant entities of cameras no longer listed")
     frigate_labels: str = Field("", description="Frigate labels to judge, comma-separated, e.g. person,car (empty: every label)")
     frigate_camera_prefix: str = Field("frigate.", description="Each Frigate camera's snapshots go to the fleet as edgehive camera {prefix}{camera} (frames/frigate.front_door): its EDGEHIVE_CAMERAS entry at the coordinator sets the model and pipeline")
     frigate_model: str = Field("", description="Model run on the snapshots, named in each frame (empty: the coordinator's EDGEHIVE_CAMERAS entry for the camera, else its default model); a pipeline's stages always come from EDGEHIVE_CAMERAS")
