@@ -4,7 +4,7 @@ Services (agents/, coordinator/, sensors/, telemetry/, broker/, frigate/) talk o
 contracts between them live in schemas/; a service that imports another's module would
 share a definition the other side can change without noticing (as when the coordinator
 validated fusion tuning with the agent's own models). The ground floor every service may
-import: schemas/ and edgehive's bus, paho client, gc thresholds, config file, errors, settings (and their sources), heap release, deferred standard modules, no pydantic plugins, signals and logs. The ground floor imports
+import: schemas/ and edgehive's bus, paho client, retained-config reader (Home Assistant), gc thresholds, config file, errors, settings (and their sources), heap release, deferred standard modules, no pydantic plugins, signals and logs. The ground floor imports
 only itself. `edgehive`'s commands (cli, up, healthcheck, ...) are the roof: they start the
 services, so they may import any of them, and no service imports them.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "edgehive"
 SERVICES = ("agents", "coordinator", "sensors", "telemetry", "broker", "frigate")
-GROUND = ("schemas", "gctune", "configfile", "bus", "pahoclient", "errors", "settings", "envsettings", "heap", "lazymodules", "pydanticplugins", "signals", "logs")  # under edgehive.
-GROUND_FILES = ("gctune.py", "configfile.py", "bus.py", "pahoclient.py", "errors.py", "settings.py", "envsettings.py", "heap.py", "lazymodules.py", "pydanticplugins.py", "signals.py", "logs.py", "__init__.py")  # in edgehive/
+GROUND = ("schemas", "gctune", "configfile", "bus", "pahoclient", "haretained", "errors", "settings", "envsettings", "heap", "lazymodules", "pydanticplugins", "signals", "logs")  # under edgehive.
+GROUND_FILES = ("gctune.py", "configfile.py", "bus.py", "pahoclient.py", "haretained.py", "errors.py", "settings.py", "envsettings.py", "heap.py", "lazymodules.py", "pydanticplugins.py", "signals.py", "logs.py", "__init__.py")  # in edgehive/
 
 
 def folder(name: str) -> Path:
@@ -90,7 +90,7 @@ def offenders(files: Iterator[tuple[Path, str]], own: str | None, allowed: tuple
 
 def test_no_service_imports_another_service_or_the_commands() -> None:
     found = [offence for service in SERVICES for offence in offenders(modules_of(service), service, GROUND)]
-    assert not found, "a service imports outside itself and the ground floor (schemas/, edgehive.gctune/configfile/bus/pahoclient/errors/settings/envsettings/heap/signals/logs):\n" + "\n".join(found)
+    assert not found, "a service imports outside itself and the ground floor (schemas/, edgehive.gctune/configfile/bus/pahoclient/haretained/errors/settings/envsettings/heap/lazymodules/pydanticplugins/signals/logs):\n" + "\n".join(found)
 
 
 def test_the_ground_floor_imports_only_the_ground_floor() -> None:
