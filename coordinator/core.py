@@ -801,8 +801,7 @@ class CoordinatorCore:
             self._publish(self.topics.status(change.node.id), encode(status), qos=1, retain=True)
         if listening and self.settings.forget_after_s:
             self._forget_nodes()
-        if self._ha_unseen and self.settings.forget_after_s and now.mono - self._started >= self.settings.forget_after_s:
-            self._forget_cameras()
+        self._forget_cameras()
         if self._ha_reannounce_due and now.mono - self._ha_announced_mono >= HA_REANNOUNCE_MIN_S:
             self._ha_reannounce_due = False
             self._ha_announced_mono = now.mono
@@ -928,6 +927,7 @@ class CoordinatorCore:
         wanted |= {topic for topic, _ in coordinator_messages(prefix, self.topics, self.settings.stats_interval_s)}
         named = {camera for camera in (*self._cameras.cameras, *self._cameras.camera_models) if camera != EVERY_CAMERA}
         stale: list[str] = []
+        kept: dict[str, set[str]] = {}  # camera → the config topics its settings make, once per camera
         for topic, payload in sorted(event.configs.items()):
             owned = classify(self.topics, payload)
             if owned is None or topic in wanted:
@@ -937,8 +937,10 @@ class CoordinatorCore:
                 continue
             camera = owned.name
             if camera in self.frames.received or camera in self.direct.cameras or camera in named:
-                labels = self._cameras.resolve(camera).labels or ()
-                if topic not in {t for t, _ in camera_messages(prefix, self.topics, camera, labels)}:
+                if camera not in kept:
+                    labels = self._cameras.resolve(camera).labels or ()
+                    kept[camera] = {t for t, _ in camera_messages(prefix, self.topics, camera, labels)}
+                if topic not in kept[camera]:
                     stale.append(topic)  # a label count its settings no longer keep
             else:
                 if topic not in (unseen := self._ha_unseen.setdefault(camera, [])):  # read again at a reconnect
@@ -946,12 +948,13 @@ class CoordinatorCore:
         if stale:
             log.info("Home Assistant: clearing %d retained configs of fusion groups and entities no longer configured", len(stale))
         self._discovery([(topic, b"") for topic in stale])
-        if self._ha_unseen and self.settings.forget_after_s and self._now.mono - self._started >= self.settings.forget_after_s:
-            self._forget_cameras()
+        self._forget_cameras()
 
     def _forget_cameras(self) -> None:
         """Cameras with retained configs that the settings do not name and that sent no frame
-        for `forget_after_s` since this start leave Home Assistant, as nodes do."""
+        for `forget_after_s` since this start leave Home Assistant, as nodes do (nothing before)."""
+        if not self._ha_unseen or not self.settings.forget_after_s or self._now.mono - self._started < self.settings.forget_after_s:
+            return
         for camera, topics in sorted(self._ha_unseen.items()):
             if camera in self.frames.received or camera in self.direct.cameras:
                 continue  # announced again by its first frame
